@@ -1,0 +1,39 @@
+# Set-up and checks. `make test` and `make demo` create .venv when it is missing and install the
+# pinned dependencies. PyTorch comes from $(TORCH_SPEC): the CPU build on machines without a GPU.
+# With a GPU, point TORCH_INDEX at a CUDA wheel index, e.g.
+#   make test TORCH_INDEX=https://download.pytorch.org/whl/cu126
+PYTHON ?= python3.11
+TORCH_SPEC ?= torch==2.13.0
+TORCH_INDEX ?=
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: test lint demo bench clean
+
+$(STAMP): requirements.txt requirements-dev.txt pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV) || python3 -m venv $(VENV)
+	$(BIN)/pip install -q --disable-pip-version-check \
+	  $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX) --extra-index-url https://pypi.org/simple) \
+	  "$(TORCH_SPEC)"
+	$(BIN)/pip install -q --disable-pip-version-check -r requirements.txt -r requirements-dev.txt
+	$(BIN)/pip install -q --disable-pip-version-check --no-deps -e .
+	@touch $(STAMP)
+
+lint: $(STAMP)
+	$(BIN)/ruff check webly tests bench
+	$(BIN)/ruff format --check webly tests bench
+	$(BIN)/mypy webly
+
+test: lint
+	$(BIN)/pytest -q
+
+demo: $(STAMP)
+	$(BIN)/webly demo --out demo-out
+
+bench: $(STAMP)
+	$(BIN)/python bench/bench_import.py
+	$(BIN)/python bench/bench_metrics.py
+
+clean:
+	rm -rf $(VENV) demo-out .mypy_cache .ruff_cache .pytest_cache

@@ -1,0 +1,332 @@
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tests.conftest import random_batch
+from webly.data import (
+    Batch,
+    Dataset,
+    DatasetWriter,
+    FeatureSpec,
+    Layout,
+    dequantize_uint8,
+    quantize_uint8,
+)
+from webly.errors import DataError, WeblyWarning
+
+FULL = Layout(
+    features=(
+        FeatureSpec("rgb", 16, "uint8"),
+        FeatureSpec("audio", 4, "float16"),
+        FeatureSpec("frgb", 16, "uint8", level="frame"),
+        FeatureSpec("faudio", 4, "uint8", level="frame"),
+    ),
+    n_classes=30,
+    class_names=tuple(f"class{i}" for i in range(30)),
+    has_group=True,
+    has_text=True,
+    has_clean_labels=True,
+)
+
+
+def write(path: Path, layout: Layout, batches: list[Batch], **kwargs: object) -> Dataset:
+    with DatasetWriter(path, layout, **kwargs) as writer:  # type: ignore[arg-type]
+        for batch in batches:
+            writer.write_batch(batch)
+    return Dataset.open(path)
+
+
+def test_quantisation_matches_youtube8m_formula() -> None:
+    codes = np.arange(256, dtype=np.uint8)
+    expected = codes.astype(np.float64) * 4 / 255 + 4 / 512 - 2
+    np.testing.assert_allclose(dequantize_uint8(codes), expected, atol=1e-6)
+    x = np.array([-5.0, -2.0, 0.0, 1.0, 2.0, 9.0], dtype=np.float32)
+    np.testing.assert_array_equal(quantize_uint8(x), [0, 0, 128, 191, 255, 255])
+
+
+def test_round_trip_every_column(tmp_path: Path) -> None:
+    rng = np.random.default_rng(1)
+    batches = [random_batch(rng, FULL, 40, prefix=f"b{i}_") for i in range(3)]
+    ds = write(tmp_path / "ds", FULL, batches)
+    assert len(ds) == 120
+    assert ds.ids[40] == "b1_0"
+    assert ds.class_names[3] == "class3"
+    assert list(ds.groups[:4]) == ["g0", "g0", "g0", "g1"]
+    assert ds.texts[41] == "text of b1_1"
+    labels = ds.labels
+    assert labels.shape == (120, 30)
+    row = batches[2].labels[5]
+    assert sorted(labels[85].indices) == sorted(row)
+    assert (ds.clean_labels != labels).nnz == 0
+
+    rows = np.array([85, 3, 119, 40])
+    x = ds.features(rows, groups=("rgb", "audio"))
+    assert x.shape == (4, 20) and x.dtype == np.float32
+    source = [(r // 40, r % 40) for r in rows]
+    rgb = np.stack([batches[b].features["rgb"][i] for b, i in source])
+    audio = np.stack([batches[b].features["audio"][i] for b, i in source])
+    np.testing.assert_array_equal(x[:, :16], dequantize_uint8(quantize_uint8(rgb)))
+    np.testing.assert_array_equal(x[:, 16:], audio.astype(np.float16).astype(np.float32))
+
+    frames, lengths = ds.frames(rows, groups=("frgb", "faudio"))
+    assert frames.shape == (4, int(lengths.max()), 20)
+    for out, (b, i), n in zip(frames, source, lengths, strict=True):
+        assert n == len(batches[b].frames["frgb"][i])
+        np.testing.assert_array_equal(out[:n, :16], dequantize_uint8(batches[b].frames["frgb"][i]))
+        np.testing.assert_array_equal(
+            out[:n, 16:], dequantize_uint8(batches[b].frames["faudio"][i])
+        )
+        assert not out[n:].any()
+    manifest = json.loads((tmp_path / "ds" / "manifest.json").read_text())
+    assert manifest["n_rows"] == 120 and manifest["format_version"] == 1
+    assert {s["file"] for s in manifest["shards"]} == {"shard-00000.arrow"}
+
+
+def test_many_shards_and_chunks_gather_like_one(tmp_path: Path) -> None:
+    rng = np.random.default_rng(2)
+    layout = Layout((FeatureSpec("rgb", 8, "float32"),), n_classes=5)
+    batches = [random_batch(rng, layout, 30, prefix=f"b{i}_") for i in range(10)]
+    with DatasetWriter(tmp_path / "ds", layout, shard_bytes=2_000) as writer:
+        for batch in batches:
+            writer.write_batch(batch)
+    ds = Dataset.open(tmp_path / "ds")
+    assert len(ds.manifest["shards"]) > 1
+    expected = np.concatenate([b.features["rgb"] for b in batches])
+    rows = rng.permutation(300)[:128]
+    np.testing.assert_array_equal(ds.features(rows, groups=("rgb",)), expected[rows])
+    np.testing.assert_array_equal(ds.features([-1], groups=("rgb",)), expected[-1:])
+
+
+def test_subset_is_a_view_in_subset_coordinates(small_store: Dataset) -> None:
+    rows = np.array([10, 5, 150])
+    sub = small_store.subset(rows)
+    assert len(sub) == 3
+    assert list(sub.ids) == list(small_store.ids[rows])
+    np.testing.assert_array_equal(sub.features([2, 0]), small_store.features([150, 10]))
+    assert (sub.labels != small_store.labels[rows]).nnz == 0
+    nested = sub.subset([2])
+    assert nested.ids[0] == small_store.ids[150]
+    with pytest.raises(DataError, match="out of range for a dataset of 3 rows"):
+        sub.features([3])
+
+
+def test_frame_sampling(tmp_path: Path) -> None:
+    layout = Layout((FeatureSpec("f", 1, "float32", level="frame"),), n_classes=2)
+    frames = [np.arange(10, dtype=np.float32)[:, None], np.arange(3, dtype=np.float32)[:, None]]
+    ds = write(tmp_path / "ds", layout, [Batch(["a", "b"], [[0], [1]], frames={"f": frames})])
+    x, n = ds.frames([0, 1], groups=("f",), max_frames=4, sampling="first")
+    assert list(n) == [4, 3] and list(x[0, :, 0]) == [0, 1, 2, 3]
+    x, _ = ds.frames([0], groups=("f",), max_frames=4, sampling="uniform")
+    assert list(x[0, :, 0]) == [0, 3, 6, 9]
+    picks = [
+        ds.frames([0], groups=("f",), max_frames=4, sampling="random", rng=np.random.default_rng(s))
+        for s in (0, 0, 1)
+    ]
+    assert np.array_equal(picks[0][0], picks[1][0]) and not np.array_equal(picks[0][0], picks[2][0])
+    assert np.all(np.diff(picks[0][0][0, :, 0]) > 0)  # time order kept
+    with pytest.raises(DataError, match="needs rng"):
+        ds.frames([0], groups=("f",), max_frames=2, sampling="random")
+    with pytest.raises(DataError, match="frame-level group; use Dataset.frames"):
+        ds.features([0], groups=("f",))
+    assert list(ds.n_frames()) == [10, 3]
+
+
+def test_duplicate_ids_warn_but_keep_rows(tmp_path: Path, video_layout: Layout) -> None:
+    batch = random_batch(np.random.default_rng(0), video_layout, 4)
+    batch.ids = ["a", "b", "a", "c"]
+    with pytest.warns(WeblyWarning, match="1 ids occur more than once \\(first: 'a'\\)"):
+        ds = write(tmp_path / "ds", video_layout, [batch])
+    assert len(ds) == 4
+
+
+@pytest.mark.parametrize(
+    ("mutate", "message"),
+    [
+        (
+            lambda b: b.labels.__setitem__(2, [20]),
+            "row 'v2': labels use class 20 but the dataset declares 20 classes \\(0..19\\); "
+            "check --num-classes",
+        ),
+        (
+            lambda b: b.features.__setitem__("rgb", b.features["rgb"][:, :10]),
+            "row 'v0': feature 'rgb' has dimension 10 but the layout declares 16",
+        ),
+        (
+            lambda b: b.features["audio"].__setitem__((3, 1), np.nan),
+            "row 'v3': feature 'audio' holds NaN or inf",
+        ),
+        (lambda b: b.features.pop("audio"), "feature group 'audio' \\(video level\\) is missing"),
+        (lambda b: b.labels.__setitem__(1, [-1]), "row 'v1': labels use class -1"),
+    ],
+)
+def test_bad_rows_are_refused_and_nothing_is_written(
+    tmp_path: Path, video_layout: Layout, mutate: object, message: str
+) -> None:
+    batch = random_batch(np.random.default_rng(0), video_layout, 5)
+    mutate(batch)  # type: ignore[operator]
+    with pytest.raises(DataError, match=f"^input: {message}"):
+        write(tmp_path / "ds", video_layout, [batch])
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_multiclass_rows_hold_one_label(tmp_path: Path, video_layout: Layout) -> None:
+    layout = Layout(video_layout.features, n_classes=20, task="multiclass")
+    batch = random_batch(np.random.default_rng(0), layout, 3)
+    batch.labels[1] = [1, 2]
+    with pytest.raises(DataError, match="row 'v1': labels has 2 labels but the task is multiclass"):
+        write(tmp_path / "ds", layout, [batch])
+
+
+def test_nan_in_frames_names_the_row(tmp_path: Path) -> None:
+    layout = Layout((FeatureSpec("f", 2, "float32", level="frame"),), n_classes=2)
+    frames = [np.zeros((3, 2)), np.zeros((2, 2)), np.array([[0.0, np.inf]])]
+    with pytest.raises(DataError, match="row 'c': frames of 'f' hold NaN or inf"):
+        write(tmp_path / "ds", layout, [Batch(["a", "b", "c"], [[0]] * 3, frames={"f": frames})])
+
+
+def test_empty_dataset_is_an_error(tmp_path: Path, video_layout: Layout) -> None:
+    with pytest.raises(DataError, match="holds no rows; nothing was written"):
+        write(tmp_path / "ds", video_layout, [])
+    assert not (tmp_path / "ds").exists()
+
+
+def test_existing_output_needs_overwrite(small_store: Dataset, video_layout: Layout) -> None:
+    batch = random_batch(np.random.default_rng(5), video_layout, 7)
+    with pytest.raises(DataError, match="already exists; pass --overwrite"):
+        write(small_store.path, video_layout, [batch])
+    assert len(Dataset.open(small_store.path)) == 200
+    assert len(write(small_store.path, video_layout, [batch], overwrite=True)) == 7
+    assert [p.name for p in small_store.path.parent.iterdir()] == ["store"]
+
+
+def test_open_errors(tmp_path: Path, small_store: Dataset) -> None:
+    with pytest.raises(DataError, match="does not exist"):
+        Dataset.open(tmp_path / "nope")
+    with pytest.raises(DataError, match="not a webly dataset folder"):
+        Dataset.open(tmp_path)
+    shard = small_store.path / "shard-00000.arrow"
+    data = bytearray(shard.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    shard.write_bytes(bytes(data))
+    assert len(Dataset.open(small_store.path)) == 200  # size unchanged: only verify notices
+    with pytest.raises(DataError, match="checksum mismatch; the dataset is damaged"):
+        Dataset.open(small_store.path, verify=True)
+    shard.write_bytes(bytes(data[:-10]))
+    with pytest.raises(DataError, match="expected .* bytes, found .*; the dataset is damaged"):
+        Dataset.open(small_store.path)
+
+
+def test_bad_layouts() -> None:
+    with pytest.raises(DataError, match="'labels' is reserved"):
+        FeatureSpec("labels", 3)
+    with pytest.raises(DataError, match="dtype 'int8'; use one of"):
+        FeatureSpec("x", 3, "int8")  # type: ignore[arg-type]
+    with pytest.raises(DataError, match="2 class names given for 3 classes"):
+        Layout((), n_classes=3, class_names=("a", "b"))
+    with pytest.raises(DataError, match="not in this dataset \\(it has: rgb\\)"):
+        Layout((FeatureSpec("rgb", 2),), n_classes=3).feature("audio")
+
+
+KILLED_WRITER = textwrap.dedent(
+    """
+    import sys, numpy as np
+    from webly.data import Batch, DatasetWriter, FeatureSpec, Layout
+    layout = Layout((FeatureSpec("rgb", 1024, "uint8"),), n_classes=10)
+    rng = np.random.default_rng(0)
+    writer = DatasetWriter(sys.argv[1], layout)
+    codes = rng.integers(0, 256, size=(4096, 1024), dtype=np.uint8)
+    for i in range(100000):
+        writer.write_batch(Batch([f"{i}_{j}" for j in range(4096)], [[1]] * 4096, {"rgb": codes}))
+        if i == 2:
+            print("writing", flush=True)
+    """
+)
+
+
+def test_killed_import_leaves_nothing_that_opens(tmp_path: Path) -> None:
+    out = tmp_path / "ds"
+    proc = subprocess.Popen(
+        [sys.executable, "-c", KILLED_WRITER, str(out)], stdout=subprocess.PIPE, text=True
+    )
+    assert proc.stdout is not None and proc.stdout.readline() == "writing\n"
+    time.sleep(0.2)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert not out.exists()
+    with pytest.raises(DataError, match="does not exist"):
+        Dataset.open(out)
+    leftovers = list(tmp_path.iterdir())
+    assert len(leftovers) == 1 and leftovers[0].name.startswith(".ds.tmp-")
+
+
+MEMORY_PROBE = textwrap.dedent(
+    """
+    import json, os, sys, numpy as np
+    from webly.data import Batch, Dataset, DatasetWriter, FeatureSpec, Layout
+
+    def status(key):
+        for line in open("/proc/self/status"):
+            if line.startswith(key):
+                return int(line.split()[1]) * 1024
+
+    path, n_rows = sys.argv[1], int(sys.argv[2])
+    layout = Layout((FeatureSpec("rgb", 1024, "uint8"), FeatureSpec("audio", 128, "uint8")), 100)
+    rng = np.random.default_rng(0)
+    rgb = rng.integers(0, 256, size=(8192, 1024), dtype=np.uint8)
+    audio = rng.integers(0, 256, size=(8192, 128), dtype=np.uint8)
+    with DatasetWriter(path, layout) as writer:
+        for start in range(0, n_rows, 8192):
+            ids = [str(i) for i in range(start, start + 8192)]
+            writer.write_batch(Batch(ids, [[i % 100] for i in range(8192)], {"rgb": rgb, "audio": audio}))
+    del rgb, audio, writer
+    for shard in os.listdir(path):  # start cold: drop the store from the page cache
+        fd = os.open(os.path.join(path, shard), os.O_RDONLY)
+        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+        os.close(fd)
+    ds = Dataset.open(path)
+    ds.features(np.arange(1024))  # warm the allocator and the chunk views
+    file0 = status("RssFile:")
+    ds.features(rng.choice(len(ds), 1024, replace=False))
+    one_batch_file = status("RssFile:") - file0
+    anon0 = status("RssAnon:")
+    peak = 0
+    for rows in np.array_split(rng.permutation(len(ds)), len(ds) // 1024):
+        x = ds.features(rows)
+        peak = max(peak, status("RssAnon:") - anon0)
+    print(json.dumps({"peak_anon": peak, "one_batch_file": one_batch_file}))
+    """
+)
+
+
+def _probe(path: Path, n_rows: int) -> dict[str, int]:
+    out = subprocess.run(
+        [sys.executable, "-c", MEMORY_PROBE, str(path), str(n_rows)],
+        check=True,
+        capture_output=True,
+        text=True,
+    )
+    return json.loads(out.stdout)  # type: ignore[no-any-return]
+
+
+@pytest.mark.slow
+def test_memory_stays_flat_as_the_store_grows(tmp_path: Path) -> None:
+    """An epoch of random 1,024-row batches over a 450 MB store: the process's own (anonymous)
+    memory stays within the 64 MB this test allows, as it does over a store 8x smaller, and a
+    random batch maps only the pages of its rows, not the store."""
+    budget = 64 << 20
+    small = _probe(tmp_path / "small", 49_152)
+    large = _probe(tmp_path / "large", 393_216)
+    store_bytes = sum(f.stat().st_size for f in (tmp_path / "large").iterdir())
+    assert store_bytes > 6 * budget
+    assert large["peak_anon"] < budget
+    assert large["peak_anon"] < small["peak_anon"] + (16 << 20)
+    assert large["one_batch_file"] < store_bytes // 10

@@ -1,0 +1,84 @@
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+from rich.console import Console
+
+from webly.data import Dataset
+from webly.demo import run_demo
+from webly.io import write_submission
+from webly.metrics import TopK
+
+
+def webly(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "webly", *args], capture_output=True, text=True, timeout=120
+    )
+
+
+def assert_user_error(result: subprocess.CompletedProcess[str], *needles: str) -> None:
+    assert result.returncode == 2, result.stderr
+    assert "Traceback" not in result.stderr
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    text = " ".join(lines)
+    assert text.startswith("error: ")
+    for needle in needles:
+        assert needle in text
+
+
+def test_help_lists_the_command_groups() -> None:
+    result = webly("--help")
+    assert result.returncode == 0
+    for command in ("data", "eval", "demo"):
+        assert command in result.stdout
+    data = webly("data", "--help")
+    for command in ("import-yt8m", "import-table", "import-images", "info"):
+        assert command in data.stdout
+
+
+def test_info_prints_statistics(small_store: Dataset) -> None:
+    result = webly("data", "info", str(small_store.path), "--verify")
+    assert result.returncode == 0, result.stderr
+    assert "200" in result.stdout and "labels per row" in result.stdout
+    assert "'rgb'" in result.stdout and "16 x uint8" in result.stdout
+
+
+def test_info_on_a_missing_store(tmp_path: Path) -> None:
+    assert_user_error(webly("data", "info", str(tmp_path / "nope")), "nope", "does not exist")
+
+
+def test_import_errors_write_nothing(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    assert_user_error(
+        webly("data", "import-yt8m", str(tmp_path / "*.tfrecord"), str(out)), "no files match"
+    )
+    assert not out.exists()
+
+
+def test_eval_scores_a_submission(tmp_path: Path, small_store: Dataset) -> None:
+    labels = small_store.labels.toarray()
+    scores = labels + np.random.default_rng(0).uniform(0, 0.5, size=labels.shape)
+    path = tmp_path / "sub.csv"
+    write_submission(path, list(small_store.ids), TopK.from_dense(scores, 20))
+    result = webly("eval", str(path), "--labels", str(small_store.path))
+    assert result.returncode == 0, result.stderr
+    assert "GAP@20" in result.stdout and "1.00000" in result.stdout
+    path.write_text("VideoId,LabelConfidencePairs\nv0,3 0.5 7\n")
+    assert_user_error(
+        webly("eval", str(path), "--labels", str(small_store.path)), "sub.csv:2", "odd count"
+    )
+
+
+def test_demo_end_to_end(tmp_path: Path) -> None:
+    console = Console(record=True, width=120)
+    results = run_demo(tmp_path, seed=0, console=console, n_videos=600, n_classes=30)
+    text = console.export_text()
+    assert "generated and imported 600 videos" in text and "logistic regression" in text
+    logistic, prior = results["logistic regression"], results["class prior"]
+    assert logistic["gap_true"] > prior["gap_true"] + 0.2
+    # Scored against the true labels, the model looks better than against the noisy ones.
+    assert logistic["gap_true"] > logistic["gap_given"]
+    assert len(Dataset.open(tmp_path / "store")) == 600

@@ -1,0 +1,5 @@
+"""``python -m webly`` runs the command line."""
+
+from webly.cli import main
+
+main()

@@ -1,0 +1,187 @@
+"""The ``webly`` command line: a thin Typer layer, argv -> one documented library call.
+
+User errors (`webly.errors.WeblyError`) print one line and exit with status 2; warnings print one
+line each. Library imports happen inside the commands so ``webly --help`` stays instant.
+"""
+
+from __future__ import annotations
+
+import sys
+import warnings
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from webly.errors import WeblyError
+
+app = typer.Typer(
+    name="webly",
+    help="Accurate, compact classifiers from large datasets with noisy labels.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+data_app = typer.Typer(help="Import, generate and describe datasets.", no_args_is_help=True)
+app.add_typer(data_app, name="data")
+
+out = Console()
+err = Console(stderr=True)
+
+Overwrite = Annotated[bool, typer.Option("--overwrite", help="Replace OUT if it exists.")]
+
+
+def _show_warning(message: Any, category: Any, *_: Any, **__: Any) -> None:
+    err.print(f"[yellow]warning:[/] {message}", highlight=False, soft_wrap=True)
+
+
+def _print_table(title: str, rows: list[tuple[str, str]]) -> None:
+    table = Table(title=title, show_header=False, title_justify="left")
+    table.add_column(style="bold")
+    table.add_column()
+    for name, value in rows:
+        table.add_row(name, value)
+    out.print(table)
+
+
+@data_app.command("import-yt8m")
+def import_yt8m(
+    pattern: Annotated[str, typer.Argument(help="TFRecord files, a glob: 'dir/train*.tfrecord'.")],
+    dest: Annotated[Path, typer.Argument(metavar="OUT", help="Dataset folder to create.")],
+    level: Annotated[str, typer.Option(help="video: Example records; frame: SequenceExample.")] = "video",
+    names: Annotated[str, typer.Option(help="Feature names: 2018 (id, mean_rgb) or 2017 (video_id, mean_inc3).")] = "2018",
+    num_classes: Annotated[int, typer.Option(help="Size of the label vocabulary.")] = 3862,
+    video_dtype: Annotated[str, typer.Option(help="Storage of video-level features: float32 or uint8.")] = "float32",
+    skip_corrupt: Annotated[bool, typer.Option(help="Skip records with a bad CRC instead of stopping.")] = False,
+    workers: Annotated[int | None, typer.Option(help="Parallel processes (default: one a core).")] = None,
+    overwrite: Overwrite = False,
+) -> None:
+    """Import official YouTube-8M TFRecord files (no TensorFlow needed)."""
+    from webly.data.yt8m import import_yt8m as run
+
+    summary = run(
+        pattern,
+        dest,
+        level=level,  # type: ignore[arg-type]
+        names=names,  # type: ignore[arg-type]
+        n_classes=num_classes,
+        video_dtype=video_dtype,  # type: ignore[arg-type]
+        skip_corrupt=skip_corrupt,
+        workers=workers,
+        overwrite=overwrite,
+    )
+    out.print(str(summary))
+
+
+@data_app.command("import-table")
+def import_table(
+    file: Annotated[Path, typer.Argument(help="A .parquet, .csv or .npz file.")],
+    dest: Annotated[Path, typer.Argument(metavar="OUT", help="Dataset folder to create.")],
+    features: Annotated[str, typer.Option(help="Feature column, or columns: 'f0,f1' or a glob 'f*'.")] = "features",
+    labels: Annotated[str, typer.Option(help="Labels column: int, name, list, or delimited string.")] = "labels",
+    label_sep: Annotated[str | None, typer.Option(help="Separator of a delimited labels string.")] = None,
+    id_column: Annotated[str | None, typer.Option("--id", help="Id column (default: row number).")] = None,
+    group: Annotated[str | None, typer.Option(help="Group column, e.g. a product id.")] = None,
+    text: Annotated[str | None, typer.Option(help="Text metadata column.")] = None,
+    num_classes: Annotated[int | None, typer.Option(help="Number of classes (default: max label + 1).")] = None,
+    task: Annotated[str, typer.Option(help="multilabel or multiclass.")] = "multilabel",
+    group_name: Annotated[str, typer.Option(help="Name of the stored feature group.")] = "x",
+    dtype: Annotated[str, typer.Option(help="Storage dtype: float32, float16 or uint8.")] = "float32",
+    overwrite: Overwrite = False,
+) -> None:
+    """Import a Parquet, CSV or NumPy table of features and labels."""
+    from webly.data.tables import import_table as run
+
+    ds = run(
+        file,
+        dest,
+        features=features,
+        labels=labels,
+        label_sep=label_sep,
+        id_column=id_column,
+        group_column=group,
+        text_column=text,
+        n_classes=num_classes,
+        task=task,  # type: ignore[arg-type]
+        group_name=group_name,
+        dtype=dtype,  # type: ignore[arg-type]
+        overwrite=overwrite,
+    )
+    out.print(f"imported {len(ds):,} rows into {dest}")
+
+
+@data_app.command("import-images")
+def import_images(
+    src: Annotated[Path, typer.Argument(help="A class-per-folder tree, or a CSV path,label[,group][,text].")],
+    dest: Annotated[Path, typer.Argument(metavar="OUT", help="Dataset folder to create.")],
+    extractor: Annotated[Path, typer.Option(help="Feature extractor: an .onnx or TorchScript (.pt) model.")],
+    image_size: Annotated[int | None, typer.Option(help="Input size when the model does not fix it.")] = None,
+    batch_size: Annotated[int, typer.Option(help="Images per forward pass.")] = 64,
+    dtype: Annotated[str, typer.Option(help="Storage dtype of the features: float16 or float32.")] = "float16",
+    skip_bad: Annotated[bool, typer.Option(help="Skip unreadable images (counted) instead of stopping.")] = False,
+    overwrite: Overwrite = False,
+) -> None:
+    """Import images through a feature extractor you supply."""
+    from webly.data.images import import_images as run
+
+    ds = run(
+        src,
+        dest,
+        extractor=extractor,
+        image_size=image_size,
+        batch_size=batch_size,
+        dtype=dtype,  # type: ignore[arg-type]
+        skip_bad=skip_bad,
+        overwrite=overwrite,
+    )
+    out.print(f"imported {len(ds):,} images into {dest}")
+
+
+@data_app.command("info")
+def info(
+    store: Annotated[Path, typer.Argument(help="A dataset folder.")],
+    verify: Annotated[bool, typer.Option(help="Also check every shard's sha256.")] = False,
+) -> None:
+    """Rows, classes, labels per row, class-frequency quantiles, features, frames per row."""
+    from webly.data import Dataset
+    from webly.data.stats import dataset_stats
+
+    ds = Dataset.open(store, verify=verify)
+    _print_table(str(store), dataset_stats(ds).lines())
+
+
+@app.command("eval")
+def evaluate(
+    predictions: Annotated[Path, typer.Argument(metavar="PRED.csv", help="A Kaggle submission file.")],
+    labels: Annotated[Path, typer.Option(help="Dataset folder holding the true labels.")],
+    k: Annotated[int, typer.Option(help="Predictions per row that GAP counts.")] = 20,
+) -> None:
+    """Score a submission (VideoId,LabelConfidencePairs) against a dataset's labels."""
+    from webly.data import Dataset
+    from webly.metrics.evaluate import score_submission
+
+    scores = score_submission(predictions, Dataset.open(labels), k=k)
+    _print_table(f"{predictions} vs {labels}", [(name, f"{v:.5f}") for name, v in scores.items()])
+
+
+@app.command("demo")
+def demo(
+    dest: Annotated[Path, typer.Option("--out", help="Working folder of the demo.")] = Path("demo-out"),
+    seed: Annotated[int, typer.Option(help="Seed of the generated data and the folds.")] = 0,
+) -> None:
+    """Generate a small YouTube-8M-like benchmark, import it, describe it and score two baselines."""
+    from webly.demo import run_demo
+
+    run_demo(dest, seed=seed, console=out)
+
+
+def main() -> None:
+    """Entry point: run the app, turning user errors into one line and exit status 2."""
+    warnings.showwarning = _show_warning
+    try:
+        app()
+    except WeblyError as error:
+        err.print(f"[red]error:[/] {error}", highlight=False, soft_wrap=True)
+        sys.exit(2)

@@ -1,0 +1,824 @@
+"""The webly data store: sharded, memory-mapped Apache Arrow IPC files plus ``manifest.json``.
+
+A dataset is a folder::
+
+    manifest.json            format version, layout (feature groups, classes, task), shards
+    shard-00000.arrow        Arrow IPC *file* format, uncompressed, one or more record batches
+    shard-00001.arrow        ...
+
+Columns of every shard: ``id`` (string), ``labels`` (list<int32>), optional ``group`` (string),
+``text`` (string) and ``clean_labels`` (list<int32>), one column per video-level feature group
+(``fixed_size_list<dtype>[dim]``) and one per frame-level group (``list<fixed_size_list<uint8>
+[dim]>``: a ragged sequence of frames per row).
+
+Reads are zero-copy: shards are memory-mapped and a gather of B rows copies only those rows (and
+dequantises them on the fly). Writes are atomic: everything is written into a hidden temporary
+folder beside the destination, which is renamed into place only after the manifest is written,
+so an interrupted import leaves nothing that opens as a dataset.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import mmap
+import os
+import shutil
+import uuid
+import warnings
+from collections.abc import Iterator, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import pyarrow as pa
+import scipy.sparse as sp
+
+from webly.errors import DataError, WeblyWarning
+
+FORMAT = "webly-dataset"
+FORMAT_VERSION = 1
+MANIFEST = "manifest.json"
+
+Dtype = Literal["uint8", "float16", "float32"]
+Level = Literal["video", "frame"]
+Task = Literal["multilabel", "multiclass"]
+Sampling = Literal["first", "uniform", "random"]
+
+_RESERVED = frozenset({"id", "labels", "group", "text", "clean_labels"})
+_ARROW_DTYPES = {"uint8": pa.uint8(), "float16": pa.float16(), "float32": pa.float32()}
+
+
+# --------------------------------------------------------------------------- quantisation
+
+
+def quantize_uint8(x: np.ndarray, lo: float = -2.0, hi: float = 2.0) -> np.ndarray:
+    """Quantise floats to uint8 codes as YouTube-8M does: ``round((clip(x) - lo) * 255 / range)``."""
+    scale = 255.0 / (hi - lo)
+    return np.rint((np.clip(x, lo, hi) - lo) * scale).astype(np.uint8)
+
+
+def dequantize_uint8(codes: np.ndarray, lo: float = -2.0, hi: float = 2.0) -> np.ndarray:
+    """Inverse of `quantize_uint8` as in the YouTube-8M starter code: ``q * range/255 + range/512 + lo``.
+
+    Returns float32 of the same shape as ``codes``.
+    """
+    span = hi - lo
+    out = codes.astype(np.float32)
+    out *= np.float32(span / 255.0)
+    out += np.float32(span / 512.0 + lo)
+    return out
+
+
+# --------------------------------------------------------------------------- layout
+
+
+@dataclass(frozen=True)
+class FeatureSpec:
+    """One feature group: ``dim`` values per row (video level) or per frame (frame level).
+
+    ``uint8`` groups hold YouTube-8M codes over ``[quant_min, quant_max]``; reads dequantise them.
+    """
+
+    name: str
+    dim: int
+    dtype: Dtype = "float32"
+    level: Level = "video"
+    quant_min: float = -2.0
+    quant_max: float = 2.0
+
+    def __post_init__(self) -> None:
+        if self.name in _RESERVED or not self.name:
+            raise DataError(f"feature group name {self.name!r} is reserved; rename the group")
+        if self.dim <= 0:
+            raise DataError(f"feature group {self.name!r} has dim {self.dim}; it must be >= 1")
+        if self.dtype not in _ARROW_DTYPES:
+            raise DataError(
+                f"feature group {self.name!r} has dtype {self.dtype!r}; "
+                f"use one of {sorted(_ARROW_DTYPES)}"
+            )
+        if self.level not in ("video", "frame"):
+            raise DataError(f"feature group {self.name!r} has level {self.level!r}; use video|frame")
+
+    def arrow_type(self) -> pa.DataType:
+        row = pa.list_(_ARROW_DTYPES[self.dtype], self.dim)
+        return row if self.level == "video" else pa.list_(row)
+
+    def decode(self, values: np.ndarray) -> np.ndarray:
+        """Stored values (any shape) -> float32."""
+        if self.dtype == "uint8":
+            return dequantize_uint8(values, self.quant_min, self.quant_max)
+        return values.astype(np.float32)
+
+    def encode(self, values: np.ndarray) -> np.ndarray:
+        """float or already-stored values -> the stored dtype."""
+        if self.dtype == "uint8" and values.dtype != np.uint8:
+            return quantize_uint8(values, self.quant_min, self.quant_max)
+        return values.astype(self.dtype, copy=False)
+
+
+@dataclass(frozen=True)
+class Layout:
+    """What every row of a dataset holds: feature groups, classes and optional columns."""
+
+    features: tuple[FeatureSpec, ...]
+    n_classes: int
+    task: Task = "multilabel"
+    class_names: tuple[str, ...] | None = None
+    has_group: bool = False
+    has_text: bool = False
+    has_clean_labels: bool = False
+
+    def __post_init__(self) -> None:
+        names = [f.name for f in self.features]
+        if len(set(names)) != len(names):
+            raise DataError(f"feature group names repeat: {names}; give each group its own name")
+        if self.n_classes < 1:
+            raise DataError(f"n_classes is {self.n_classes}; it must be >= 1 (--num-classes)")
+        if self.task not in ("multilabel", "multiclass"):
+            raise DataError(f"task {self.task!r} is unknown; use multilabel or multiclass")
+        if self.class_names is not None and len(self.class_names) != self.n_classes:
+            raise DataError(
+                f"{len(self.class_names)} class names given for {self.n_classes} classes; "
+                "give one name per class"
+            )
+
+    def feature(self, name: str) -> FeatureSpec:
+        for spec in self.features:
+            if spec.name == name:
+                return spec
+        known = ", ".join(f.name for f in self.features) or "none"
+        raise DataError(f"feature group {name!r} is not in this dataset (it has: {known})")
+
+    def schema(self) -> pa.Schema:
+        fields = [pa.field("id", pa.string(), nullable=False)]
+        fields.append(pa.field("labels", pa.list_(pa.int32()), nullable=False))
+        if self.has_clean_labels:
+            fields.append(pa.field("clean_labels", pa.list_(pa.int32()), nullable=False))
+        if self.has_group:
+            fields.append(pa.field("group", pa.string(), nullable=False))
+        if self.has_text:
+            fields.append(pa.field("text", pa.string(), nullable=False))
+        fields += [pa.field(f.name, f.arrow_type(), nullable=False) for f in self.features]
+        return pa.schema(fields)
+
+    def to_json(self) -> dict[str, Any]:
+        out = asdict(self)
+        out["features"] = [asdict(f) for f in self.features]
+        out["class_names"] = list(self.class_names) if self.class_names is not None else None
+        return out
+
+    @classmethod
+    def from_json(cls, obj: dict[str, Any]) -> Layout:
+        names = obj.get("class_names")
+        return cls(
+            features=tuple(FeatureSpec(**f) for f in obj["features"]),
+            n_classes=int(obj["n_classes"]),
+            task=obj["task"],
+            class_names=tuple(names) if names is not None else None,
+            has_group=bool(obj["has_group"]),
+            has_text=bool(obj["has_text"]),
+            has_clean_labels=bool(obj["has_clean_labels"]),
+        )
+
+
+# --------------------------------------------------------------------------- writing
+
+
+@dataclass
+class Batch:
+    """Rows to append to a dataset.
+
+    ``features[name]`` is ``(B, dim)`` (floats, or uint8 codes for a uint8 group);
+    ``frames[name]`` is a list of B arrays of shape ``(T_i, dim)``, the same ``T_i`` in every
+    frame group of a row.
+    """
+
+    ids: Sequence[str]
+    labels: Sequence[Sequence[int] | np.ndarray]
+    features: dict[str, np.ndarray] = field(default_factory=dict)
+    frames: dict[str, Sequence[np.ndarray]] = field(default_factory=dict)
+    groups: Sequence[str] | None = None
+    texts: Sequence[str] | None = None
+    clean_labels: Sequence[Sequence[int] | np.ndarray] | None = None
+
+
+@dataclass(frozen=True)
+class ShardInfo:
+    """A finished shard: file name (relative to the dataset folder), rows, bytes and sha256."""
+
+    file: str
+    rows: int
+    bytes: int
+    sha256: str
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while block := fh.read(1 << 24):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _map_for_random_access(path: Path) -> pa.Buffer:
+    """Memory-map ``path`` read-only, advising the kernel of random access.
+
+    Without the advice a page fault reads ahead megabytes around it, so gathering random rows of
+    a store larger than memory would read the whole file from disk; with it a gather reads the
+    pages of the rows it takes.
+    """
+    with open(path, "rb") as fh:
+        mapping = mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ)
+    mapping.madvise(mmap.MADV_RANDOM)
+    return pa.py_buffer(mapping)
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+class ShardWriter:
+    """Streams `Batch` es into one Arrow IPC file, validating every row against the layout.
+
+    Rows are buffered up to ``batch_bytes`` and written as one record batch, so memory stays
+    bounded whatever the shard's size. ``source`` (e.g. the input file) prefixes error messages.
+    """
+
+    def __init__(
+        self, path: Path, layout: Layout, source: str, batch_bytes: int = 64 << 20
+    ) -> None:
+        self.path = Path(path)
+        self.layout = layout
+        self.source = source
+        self.batch_bytes = batch_bytes
+        self.rows = 0
+        self._pending: list[pa.RecordBatch] = []
+        self._pending_bytes = 0
+        self._written_bytes = 0
+        self._sink = pa.OSFile(str(self.path), "wb")
+        self._writer = pa.ipc.new_file(self._sink, layout.schema())
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes of row data written or buffered so far."""
+        return self._written_bytes + self._pending_bytes
+
+    def write_batch(self, batch: Batch) -> None:
+        record = self._to_record_batch(batch)
+        self._pending.append(record)
+        self._pending_bytes += record.nbytes
+        self.rows += record.num_rows
+        if self._pending_bytes >= self.batch_bytes:
+            self._flush()
+
+    def close(self) -> ShardInfo:
+        self._flush()
+        self._writer.close()
+        self._sink.flush()
+        os.fsync(self._sink.fileno())
+        self._sink.close()
+        return ShardInfo(self.path.name, self.rows, self.path.stat().st_size, _sha256(self.path))
+
+    def abort(self) -> None:
+        self._sink.close()
+        self.path.unlink(missing_ok=True)
+
+    def _flush(self) -> None:
+        if self._pending:
+            table = pa.Table.from_batches(self._pending).combine_chunks()
+            for record in table.to_batches():
+                self._writer.write_batch(record)
+            self._written_bytes += self._pending_bytes
+            self._pending, self._pending_bytes = [], 0
+
+    def _fail(self, row_id: str, message: str) -> DataError:
+        return DataError(f"{self.source}: row {row_id!r}: {message}")
+
+    def _label_array(self, ids: Sequence[str], labels: Sequence[Any], name: str) -> pa.Array:
+        rows = [np.asarray(r, dtype=np.int64).ravel() for r in labels]
+        lengths = np.fromiter((r.size for r in rows), dtype=np.int64, count=len(rows))
+        values = np.concatenate(rows) if rows else np.zeros(0, np.int64)
+        n_classes = self.layout.n_classes
+        bad = (values < 0) | (values >= n_classes)
+        if bad.any():
+            where = int(np.searchsorted(np.cumsum(lengths), np.flatnonzero(bad)[0], side="right"))
+            raise self._fail(
+                ids[where],
+                f"{name} use class {int(values[bad][0])} but the dataset declares "
+                f"{n_classes} classes (0..{n_classes - 1}); check --num-classes",
+            )
+        if self.layout.task == "multiclass" and (lengths > 1).any():
+            where = int(np.flatnonzero(lengths > 1)[0])
+            raise self._fail(
+                ids[where],
+                f"{name} has {int(lengths[where])} labels but the task is multiclass "
+                "(one label a row); use --task multilabel",
+            )
+        offsets = np.zeros(len(rows) + 1, dtype=np.int32)
+        np.cumsum(lengths, out=offsets[1:])
+        return pa.ListArray.from_arrays(pa.array(offsets), pa.array(values.astype(np.int32)))
+
+    def _check_finite(self, ids: Sequence[str], name: str, values: np.ndarray) -> None:
+        if values.dtype.kind == "f" and not np.isfinite(values).all():
+            flat = ~np.isfinite(values.reshape(values.shape[0], -1)).all(axis=1)
+            raise self._fail(
+                ids[int(np.flatnonzero(flat)[0])],
+                f"feature {name!r} holds NaN or inf; clean or drop that row before import",
+            )
+
+    def _video_array(self, spec: FeatureSpec, ids: Sequence[str], values: Any) -> pa.Array:
+        x = np.asarray(values)
+        if x.ndim != 2 or x.shape != (len(ids), spec.dim):
+            got = x.shape[-1] if x.ndim == 2 else x.shape
+            raise self._fail(
+                ids[0],
+                f"feature {spec.name!r} has dimension {got} but the layout declares "
+                f"{spec.dim}; check the feature columns or --dims",
+            )
+        self._check_finite(ids, spec.name, x)
+        flat = pa.array(np.ascontiguousarray(spec.encode(x)).ravel())
+        return pa.FixedSizeListArray.from_arrays(flat, spec.dim)
+
+    def _frame_array(self, spec: FeatureSpec, ids: Sequence[str], rows: Sequence[Any]) -> pa.Array:
+        arrays = [np.asarray(r) for r in rows]
+        for row_id, a in zip(ids, arrays, strict=True):
+            if a.ndim != 2 or a.shape[1] != spec.dim:
+                raise self._fail(
+                    row_id,
+                    f"frames of {spec.name!r} have shape {a.shape} but the layout declares "
+                    f"(n_frames, {spec.dim}); check the feature dimension",
+                )
+        values = np.concatenate(arrays) if arrays else np.zeros((0, spec.dim), np.float32)
+        lengths = np.fromiter((a.shape[0] for a in arrays), dtype=np.int64, count=len(arrays))
+        offsets = np.zeros(len(arrays) + 1, dtype=np.int32)
+        np.cumsum(lengths, out=offsets[1:])
+        if values.dtype.kind == "f" and not np.isfinite(values).all():
+            frame = int(np.flatnonzero(~np.isfinite(values).all(axis=1))[0])
+            raise self._fail(
+                ids[int(np.searchsorted(offsets, frame, side="right")) - 1],
+                f"frames of {spec.name!r} hold NaN or inf; clean or drop that row before import",
+            )
+        frames = pa.FixedSizeListArray.from_arrays(
+            pa.array(np.ascontiguousarray(spec.encode(values)).ravel()), spec.dim
+        )
+        return pa.ListArray.from_arrays(pa.array(offsets), frames)
+
+    def _to_record_batch(self, batch: Batch) -> pa.RecordBatch:
+        layout, ids = self.layout, list(batch.ids)
+        n = len(ids)
+        if len(batch.labels) != n:
+            raise DataError(f"{self.source}: {n} ids but {len(batch.labels)} label rows")
+        columns: dict[str, pa.Array] = {
+            "id": pa.array(ids, pa.string()),
+            "labels": self._label_array(ids, batch.labels, "labels"),
+        }
+        optional = {
+            "clean_labels": (layout.has_clean_labels, batch.clean_labels),
+            "group": (layout.has_group, batch.groups),
+            "text": (layout.has_text, batch.texts),
+        }
+        for name, (declared, given) in optional.items():
+            if declared and given is None:
+                raise DataError(f"{self.source}: the layout declares {name!r} but none was given")
+            if declared and given is not None:
+                if name == "clean_labels":
+                    columns[name] = self._label_array(ids, given, name)
+                else:
+                    columns[name] = pa.array([str(v) for v in given], pa.string())
+        n_frames: np.ndarray | None = None
+        for spec in layout.features:
+            source = batch.features if spec.level == "video" else batch.frames
+            if spec.name not in source:
+                raise DataError(
+                    f"{self.source}: feature group {spec.name!r} ({spec.level} level) is missing "
+                    "from the input; check the feature names"
+                )
+            if spec.level == "video":
+                columns[spec.name] = self._video_array(spec, ids, source[spec.name])
+                continue
+            rows = batch.frames[spec.name]
+            lengths = np.array([len(r) for r in rows])
+            if n_frames is not None and not np.array_equal(lengths, n_frames):
+                where = int(np.flatnonzero(lengths != n_frames)[0])
+                raise self._fail(
+                    ids[where], "frame groups hold different numbers of frames; align them"
+                )
+            n_frames = lengths
+            columns[spec.name] = self._frame_array(spec, ids, rows)
+        return pa.RecordBatch.from_pydict(columns, schema=layout.schema())
+
+
+class DatasetWriter:
+    """Writes a dataset atomically: shards go to a hidden temporary folder beside ``out`` which
+    is renamed to ``out`` by `commit` after the manifest is written.
+
+    Single process: ``with DatasetWriter(out, layout) as w: w.write_batch(batch)``.
+    Parallel: workers write `ShardWriter` s at ``w.shard_path(i)`` and the caller `add_shard` s
+    their `ShardInfo` in a fixed order, then `commit` s.
+    """
+
+    def __init__(
+        self,
+        out: Path,
+        layout: Layout,
+        *,
+        overwrite: bool = False,
+        source: dict[str, Any] | None = None,
+        shard_bytes: int = 1 << 30,
+    ) -> None:
+        self.out = Path(out)
+        self.layout = layout
+        self.source = source or {}
+        self.overwrite = overwrite
+        self.shard_bytes = shard_bytes
+        if self.out.exists() and not overwrite:
+            raise DataError(f"{self.out} already exists; pass --overwrite or choose another path")
+        self.out.parent.mkdir(parents=True, exist_ok=True)
+        self.tmp = self.out.parent / f".{self.out.name}.tmp-{uuid.uuid4().hex[:12]}"
+        self.tmp.mkdir()
+        self.shards: list[ShardInfo] = []
+        self._current: ShardWriter | None = None
+        self._done = False
+
+    def shard_path(self, index: int) -> Path:
+        return self.tmp / f"shard-{index:05d}.arrow"
+
+    def add_shard(self, info: ShardInfo) -> None:
+        self.shards.append(info)
+
+    def write_batch(self, batch: Batch, source: str = "input") -> None:
+        if self._current is None:
+            self._current = ShardWriter(
+                self.shard_path(len(self.shards)),
+                self.layout,
+                source,
+                batch_bytes=min(64 << 20, self.shard_bytes),
+            )
+        self._current.source = source
+        self._current.write_batch(batch)
+        if self._current.nbytes >= self.shard_bytes:
+            self.add_shard(self._current.close())
+            self._current = None
+
+    def commit(self) -> Dataset:
+        if self._current is not None:
+            self.add_shard(self._current.close())
+            self._current = None
+        n_rows = sum(s.rows for s in self.shards)
+        if n_rows == 0:
+            self.abort()
+            where = self.source.get("input", "the input")
+            raise DataError(f"{where} holds no rows; nothing was written (check the input path)")
+        manifest = {
+            "format": FORMAT,
+            "format_version": FORMAT_VERSION,
+            "n_rows": n_rows,
+            "layout": self.layout.to_json(),
+            "shards": [asdict(s) for s in self.shards],
+            "source": self.source,
+        }
+        path = self.tmp / MANIFEST
+        with open(path, "w") as fh:
+            json.dump(manifest, fh, indent=1)
+            fh.flush()
+            os.fsync(fh.fileno())
+        _fsync_dir(self.tmp)
+        _warn_duplicate_ids(Dataset.open(self.tmp), self.out)
+        trash = None
+        if self.out.exists():
+            trash = self.out.parent / f".{self.out.name}.old-{uuid.uuid4().hex[:12]}"
+            os.rename(self.out, trash)
+        os.rename(self.tmp, self.out)
+        _fsync_dir(self.out.parent)
+        if trash is not None:
+            shutil.rmtree(trash)
+        self._done = True
+        return Dataset.open(self.out)
+
+    def abort(self) -> None:
+        if self._current is not None:
+            self._current.abort()
+            self._current = None
+        shutil.rmtree(self.tmp, ignore_errors=True)
+        self._done = True
+
+    def __enter__(self) -> DatasetWriter:
+        return self
+
+    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
+        if self._done:
+            return
+        if exc_type is None:
+            self.commit()
+        else:
+            self.abort()
+
+
+def _warn_duplicate_ids(ds: Dataset, where: Path) -> None:
+    ids = ds.ids
+    uniq, counts = np.unique(ids, return_counts=True)
+    if (counts > 1).any():
+        dupes = uniq[counts > 1]
+        warnings.warn(
+            f"{where}: {dupes.size} ids occur more than once (first: {dupes[0]!r}); "
+            "rows are kept, but give each row its own id if they are different samples",
+            WeblyWarning,
+            stacklevel=3,
+        )
+
+
+# --------------------------------------------------------------------------- reading
+
+
+class Dataset:
+    """A read-only, memory-mapped view of a webly dataset (or of a subset of its rows).
+
+    Row indices given to methods are positions in *this* view: ``ds.subset(rows).features([0])``
+    is ``ds.features([rows[0]])``.
+    """
+
+    def __init__(
+        self,
+        path: Path,
+        manifest: dict[str, Any],
+        chunks: list[pa.RecordBatch],
+        rows: np.ndarray | None = None,
+    ) -> None:
+        self.path = path
+        self.manifest = manifest
+        self.layout = Layout.from_json(manifest["layout"])
+        self._chunks = chunks
+        sizes = np.array([c.num_rows for c in chunks], dtype=np.int64)
+        self._starts = np.concatenate([[0], np.cumsum(sizes)])
+        self._rows = rows
+        self._cache: dict[tuple[str, int], Any] = {}
+
+    # ---- opening
+
+    @classmethod
+    def open(cls, path: str | Path, verify: bool = False) -> Dataset:
+        """Open the dataset folder at ``path``; ``verify`` also checks every shard's sha256."""
+        path = Path(path)
+        manifest_path = path / MANIFEST
+        if not manifest_path.is_file():
+            hint = "it is not a webly dataset folder" if path.exists() else "it does not exist"
+            raise DataError(
+                f"{path}: no {MANIFEST} ({hint}); import data first (webly data import-*)"
+            )
+        try:
+            manifest = json.loads(manifest_path.read_text())
+        except (OSError, ValueError) as err:
+            raise DataError(f"{manifest_path}: unreadable manifest ({err}); re-import") from None
+        if manifest.get("format") != FORMAT or manifest.get("format_version") != FORMAT_VERSION:
+            raise DataError(
+                f"{manifest_path}: format {manifest.get('format')!r} version "
+                f"{manifest.get('format_version')!r}; this webly reads {FORMAT} v{FORMAT_VERSION}"
+            )
+        chunks: list[pa.RecordBatch] = []
+        for shard in manifest["shards"]:
+            file = path / shard["file"]
+            size = file.stat().st_size if file.is_file() else -1
+            if size != shard["bytes"]:
+                raise DataError(
+                    f"{file}: expected {shard['bytes']} bytes, found "
+                    f"{'no file' if size < 0 else size}; the dataset is damaged, re-import it"
+                )
+            if verify and _sha256(file) != shard["sha256"]:
+                raise DataError(f"{file}: checksum mismatch; the dataset is damaged, re-import it")
+            reader = pa.ipc.open_file(pa.BufferReader(_map_for_random_access(file)))
+            chunks += [reader.get_batch(i) for i in range(reader.num_record_batches)]
+        ds = cls(path, manifest, chunks)
+        if ds._starts[-1] != manifest["n_rows"]:
+            raise DataError(
+                f"{path}: shards hold {ds._starts[-1]} rows, the manifest says "
+                f"{manifest['n_rows']}; the dataset is damaged, re-import it"
+            )
+        return ds
+
+    # ---- shape of the data
+
+    def __len__(self) -> int:
+        return int(self._starts[-1]) if self._rows is None else int(self._rows.size)
+
+    def __repr__(self) -> str:
+        groups = ", ".join(f"{f.name}:{f.dim}{'f' if f.level == 'frame' else ''}" for f in self.layout.features)
+        return f"Dataset({str(self.path)!r}, rows={len(self)}, classes={self.n_classes}, [{groups}])"
+
+    @property
+    def n_classes(self) -> int:
+        return self.layout.n_classes
+
+    @property
+    def task(self) -> Task:
+        return self.layout.task
+
+    @property
+    def class_names(self) -> list[str]:
+        names = self.layout.class_names
+        return list(names) if names is not None else [str(i) for i in range(self.n_classes)]
+
+    def subset(self, rows: Sequence[int] | np.ndarray) -> Dataset:
+        """A view of ``rows`` (positions in this view), sharing the memory maps."""
+        return Dataset(self.path, self.manifest, self._chunks, self._global(rows))
+
+    # ---- whole columns (small per row)
+
+    @property
+    def ids(self) -> np.ndarray:
+        """``(n_samples,)`` object array of str."""
+        return self._rowwise(self._column_objects("id"))
+
+    @property
+    def groups(self) -> np.ndarray | None:
+        """``(n_samples,)`` object array of group ids (e.g. product), or None."""
+        return self._rowwise(self._column_objects("group")) if self.layout.has_group else None
+
+    @property
+    def texts(self) -> np.ndarray | None:
+        """``(n_samples,)`` object array of text metadata, or None."""
+        return self._rowwise(self._column_objects("text")) if self.layout.has_text else None
+
+    @property
+    def labels(self) -> sp.csr_matrix:
+        """``(n_samples, n_classes)`` CSR matrix of float32 ones at the given labels."""
+        return self._label_matrix("labels")
+
+    @property
+    def clean_labels(self) -> sp.csr_matrix | None:
+        """The true labels, for benchmarks that know them, else None."""
+        return self._label_matrix("clean_labels") if self.layout.has_clean_labels else None
+
+    def folds(self, n_folds: int = 5, seed: int = 0) -> np.ndarray:
+        """``(n_samples,)`` int8 fold of each row; see `webly.data.folds.assign_folds`."""
+        from webly.data.folds import assign_folds
+
+        return assign_folds(self.labels, n_folds=n_folds, seed=seed, groups=self.groups)
+
+    # ---- gathers
+
+    def features(
+        self, rows: Sequence[int] | np.ndarray, groups: Sequence[str] = ("rgb", "audio")
+    ) -> np.ndarray:
+        """Video-level features of ``rows``, groups concatenated: ``(B, sum(dims))`` float32."""
+        specs = [self.layout.feature(g) for g in groups]
+        for spec in specs:
+            if spec.level != "video":
+                raise DataError(f"{spec.name!r} is a frame-level group; use Dataset.frames")
+        global_rows = self._global(rows)
+        out = np.empty((global_rows.size, sum(s.dim for s in specs)), dtype=np.float32)
+        for chunk, positions, local in self._by_chunk(global_rows):
+            col = 0
+            for spec in specs:
+                values = self._values(spec.name, chunk)
+                out[positions, col : col + spec.dim] = spec.decode(values[local])
+                col += spec.dim
+        return out
+
+    def frames(
+        self,
+        rows: Sequence[int] | np.ndarray,
+        groups: Sequence[str] = ("rgb", "audio"),
+        max_frames: int | None = None,
+        sampling: Sampling = "first",
+        rng: np.random.Generator | None = None,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Frame-level features of ``rows``, zero-padded.
+
+        Returns ``(x, lengths)``: ``x`` is ``(B, T, sum(dims))`` float32 with ``T`` the longest
+        kept sequence, ``lengths`` ``(B,)`` int64 frames kept per row. With ``max_frames``, rows
+        longer than it keep ``max_frames`` frames in time order: the ``first`` ones, ``uniform``-ly
+        spaced ones, or a ``random`` subset (``rng`` required).
+        """
+        specs = [self.layout.feature(g) for g in groups]
+        for spec in specs:
+            if spec.level != "frame":
+                raise DataError(f"{spec.name!r} is a video-level group; use Dataset.features")
+        if sampling == "random" and rng is None:
+            raise DataError("sampling='random' needs rng=np.random.default_rng(seed)")
+        global_rows = self._global(rows)
+        picks: list[np.ndarray] = [np.empty(0, np.int64)] * global_rows.size
+        plan = []
+        for chunk, positions, local in self._by_chunk(global_rows):
+            offsets = self._offsets(specs[0].name, chunk)
+            for pos, row in zip(positions, local, strict=True):
+                start, stop = int(offsets[row]), int(offsets[row + 1])
+                picks[pos] = start + _pick_frames(stop - start, max_frames, sampling, rng)
+            plan.append((chunk, positions))
+        lengths = np.array([p.size for p in picks], dtype=np.int64)
+        n_time = int(lengths.max(initial=0))
+        out = np.zeros((global_rows.size, n_time, sum(s.dim for s in specs)), dtype=np.float32)
+        for chunk, positions in plan:
+            flat = np.concatenate([picks[p] for p in positions])
+            row_of = np.repeat(positions, lengths[positions])
+            time_of = np.concatenate([np.arange(lengths[p]) for p in positions])
+            col = 0
+            for spec in specs:
+                values = self._values(spec.name, chunk)
+                out[row_of, time_of, col : col + spec.dim] = spec.decode(values[flat])
+                col += spec.dim
+        return out, lengths
+
+    def n_frames(self) -> np.ndarray:
+        """``(n_samples,)`` int64 frames per row (0 for a dataset without frame groups)."""
+        frame_groups = [f for f in self.layout.features if f.level == "frame"]
+        if not frame_groups:
+            return np.zeros(len(self), dtype=np.int64)
+        counts = np.concatenate(
+            [np.diff(self._offsets(frame_groups[0].name, c)) for c in range(len(self._chunks))]
+        )
+        return counts if self._rows is None else counts[self._rows]
+
+    def iter_chunks(self) -> Iterator[tuple[int, pa.RecordBatch]]:
+        """Yield ``(first_row, record_batch)`` over the whole store (ignores subsetting)."""
+        for start, chunk in zip(self._starts[:-1], self._chunks, strict=True):
+            yield int(start), chunk
+
+    # ---- internals
+
+    def _global(self, rows: Sequence[int] | np.ndarray) -> np.ndarray:
+        idx = np.asarray(rows, dtype=np.int64).ravel()
+        n = len(self)
+        if idx.size and (idx.min() < -n or idx.max() >= n):
+            raise DataError(f"row index out of range for a dataset of {n} rows")
+        idx = np.where(idx < 0, idx + n, idx)
+        return idx if self._rows is None else self._rows[idx]
+
+    def _by_chunk(self, rows: np.ndarray) -> Iterator[tuple[int, np.ndarray, np.ndarray]]:
+        """Group global ``rows`` by record batch: yields (chunk, positions in rows, local rows)."""
+        chunk_of = np.searchsorted(self._starts, rows, side="right") - 1
+        order = np.argsort(chunk_of, kind="stable")
+        sorted_chunks = chunk_of[order]
+        bounds = np.flatnonzero(np.diff(sorted_chunks)) + 1
+        for part in np.split(order, bounds):
+            if part.size:
+                chunk = int(chunk_of[part[0]])
+                yield chunk, part, rows[part] - self._starts[chunk]
+
+    def _values(self, name: str, chunk: int) -> np.ndarray:
+        """Zero-copy ``(n_rows or n_frames, dim)`` view of a feature column of one chunk."""
+        key = (name, chunk)
+        if key not in self._cache:
+            spec = self.layout.feature(name)
+            column = self._chunks[chunk].column(name)
+            fixed = column if spec.level == "video" else column.values
+            flat = fixed.values.to_numpy(zero_copy_only=True)
+            self._cache[key] = flat.reshape(-1, spec.dim)
+        return self._cache[key]  # type: ignore[no-any-return]
+
+    def _offsets(self, name: str, chunk: int) -> np.ndarray:
+        key = (name + "#offsets", chunk)
+        if key not in self._cache:
+            self._cache[key] = self._chunks[chunk].column(name).offsets.to_numpy()
+        return self._cache[key]  # type: ignore[no-any-return]
+
+    def _column_objects(self, name: str) -> np.ndarray:
+        key = (name, -1)
+        if key not in self._cache:
+            parts = [c.column(name).to_numpy(zero_copy_only=False) for c in self._chunks]
+            self._cache[key] = np.concatenate(parts) if parts else np.empty(0, dtype=object)
+        return self._cache[key]  # type: ignore[no-any-return]
+
+    def _rowwise(self, values: np.ndarray) -> np.ndarray:
+        return values if self._rows is None else values[self._rows]
+
+    def _label_matrix(self, name: str) -> sp.csr_matrix:
+        key = (name, -1)
+        if key not in self._cache:
+            indptr, indices = [np.zeros(1, np.int64)], []
+            for chunk in self._chunks:
+                column = chunk.column(name)
+                offsets = column.offsets.to_numpy().astype(np.int64)
+                indptr.append(offsets[1:] - offsets[0] + indptr[-1][-1])
+                indices.append(column.values.to_numpy()[offsets[0] : offsets[-1]])
+            ind = np.concatenate(indices) if indices else np.zeros(0, np.int32)
+            matrix = sp.csr_matrix(
+                (np.ones(ind.size, np.float32), ind, np.concatenate(indptr)),
+                shape=(int(self._starts[-1]), self.n_classes),
+            )
+            matrix.sum_duplicates()
+            matrix.data[:] = 1.0
+            self._cache[key] = matrix
+        matrix = self._cache[key]
+        return matrix if self._rows is None else matrix[self._rows]
+
+
+def _pick_frames(
+    n: int, max_frames: int | None, sampling: Sampling, rng: np.random.Generator | None
+) -> np.ndarray:
+    """Indices (in time order) of the frames to keep out of ``n``."""
+    if max_frames is None or n <= max_frames:
+        return np.arange(n)
+    if sampling == "first":
+        return np.arange(max_frames)
+    if sampling == "uniform":
+        return np.linspace(0, n - 1, max_frames).round().astype(np.int64)
+    if sampling == "random":
+        assert rng is not None
+        return np.sort(rng.choice(n, size=max_frames, replace=False))
+    raise DataError(f"frame sampling {sampling!r} is unknown; use first, uniform or random")

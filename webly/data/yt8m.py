@@ -1,0 +1,363 @@
+"""Import YouTube-8M TFRecord files into a webly dataset.
+
+Video-level files hold one ``tf.train.Example`` per video: ``id`` (bytes), ``labels`` (int64
+list), ``mean_rgb`` (1024 float32) and ``mean_audio`` (128 float32). They become the video-level
+groups ``rgb`` and ``audio``, float32 by default (bit-identical to the file's floats).
+
+Frame-level files hold one ``tf.train.SequenceExample`` per video: context ``id`` and ``labels``,
+feature lists ``rgb`` and ``audio`` with one uint8 byte string per frame (about one frame a
+second). They become the frame-level groups ``rgb`` ``(n_frames, 1024)`` and ``audio``
+``(n_frames, 128)`` stored as uint8 codes (the store dequantises them on read), plus the
+video-level groups ``mean_rgb`` and ``mean_audio``: the mean of the dequantised frames.
+
+The 2017 release names the fields ``video_id``, ``mean_inc3`` and ``inc3``; ``names="2017"``
+reads those into the same groups. Files are imported in parallel, one shard per file, and the
+shards are added in file order, so the result does not depend on the number of workers.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+import time
+from collections.abc import Iterator, Sequence
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+
+from webly.data.store import (
+    Batch,
+    DatasetWriter,
+    Dtype,
+    FeatureSpec,
+    Layout,
+    ShardInfo,
+    ShardWriter,
+    dequantize_uint8,
+)
+from webly.data.tfrecord import (
+    FeatureValue,
+    ReadStats,
+    iter_records,
+    parse_example,
+    parse_sequence_example,
+)
+from webly.errors import DataError
+
+Level = Literal["video", "frame"]
+Names = Literal["2018", "2017"]
+
+DIMS = {"rgb": 1024, "audio": 128}
+"""Feature dimension of each modality."""
+
+FIELDS: dict[str, dict[str, str]] = {
+    "2018": {"id": "id", "rgb": "rgb", "audio": "audio"},
+    "2017": {"id": "video_id", "rgb": "inc3", "audio": "audio"},
+}
+"""Field names in the files of each release, by webly's name for them; video-level files
+prefix the feature names with ``mean_``."""
+
+_BATCH_ROWS = 1024  # rows handed to the shard writer at a time, or fewer once their frames
+# fill its buffer (then it writes them at once, without first joining several batches)
+
+
+@dataclass(frozen=True)
+class ImportSummary:
+    """What `import_yt8m` did: rows written, files read and corrupt records skipped."""
+
+    out: Path
+    level: Level
+    files: int
+    rows: int
+    corrupt_records: int
+    bytes_read: int
+    seconds: float
+
+
+@dataclass(frozen=True)
+class _FileTask:
+    """One input file for a worker: where to read, where to write and how to convert."""
+
+    source: Path
+    shard: Path
+    layout: Layout
+    level: Level
+    names: Names
+    skip_corrupt: bool
+
+
+@dataclass(frozen=True)
+class _FileResult:
+    shard: ShardInfo
+    corrupt_records: int
+
+
+def import_yt8m(
+    pattern: str,
+    out: Path,
+    level: Level,
+    *,
+    names: Names = "2018",
+    skip_corrupt: bool = False,
+    workers: int | None = None,
+    n_classes: int = 3862,
+    video_dtype: Dtype = "float32",
+    overwrite: bool = False,
+) -> ImportSummary:
+    """Import the YouTube-8M TFRecord files matching the glob ``pattern`` into a dataset at ``out``.
+
+    ``level`` says whether the files are video-level (Example) or frame-level (SequenceExample).
+    ``video_dtype`` is the stored dtype of the video-level groups (``uint8`` quantises them as
+    YouTube-8M does, over [-2, 2]). ``workers`` processes import files in parallel (default: one
+    per CPU, at most one per file). The import is atomic: on any error nothing is left at
+    ``out`` (an existing dataset there is replaced only with ``overwrite``, and only on success);
+    input files are only read. Raises `DataError` with the file, record offset, video id and
+    field of the first bad record.
+    """
+    started = time.perf_counter()
+    if level not in ("video", "frame"):
+        raise DataError(f"level {level!r} is unknown; use 'video' or 'frame' (--level)")
+    if names not in FIELDS:
+        raise DataError(f"names {names!r} is unknown; use '2018' or '2017' (--names)")
+    files = sorted(Path(p) for p in glob.glob(os.path.expanduser(pattern)) if Path(p).is_file())
+    if not files:
+        raise DataError(
+            f"no files match {pattern!r}; check the path and the glob (e.g. 'd/*.tfrecord')"
+        )
+    workers = workers if workers is not None else min(os.cpu_count() or 1, len(files))
+    if workers < 1:
+        raise DataError(f"workers is {workers}; it must be >= 1 (--workers)")
+    layout = yt8m_layout(level, n_classes, video_dtype)
+    source = {"importer": "yt8m", "input": pattern, "level": level, "names": names}
+    rows = corrupt = 0
+    with DatasetWriter(out, layout, overwrite=overwrite, source=source) as writer:
+        tasks = [
+            _FileTask(path, writer.shard_path(i), layout, level, names, skip_corrupt)
+            for i, path in enumerate(files)
+        ]
+        for result in _run(tasks, workers):
+            writer.add_shard(result.shard)
+            rows += result.shard.rows
+            corrupt += result.corrupt_records
+        if rows == 0:
+            skipped = f" ({corrupt} corrupt records skipped)" if corrupt else ""
+            raise DataError(
+                f"the {len(files)} files matching {pattern!r} hold no records{skipped}; "
+                "check that they are YouTube-8M TFRecord files"
+            )
+        writer.source.update(files=len(files), corrupt_records=corrupt)
+        writer.commit()
+    return ImportSummary(
+        out=Path(out),
+        level=level,
+        files=len(files),
+        rows=rows,
+        corrupt_records=corrupt,
+        bytes_read=sum(path.stat().st_size for path in files),
+        seconds=time.perf_counter() - started,
+    )
+
+
+def yt8m_layout(level: Level, n_classes: int = 3862, video_dtype: Dtype = "float32") -> Layout:
+    """The store layout of an import: video-level ``rgb``/``audio``, or frame-level ``rgb``/
+    ``audio`` (uint8) plus video-level ``mean_rgb``/``mean_audio``."""
+    if level == "video":
+        specs = [FeatureSpec(name, dim, video_dtype, "video") for name, dim in DIMS.items()]
+    else:
+        specs = [FeatureSpec(name, dim, "uint8", "frame") for name, dim in DIMS.items()]
+        specs += [FeatureSpec(f"mean_{n}", dim, video_dtype, "video") for n, dim in DIMS.items()]
+    return Layout(features=tuple(specs), n_classes=n_classes)
+
+
+def _run(tasks: list[_FileTask], workers: int) -> Iterator[_FileResult]:
+    """Results of ``tasks`` in order; in this process for one worker, else in a process pool."""
+    if workers == 1:
+        yield from map(_import_file, tasks)
+        return
+    pool = ProcessPoolExecutor(max_workers=min(workers, len(tasks)))
+    try:
+        yield from pool.map(_import_file, tasks)
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _import_file(task: _FileTask) -> _FileResult:
+    """Stream one TFRecord file into its own shard (runs in a worker process)."""
+    stats = ReadStats()
+    shard = ShardWriter(task.shard, task.layout, source=str(task.source))
+    try:
+        for batch in _batches(task, stats, shard.batch_bytes):
+            shard.write_batch(batch)
+        info = shard.close()
+    except BaseException:
+        shard.abort()
+        raise
+    return _FileResult(info, stats.corrupt)
+
+
+def _batches(task: _FileTask, stats: ReadStats, max_frame_bytes: int) -> Iterator[Batch]:
+    """The file's videos as `Batch` es of at most `_BATCH_ROWS` rows and about
+    ``max_frame_bytes`` of frames."""
+    fields = FIELDS[task.names]
+    n_classes = task.layout.n_classes
+    ids: list[str] = []
+    labels: list[np.ndarray] = []
+    features: dict[str, list[np.ndarray]] = {}
+    frames: dict[str, list[np.ndarray]] = {}
+    frame_bytes = 0
+    for offset, payload in iter_records(task.source, task.skip_corrupt, stats):
+        where = f"{task.source}: record at byte {offset}"
+        if task.level == "video":
+            vid, row_labels, values = _video_row(payload, fields, n_classes, where)
+            row_frames: dict[str, np.ndarray] = {}
+        else:
+            vid, row_labels, row_frames = _frame_row(payload, fields, n_classes, where)
+            values = {f"mean_{n}": dequantize_uint8(f.mean(axis=0)) for n, f in row_frames.items()}
+        ids.append(vid)
+        labels.append(row_labels)
+        for name, value in values.items():
+            features.setdefault(name, []).append(value)
+        for name, value in row_frames.items():
+            frames.setdefault(name, []).append(value)
+            frame_bytes += value.nbytes
+        if len(ids) >= _BATCH_ROWS or frame_bytes >= max_frame_bytes:
+            yield _batch(ids, labels, features, frames)
+            ids, labels, features, frames, frame_bytes = [], [], {}, {}, 0
+    if ids:
+        yield _batch(ids, labels, features, frames)
+
+
+def _batch(
+    ids: list[str],
+    labels: list[np.ndarray],
+    features: dict[str, list[np.ndarray]],
+    frames: dict[str, list[np.ndarray]],
+) -> Batch:
+    stacked = {name: np.stack(rows) for name, rows in features.items()}
+    ragged: dict[str, Sequence[np.ndarray]] = dict(frames)
+    return Batch(ids=ids, labels=labels, features=stacked, frames=ragged)
+
+
+def _video_row(
+    payload: bytes, fields: dict[str, str], n_classes: int, where: str
+) -> tuple[str, np.ndarray, dict[str, np.ndarray]]:
+    """One video-level Example -> ``(id, labels, {"rgb": (1024,), "audio": (128,)})`` float32."""
+    try:
+        example = parse_example(payload)
+    except DataError as err:
+        raise DataError(f"{where}: {err}") from None
+    vid, where = _id_and_where(example, fields["id"], where)
+    labels = _labels(example, n_classes, where)
+    values = {}
+    for name, dim in DIMS.items():
+        key = f"mean_{fields[name]}"
+        value = _array_feature(example, key, np.float32, where)
+        if value.size != dim:
+            raise DataError(
+                f"{where}: {key!r} has {value.size} values but YouTube-8M {key} has {dim}; "
+                "check that these are video-level files (--level) of the right release (--names)"
+            )
+        if not np.isfinite(value).all():
+            raise DataError(
+                f"{where}: {key!r} holds NaN or inf; the file is damaged, re-download it"
+            )
+        values[name] = value
+    return vid, labels, values
+
+
+def _frame_row(
+    payload: bytes, fields: dict[str, str], n_classes: int, where: str
+) -> tuple[str, np.ndarray, dict[str, np.ndarray]]:
+    """One frame-level SequenceExample -> ``(id, labels, {"rgb": (T, 1024), "audio": (T, 128)})``
+    uint8 codes."""
+    try:
+        context, lists = parse_sequence_example(payload)
+    except DataError as err:
+        raise DataError(f"{where}: {err}") from None
+    vid, where = _id_and_where(context, fields["id"], where)
+    labels = _labels(context, n_classes, where)
+    frames = {}
+    for name, dim in DIMS.items():
+        key = fields[name]
+        if key not in lists:
+            raise DataError(
+                f"{where}: no feature list {key!r} (it has: {', '.join(lists) or 'none'}); "
+                "check that these are frame-level files (--level) of the right release (--names)"
+            )
+        value = lists[key]
+        if isinstance(value, list) and not value:  # no frames
+            value = np.zeros((0, dim), np.uint8)
+        if not isinstance(value, np.ndarray) or value.shape[1] != dim:
+            got = f"{value.shape[1]}-byte" if isinstance(value, np.ndarray) else "other"
+            raise DataError(
+                f"{where}: frames of {key!r} are {got} features, YouTube-8M's are {dim} bytes "
+                "each; check --names and that the files are YouTube-8M frame-level files"
+            )
+        frames[name] = value
+    n_rgb, n_audio = (len(frames[name]) for name in DIMS)
+    if n_rgb != n_audio or n_rgb == 0:
+        raise DataError(
+            f"{where}: {n_rgb} {fields['rgb']!r} frames and {n_audio} 'audio' frames; a video "
+            "needs the same number (>= 1) of each; drop it or re-download the file"
+        )
+    return vid, labels, frames
+
+
+def _id_and_where(features: dict[str, FeatureValue], key: str, where: str) -> tuple[str, str]:
+    """The video id, and ``where`` extended with it for later messages."""
+    value = _bytes_feature(features, key, where)
+    if len(value) != 1:
+        raise DataError(f"{where}: {key!r} holds {len(value)} values, expected one video id")
+    try:
+        vid = value[0].decode("utf-8")
+    except UnicodeDecodeError:
+        raise DataError(f"{where}: {key!r} is not UTF-8 text; the file is damaged") from None
+    return vid, f"{where} (id {vid!r})"
+
+
+def _labels(features: dict[str, FeatureValue], n_classes: int, where: str) -> np.ndarray:
+    labels = _array_feature(features, "labels", np.int64, where)
+    bad = labels[(labels < 0) | (labels >= n_classes)]
+    if bad.size:
+        raise DataError(
+            f"{where}: 'labels' use class {int(bad[0])} but the dataset declares {n_classes} "
+            f"classes (0..{n_classes - 1}); check --num-classes"
+        )
+    return labels
+
+
+def _lookup(features: dict[str, FeatureValue], key: str, where: str) -> FeatureValue:
+    if key not in features:
+        raise DataError(
+            f"{where}: no feature {key!r} (it has: {', '.join(features) or 'none'}); "
+            "pick the release with --names 2018|2017 and the file type with --level video|frame"
+        )
+    return features[key]
+
+
+def _bytes_feature(features: dict[str, FeatureValue], key: str, where: str) -> list[bytes]:
+    """``features[key]`` as a bytes_list; a one-line error if it is a numeric list."""
+    value = _lookup(features, key, where)
+    if not isinstance(value, list):
+        kind = "float_list" if value.dtype == np.float32 else "int64_list"
+        raise DataError(f"{where}: {key!r} is a {kind}, YouTube-8M's is a bytes_list")
+    return value
+
+
+def _array_feature(
+    features: dict[str, FeatureValue], key: str, dtype: type[np.generic], where: str
+) -> np.ndarray:
+    """``features[key]`` as a float_list (float32) or int64_list (int64) array."""
+    value = _lookup(features, key, where)
+    if isinstance(value, list) and not value:  # a Feature with no kind set: an empty list
+        return np.zeros(0, dtype)
+    if isinstance(value, list) or value.dtype != dtype:
+        found = "bytes_list" if isinstance(value, list) else f"{value.dtype} list"
+        raise DataError(
+            f"{where}: {key!r} is a {found}, YouTube-8M's is a {np.dtype(dtype)} list; "
+            "check --names and --level"
+        )
+    return value
