@@ -34,6 +34,8 @@ demo: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python bench/bench_import.py
 	$(BIN)/python bench/bench_metrics.py
+	$(BIN)/python bench/bench_store.py
+	$(BIN)/python bench/bench_baselines.py
 
 clean:
 	rm -rf $(VENV) demo-out .mypy_cache .ruff_cache .pytest_cache

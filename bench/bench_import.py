@@ -28,6 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from webly.data.tfrecord import (
+    FeatureInput,
     encode_sequence_example,
     iter_records,
     parse_example,
@@ -50,7 +51,10 @@ def generate(folder: Path, n_files: int, videos: int, frames: tuple[int, int], s
         for v in range(videos):
             n_frames = int(rng.integers(frames[0], frames[1] + 1))
             start = int(rng.integers(0, 3 * frames[1]))
-            context = {"id": [f"f{f}v{v}".encode()], "labels": rng.integers(0, 3862, 3)}
+            context: dict[str, FeatureInput] = {
+                "id": [f"f{f}v{v}".encode()],
+                "labels": rng.integers(0, 3862, 3),
+            }
             lists = {name: pool[name][start : start + n_frames] for name in DIMS}
             payloads.append(encode_sequence_example(context, lists))
         write_records(folder / f"train{f:04d}.tfrecord", payloads)

@@ -35,9 +35,7 @@ def synthetic(
     elsewhere = rng.integers(0, n_classes, size=(n_rows, k))
     chosen = np.where(in_topk, indices, elsewhere)[slot < n_labels[:, None]]
     rows = np.repeat(np.arange(n_rows), n_labels)
-    labels = sp.csr_matrix(
-        (np.ones(rows.size, np.int8), (rows, chosen)), shape=(n_rows, n_classes)
-    )
+    labels = sp.csr_matrix((np.ones(rows.size, np.int8), (rows, chosen)), shape=(n_rows, n_classes))
     labels.data[:] = 1  # repeated classes were summed
     return TopK(indices, scores), labels
 
@@ -71,9 +69,7 @@ def main() -> None:
     expected = peer_gap(topk, labels)
     peer_s = time.perf_counter() - start
     webly_s = min(times)
-    print(
-        f"GAP@{args.k} webly={gap:.6f} sklearn={expected:.6f} |diff|={abs(gap - expected):.1e}"
-    )
+    print(f"GAP@{args.k} webly={gap:.6f} sklearn={expected:.6f} |diff|={abs(gap - expected):.1e}")
     print("| rows | classes | k | webly gap_at_k (s) | sklearn peer (s) | speed-up |")
     print("|---:|---:|---:|---:|---:|---:|")
     print(

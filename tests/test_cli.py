@@ -5,8 +5,11 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
+from PIL import Image
 from rich.console import Console
 
+from tests.conftest import REAL_YT8M
 from webly.data import Dataset
 from webly.demo import run_demo
 from webly.io import write_submission
@@ -82,3 +85,53 @@ def test_demo_end_to_end(tmp_path: Path) -> None:
     # Scored against the true labels, the model looks better than against the noisy ones.
     assert logistic["gap_true"] > logistic["gap_given"]
     assert len(Dataset.open(tmp_path / "store")) == 600
+
+
+def test_import_table_from_csv(tmp_path: Path) -> None:
+    csv = tmp_path / "items.csv"
+    csv.write_text("id,f0,f1,tags\na,0.5,1.0,cat|dog\nb,-1.0,2.0,dog\n")
+    out = tmp_path / "store"
+    result = webly(
+        "data", "import-table", str(csv), str(out), "--features", "f*", "--labels", "tags",
+        "--label-sep", "|", "--id", "id",
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    ds = Dataset.open(out)
+    assert list(ds.ids) == ["a", "b"] and ds.class_names == ["cat", "dog"]
+    np.testing.assert_array_equal(ds.features([1], groups=("x",)), [[-1.0, 2.0]])
+    bad = webly("data", "import-table", str(csv), str(tmp_path / "bad"), "--labels", "nope")
+    assert_user_error(bad, "items.csv", "nope")
+    assert not (tmp_path / "bad").exists()
+
+
+def test_import_table_bad_label_names_the_row(tmp_path: Path) -> None:
+    csv = tmp_path / "items.csv"
+    csv.write_text("f0,labels\n0.5,1\n0.1,7\n")
+    result = webly(
+        "data", "import-table", str(csv), str(tmp_path / "s"), "--features", "f0",
+        "--num-classes", "5",
+    )  # fmt: skip
+    assert_user_error(result, "items.csv", "class 7", "5 classes")
+    assert not (tmp_path / "s").exists()
+
+
+def test_import_images_with_a_missing_extractor(tmp_path: Path) -> None:
+    (tmp_path / "imgs" / "cat").mkdir(parents=True)
+    Image.new("RGB", (8, 8)).save(tmp_path / "imgs" / "cat" / "a.png")
+    result = webly(
+        "data", "import-images", str(tmp_path / "imgs"), str(tmp_path / "s"),
+        "--extractor", str(tmp_path / "model.onnx"),
+    )  # fmt: skip
+    assert_user_error(result, "model.onnx")
+    assert not (tmp_path / "s").exists()
+
+
+@pytest.mark.skipif(not REAL_YT8M.is_dir(), reason="../shared/data/yt8m-2018-validate is absent")
+def test_import_real_youtube8m_and_describe(tmp_path: Path) -> None:
+    out = tmp_path / "yt8m"
+    result = webly("data", "import-yt8m", str(REAL_YT8M / "validate000*.tfrecord"), str(out))
+    assert result.returncode == 0, result.stderr
+    info = webly("data", "info", str(out))
+    assert info.returncode == 0, info.stderr
+    assert "3,862 (multilabel)" in info.stdout
+    assert "1024 x float32" in info.stdout and "128 x float32" in info.stdout

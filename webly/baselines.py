@@ -50,10 +50,10 @@ def fit_logistic(
         logits = inputs @ weight + bias  # (N, C)
         loss = torch.nn.functional.binary_cross_entropy_with_logits(logits, targets)
         loss = loss * labels.shape[1] + l2 * weight.square().sum()
-        loss.backward()  # type: ignore[no-untyped-call]
+        loss.backward()
         return loss
 
-    optimizer.step(closure)  # type: ignore[no-untyped-call]
+    optimizer.step(closure)
     w = weight.detach().numpy() / std[:, None]
     b = bias.detach().numpy() - mean @ w
     return w.astype(np.float32), b.astype(np.float32)

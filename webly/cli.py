@@ -31,6 +31,13 @@ out = Console()
 err = Console(stderr=True)
 
 Overwrite = Annotated[bool, typer.Option("--overwrite", help="Replace OUT if it exists.")]
+Classes = Annotated[
+    Path | None, typer.Option(help="File of class names, one a line, in class-id order.")
+]
+TaskOption = Annotated[str, typer.Option("--task", help="multilabel or multiclass.")]
+LabelSep = Annotated[
+    str | None, typer.Option(help="Separator of several labels in one cell, e.g. ' ' or '|'.")
+]
 
 
 def _show_warning(message: Any, category: Any, *_: Any, **__: Any) -> None:
@@ -50,12 +57,22 @@ def _print_table(title: str, rows: list[tuple[str, str]]) -> None:
 def import_yt8m(
     pattern: Annotated[str, typer.Argument(help="TFRecord files, a glob: 'dir/train*.tfrecord'.")],
     dest: Annotated[Path, typer.Argument(metavar="OUT", help="Dataset folder to create.")],
-    level: Annotated[str, typer.Option(help="video: Example records; frame: SequenceExample.")] = "video",
-    names: Annotated[str, typer.Option(help="Feature names: 2018 (id, mean_rgb) or 2017 (video_id, mean_inc3).")] = "2018",
+    level: Annotated[
+        str, typer.Option(help="video: Example records; frame: SequenceExample.")
+    ] = "video",
+    names: Annotated[
+        str, typer.Option(help="Feature names: 2018 (id, mean_rgb) or 2017 (video_id, mean_inc3).")
+    ] = "2018",
     num_classes: Annotated[int, typer.Option(help="Size of the label vocabulary.")] = 3862,
-    video_dtype: Annotated[str, typer.Option(help="Storage of video-level features: float32 or uint8.")] = "float32",
-    skip_corrupt: Annotated[bool, typer.Option(help="Skip records with a bad CRC instead of stopping.")] = False,
-    workers: Annotated[int | None, typer.Option(help="Parallel processes (default: one a core).")] = None,
+    video_dtype: Annotated[
+        str, typer.Option(help="Storage of video-level features: float32 or uint8.")
+    ] = "float32",
+    skip_corrupt: Annotated[
+        bool, typer.Option(help="Skip records with a bad CRC instead of stopping.")
+    ] = False,
+    workers: Annotated[
+        int | None, typer.Option(help="Parallel processes (default: one a core).")
+    ] = None,
     overwrite: Overwrite = False,
 ) -> None:
     """Import official YouTube-8M TFRecord files (no TensorFlow needed)."""
@@ -79,16 +96,30 @@ def import_yt8m(
 def import_table(
     file: Annotated[Path, typer.Argument(help="A .parquet, .csv or .npz file.")],
     dest: Annotated[Path, typer.Argument(metavar="OUT", help="Dataset folder to create.")],
-    features: Annotated[str, typer.Option(help="Feature column, or columns: 'f0,f1' or a glob 'f*'.")] = "features",
-    labels: Annotated[str, typer.Option(help="Labels column: int, name, list, or delimited string.")] = "labels",
-    label_sep: Annotated[str | None, typer.Option(help="Separator of a delimited labels string.")] = None,
-    id_column: Annotated[str | None, typer.Option("--id", help="Id column (default: row number).")] = None,
+    features: Annotated[
+        str, typer.Option(help="Feature column, or columns: 'f0,f1' or a glob 'f*'.")
+    ] = "features",
+    labels: Annotated[
+        str, typer.Option(help="Labels column: int, name, list, or delimited string.")
+    ] = "labels",
+    label_sep: LabelSep = None,
+    label_type: Annotated[
+        str, typer.Option(help="auto, int (class ids) or name (class names).")
+    ] = "auto",
+    classes: Classes = None,
+    id_column: Annotated[
+        str | None, typer.Option("--id", help="Id column (default: row number).")
+    ] = None,
     group: Annotated[str | None, typer.Option(help="Group column, e.g. a product id.")] = None,
     text: Annotated[str | None, typer.Option(help="Text metadata column.")] = None,
-    num_classes: Annotated[int | None, typer.Option(help="Number of classes (default: max label + 1).")] = None,
-    task: Annotated[str, typer.Option(help="multilabel or multiclass.")] = "multilabel",
+    num_classes: Annotated[
+        int | None, typer.Option(help="Number of classes (default: max label + 1).")
+    ] = None,
+    task: TaskOption = "multilabel",
     group_name: Annotated[str, typer.Option(help="Name of the stored feature group.")] = "x",
-    dtype: Annotated[str, typer.Option(help="Storage dtype: float32, float16 or uint8.")] = "float32",
+    dtype: Annotated[
+        str, typer.Option(help="Storage dtype: float32, float16 or uint8.")
+    ] = "float32",
     overwrite: Overwrite = False,
 ) -> None:
     """Import a Parquet, CSV or NumPy table of features and labels."""
@@ -100,6 +131,8 @@ def import_table(
         features=features,
         labels=labels,
         label_sep=label_sep,
+        label_type=label_type,  # type: ignore[arg-type]
+        classes=classes,
         id_column=id_column,
         group_column=group,
         text_column=text,
@@ -114,13 +147,27 @@ def import_table(
 
 @data_app.command("import-images")
 def import_images(
-    src: Annotated[Path, typer.Argument(help="A class-per-folder tree, or a CSV path,label[,group][,text].")],
+    src: Annotated[
+        Path, typer.Argument(help="A class-per-folder tree, or a CSV path,label[,group][,text].")
+    ],
     dest: Annotated[Path, typer.Argument(metavar="OUT", help="Dataset folder to create.")],
-    extractor: Annotated[Path, typer.Option(help="Feature extractor: an .onnx or TorchScript (.pt) model.")],
-    image_size: Annotated[int | None, typer.Option(help="Input size when the model does not fix it.")] = None,
+    extractor: Annotated[
+        Path, typer.Option(help="Feature extractor: an .onnx or TorchScript (.pt) model.")
+    ],
+    image_size: Annotated[
+        int | None, typer.Option(help="Input size when the model does not fix it.")
+    ] = None,
     batch_size: Annotated[int, typer.Option(help="Images per forward pass.")] = 64,
-    dtype: Annotated[str, typer.Option(help="Storage dtype of the features: float16 or float32.")] = "float16",
-    skip_bad: Annotated[bool, typer.Option(help="Skip unreadable images (counted) instead of stopping.")] = False,
+    dtype: Annotated[
+        str, typer.Option(help="Storage dtype of the features: float16 or float32.")
+    ] = "float16",
+    skip_bad: Annotated[
+        bool, typer.Option(help="Skip unreadable images (counted) instead of stopping.")
+    ] = False,
+    classes: Classes = None,
+    label_sep: LabelSep = None,
+    task: TaskOption = "multiclass",
+    workers: Annotated[int, typer.Option(help="Image decoding threads.")] = 4,
     overwrite: Overwrite = False,
 ) -> None:
     """Import images through a feature extractor you supply."""
@@ -134,6 +181,10 @@ def import_images(
         batch_size=batch_size,
         dtype=dtype,  # type: ignore[arg-type]
         skip_bad=skip_bad,
+        classes=classes,
+        label_sep=label_sep,
+        task=task,  # type: ignore[arg-type]
+        workers=workers,
         overwrite=overwrite,
     )
     out.print(f"imported {len(ds):,} images into {dest}")
@@ -142,7 +193,7 @@ def import_images(
 @data_app.command("info")
 def info(
     store: Annotated[Path, typer.Argument(help="A dataset folder.")],
-    verify: Annotated[bool, typer.Option(help="Also check every shard's sha256.")] = False,
+    verify: Annotated[bool, typer.Option(help="Also check every shard's CRC32C.")] = False,
 ) -> None:
     """Rows, classes, labels per row, class-frequency quantiles, features, frames per row."""
     from webly.data import Dataset
@@ -154,7 +205,9 @@ def info(
 
 @app.command("eval")
 def evaluate(
-    predictions: Annotated[Path, typer.Argument(metavar="PRED.csv", help="A Kaggle submission file.")],
+    predictions: Annotated[
+        Path, typer.Argument(metavar="PRED.csv", help="A Kaggle submission file.")
+    ],
     labels: Annotated[Path, typer.Option(help="Dataset folder holding the true labels.")],
     k: Annotated[int, typer.Option(help="Predictions per row that GAP counts.")] = 20,
 ) -> None:
@@ -168,10 +221,12 @@ def evaluate(
 
 @app.command("demo")
 def demo(
-    dest: Annotated[Path, typer.Option("--out", help="Working folder of the demo.")] = Path("demo-out"),
+    dest: Annotated[Path, typer.Option("--out", help="Working folder of the demo.")] = Path(
+        "demo-out"
+    ),
     seed: Annotated[int, typer.Option(help="Seed of the generated data and the folds.")] = 0,
 ) -> None:
-    """Generate a small YouTube-8M-like benchmark, import it, describe it and score two baselines."""
+    """Generate a YouTube-8M-like benchmark, import it, describe it, score two baselines."""
     from webly.demo import run_demo
 
     run_demo(dest, seed=seed, console=out)

@@ -94,10 +94,20 @@ def run_demo(
     )
 
     table = Table(title=f"baselines on fold 0 of 5 ({valid.size:,} videos)", title_justify="left")
-    for column in ("model", "GAP@20 given", "GAP@20 true", "hit@1 true", "PERR true", "mAP true", "seconds"):
+    for column in (
+        "model",
+        "GAP@20 given",
+        "GAP@20 true",
+        "hit@1 true",
+        "PERR true",
+        "mAP true",
+        "seconds",
+    ):
         table.add_column(column, justify="left" if column == "model" else "right")
     for model, row in results.items():
-        table.add_row(model, *(f"{v:.4f}" if name != "seconds" else f"{v:.1f}" for name, v in row.items()))
+        table.add_row(
+            model, *(f"{v:.4f}" if name != "seconds" else f"{v:.1f}" for name, v in row.items())
+        )
     console.print(table)
     console.print(
         "'given' scores against the imported (noisy) labels, 'true' against the generator's "

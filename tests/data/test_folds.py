@@ -53,7 +53,7 @@ def test_groups_stay_in_one_fold() -> None:
 
 def test_bad_fold_counts() -> None:
     labels = sp.csr_matrix(np.eye(3))
-    with pytest.raises(ConfigError, match="n_folds is 1; use 2..127"):
+    with pytest.raises(ConfigError, match=r"n_folds is 1; use 2\.\.127"):
         assign_folds(labels, n_folds=1)
     with pytest.raises(ConfigError, match="3 rows cannot be split into 4 folds"):
         assign_folds(labels, n_folds=4)

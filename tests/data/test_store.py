@@ -135,7 +135,7 @@ def test_frame_sampling(tmp_path: Path) -> None:
     assert np.all(np.diff(picks[0][0][0, :, 0]) > 0)  # time order kept
     with pytest.raises(DataError, match="needs rng"):
         ds.frames([0], groups=("f",), max_frames=2, sampling="random")
-    with pytest.raises(DataError, match="frame-level group; use Dataset.frames"):
+    with pytest.raises(DataError, match=r"frame-level group; use Dataset\.frames"):
         ds.features([0], groups=("f",))
     assert list(ds.n_frames()) == [10, 3]
 
@@ -221,7 +221,7 @@ def test_open_errors(tmp_path: Path, small_store: Dataset) -> None:
     with pytest.raises(DataError, match="checksum mismatch; the dataset is damaged"):
         Dataset.open(small_store.path, verify=True)
     shard.write_bytes(bytes(data[:-10]))
-    with pytest.raises(DataError, match="expected .* bytes, found .*; the dataset is damaged"):
+    with pytest.raises(DataError, match=r"expected \d+ bytes, found \d+; the dataset is damaged"):
         Dataset.open(small_store.path)
 
 
@@ -286,7 +286,8 @@ MEMORY_PROBE = textwrap.dedent(
     with DatasetWriter(path, layout) as writer:
         for start in range(0, n_rows, 8192):
             ids = [str(i) for i in range(start, start + 8192)]
-            writer.write_batch(Batch(ids, [[i % 100] for i in range(8192)], {"rgb": rgb, "audio": audio}))
+            labels = [[i % 100] for i in range(8192)]
+            writer.write_batch(Batch(ids, labels, {"rgb": rgb, "audio": audio}))
     del rgb, audio, writer
     for shard in os.listdir(path):  # start cold: drop the store from the page cache
         fd = os.open(os.path.join(path, shard), os.O_RDONLY)

@@ -16,7 +16,10 @@ from webly.errors import DataError
 
 def _rows(ds_labels: object) -> list[list[int]]:
     matrix = ds_labels.tocsr()  # type: ignore[attr-defined]
-    return [sorted(matrix.indices[a:b].tolist()) for a, b in zip(matrix.indptr[:-1], matrix.indptr[1:], strict=True)]
+    return [
+        sorted(matrix.indices[a:b].tolist())
+        for a, b in zip(matrix.indptr[:-1], matrix.indptr[1:], strict=True)
+    ]
 
 
 def _fails(path: Path, out: Path, *needles: str, **options: object) -> None:
@@ -77,8 +80,13 @@ def test_parquet_glob_columns_and_delimited_names(tmp_path: Path) -> None:
     )
     pq.write_table(table, tmp_path / "in.pq")
     ds = import_table(
-        tmp_path / "in.pq", tmp_path / "ds", features="f*", labels="label", label_sep="|",
-        dtype="float16", group_name="tab",
+        tmp_path / "in.pq",
+        tmp_path / "ds",
+        features="f*",
+        labels="label",
+        label_sep="|",
+        dtype="float16",
+        group_name="tab",
     )
     assert ds.class_names == ["bird", "cat", "dog"]
     assert _rows(ds.labels) == [[1, 2], [1], [0, 2], [1]]
@@ -86,18 +94,18 @@ def test_parquet_glob_columns_and_delimited_names(tmp_path: Path) -> None:
     assert ds.layout.feature("tab").dtype == "float16"
     np.testing.assert_array_equal(ds.features(np.arange(4), ("tab",)), x)
     assert ds.manifest["source"]["features"] == ["f0", "f1", "f2"]
+    two = import_table(tmp_path / "in.pq", tmp_path / "two", features="f0, f2", labels="label")
+    np.testing.assert_array_equal(two.features(np.arange(4), ("x",)), x[:, [0, 2]])
 
 
 def test_csv_vector_strings_int_tokens_and_text_ids(tmp_path: Path) -> None:
     path = tmp_path / "in.csv"
     path.write_text(
-        "id,vec,labels,g\n"
-        '007,"[0.5, -1, 2e-1]",3 17 42,a\n'
-        "008,1 2 3,0,a\n"
-        '009,"4,5,6",,b\n'
+        'id,vec,labels,g\n007,"[0.5, -1, 2e-1]",3 17 42,a\n008,1 2 3,0,a\n009,"4,5,6",,b\n'
     )
-    ds = import_table(path, tmp_path / "ds", features="vec", id_column="id", group_column="g",
-                      label_sep=" ")
+    ds = import_table(
+        path, tmp_path / "ds", features="vec", id_column="id", group_column="g", label_sep=" "
+    )
     assert list(ds.ids) == ["007", "008", "009"]
     assert ds.n_classes == 43 and ds.class_names[42] == "42"
     assert _rows(ds.labels) == [[3, 17, 42], [0], []]
@@ -112,8 +120,9 @@ def test_csv_scalar_columns_multiclass_with_classes_file(tmp_path: Path) -> None
     path.write_text("a\tb\ty\n1\t2\tzebra\n3\t4.5\tant\n")
     classes = tmp_path / "classes.txt"
     classes.write_text("zebra\nant\nyak\n")
-    ds = import_table(path, tmp_path / "ds", features=["a", "b"], labels="y", classes=classes,
-                      task="multiclass")
+    ds = import_table(
+        path, tmp_path / "ds", features=["a", "b"], labels="y", classes=classes, task="multiclass"
+    )
     assert ds.class_names == ["zebra", "ant", "yak"] and ds.task == "multiclass"
     assert _rows(ds.labels) == [[0], [1]]
     np.testing.assert_array_equal(ds.features([0, 1], ("x",)), [[1, 2], [3, 4.5]])
@@ -144,8 +153,9 @@ def test_npz_multi_hot_labels_and_uint8(tmp_path: Path) -> None:
     hot[2, 0] = 1
     x = np.array([[-2.0, 0.0], [2.0, 1.0], [0.5, -0.5]], np.float32)
     np.savez(tmp_path / "in.npz", emb=x, y=hot)
-    ds = import_table(tmp_path / "in.npz", tmp_path / "ds", features="emb", labels="y",
-                      dtype="uint8")
+    ds = import_table(
+        tmp_path / "in.npz", tmp_path / "ds", features="emb", labels="y", dtype="uint8"
+    )
     assert ds.n_classes == 6 and _rows(ds.labels) == [[1, 3], [], [0]]
     assert list(ds.ids) == ["0", "1", "2"]
     np.testing.assert_allclose(ds.features([0, 1, 2], ("x",)), x, atol=4 / 255)
@@ -176,10 +186,16 @@ def test_missing_and_unreadable_files(tmp_path: Path) -> None:
 def test_unknown_columns_list_the_available_ones(tmp_path: Path) -> None:
     path = _csv(tmp_path, "f0,f1,y\n1,2,3\n")
     out = tmp_path / "ds"
-    _fails(path, out, "in.csv", "no label column 'lab'", "available: f0, f1, y", labels="lab",
-           features="f*")
-    _fails(path, out, "no feature column 'emb'", "available: f0, f1, y", features="emb",
-           labels="y")
+    _fails(
+        path,
+        out,
+        "in.csv",
+        "no label column 'lab'",
+        "available: f0, f1, y",
+        labels="lab",
+        features="f*",
+    )
+    _fails(path, out, "no feature column 'emb'", "available: f0, f1, y", features="emb", labels="y")
     _fails(path, out, "no feature column matches 'g*'", features="g*", labels="y")
     _fails(path, out, "no id column 'vid'", features="f*", labels="y", id_column="vid")
 
@@ -187,27 +203,70 @@ def test_unknown_columns_list_the_available_ones(tmp_path: Path) -> None:
 def test_ragged_feature_dimension_names_the_row(tmp_path: Path) -> None:
     table = pa.table({"id": ["a", "b", "c"], "x": [[1.0, 2.0], [3.0, 4.0], [5.0]], "y": [0, 1, 0]})
     pq.write_table(table, tmp_path / "in.parquet")
-    _fails(tmp_path / "in.parquet", tmp_path / "ds", "in.parquet", "row 'c'", "'x'",
-           "1 values", "has 2", features="x", labels="y", id_column="id")
+    _fails(
+        tmp_path / "in.parquet",
+        tmp_path / "ds",
+        "in.parquet",
+        "row 'c'",
+        "'x'",
+        "1 values",
+        "has 2",
+        features="x",
+        labels="y",
+        id_column="id",
+    )
 
 
 def test_label_out_of_range_names_the_row(tmp_path: Path) -> None:
     path = _csv(tmp_path, "id,v,y\nr1,0.1,1\nr2,0.2,5\n")
-    _fails(path, tmp_path / "ds", "in.csv", "row 'r2'", "class 5", "3 classes", "--num-classes",
-           features="v", labels="y", id_column="id", n_classes=3)
+    _fails(
+        path,
+        tmp_path / "ds",
+        "in.csv",
+        "row 'r2'",
+        "class 5",
+        "3 classes",
+        "--num-classes",
+        features="v",
+        labels="y",
+        id_column="id",
+        n_classes=3,
+    )
 
 
 def test_non_integer_label_token_names_the_row(tmp_path: Path) -> None:
     path = _csv(tmp_path, "v,y\n0.1,1 2\n0.2,3 x 4\n")
-    _fails(path, tmp_path / "ds", "in.csv", "row '1'", "'x'", "not an integer", "--label-type",
-           features="v", labels="y", label_sep=" ")
-    _fails(path, tmp_path / "ds", "row '1'", "'x'", features="v", labels="y", label_sep=" ",
-           n_classes=10)
+    _fails(
+        path,
+        tmp_path / "ds",
+        "in.csv",
+        "row '1'",
+        "'x'",
+        "not an integer",
+        "--label-type",
+        features="v",
+        labels="y",
+        label_sep=" ",
+    )
+    _fails(
+        path,
+        tmp_path / "ds",
+        "row '1'",
+        "'x'",
+        features="v",
+        labels="y",
+        label_sep=" ",
+        n_classes=10,
+    )
 
 
 def test_nan_features_name_the_row(tmp_path: Path) -> None:
-    np.savez(tmp_path / "in.npz", features=np.array([[0.0, 1.0], [np.nan, 1.0]]),
-             labels=np.array([0, 1]), ids=np.array(["ok", "bad"]))
+    np.savez(
+        tmp_path / "in.npz",
+        features=np.array([[0.0, 1.0], [np.nan, 1.0]]),
+        labels=np.array([0, 1]),
+        ids=np.array(["ok", "bad"]),
+    )
     _fails(tmp_path / "in.npz", tmp_path / "ds", "in.npz", "row 'bad'", "NaN")
 
 
@@ -225,12 +284,37 @@ def test_empty_inputs(tmp_path: Path) -> None:
 def test_label_not_in_classes_and_multiclass_counts(tmp_path: Path) -> None:
     path = _csv(tmp_path, "v,y\n0.1,cat\n0.2,cat dog\n0.3,emu\n")
     out = tmp_path / "ds"
-    _fails(path, out, "row '2'", "'emu'", "not in the class list", features="v", labels="y",
-           label_sep=" ", classes=["cat", "dog"])
-    _fails(path, out, "row '1'", "2 labels", "multiclass", features="v", labels="y",
-           label_sep=" ", task="multiclass")
-    _fails(path, out, "3 class names but n_classes is 7", features="v", labels="y",
-           label_sep=" ", n_classes=7)
+    _fails(
+        path,
+        out,
+        "row '2'",
+        "'emu'",
+        "not in the class list",
+        features="v",
+        labels="y",
+        label_sep=" ",
+        classes=["cat", "dog"],
+    )
+    _fails(
+        path,
+        out,
+        "row '1'",
+        "2 labels",
+        "multiclass",
+        features="v",
+        labels="y",
+        label_sep=" ",
+        task="multiclass",
+    )
+    _fails(
+        path,
+        out,
+        "3 class names but n_classes is 7",
+        features="v",
+        labels="y",
+        label_sep=" ",
+        n_classes=7,
+    )
 
 
 def test_bad_npz_arrays(tmp_path: Path) -> None:
@@ -239,6 +323,10 @@ def test_bad_npz_arrays(tmp_path: Path) -> None:
     _fails(tmp_path / "a.npz", out, "a.npz", "differ in length", "'features': 3")
     np.savez(tmp_path / "b.npz", features=np.zeros((2, 2)), labels=np.array([[0, 2], [1, 0]]))
     _fails(tmp_path / "b.npz", out, "b.npz", "row 0", "0/1")
-    np.savez(tmp_path / "c.npz", features=np.zeros((2, 2)), labels=np.array([0, 1]),
-             ids=np.array(["a", None], dtype=object))
+    np.savez(
+        tmp_path / "c.npz",
+        features=np.zeros((2, 2)),
+        labels=np.array([0, 1]),
+        ids=np.array(["a", None], dtype=object),
+    )
     _fails(tmp_path / "c.npz", out, "c.npz", "'ids'", "dtype=str")

@@ -38,7 +38,10 @@ class DatasetStats:
             ("labels per row", f"{self.labels_per_row:.2f}"),
             ("rows without labels", f"{self.rows_without_labels:,}"),
             ("rows per class (min/5%/25%/50%/75%/95%/max)", quantiles),
-            ("classes with no row / with < 5 rows", f"{self.classes_without_rows:,} / {self.classes_under_5_rows:,}"),
+            (
+                "classes with no row / with < 5 rows",
+                f"{self.classes_without_rows:,} / {self.classes_under_5_rows:,}",
+            ),
         ]
         for name, level, dim, dtype in self.feature_groups:
             out.append((f"feature group {name!r}", f"{level} level, {dim} x {dtype}"))
@@ -46,7 +49,9 @@ class DatasetStats:
             lo, mean, hi = self.frames_per_row
             out.append(("frames per row (min/mean/max)", f"{lo} / {mean:.1f} / {hi}"))
         if self.n_groups is not None:
-            out.append(("groups", f"{self.n_groups:,} ({self.rows / max(self.n_groups, 1):.2f} rows each)"))
+            out.append(
+                ("groups", f"{self.n_groups:,} ({self.rows / max(self.n_groups, 1):.2f} rows each)")
+            )
         out.append(("text metadata", "yes" if self.has_text else "no"))
         if self.label_noise is not None:
             noise = self.label_noise

@@ -19,7 +19,7 @@ so an interrupted import leaves nothing that opens as a dataset.
 
 from __future__ import annotations
 
-import hashlib
+import io
 import json
 import mmap
 import os
@@ -31,6 +31,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+import crc32c
 import numpy as np
 import pyarrow as pa
 import scipy.sparse as sp
@@ -54,13 +55,13 @@ _ARROW_DTYPES = {"uint8": pa.uint8(), "float16": pa.float16(), "float32": pa.flo
 
 
 def quantize_uint8(x: np.ndarray, lo: float = -2.0, hi: float = 2.0) -> np.ndarray:
-    """Quantise floats to uint8 codes as YouTube-8M does: ``round((clip(x) - lo) * 255 / range)``."""
+    """Quantise floats to uint8 codes as YouTube-8M: ``round((clip(x) - lo) * 255 / range)``."""
     scale = 255.0 / (hi - lo)
     return np.rint((np.clip(x, lo, hi) - lo) * scale).astype(np.uint8)
 
 
 def dequantize_uint8(codes: np.ndarray, lo: float = -2.0, hi: float = 2.0) -> np.ndarray:
-    """Inverse of `quantize_uint8` as in the YouTube-8M starter code: ``q * range/255 + range/512 + lo``.
+    """Inverse of `quantize_uint8`, as the starter code does: ``q*range/255 + range/512 + lo``.
 
     Returns float32 of the same shape as ``codes``.
     """
@@ -99,7 +100,9 @@ class FeatureSpec:
                 f"use one of {sorted(_ARROW_DTYPES)}"
             )
         if self.level not in ("video", "frame"):
-            raise DataError(f"feature group {self.name!r} has level {self.level!r}; use video|frame")
+            raise DataError(
+                f"feature group {self.name!r} has level {self.level!r}; use video|frame"
+            )
 
     def arrow_type(self) -> pa.DataType:
         row = pa.list_(_ARROW_DTYPES[self.dtype], self.dim)
@@ -206,20 +209,42 @@ class Batch:
 
 @dataclass(frozen=True)
 class ShardInfo:
-    """A finished shard: file name (relative to the dataset folder), rows, bytes and sha256."""
+    """A finished shard: file name (relative to the dataset folder), rows, bytes and CRC32C."""
 
     file: str
     rows: int
     bytes: int
-    sha256: str
+    crc32c: str
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
+def _file_crc32c(path: Path) -> str:
+    crc = 0
     with open(path, "rb") as fh:
         while block := fh.read(1 << 24):
-            digest.update(block)
-    return digest.hexdigest()
+            crc = crc32c.crc32c(block, crc)
+    return f"{crc:08x}"
+
+
+class _ChecksummedFile(io.RawIOBase):
+    """A write-only file that keeps the CRC32C of what it wrote, so no second pass is needed."""
+
+    def __init__(self, path: Path) -> None:
+        self._file = open(path, "wb")  # noqa: SIM115 - closed by close()
+        self.crc = 0
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, data: Any) -> int:
+        self.crc = crc32c.crc32c(data, self.crc)
+        return self._file.write(data)
+
+    def close(self) -> None:
+        if not self._file.closed:
+            self._file.flush()
+            os.fsync(self._file.fileno())
+            self._file.close()
+        super().close()
 
 
 def _map_for_random_access(path: Path) -> pa.Buffer:
@@ -261,8 +286,8 @@ class ShardWriter:
         self._pending: list[pa.RecordBatch] = []
         self._pending_bytes = 0
         self._written_bytes = 0
-        self._sink = pa.OSFile(str(self.path), "wb")
-        self._writer = pa.ipc.new_file(self._sink, layout.schema())
+        self._file = _ChecksummedFile(self.path)
+        self._writer = pa.ipc.new_file(pa.PythonFile(self._file, mode="w"), layout.schema())
 
     @property
     def nbytes(self) -> int:
@@ -278,22 +303,25 @@ class ShardWriter:
             self._flush()
 
     def close(self) -> ShardInfo:
+        """Write what is buffered, fsync, and describe the finished shard."""
         self._flush()
         self._writer.close()
-        self._sink.flush()
-        os.fsync(self._sink.fileno())
-        self._sink.close()
-        return ShardInfo(self.path.name, self.rows, self.path.stat().st_size, _sha256(self.path))
+        self._file.close()
+        crc = f"{self._file.crc:08x}"
+        return ShardInfo(self.path.name, self.rows, self.path.stat().st_size, crc)
 
     def abort(self) -> None:
-        self._sink.close()
+        self._file.close()
         self.path.unlink(missing_ok=True)
 
     def _flush(self) -> None:
         if self._pending:
-            table = pa.Table.from_batches(self._pending).combine_chunks()
-            for record in table.to_batches():
-                self._writer.write_batch(record)
+            # One record batch per flush keeps reads to few chunks; a lone batch needs no copy.
+            if len(self._pending) == 1:
+                record = self._pending[0]
+            else:
+                record = pa.Table.from_batches(self._pending).combine_chunks().to_batches()[0]
+            self._writer.write_batch(record)
             self._written_bytes += self._pending_bytes
             self._pending, self._pending_bytes = [], 0
 
@@ -521,12 +549,29 @@ class DatasetWriter:
 
 
 def _warn_duplicate_ids(ds: Dataset, where: Path) -> None:
-    ids = ds.ids
-    uniq, counts = np.unique(ids, return_counts=True)
-    if (counts > 1).any():
-        dupes = uniq[counts > 1]
+    """Warn if ids repeat, holding 8 bytes a row: ids are compared by hash, chunk by chunk,
+    and only ids whose hash repeats are compared as strings."""
+
+    def chunk_ids() -> Iterator[list[str]]:
+        for _, chunk in ds.iter_chunks():
+            yield chunk.column("id").to_pylist()
+
+    hashes = np.concatenate([np.array([hash(i) for i in ids], np.int64) for ids in chunk_ids()])
+    values, counts = np.unique(hashes, return_counts=True)
+    suspects = set(values[counts > 1].tolist())
+    if not suspects:
+        return
+    seen: set[str] = set()
+    repeated: dict[str, None] = {}
+    for ids in chunk_ids():
+        for i in ids:
+            if hash(i) in suspects:
+                if i in seen:
+                    repeated[i] = None
+                seen.add(i)
+    if repeated:
         warnings.warn(
-            f"{where}: {dupes.size} ids occur more than once (first: {dupes[0]!r}); "
+            f"{where}: {len(repeated)} ids occur more than once (first: {next(iter(repeated))!r}); "
             "rows are kept, but give each row its own id if they are different samples",
             WeblyWarning,
             stacklevel=3,
@@ -563,7 +608,7 @@ class Dataset:
 
     @classmethod
     def open(cls, path: str | Path, verify: bool = False) -> Dataset:
-        """Open the dataset folder at ``path``; ``verify`` also checks every shard's sha256."""
+        """Open the dataset folder at ``path``; ``verify`` also checks every shard's CRC32C."""
         path = Path(path)
         manifest_path = path / MANIFEST
         if not manifest_path.is_file():
@@ -589,7 +634,7 @@ class Dataset:
                     f"{file}: expected {shard['bytes']} bytes, found "
                     f"{'no file' if size < 0 else size}; the dataset is damaged, re-import it"
                 )
-            if verify and _sha256(file) != shard["sha256"]:
+            if verify and _file_crc32c(file) != shard["crc32c"]:
                 raise DataError(f"{file}: checksum mismatch; the dataset is damaged, re-import it")
             reader = pa.ipc.open_file(pa.BufferReader(_map_for_random_access(file)))
             chunks += [reader.get_batch(i) for i in range(reader.num_record_batches)]
@@ -607,8 +652,12 @@ class Dataset:
         return int(self._starts[-1]) if self._rows is None else int(self._rows.size)
 
     def __repr__(self) -> str:
-        groups = ", ".join(f"{f.name}:{f.dim}{'f' if f.level == 'frame' else ''}" for f in self.layout.features)
-        return f"Dataset({str(self.path)!r}, rows={len(self)}, classes={self.n_classes}, [{groups}])"
+        groups = ", ".join(
+            f"{f.name}:{f.dim}{'f' if f.level == 'frame' else ''}" for f in self.layout.features
+        )
+        return (
+            f"Dataset({str(self.path)!r}, rows={len(self)}, classes={self.n_classes}, [{groups}])"
+        )
 
     @property
     def n_classes(self) -> int:
@@ -769,20 +818,20 @@ class Dataset:
             fixed = column if spec.level == "video" else column.values
             flat = fixed.values.to_numpy(zero_copy_only=True)
             self._cache[key] = flat.reshape(-1, spec.dim)
-        return self._cache[key]  # type: ignore[no-any-return]
+        return self._cache[key]
 
     def _offsets(self, name: str, chunk: int) -> np.ndarray:
         key = (name + "#offsets", chunk)
         if key not in self._cache:
             self._cache[key] = self._chunks[chunk].column(name).offsets.to_numpy()
-        return self._cache[key]  # type: ignore[no-any-return]
+        return self._cache[key]
 
     def _column_objects(self, name: str) -> np.ndarray:
         key = (name, -1)
         if key not in self._cache:
             parts = [c.column(name).to_numpy(zero_copy_only=False) for c in self._chunks]
             self._cache[key] = np.concatenate(parts) if parts else np.empty(0, dtype=object)
-        return self._cache[key]  # type: ignore[no-any-return]
+        return self._cache[key]
 
     def _rowwise(self, values: np.ndarray) -> np.ndarray:
         return values if self._rows is None else values[self._rows]

@@ -74,9 +74,9 @@ def import_table(
     features
         The feature column(s): one column holding a list/array of numbers per row (in CSV, a
         string of numbers separated by spaces or commas, optionally in brackets), or several
-        numeric scalar columns given as a list of names or as one glob such as ``"f*"``
-        (matched in file order, skipping the label/id/group/text columns). For ``.npz``: the
-        name of the ``(N, D)`` array.
+        numeric scalar columns given as a list of names, as one comma-separated string
+        (``"f0,f1"``) or as one glob such as ``"f*"`` (matched in file order, skipping the
+        label/id/group/text columns). For ``.npz``: the name of the ``(N, D)`` array.
     labels
         The label column (array, for ``.npz``). A row holds an int, a class name, a list of
         ints or names, or one string of several labels separated by ``label_sep``.
@@ -216,9 +216,10 @@ def _parquet_table(path: Path, batch_rows: int) -> _Table:
 
     def read(columns: Sequence[str], textual: Sequence[str]) -> Iterator[pa.RecordBatch]:
         try:
-            yield from pq.ParquetFile(path).iter_batches(
-                batch_size=batch_rows, columns=list(columns)
-            )
+            # Pre-buffering keeps every column chunk read so far until the file is closed, so
+            # memory would grow with the file; a small read buffer streams instead.
+            parquet = pq.ParquetFile(path, pre_buffer=False, buffer_size=1 << 20)
+            yield from parquet.iter_batches(batch_size=batch_rows, columns=list(columns))
         except (pa.ArrowException, OSError) as err:
             raise _unreadable(path, err) from None
 
@@ -366,13 +367,18 @@ def _npz_to_arrow(
 # --------------------------------------------------------------------------- columns
 
 
-def _available(table: _Table) -> str:
-    return ", ".join(table.schema.names)
+def _available(names: Sequence[str], shown: int = 20) -> str:
+    """The column names for an error message, cut short for wide tables."""
+    if len(names) <= shown:
+        return ", ".join(names)
+    return f"{', '.join(names[:shown])}, ... ({len(names)} columns)"
 
 
 def _column(path: Path, table: _Table, name: str, what: str) -> str:
     if name not in table.schema.names:
-        raise DataError(f"{path}: no {what} column {name!r}; available: {_available(table)}")
+        raise DataError(
+            f"{path}: no {what} column {name!r}; available: {_available(table.schema.names)}"
+        )
     return name
 
 
@@ -392,15 +398,18 @@ def _feature_columns(
         found = [n for n in names if n not in others and fnmatch.fnmatchcase(n, features)]
         if not found:
             raise DataError(
-                f"{path}: no feature column matches {features!r}; available: {', '.join(names)}"
+                f"{path}: no feature column matches {features!r}; available: {_available(names)}"
             )
         return found
-    wanted = [features] if isinstance(features, str) else list(features)
+    if isinstance(features, str):
+        wanted = [features] if features in names else [f.strip() for f in features.split(",")]
+    else:
+        wanted = list(features)
     if not wanted:
         raise DataError(f"{path}: no feature columns given; name a column or a glob like 'f*'")
     for name in wanted:
         if name not in names:
-            raise DataError(f"{path}: no feature column {name!r}; available: {', '.join(names)}")
+            raise DataError(f"{path}: no feature column {name!r}; available: {_available(names)}")
         if name in others:
             raise DataError(
                 f"{path}: column {name!r} is named both as features and as label/id/group/text;"

@@ -34,7 +34,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeAlias, TypeVar
 
-import google_crc32c
+import crc32c
 import numpy as np
 
 from webly.errors import DataError
@@ -72,7 +72,7 @@ class _Malformed(Exception):
 
 def masked_crc32c(data: bytes) -> int:
     """The TFRecord checksum of ``data``: CRC32C rotated right by 15 bits plus 0xA282EAD8."""
-    crc = google_crc32c.value(data)
+    crc = crc32c.crc32c(data)
     return (((crc >> 15) | (crc << 17)) + _MASK_DELTA) & _U32
 
 
@@ -211,7 +211,10 @@ def parse_sequence_example(
 
 
 def _malformed_error(kind: str, err: Exception) -> DataError:
-    detail = str(err) if isinstance(err, _Malformed) else "a field runs past the end"
+    if isinstance(err, UnicodeDecodeError):
+        detail = "a feature name is not UTF-8"
+    else:
+        detail = str(err) if isinstance(err, _Malformed) else "a field runs past the end"
     return DataError(
         f"payload is not a valid tf.train.{kind} ({detail}); the file is corrupt or holds "
         f"another message type"
@@ -302,7 +305,9 @@ def _parse_map(
     for tag, entry_start, entry_end in _fields(buf, start, end):
         if tag != _TAG1_LEN:
             continue
-        if buf[entry_start] == _TAG1_LEN:  # fast path: the usual {key, value} encoding
+        if (
+            entry_start < entry_end and buf[entry_start] == _TAG1_LEN
+        ):  # fast path: the usual {key, value} encoding
             key_len, key_start = _varint(buf, entry_start + 1)
             key_end = key_start + key_len
             value = _sole_field(buf, key_end, entry_end)
@@ -447,15 +452,18 @@ def _uniform_byte_frames(buf: bytes, start: int, end: int) -> np.ndarray | None:
     The first frame's header (three tags and lengths) fixes the stride; one vectorised compare
     checks that every frame starts with the same header bytes.
     """
-    if end - start < 6 or buf[start] != _TAG1_LEN:
+    try:
+        if end - start < 6 or buf[start] != _TAG1_LEN:
+            return None
+        feature_len, feature_start = _varint(buf, start + 1)
+        if buf[feature_start] != _TAG1_LEN:
+            return None
+        list_len, list_start = _varint(buf, feature_start + 1)
+        if buf[list_start] != _TAG1_LEN:
+            return None
+        dim, data = _varint(buf, list_start + 1)
+    except IndexError:  # a header cut short: leave the verdict to the general decoder
         return None
-    feature_len, feature_start = _varint(buf, start + 1)
-    if buf[feature_start] != _TAG1_LEN:
-        return None
-    list_len, list_start = _varint(buf, feature_start + 1)
-    if buf[list_start] != _TAG1_LEN:
-        return None
-    dim, data = _varint(buf, list_start + 1)
     frame_end = data + dim
     if feature_start + feature_len != frame_end or list_start + list_len != frame_end:
         return None  # the Feature or BytesList holds more than one byte string
@@ -465,7 +473,7 @@ def _uniform_byte_frames(buf: bytes, start: int, end: int) -> np.ndarray | None:
     rows = np.frombuffer(buf, np.uint8, end - start, start).reshape(-1, stride)
     if not (rows[:, :head] == rows[0, :head]).all():
         return None
-    return rows[:, head:].copy()
+    return rows[:, head:]
 
 
 # --------------------------------------------------------------------------- protobuf encoding

@@ -34,6 +34,7 @@ from webly.data.store import (
     Dtype,
     FeatureSpec,
     Layout,
+    Level,
     ShardInfo,
     ShardWriter,
     dequantize_uint8,
@@ -47,7 +48,6 @@ from webly.data.tfrecord import (
 )
 from webly.errors import DataError
 
-Level = Literal["video", "frame"]
 Names = Literal["2018", "2017"]
 
 DIMS = {"rgb": 1024, "audio": 128}
@@ -114,8 +114,8 @@ def import_yt8m(
     YouTube-8M does, over [-2, 2]). ``workers`` processes import files in parallel (default: one
     per CPU, at most one per file). The import is atomic: on any error nothing is left at
     ``out`` (an existing dataset there is replaced only with ``overwrite``, and only on success);
-    input files are only read. Raises `DataError` with the file, record offset, video id and
-    field of the first bad record.
+    input files are only read. Raises `DataError` naming the file, record offset, video id and
+    field of a bad record (``skip_corrupt`` skips records with bad checksums instead).
     """
     started = time.perf_counter()
     if level not in ("video", "frame"):
@@ -174,7 +174,7 @@ def yt8m_layout(level: Level, n_classes: int = 3862, video_dtype: Dtype = "float
 
 def _run(tasks: list[_FileTask], workers: int) -> Iterator[_FileResult]:
     """Results of ``tasks`` in order; in this process for one worker, else in a process pool."""
-    if workers == 1:
+    if min(workers, len(tasks)) == 1:
         yield from map(_import_file, tasks)
         return
     pool = ProcessPoolExecutor(max_workers=min(workers, len(tasks)))
@@ -202,55 +202,74 @@ def _batches(task: _FileTask, stats: ReadStats, max_frame_bytes: int) -> Iterato
     """The file's videos as `Batch` es of at most `_BATCH_ROWS` rows and about
     ``max_frame_bytes`` of frames."""
     fields = FIELDS[task.names]
-    n_classes = task.layout.n_classes
-    ids: list[str] = []
-    labels: list[np.ndarray] = []
-    features: dict[str, list[np.ndarray]] = {}
-    frames: dict[str, list[np.ndarray]] = {}
+    # file fields whose values are checked per batch, by group name (frame means are finite)
+    checked = {n: f"mean_{fields[n]}" for n in DIMS} if task.level == "video" else {}
+    rows: list[_Row] = []
     frame_bytes = 0
     for offset, payload in iter_records(task.source, task.skip_corrupt, stats):
         where = f"{task.source}: record at byte {offset}"
         if task.level == "video":
-            vid, row_labels, values = _video_row(payload, fields, n_classes, where)
-            row_frames: dict[str, np.ndarray] = {}
+            row = _video_row(payload, fields, where)
         else:
-            vid, row_labels, row_frames = _frame_row(payload, fields, n_classes, where)
-            values = {f"mean_{n}": dequantize_uint8(f.mean(axis=0)) for n, f in row_frames.items()}
-        ids.append(vid)
-        labels.append(row_labels)
-        for name, value in values.items():
-            features.setdefault(name, []).append(value)
-        for name, value in row_frames.items():
-            frames.setdefault(name, []).append(value)
-            frame_bytes += value.nbytes
-        if len(ids) >= _BATCH_ROWS or frame_bytes >= max_frame_bytes:
-            yield _batch(ids, labels, features, frames)
-            ids, labels, features, frames, frame_bytes = [], [], {}, {}, 0
-    if ids:
-        yield _batch(ids, labels, features, frames)
+            row = _frame_row(payload, fields, where)
+            frame_bytes += sum(f.nbytes for f in row.frames.values())
+        rows.append(row)
+        if len(rows) >= _BATCH_ROWS or frame_bytes >= max_frame_bytes:
+            yield _batch(rows, task.layout.n_classes, checked)
+            rows, frame_bytes = [], 0
+    if rows:
+        yield _batch(rows, task.layout.n_classes, checked)
 
 
-def _batch(
-    ids: list[str],
-    labels: list[np.ndarray],
-    features: dict[str, list[np.ndarray]],
-    frames: dict[str, list[np.ndarray]],
-) -> Batch:
-    stacked = {name: np.stack(rows) for name, rows in features.items()}
-    ragged: dict[str, Sequence[np.ndarray]] = dict(frames)
-    return Batch(ids=ids, labels=labels, features=stacked, frames=ragged)
+@dataclass(frozen=True)
+class _Row:
+    """One decoded video; ``where`` names its file, offset and id for error messages."""
+
+    where: str
+    id: str
+    labels: np.ndarray
+    features: dict[str, np.ndarray]
+    frames: dict[str, np.ndarray]
 
 
-def _video_row(
-    payload: bytes, fields: dict[str, str], n_classes: int, where: str
-) -> tuple[str, np.ndarray, dict[str, np.ndarray]]:
-    """One video-level Example -> ``(id, labels, {"rgb": (1024,), "audio": (128,)})`` float32."""
+def _batch(rows: list[_Row], n_classes: int, checked: dict[str, str]) -> Batch:
+    """Stack ``rows`` into a `Batch`, checking labels and the ``checked`` features at once."""
+    lengths = np.array([row.labels.size for row in rows])
+    labels = np.concatenate([row.labels for row in rows])
+    bad = np.flatnonzero((labels < 0) | (labels >= n_classes))
+    if bad.size:
+        row = rows[int(np.searchsorted(np.cumsum(lengths), bad[0], side="right"))]
+        raise DataError(
+            f"{row.where}: 'labels' use class {int(labels[bad[0]])} but the dataset declares "
+            f"{n_classes} classes (0..{n_classes - 1}); check --num-classes"
+        )
+    features = {name: np.stack([row.features[name] for row in rows]) for name in rows[0].features}
+    for name, key in checked.items():
+        bad = np.flatnonzero(~np.isfinite(features[name]).all(axis=1))
+        if bad.size:
+            raise DataError(
+                f"{rows[bad[0]].where}: {key!r} holds NaN or inf; the file is damaged, "
+                "re-download it"
+            )
+    frames: dict[str, Sequence[np.ndarray]] = {
+        name: [row.frames[name] for row in rows] for name in rows[0].frames
+    }
+    return Batch(
+        ids=[row.id for row in rows],
+        labels=[row.labels for row in rows],
+        features=features,
+        frames=frames,
+    )
+
+
+def _video_row(payload: bytes, fields: dict[str, str], where: str) -> _Row:
+    """One video-level Example -> features ``rgb`` (1024,) and ``audio`` (128,) float32."""
     try:
         example = parse_example(payload)
     except DataError as err:
         raise DataError(f"{where}: {err}") from None
     vid, where = _id_and_where(example, fields["id"], where)
-    labels = _labels(example, n_classes, where)
+    labels = _array_feature(example, "labels", np.int64, where)
     values = {}
     for name, dim in DIMS.items():
         key = f"mean_{fields[name]}"
@@ -260,25 +279,19 @@ def _video_row(
                 f"{where}: {key!r} has {value.size} values but YouTube-8M {key} has {dim}; "
                 "check that these are video-level files (--level) of the right release (--names)"
             )
-        if not np.isfinite(value).all():
-            raise DataError(
-                f"{where}: {key!r} holds NaN or inf; the file is damaged, re-download it"
-            )
         values[name] = value
-    return vid, labels, values
+    return _Row(where, vid, labels, values, {})
 
 
-def _frame_row(
-    payload: bytes, fields: dict[str, str], n_classes: int, where: str
-) -> tuple[str, np.ndarray, dict[str, np.ndarray]]:
-    """One frame-level SequenceExample -> ``(id, labels, {"rgb": (T, 1024), "audio": (T, 128)})``
-    uint8 codes."""
+def _frame_row(payload: bytes, fields: dict[str, str], where: str) -> _Row:
+    """One frame-level SequenceExample -> frames ``rgb`` (T, 1024) and ``audio`` (T, 128) uint8
+    codes, and features ``mean_rgb`` / ``mean_audio``: the means of the dequantised frames."""
     try:
         context, lists = parse_sequence_example(payload)
     except DataError as err:
         raise DataError(f"{where}: {err}") from None
     vid, where = _id_and_where(context, fields["id"], where)
-    labels = _labels(context, n_classes, where)
+    labels = _array_feature(context, "labels", np.int64, where)
     frames = {}
     for name, dim in DIMS.items():
         key = fields[name]
@@ -303,7 +316,13 @@ def _frame_row(
             f"{where}: {n_rgb} {fields['rgb']!r} frames and {n_audio} 'audio' frames; a video "
             "needs the same number (>= 1) of each; drop it or re-download the file"
         )
-    return vid, labels, frames
+    # Dequantisation is affine, so the mean of the dequantised frames is the dequantised mean
+    # code; an integer sum is several times faster than a float mean over (T, D) bytes.
+    means = {
+        f"mean_{name}": dequantize_uint8(f.sum(axis=0, dtype=np.uint32) / len(f))
+        for name, f in frames.items()
+    }
+    return _Row(where, vid, labels, means, frames)
 
 
 def _id_and_where(features: dict[str, FeatureValue], key: str, where: str) -> tuple[str, str]:
@@ -316,17 +335,6 @@ def _id_and_where(features: dict[str, FeatureValue], key: str, where: str) -> tu
     except UnicodeDecodeError:
         raise DataError(f"{where}: {key!r} is not UTF-8 text; the file is damaged") from None
     return vid, f"{where} (id {vid!r})"
-
-
-def _labels(features: dict[str, FeatureValue], n_classes: int, where: str) -> np.ndarray:
-    labels = _array_feature(features, "labels", np.int64, where)
-    bad = labels[(labels < 0) | (labels >= n_classes)]
-    if bad.size:
-        raise DataError(
-            f"{where}: 'labels' use class {int(bad[0])} but the dataset declares {n_classes} "
-            f"classes (0..{n_classes - 1}); check --num-classes"
-        )
-    return labels
 
 
 def _lookup(features: dict[str, FeatureValue], key: str, where: str) -> FeatureValue:

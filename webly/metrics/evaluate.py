@@ -39,4 +39,4 @@ def score_submission(path: Path, store: Dataset, k: int = 20) -> dict[str, float
     ids, topk = read_submission(
         path, {str(i): row for row, i in enumerate(store_ids)}, store.n_classes
     )
-    return ranking_metrics(align_submission(ids, topk, store_ids), store.labels, k=k)
+    return ranking_metrics(align_submission(ids, topk, list(store_ids)), store.labels, k=k)
