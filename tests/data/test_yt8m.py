@@ -280,8 +280,10 @@ def test_error_in_a_worker_leaves_nothing(tmp_path: Path) -> None:
     with pytest.raises(DataError, match=rf"{path}: record at byte 0 has a bad payload CRC32C"):
         import_yt8m(pattern, tmp_path / "ds", "video", workers=2)
     assert leftovers(tmp_path) == []
-    summary = import_yt8m(pattern, tmp_path / "ds", "video", skip_corrupt=True, workers=2)
+    with pytest.warns(WeblyWarning, match="skipped 1 corrupt records"):
+        summary = import_yt8m(pattern, tmp_path / "ds", "video", skip_corrupt=True, workers=2)
     assert (summary.rows, summary.corrupt_records) == (14, 1)
+    assert str(summary).endswith("into " + str(tmp_path / "ds") + "; skipped 1 corrupt records")
     assert Dataset.open(tmp_path / "ds").manifest["source"]["corrupt_records"] == 1
 
 

@@ -20,6 +20,7 @@ from __future__ import annotations
 import glob
 import os
 import time
+import warnings
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
@@ -46,7 +47,7 @@ from webly.data.tfrecord import (
     parse_example,
     parse_sequence_example,
 )
-from webly.errors import DataError
+from webly.errors import DataError, WeblyWarning
 
 Names = Literal["2018", "2017"]
 
@@ -75,6 +76,15 @@ class ImportSummary:
     corrupt_records: int
     bytes_read: int
     seconds: float
+
+    def __str__(self) -> str:
+        skipped = (
+            f"; skipped {self.corrupt_records:,} corrupt records" if self.corrupt_records else ""
+        )
+        return (
+            f"imported {self.rows:,} {self.level}-level rows from {self.files} files "
+            f"({self.bytes_read / 1e6:,.1f} MB) in {self.seconds:.1f} s into {self.out}{skipped}"
+        )
 
 
 @dataclass(frozen=True)
@@ -150,6 +160,12 @@ def import_yt8m(
             )
         writer.source.update(files=len(files), corrupt_records=corrupt)
         writer.commit()
+    if corrupt:
+        warnings.warn(
+            f"{pattern}: skipped {corrupt} corrupt records (--skip-corrupt); the rest imported",
+            WeblyWarning,
+            stacklevel=2,
+        )
     return ImportSummary(
         out=Path(out),
         level=level,
