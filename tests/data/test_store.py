@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
 import pytest
 
 from tests.conftest import random_batch
@@ -18,6 +19,7 @@ from webly.data import (
     DatasetWriter,
     FeatureSpec,
     Layout,
+    atomic_output,
     dequantize_uint8,
     quantize_uint8,
 )
@@ -331,3 +333,49 @@ def test_memory_stays_flat_as_the_store_grows(tmp_path: Path) -> None:
     assert large["peak_anon"] < budget
     assert large["peak_anon"] < small["peak_anon"] + (16 << 20)
     assert large["one_batch_file"] < store_bytes // 10
+
+
+def test_an_empty_output_folder_may_be_used(tmp_path: Path, video_layout: Layout) -> None:
+    (tmp_path / "ds").mkdir()
+    batch = random_batch(np.random.default_rng(0), video_layout, 3)
+    assert len(write(tmp_path / "ds", video_layout, [batch])) == 3
+
+
+def test_atomic_output_of_several_datasets(tmp_path: Path, video_layout: Layout) -> None:
+    batch = random_batch(np.random.default_rng(0), video_layout, 3)
+    with atomic_output(tmp_path / "bundle") as tmp:
+        write(tmp / "train", video_layout, [batch])
+        assert not (tmp_path / "bundle").exists()
+    assert len(Dataset.open(tmp_path / "bundle" / "train")) == 3
+    with pytest.raises(DataError, match="already exists; pass --overwrite"):
+        atomic_output(tmp_path / "bundle").__enter__()
+    with pytest.raises(RuntimeError), atomic_output(tmp_path / "bundle", overwrite=True) as tmp:
+        write(tmp / "test", video_layout, [batch])
+        raise RuntimeError("killed half-way")
+    assert [p.name for p in tmp_path.iterdir()] == ["bundle"]
+    assert [p.name for p in (tmp_path / "bundle").iterdir()] == ["train"]
+
+
+def test_relabel_by_record_batches(tmp_path: Path, small_store: Dataset) -> None:
+    """Copy a store chunk by chunk with new labels, features untouched (as add-noise does)."""
+    layout = Layout(
+        small_store.layout.features,
+        n_classes=20,
+        class_descriptions=tuple(f"about class {i}" for i in range(20)),
+        has_clean_labels=True,
+    )
+    with DatasetWriter(tmp_path / "relabelled", layout) as writer:
+        for _, chunk in small_store.iter_chunks():
+            columns = {
+                n: chunk.column(n if n != "clean_labels" else "labels")
+                for n in layout.schema().names
+            }
+            record = pa.RecordBatch.from_pydict(columns, schema=layout.schema())
+            writer.write_record_batch(record)
+        with pytest.raises(DataError, match="schema does not match the layout"):
+            writer.write_record_batch(chunk)
+    ds = Dataset.open(tmp_path / "relabelled")
+    assert ds.layout.class_descriptions is not None
+    assert ds.layout.class_descriptions[3] == "about class 3"
+    np.testing.assert_array_equal(ds.features(np.arange(200)), small_store.features(np.arange(200)))
+    assert (ds.clean_labels != small_store.labels).nnz == 0

@@ -9,6 +9,7 @@ from webly.data.store import (
     Layout,
     ShardInfo,
     ShardWriter,
+    atomic_output,
     dequantize_uint8,
     quantize_uint8,
 )
@@ -22,6 +23,7 @@ __all__ = [
     "ShardInfo",
     "ShardWriter",
     "assign_folds",
+    "atomic_output",
     "dequantize_uint8",
     "quantize_uint8",
 ]

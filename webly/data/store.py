@@ -19,6 +19,7 @@ so an interrupted import leaves nothing that opens as a dataset.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import mmap
@@ -129,6 +130,7 @@ class Layout:
     n_classes: int
     task: Task = "multilabel"
     class_names: tuple[str, ...] | None = None
+    class_descriptions: tuple[str, ...] | None = None
     has_group: bool = False
     has_text: bool = False
     has_clean_labels: bool = False
@@ -141,11 +143,12 @@ class Layout:
             raise DataError(f"n_classes is {self.n_classes}; it must be >= 1 (--num-classes)")
         if self.task not in ("multilabel", "multiclass"):
             raise DataError(f"task {self.task!r} is unknown; use multilabel or multiclass")
-        if self.class_names is not None and len(self.class_names) != self.n_classes:
-            raise DataError(
-                f"{len(self.class_names)} class names given for {self.n_classes} classes; "
-                "give one name per class"
-            )
+        for what, given in (("names", self.class_names), ("descriptions", self.class_descriptions)):
+            if given is not None and len(given) != self.n_classes:
+                raise DataError(
+                    f"{len(given)} class {what} given for {self.n_classes} classes; "
+                    f"give one per class"
+                )
 
     def feature(self, name: str) -> FeatureSpec:
         for spec in self.features:
@@ -169,17 +172,20 @@ class Layout:
     def to_json(self) -> dict[str, Any]:
         out = asdict(self)
         out["features"] = [asdict(f) for f in self.features]
-        out["class_names"] = list(self.class_names) if self.class_names is not None else None
+        for key in ("class_names", "class_descriptions"):
+            value = getattr(self, key)
+            out[key] = list(value) if value is not None else None
         return out
 
     @classmethod
     def from_json(cls, obj: dict[str, Any]) -> Layout:
-        names = obj.get("class_names")
+        names, descriptions = obj.get("class_names"), obj.get("class_descriptions")
         return cls(
             features=tuple(FeatureSpec(**f) for f in obj["features"]),
             n_classes=int(obj["n_classes"]),
             task=obj["task"],
             class_names=tuple(names) if names is not None else None,
+            class_descriptions=tuple(descriptions) if descriptions is not None else None,
             has_group=bool(obj["has_group"]),
             has_text=bool(obj["has_text"]),
             has_clean_labels=bool(obj["has_clean_labels"]),
@@ -268,6 +274,50 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
+def claim_output(out: Path, overwrite: bool) -> Path:
+    """Check ``out`` may be written and make a hidden temporary folder beside it to build in.
+
+    ``out`` may not exist yet, or be an empty folder; anything else needs ``overwrite``.
+    """
+    out = Path(out)
+    if out.exists() and not overwrite and (not out.is_dir() or any(out.iterdir())):
+        raise DataError(f"{out} already exists; pass --overwrite or choose another path")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.parent / f".{out.name}.tmp-{uuid.uuid4().hex[:12]}"
+    tmp.mkdir()
+    return tmp
+
+
+def publish_output(tmp: Path, out: Path) -> None:
+    """Rename the finished ``tmp`` folder to ``out`` (replacing what is there), durably."""
+    _fsync_dir(tmp)
+    trash = None
+    if out.exists():
+        trash = out.parent / f".{out.name}.old-{uuid.uuid4().hex[:12]}"
+        os.rename(out, trash)
+    os.rename(tmp, out)
+    _fsync_dir(out.parent)
+    if trash is not None:
+        shutil.rmtree(trash) if trash.is_dir() else trash.unlink()
+
+
+@contextlib.contextmanager
+def atomic_output(out: str | Path, overwrite: bool = False) -> Iterator[Path]:
+    """Build a folder atomically: yields a temporary folder that becomes ``out`` on success and
+    is removed on error, so ``out`` is either the old content or the complete new one.
+
+    Used for outputs of several datasets (e.g. ``train/``, ``test/`` splits).
+    """
+    out = Path(out)
+    tmp = claim_output(out, overwrite)
+    try:
+        yield tmp
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    publish_output(tmp, out)
+
+
 class ShardWriter:
     """Streams `Batch` es into one Arrow IPC file, validating every row against the layout.
 
@@ -295,7 +345,16 @@ class ShardWriter:
         return self._written_bytes + self._pending_bytes
 
     def write_batch(self, batch: Batch) -> None:
-        record = self._to_record_batch(batch)
+        self.write_record_batch(self._to_record_batch(batch))
+
+    def write_record_batch(self, record: pa.RecordBatch) -> None:
+        """Append rows already in this layout's Arrow schema (e.g. another store's chunk with
+        new label columns); features are copied as they are, without decoding."""
+        if not record.schema.equals(self.layout.schema()):
+            raise DataError(
+                f"{self.source}: record batch schema does not match the layout; "
+                "build it with Layout.schema()"
+            )
         self._pending.append(record)
         self._pending_bytes += record.nbytes
         self.rows += record.num_rows
@@ -465,11 +524,7 @@ class DatasetWriter:
         self.source = source or {}
         self.overwrite = overwrite
         self.shard_bytes = shard_bytes
-        if self.out.exists() and not overwrite:
-            raise DataError(f"{self.out} already exists; pass --overwrite or choose another path")
-        self.out.parent.mkdir(parents=True, exist_ok=True)
-        self.tmp = self.out.parent / f".{self.out.name}.tmp-{uuid.uuid4().hex[:12]}"
-        self.tmp.mkdir()
+        self.tmp = claim_output(self.out, overwrite)
         self.shards: list[ShardInfo] = []
         self._current: ShardWriter | None = None
         self._done = False
@@ -481,6 +536,16 @@ class DatasetWriter:
         self.shards.append(info)
 
     def write_batch(self, batch: Batch, source: str = "input") -> None:
+        """Validate and append ``batch``; ``source`` names the input in error messages."""
+        self._shard(source).write_batch(batch)
+        self._roll()
+
+    def write_record_batch(self, record: pa.RecordBatch, source: str = "input") -> None:
+        """Append an Arrow record batch already in the layout's schema."""
+        self._shard(source).write_record_batch(record)
+        self._roll()
+
+    def _shard(self, source: str) -> ShardWriter:
         if self._current is None:
             self._current = ShardWriter(
                 self.shard_path(len(self.shards)),
@@ -489,8 +554,11 @@ class DatasetWriter:
                 batch_bytes=min(64 << 20, self.shard_bytes),
             )
         self._current.source = source
-        self._current.write_batch(batch)
-        if self._current.nbytes >= self.shard_bytes:
+        return self._current
+
+    def _roll(self) -> None:
+        """Close the current shard once it reaches ``shard_bytes``."""
+        if self._current is not None and self._current.nbytes >= self.shard_bytes:
             self.add_shard(self._current.close())
             self._current = None
 
@@ -516,16 +584,8 @@ class DatasetWriter:
             json.dump(manifest, fh, indent=1)
             fh.flush()
             os.fsync(fh.fileno())
-        _fsync_dir(self.tmp)
         _warn_duplicate_ids(Dataset.open(self.tmp), self.out)
-        trash = None
-        if self.out.exists():
-            trash = self.out.parent / f".{self.out.name}.old-{uuid.uuid4().hex[:12]}"
-            os.rename(self.out, trash)
-        os.rename(self.tmp, self.out)
-        _fsync_dir(self.out.parent)
-        if trash is not None:
-            shutil.rmtree(trash)
+        publish_output(self.tmp, self.out)
         self._done = True
         return Dataset.open(self.out)
 
