@@ -1,0 +1,167 @@
+"""Label noise with a known truth: inject the errors web labels make, and measure them.
+
+Kinds (``rate`` is in [0, 1)):
+
+- ``missing`` (multi-label): drops exactly ``round(rate * n_labels)`` true labels, the dominant
+  error of machine-generated tags;
+- ``spurious`` (multi-label): adds ``round(rate * n_labels)`` wrong labels, each a class
+  confusable with one of the row's true labels (class-conditional, not uniform);
+- ``symmetric``: ``round(rate * n_labelled_rows)`` rows get one label replaced by a uniformly
+  drawn other class;
+- ``pair``: as ``symmetric``, but the replacement is the label's most confusable class;
+- ``instance``: row ``i`` gets one label replaced by a confusable class with probability
+  ``min(1, rate * difficulty_i / mean(difficulty))``: harder rows are mislabeled more often and
+  ``rate`` is the expected share of rows changed (less where the probability is clipped at 1).
+
+Labels are ``(n_samples, n_classes)`` CSR matrices throughout (one label a row for multi-class).
+"""
+
+from __future__ import annotations
+
+from typing import Literal, get_args
+
+import numpy as np
+import scipy.sparse as sp
+
+from webly.errors import ConfigError
+
+NoiseKind = Literal["missing", "spurious", "symmetric", "pair", "instance"]
+NOISE_KINDS: tuple[str, ...] = get_args(NoiseKind)
+
+
+def inject(
+    labels: sp.csr_matrix,
+    kind: NoiseKind,
+    rate: float,
+    seed: int | np.random.SeedSequence,
+    *,
+    confusable: np.ndarray | None = None,
+    difficulty: np.ndarray | None = None,
+) -> sp.csr_matrix:
+    """Return a noisy copy of ``labels``; see the module docstring for each ``kind``.
+
+    Parameters
+    ----------
+    labels : (n_samples, n_classes) CSR matrix of true labels (any positive value is a label).
+    confusable : (n_classes, m) int array, each class's most confusable classes, best first
+        (`confusable_classes`); without it replacements are drawn uniformly.
+    difficulty : (n_samples,) non-negative array, required by ``instance``.
+    """
+    if kind not in NOISE_KINDS:
+        raise ConfigError(f"noise kind {kind!r} is unknown; use one of {', '.join(NOISE_KINDS)}")
+    if not 0.0 <= rate < 1.0:
+        raise ConfigError(f"{kind} noise rate {rate} is outside [0, 1); use e.g. 0.2")
+    labels = sp.csr_matrix(labels, dtype=np.float32)
+    labels.sum_duplicates()
+    labels.eliminate_zeros()
+    n_rows, n_classes = labels.shape
+    if n_classes < 2 and kind != "missing" and rate > 0:
+        raise ConfigError(f"{kind} noise needs at least 2 classes; the labels have {n_classes}")
+    if confusable is not None:
+        confusable = np.asarray(confusable, dtype=np.int64).reshape(n_classes, -1)
+    rng = np.random.default_rng(seed)
+    rows = np.repeat(np.arange(n_rows), np.diff(labels.indptr))
+    cols = labels.indices.astype(np.int64)
+
+    if kind == "missing":
+        keep = np.ones(cols.size, dtype=bool)
+        keep[rng.choice(cols.size, round(rate * cols.size), replace=False)] = False
+        return _csr(rows[keep], cols[keep], labels.shape)
+    if kind == "spurious":
+        picks = rng.choice(cols.size, round(rate * cols.size), replace=False)
+        added = _replacements(labels, rows[picks], cols[picks], rng, confusable)
+        return _csr(
+            np.concatenate([rows, rows[picks]]), np.concatenate([cols, added]), labels.shape
+        )
+
+    labelled = np.flatnonzero(np.diff(labels.indptr) > 0)
+    if kind == "instance":
+        if difficulty is None or np.shape(difficulty) != (n_rows,):
+            raise ConfigError(f"instance noise needs difficulty of shape ({n_rows},), one per row")
+        weight = np.asarray(difficulty, dtype=np.float64)[labelled]
+        if (weight < 0).any() or not np.isfinite(weight).all():
+            raise ConfigError("instance noise difficulty must be finite and >= 0")
+        chance = np.minimum(1.0, rate * weight / max(weight.mean(), 1e-12))
+        chosen = labelled[rng.random(labelled.size) < chance]
+    else:
+        chosen = rng.choice(labelled, round(rate * labelled.size), replace=False)
+    # One label of each chosen row (a uniformly drawn one) is replaced.
+    position = labels.indptr[chosen] + rng.integers(0, np.diff(labels.indptr)[chosen])
+    table = None if kind == "symmetric" else confusable
+    new = cols.copy()
+    new[position] = _replacements(labels, chosen, cols[position], rng, table)
+    return _csr(rows, new, labels.shape)
+
+
+def _replacements(
+    labels: sp.csr_matrix,
+    rows: np.ndarray,
+    classes: np.ndarray,
+    rng: np.random.Generator,
+    confusable: np.ndarray | None,
+) -> np.ndarray:
+    """A wrong class for each ``(row, class)``: its first confusable class (or a uniform other
+    class) that the row does not hold yet, nor was given earlier in this call."""
+    n_classes = labels.shape[1]
+    if confusable is not None:
+        out = confusable[classes, 0].copy()
+    else:
+        out = (classes + 1 + rng.integers(0, n_classes - 1, size=classes.size)) % n_classes
+    taken: dict[int, set[int]] = {}
+    for i, (row, cls) in enumerate(zip(rows.tolist(), out.tolist(), strict=True)):
+        held = taken.get(row)
+        if held is None:
+            held = set(labels.indices[labels.indptr[row] : labels.indptr[row + 1]].tolist())
+            taken[row] = held
+        if cls in held:
+            candidates = [] if confusable is None else confusable[classes[i]].tolist()
+            free = [c for c in candidates if c not in held]
+            while not free:
+                c = int(rng.integers(0, n_classes))
+                free = [c] if c not in held else []
+            cls = free[0]
+            out[i] = cls
+        held.add(cls)
+    return out
+
+
+def confusable_classes(prototypes: np.ndarray, m: int = 3, block: int = 1024) -> np.ndarray:
+    """``(n_classes, m)`` int64: each class's ``m`` nearest other classes by cosine similarity
+    of their ``(n_classes, dim)`` prototypes (or class-mean features), nearest first.
+
+    Works in blocks of ``block`` classes, so 50,000 classes need no 50,000² matrix.
+    """
+    unit = prototypes / np.maximum(np.linalg.norm(prototypes, axis=1, keepdims=True), 1e-12)
+    n_classes = unit.shape[0]
+    m = min(m, n_classes - 1)
+    out = np.empty((n_classes, m), dtype=np.int64)
+    for start in range(0, n_classes, block):
+        sim = unit[start : start + block] @ unit.T  # (block, n_classes)
+        sim[np.arange(sim.shape[0]), np.arange(start, start + sim.shape[0])] = -np.inf
+        top = np.argpartition(-sim, m - 1, axis=1)[:, :m]
+        order = np.argsort(-np.take_along_axis(sim, top, axis=1), axis=1, kind="stable")
+        out[start : start + block] = np.take_along_axis(top, order, axis=1)
+    return out
+
+
+def realized_rates(noisy: sp.csr_matrix, clean: sp.csr_matrix) -> dict[str, float]:
+    """How noisy ``noisy`` is against the truth ``clean`` (both ``(n_samples, n_classes)``).
+
+    ``missing``: share of true labels absent; ``spurious``: share of given labels that are
+    wrong; ``rows_changed``: share of rows whose label set differs.
+    """
+    given, truth = (sp.csr_matrix(m, dtype=bool).astype(np.int8) for m in (noisy, clean))
+    agree = given.multiply(truth).nnz
+    differ = (given != truth).getnnz(axis=1) > 0
+    return {
+        "missing": 1.0 - agree / max(truth.nnz, 1),
+        "spurious": 1.0 - agree / max(given.nnz, 1),
+        "rows_changed": float(differ.mean()) if differ.size else 0.0,
+    }
+
+
+def _csr(rows: np.ndarray, cols: np.ndarray, shape: tuple[int, int]) -> sp.csr_matrix:
+    matrix = sp.csr_matrix((np.ones(rows.size, np.float32), (rows, cols)), shape=shape)
+    matrix.sum_duplicates()
+    matrix.data[:] = 1.0
+    return matrix
