@@ -297,8 +297,10 @@ def publish_output(tmp: Path, out: Path) -> None:
         os.rename(out, trash)
     os.rename(tmp, out)
     _fsync_dir(out.parent)
-    if trash is not None:
-        shutil.rmtree(trash) if trash.is_dir() else trash.unlink()
+    if trash is not None and trash.is_dir():
+        shutil.rmtree(trash)
+    elif trash is not None:
+        trash.unlink()
 
 
 @contextlib.contextmanager
@@ -336,8 +338,9 @@ class ShardWriter:
         self._pending: list[pa.RecordBatch] = []
         self._pending_bytes = 0
         self._written_bytes = 0
+        self._schema = layout.schema()
         self._file = _ChecksummedFile(self.path)
-        self._writer = pa.ipc.new_file(pa.PythonFile(self._file, mode="w"), layout.schema())
+        self._writer = pa.ipc.new_file(pa.PythonFile(self._file, mode="w"), self._schema)
 
     @property
     def nbytes(self) -> int:
@@ -350,7 +353,7 @@ class ShardWriter:
     def write_record_batch(self, record: pa.RecordBatch) -> None:
         """Append rows already in this layout's Arrow schema (e.g. another store's chunk with
         new label columns); features are copied as they are, without decoding."""
-        if not record.schema.equals(self.layout.schema()):
+        if not record.schema.equals(self._schema):
             raise DataError(
                 f"{self.source}: record batch schema does not match the layout; "
                 "build it with Layout.schema()"
@@ -498,7 +501,7 @@ class ShardWriter:
                 )
             n_frames = lengths
             columns[spec.name] = self._frame_array(spec, ids, rows)
-        return pa.RecordBatch.from_pydict(columns, schema=layout.schema())
+        return pa.RecordBatch.from_pydict(columns, schema=self._schema)
 
 
 class DatasetWriter:
