@@ -8,6 +8,7 @@ from __future__ import annotations
 import numpy as np
 import scipy.sparse as sp
 import torch
+from scipy.special import expit
 
 
 def class_prior_scores(train_labels: sp.csr_matrix, n_rows: int) -> np.ndarray:
@@ -61,5 +62,4 @@ def fit_logistic(
 
 def predict_logistic(x: np.ndarray, weight: np.ndarray, bias: np.ndarray) -> np.ndarray:
     """Probabilities ``(n_samples, n_classes)`` float32 of a `fit_logistic` model."""
-    logits = x @ weight + bias
-    return (1.0 / (1.0 + np.exp(-logits))).astype(np.float32)
+    return expit(x @ weight + bias).astype(np.float32)

@@ -25,12 +25,19 @@ app = typer.Typer(
     add_completion=False,
 )
 data_app = typer.Typer(help="Import, generate and describe datasets.", no_args_is_help=True)
+synth_app = typer.Typer(
+    help="Generate benchmarks whose true labels are known.", no_args_is_help=True
+)
+builtin_app = typer.Typer(help="Real datasets bundled with the dependencies.", no_args_is_help=True)
 app.add_typer(data_app, name="data")
+data_app.add_typer(synth_app, name="synth")
+data_app.add_typer(builtin_app, name="builtin")
 
 out = Console()
 err = Console(stderr=True)
 
 Overwrite = Annotated[bool, typer.Option("--overwrite", help="Replace OUT if it exists.")]
+Seed = Annotated[int, typer.Option(help="The one seed of everything generated.")]
 Classes = Annotated[
     Path | None, typer.Option(help="File of class names, one a line, in class-id order.")
 ]
@@ -188,6 +195,117 @@ def import_images(
         overwrite=overwrite,
     )
     out.print(f"imported {len(ds):,} images into {dest}")
+
+
+@synth_app.command("yt8m-like")
+def synth_yt8m_like(
+    dest: Annotated[
+        Path, typer.Argument(metavar="OUT", help="Folder for train/ test/ unlabeled/.")
+    ],
+    videos: Annotated[int, typer.Option(help="Training videos.")] = 4000,
+    test_videos: Annotated[int | None, typer.Option(help="Clean test videos [videos/4].")] = None,
+    unlabeled_videos: Annotated[
+        int | None, typer.Option(help="Unlabeled videos [videos/4].")
+    ] = None,
+    classes: Annotated[int, typer.Option(help="Number of classes.")] = 200,
+    labels_per_video: Annotated[float, typer.Option(help="Mean true labels a video.")] = 3.0,
+    max_frames: Annotated[int, typer.Option(help="0: video level; else frames a video.")] = 0,
+    min_frames: Annotated[int | None, typer.Option(help="Fewest frames [max/3].")] = None,
+    missing: Annotated[float, typer.Option(help="Share of true labels dropped.")] = 0.3,
+    spurious: Annotated[float, typer.Option(help="Share of given labels that are wrong.")] = 0.1,
+    instance: Annotated[float, typer.Option(help="Share of (hard) videos mislabeled.")] = 0.05,
+    seed: Seed = 0,
+    workers: Annotated[int | None, typer.Option(help="Processes [one a core].")] = None,
+    overwrite: Overwrite = False,
+) -> None:
+    """YouTube-8M-like videos: long-tailed multi-label tags, audio/rgb, frames, tag noise."""
+    from webly.data.synth import YT8MLikeConfig
+    from webly.data.synth import synth_yt8m_like as run
+
+    config = YT8MLikeConfig(
+        videos=videos,
+        test_videos=test_videos,
+        unlabeled_videos=unlabeled_videos,
+        classes=classes,
+        labels_per_video=labels_per_video,
+        max_frames=max_frames,
+        min_frames=min_frames,
+        missing=missing,
+        spurious=spurious,
+        instance=instance,
+        seed=seed,
+    )
+    out.print(str(run(dest, config, overwrite=overwrite, workers=workers)))
+
+
+@synth_app.command("products-like")
+def synth_products_like(
+    dest: Annotated[Path, typer.Argument(metavar="OUT", help="Folder for train/ and test/.")],
+    products: Annotated[int, typer.Option(help="Training products (groups of 1-4 rows).")] = 20000,
+    classes: Annotated[int, typer.Option(help="Number of classes.")] = 1000,
+    symmetric: Annotated[float, typer.Option(help="Share of products relabeled at random.")] = 0.05,
+    pair: Annotated[float, typer.Option(help="Share relabeled to the confusable twin.")] = 0.1,
+    instance: Annotated[float, typer.Option(help="Share of (hard) products relabeled.")] = 0.05,
+    seed: Seed = 0,
+    overwrite: Overwrite = False,
+) -> None:
+    """Product-catalogue-like data: long tail, product groups, fine-grained pairs, titles."""
+    from webly.data.products import ProductsLikeConfig
+    from webly.data.products import synth_products_like as run
+
+    config = ProductsLikeConfig(
+        n_classes=classes,
+        n_products=products,
+        symmetric=symmetric,
+        pair=pair,
+        instance=instance,
+        seed=seed,
+    )
+    out.print(str(run(dest, config, overwrite=overwrite)))
+
+
+@builtin_app.command("digits")
+def builtin_digits(
+    dest: Annotated[Path, typer.Argument(metavar="OUT", help="Folder for train/ and test/.")],
+    noise: Annotated[
+        str | None, typer.Option(help="Noise on the train split: symmetric, pair or instance.")
+    ] = None,
+    rate: Annotated[float, typer.Option(help="Share of training rows relabeled.")] = 0.0,
+    seed: Seed = 0,
+    overwrite: Overwrite = False,
+) -> None:
+    """scikit-learn's 1,797 real handwritten digits (no download), with optional label noise."""
+    from webly.data.builtin import builtin_digits as run
+
+    summary = run(dest, noise=noise, rate=rate, seed=seed, overwrite=overwrite)  # type: ignore[arg-type]
+    out.print(str(summary))
+
+
+@data_app.command("add-noise")
+def add_noise(
+    store: Annotated[Path, typer.Argument(help="A dataset folder (never modified).")],
+    dest: Annotated[Path, typer.Argument(metavar="OUT", help="Dataset folder to create.")],
+    kind: Annotated[str, typer.Option(help="missing, spurious, symmetric, pair or instance.")],
+    rate: Annotated[float, typer.Option(help="Noise rate in [0, 1).")],
+    seed: Seed = 0,
+    feature_group: Annotated[
+        str | None, typer.Option(help="Features that define confusable classes [first group].")
+    ] = None,
+    overwrite: Overwrite = False,
+) -> None:
+    """Copy a dataset with noise injected into its labels; the old labels become clean_labels."""
+    from webly.data.relabel import add_noise as run
+
+    ds = run(
+        store,
+        dest,
+        kind,  # type: ignore[arg-type]
+        rate,
+        seed,
+        feature_group=feature_group,
+        overwrite=overwrite,
+    )
+    out.print(f"wrote {len(ds):,} rows with {kind} noise at rate {rate} into {dest}")
 
 
 @data_app.command("info")

@@ -60,7 +60,7 @@ def test_instance_noise_falls_on_hard_rows() -> None:
     difficulty = np.random.default_rng(4).exponential(size=20000)
     noisy = inject(clean, "instance", 0.2, 5, difficulty=difficulty)
     changed = noisy.indices != clean.indices
-    assert changed.mean() == pytest.approx(0.2, abs=0.02)
+    assert changed.mean() == pytest.approx(0.2, abs=1e-4)
     hard = difficulty > np.median(difficulty)
     assert changed[hard].mean() > 3 * changed[~hard].mean()
 

@@ -9,9 +9,9 @@ Kinds (``rate`` is in [0, 1)):
 - ``symmetric``: ``round(rate * n_labelled_rows)`` rows get one label replaced by a uniformly
   drawn other class;
 - ``pair``: as ``symmetric``, but the replacement is the label's most confusable class;
-- ``instance``: row ``i`` gets one label replaced by a confusable class with probability
-  ``min(1, rate * difficulty_i / mean(difficulty))``: harder rows are mislabeled more often and
-  ``rate`` is the expected share of rows changed (less where the probability is clipped at 1).
+- ``instance``: as ``pair``, but the ``round(rate * n_labelled_rows)`` rows are drawn without
+  replacement with probability proportional to their ``difficulty``: harder rows are
+  mislabeled more often, and the share of rows changed is exactly ``rate``.
 
 Labels are ``(n_samples, n_classes)`` CSR matrices throughout (one label a row for multi-class).
 """
@@ -23,10 +23,30 @@ from typing import Literal, get_args
 import numpy as np
 import scipy.sparse as sp
 
+from webly.data.store import Task
 from webly.errors import ConfigError
 
 NoiseKind = Literal["missing", "spurious", "symmetric", "pair", "instance"]
 NOISE_KINDS: tuple[str, ...] = get_args(NoiseKind)
+KINDS_FOR_TASK: dict[str, tuple[str, ...]] = {
+    "multiclass": ("symmetric", "pair", "instance"),
+    "multilabel": ("missing", "spurious", "instance"),
+}
+
+
+def check_noise(kind: str, rate: float, task: Task | None = None) -> None:
+    """Raise `ConfigError` unless ``kind`` is a noise kind (fitting ``task``, when given) and
+    ``rate`` is in [0, 1): one label a row (multi-class) admits symmetric, pair and instance
+    noise; label sets (multi-label) admit missing, spurious and instance noise."""
+    if kind not in NOISE_KINDS:
+        raise ConfigError(f"noise kind {kind!r} is unknown; use one of {', '.join(NOISE_KINDS)}")
+    if not 0.0 <= rate < 1.0:
+        raise ConfigError(f"noise rate {rate} is outside [0, 1); use e.g. --rate 0.2")
+    fits = KINDS_FOR_TASK[task] if task is not None else NOISE_KINDS
+    if kind not in fits:
+        raise ConfigError(
+            f"{kind} noise does not fit a {task} dataset; use one of {', '.join(fits)}"
+        )
 
 
 def inject(
@@ -45,12 +65,10 @@ def inject(
     labels : (n_samples, n_classes) CSR matrix of true labels (any positive value is a label).
     confusable : (n_classes, m) int array, each class's most confusable classes, best first
         (`confusable_classes`); without it replacements are drawn uniformly.
-    difficulty : (n_samples,) non-negative array, required by ``instance``.
+    difficulty : (n_samples,) non-negative array, required by ``instance``; rows are chosen
+        with probability proportional to it.
     """
-    if kind not in NOISE_KINDS:
-        raise ConfigError(f"noise kind {kind!r} is unknown; use one of {', '.join(NOISE_KINDS)}")
-    if not 0.0 <= rate < 1.0:
-        raise ConfigError(f"{kind} noise rate {rate} is outside [0, 1); use e.g. 0.2")
+    check_noise(kind, rate)
     labels = sp.csr_matrix(labels, dtype=np.float32)
     labels.sum_duplicates()
     labels.eliminate_zeros()
@@ -81,8 +99,12 @@ def inject(
         weight = np.asarray(difficulty, dtype=np.float64)[labelled]
         if (weight < 0).any() or not np.isfinite(weight).all():
             raise ConfigError("instance noise difficulty must be finite and >= 0")
-        chance = np.minimum(1.0, rate * weight / max(weight.mean(), 1e-12))
-        chosen = labelled[rng.random(labelled.size) < chance]
+        # Weighted sampling without replacement (Efraimidis-Spirakis): the k largest
+        # log(u) / w; rows of zero difficulty come last.
+        with np.errstate(divide="ignore"):
+            keys = np.log(rng.random(labelled.size)) / weight
+        k = round(rate * labelled.size)
+        chosen = labelled[np.argpartition(-keys, k - 1)[:k]] if k else labelled[:0]
     else:
         chosen = rng.choice(labelled, round(rate * labelled.size), replace=False)
     # One label of each chosen row (a uniformly drawn one) is replaced.
