@@ -36,6 +36,9 @@ bench: $(STAMP)
 	$(BIN)/python bench/bench_metrics.py
 	$(BIN)/python bench/bench_store.py
 	$(BIN)/python bench/bench_baselines.py
+	$(BIN)/python bench/bench_synth.py
+	$(BIN)/python bench/bench_products.py
+# bench/bench_synth_speed.py writes ~24 GB at full size; run it by hand (see bench/RESULTS.md).
 
 clean:
 	rm -rf $(VENV) demo-out .mypy_cache .ruff_cache .pytest_cache
