@@ -54,3 +54,11 @@ def small_store(tmp_path: Path, video_layout: Layout) -> Dataset:
     with DatasetWriter(tmp_path / "store", video_layout) as writer:
         writer.write_batch(random_batch(rng, video_layout, 200))
     return Dataset.open(tmp_path / "store")
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _one_torch_thread() -> None:
+    """Small test models run faster on one thread than with two threads fighting for 2 cores."""
+    import torch
+
+    torch.set_num_threads(1)

@@ -193,3 +193,10 @@ def test_generator_bad_requests_write_nothing(tmp_path: Path) -> None:
         "missing noise does not fit a multiclass dataset",
     )  # fmt: skip
     assert not (tmp_path / "n").exists()
+
+
+def test_models_list_shows_the_zoo() -> None:
+    result = webly("models", "list")
+    assert result.returncode == 0, result.stderr
+    for name in ("logistic", "resnet_av", "moe", "netvlad", "lstm", "td_conv", "lgbm"):
+        assert name in result.stdout

@@ -29,7 +29,9 @@ synth_app = typer.Typer(
     help="Generate benchmarks whose true labels are known.", no_args_is_help=True
 )
 builtin_app = typer.Typer(help="Real datasets bundled with the dependencies.", no_args_is_help=True)
+models_app = typer.Typer(help="The model zoo.", no_args_is_help=True)
 app.add_typer(data_app, name="data")
+app.add_typer(models_app, name="models")
 data_app.add_typer(synth_app, name="synth")
 data_app.add_typer(builtin_app, name="builtin")
 
@@ -319,6 +321,24 @@ def info(
 
     ds = Dataset.open(store, verify=verify)
     _print_table(str(store), dataset_stats(ds).lines())
+
+
+@models_app.command("list")
+def models_list() -> None:
+    """Registered models, their level and hyper-parameters (with defaults)."""
+    from webly.models import list_models, model_entry
+
+    table = Table(title="webly models", title_justify="left")
+    for column in ("model", "level", "hyper-parameters (defaults)"):
+        table.add_column(column)
+    for name in list_models():
+        entry = model_entry(name)
+        hparams = ", ".join(f"{k}={v!r}" for k, v in entry.defaults.items()) or "-"
+        table.add_row(name, entry.level, hparams)
+    out.print(table)
+    out.print(
+        "Every network also takes: groups, feature_subsample, embedding, bnneck, context_gating."
+    )
 
 
 @app.command("eval")
