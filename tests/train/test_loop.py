@@ -1,0 +1,259 @@
+"""fit: determinism, checkpoint/resume, early stopping, NaN loss, learning a toy problem."""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+
+from tests.conftest import random_batch
+from webly.data import Batch, Dataset, DatasetWriter, FeatureSpec, Layout
+from webly.errors import ConfigError, DataError
+from webly.models import create_model
+from webly.train import EpochStats, TrainConfig, fit, lr_factor
+
+DIMS = {"rgb": 8, "audio": 4}
+N_CLASSES = 6
+
+
+def _toy_store(path: Path, n: int, seed: int, task: str = "multilabel") -> Dataset:
+    """Separable data: class c is positive where rgb feature c exceeds 0.3 (multi-label), or is
+    the argmax of the first classes' features (multi-class)."""
+    rng = np.random.default_rng(seed)
+    rgb = rng.normal(size=(n, DIMS["rgb"])).astype(np.float32)
+    audio = rng.normal(size=(n, DIMS["audio"])).astype(np.float32)
+    if task == "multilabel":
+        labels = [np.flatnonzero(row[:N_CLASSES] > 0.3) for row in rgb]
+    else:
+        labels = [[int(np.argmax(row[:N_CLASSES]))] for row in rgb]
+    layout = Layout(
+        features=(FeatureSpec("rgb", DIMS["rgb"]), FeatureSpec("audio", DIMS["audio"])),
+        n_classes=N_CLASSES,
+        task=task,  # type: ignore[arg-type]
+    )
+    with DatasetWriter(path, layout) as writer:
+        ids = [f"v{i}" for i in range(n)]
+        writer.write_batch(Batch(ids, labels, features={"rgb": rgb, "audio": audio}))
+    return Dataset.open(path)
+
+
+@pytest.fixture
+def toy(tmp_path: Path) -> tuple[Dataset, Dataset]:
+    return _toy_store(tmp_path / "train", 160, 0), _toy_store(tmp_path / "valid", 80, 1)
+
+
+@pytest.fixture
+def frame_store(tmp_path: Path) -> Dataset:
+    layout = Layout(features=(FeatureSpec("rgb", 6, "uint8", level="frame"),), n_classes=5)
+    with DatasetWriter(tmp_path / "frames", layout) as writer:
+        writer.write_batch(random_batch(np.random.default_rng(0), layout, 40, max_frames=9))
+    return Dataset.open(tmp_path / "frames")
+
+
+def _mlp(seed: int = 0, dropout: float = 0.2, batchnorm: bool = True) -> Any:
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)
+        return create_model(
+            "mlp", N_CLASSES, DIMS, hidden=[16], dropout=dropout, batchnorm=batchnorm
+        )
+
+
+def _dbof() -> Any:
+    with torch.random.fork_rng():
+        torch.manual_seed(0)
+        return create_model("dbof", 5, {"rgb": 6}, cluster_size=8, hidden=8)
+
+
+def _equal_weights(a: torch.nn.Module, b: torch.nn.Module) -> bool:
+    sa, sb = a.state_dict(), b.state_dict()
+    return sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)
+
+
+FULL = TrainConfig(
+    epochs=3, batch_size=32, lr=1e-2, mixup_alpha=0.4, ema_decay=0.9, warmup_epochs=1.0,
+    grad_accumulation=2, clip_norm=1.0, seed=3,
+)  # fmt: skip
+
+
+class Kill(Exception):
+    """Simulates a run killed after an epoch's checkpoint."""
+
+
+def _kill_after(epoch: int) -> Any:
+    def callback(stats: EpochStats) -> None:
+        if stats.epoch == epoch:
+            raise Kill
+
+    return callback
+
+
+def test_lr_factor_warmup_then_cosine_to_zero() -> None:
+    assert [lr_factor(s, 2, 6) for s in range(2)] == [0.5, 1.0]
+    assert lr_factor(2, 2, 6) == pytest.approx(1.0)
+    assert lr_factor(5, 2, 6) == pytest.approx(0.0, abs=1e-12)
+    assert lr_factor(3, 2, 6) > lr_factor(4, 2, 6)
+
+
+def test_same_seed_same_weights_other_seed_other(tmp_path: Path, toy: Any) -> None:
+    train, valid = toy
+    models = [_mlp() for _ in range(3)]
+    for i, (model, seed) in enumerate(zip(models, [3, 3, 4], strict=True)):
+        fit(model, train, valid, replace(FULL, seed=seed), ("rgb", "audio"), tmp_path / f"r{i}")
+    assert _equal_weights(models[0], models[1])
+    assert not _equal_weights(models[0], models[2])
+
+
+def test_fit_leaves_global_rng_alone(tmp_path: Path, toy: Any) -> None:
+    before_torch, before_np = torch.get_rng_state(), np.random.get_state()[1].copy()
+    fit(_mlp(), toy[0], None, replace(FULL, epochs=1), ("rgb", "audio"), tmp_path / "w")
+    assert torch.equal(torch.get_rng_state(), before_torch)
+    assert np.array_equal(np.random.get_state()[1], before_np)
+
+
+@pytest.mark.parametrize("with_valid", [True, False])
+def test_resume_after_kill_equals_uninterrupted_video(
+    tmp_path: Path, toy: Any, with_valid: bool
+) -> None:
+    train, valid = toy
+    valid = valid if with_valid else None
+    whole = _mlp()
+    result = fit(whole, train, valid, FULL, ("rgb", "audio"), tmp_path / "whole")
+    killed = _mlp()
+    with pytest.raises(Kill):
+        fit(
+            killed,
+            train,
+            valid,
+            FULL,
+            ("rgb", "audio"),
+            tmp_path / "b",
+            on_epoch_end=_kill_after(2),
+        )
+    resumed = _mlp()
+    seen: list[int] = []
+    again = fit(resumed, train, valid, FULL, ("rgb", "audio"), tmp_path / "b",
+                on_epoch_end=lambda s: seen.append(s.epoch))  # fmt: skip
+    assert seen == [3]
+    assert _equal_weights(whole, resumed)
+    assert [s.loss for s in again.history] == [s.loss for s in result.history]
+    assert again.best_metric == result.best_metric
+
+
+def test_resume_after_kill_equals_uninterrupted_frames(
+    tmp_path: Path, frame_store: Dataset
+) -> None:
+    config = replace(FULL, batch_size=8, max_frames=5, frame_sampling="random")
+    whole = _dbof()
+    fit(whole, frame_store, frame_store, config, ("rgb",), tmp_path / "whole")
+    with pytest.raises(Kill):
+        fit(_dbof(), frame_store, frame_store, config, ("rgb",), tmp_path / "b",
+            on_epoch_end=_kill_after(1))  # fmt: skip
+    resumed = _dbof()
+    fit(resumed, frame_store, frame_store, config, ("rgb",), tmp_path / "b")
+    assert _equal_weights(whole, resumed)
+
+
+def test_finished_run_is_not_trained_again(tmp_path: Path, toy: Any) -> None:
+    config = replace(FULL, epochs=1)
+    first = fit(_mlp(), toy[0], toy[1], config, ("rgb", "audio"), tmp_path / "w")
+    calls: list[EpochStats] = []
+    second = fit(_mlp(), toy[0], toy[1], config, ("rgb", "audio"), tmp_path / "w",
+                 on_epoch_end=calls.append)  # fmt: skip
+    assert calls == [] and second == first
+
+
+def test_resume_under_other_settings_is_refused(tmp_path: Path, toy: Any) -> None:
+    fit(_mlp(), toy[0], None, replace(FULL, epochs=1), ("rgb", "audio"), tmp_path / "w")
+    with pytest.raises(ConfigError, match="other training settings"):
+        fit(_mlp(), toy[0], None, replace(FULL, epochs=1, lr=0.5), ("rgb", "audio"), tmp_path / "w")
+
+
+def test_learns_separable_toy_problem(tmp_path: Path, toy: Any) -> None:
+    train, valid = toy
+    config = TrainConfig(epochs=15, batch_size=16, lr=1e-2, seed=0)
+    model = _mlp(dropout=0.0)
+    result = fit(model, train, valid, config, ("rgb", "audio"), tmp_path / "w")
+    prior = valid.labels.sum() / (len(valid) * N_CLASSES)  # GAP of uninformative scores
+    assert result.metric == "gap@20"
+    assert result.history[0].metric is not None and result.best_metric is not None
+    assert result.best_metric > 0.9 > prior + 0.4
+    assert result.best_metric > result.history[0].metric
+    assert result.history[-1].loss < result.history[0].loss
+    assert all(s.samples_per_s > 0 and s.seconds > 0 for s in result.history)
+
+
+def test_multiclass_reports_accuracy(tmp_path: Path) -> None:
+    train = _toy_store(tmp_path / "t", 160, 0, "multiclass")
+    valid = _toy_store(tmp_path / "v", 80, 1, "multiclass")
+    config = TrainConfig(epochs=12, batch_size=16, lr=1e-2, smoothing=0.1, sampler="sqrt")
+    result = fit(_mlp(dropout=0.0), train, valid, config, ("rgb", "audio"), tmp_path / "w")
+    assert result.metric == "accuracy"
+    assert result.best_metric is not None and result.best_metric > 0.6
+
+
+def test_early_stopping_stops(tmp_path: Path, toy: Any) -> None:
+    # A learning rate too small to move float32 weights (and no BatchNorm statistics): the
+    # metric never improves after epoch 1.
+    config = TrainConfig(epochs=10, batch_size=32, lr=1e-12, weight_decay=0.0, patience=2)
+    result = fit(_mlp(batchnorm=False), toy[0], toy[1], config, ("rgb", "audio"), tmp_path / "w")
+    assert result.stopped_early and len(result.history) == 3 and result.best_epoch == 1
+
+
+def test_best_weights_are_restored(tmp_path: Path, toy: Any) -> None:
+    config = TrainConfig(epochs=4, batch_size=32, lr=1e-2, patience=None, ema_decay=0.5)
+    model = _mlp()
+    result = fit(model, toy[0], toy[1], config, ("rgb", "audio"), tmp_path / "w")
+    best = torch.load(tmp_path / "w" / "best.pt", weights_only=True)
+    assert all(torch.equal(v, model.state_dict()[k]) for k, v in best.items())
+    assert result.best_epoch is not None
+
+
+def test_nan_loss_names_epoch_and_step(tmp_path: Path, toy: Any) -> None:
+    model = _mlp()
+    model.classifier.register_forward_hook(lambda module, inputs, out: out * float("nan"))
+    with pytest.raises(DataError, match=r"^training loss is nan at epoch 1, step 1; "):
+        fit(model, toy[0], None, replace(FULL, epochs=1), ("rgb", "audio"), tmp_path / "w")
+
+
+def test_distillation_targets_and_weights(tmp_path: Path, toy: Any) -> None:
+    train = toy[0]
+    teacher = np.full((len(train), N_CLASSES), 0.5, dtype=np.float32)
+    weights = np.linspace(0.5, 1.5, len(train))
+    config = replace(FULL, epochs=1, distill_lam=0.3)
+    result = fit(_mlp(), train, None, config, ("rgb", "audio"), tmp_path / "w",
+                 targets=teacher, sample_weight=weights,
+                 class_weight=np.ones(N_CLASSES))  # fmt: skip
+    assert np.isfinite(result.history[0].loss) and result.best_metric is None
+    with pytest.raises(DataError, match="teacher targets leave"):
+        fit(_mlp(), train, None, config, ("rgb", "audio"), tmp_path / "x", targets=teacher * 3)
+    with pytest.raises(DataError, match="sample_weight"):
+        fit(
+            _mlp(), train, None, config, ("rgb", "audio"), tmp_path / "y", sample_weight=weights[1:]
+        )
+
+
+def test_bad_config_is_one_line() -> None:
+    with pytest.raises(ConfigError, match="optimizer 'adam' is unknown"):
+        TrainConfig(optimizer="adam")  # type: ignore[arg-type]
+    with pytest.raises(ConfigError, match="batch_size is 0"):
+        TrainConfig(batch_size=0)
+
+
+def test_sgd_with_class_sampler_and_cosine_frames(tmp_path: Path, frame_store: Dataset) -> None:
+    config = TrainConfig(epochs=2, batch_size=8, optimizer="sgd", sampler="class",
+                         frame_sampling="cosine", cosine_threshold=0.05, max_frames=4)  # fmt: skip
+    result = fit(_dbof(), frame_store, None, config, ("rgb",), tmp_path / "w")
+    assert len(result.history) == 2 and all(np.isfinite(s.loss) for s in result.history)
+
+
+def test_rich_progress_on_a_terminal(
+    tmp_path: Path, toy: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: True)
+    result = fit(_mlp(), toy[0], toy[1], replace(FULL, epochs=2), ("rgb", "audio"), tmp_path / "w")
+    assert len(result.history) == 2

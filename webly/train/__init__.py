@@ -1,0 +1,37 @@
+"""Training one network: the loop, losses, mixup, EMA, row samplers and frame sampling."""
+
+from webly.train.ema import EMA
+from webly.train.frames import FrameSampling, cosine_keep, gather_frames, regular_indices
+from webly.train.loop import (
+    EpochStats,
+    FitResult,
+    TrainConfig,
+    evaluate,
+    fit,
+    iter_scores,
+    lr_factor,
+)
+from webly.train.losses import classification_loss
+from webly.train.mixup import Mixed, mixup
+from webly.train.samplers import Sampler, epoch_rows, row_weights
+
+__all__ = [
+    "EMA",
+    "EpochStats",
+    "FitResult",
+    "FrameSampling",
+    "Mixed",
+    "Sampler",
+    "TrainConfig",
+    "classification_loss",
+    "cosine_keep",
+    "epoch_rows",
+    "evaluate",
+    "fit",
+    "gather_frames",
+    "iter_scores",
+    "lr_factor",
+    "mixup",
+    "regular_indices",
+    "row_weights",
+]

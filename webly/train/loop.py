@@ -1,0 +1,667 @@
+"""Fit one network on a memory-mapped `Dataset`: `TrainConfig` and `fit`.
+
+Every epoch ends with an atomic checkpoint in the work folder (model, optimizer, schedule step,
+EMA, every RNG state, history), so a killed run started again with the same arguments resumes
+and ends with exactly the weights of an uninterrupted one.
+
+Randomness: three child seeds of ``SeedSequence(config.seed)`` drive the data generator (row
+order and frame sampling, used by the prefetch thread), the mixup generator, and torch's RNG
+(dropout). torch's global RNG is forked for the duration of `fit`, so the caller's is untouched.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import os
+import queue
+import sys
+import threading
+import time
+from collections.abc import Callable, Generator, Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import scipy.sparse as sp
+import torch
+from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+from torch import nn
+
+from webly.data.store import Dataset
+from webly.errors import ConfigError, DataError
+from webly.metrics.ranking import TopK, gap_at_k, hit_at_1
+from webly.train.ema import EMA
+from webly.train.frames import FRAME_SAMPLINGS, FrameSampling, gather_frames
+from webly.train.losses import classification_loss
+from webly.train.mixup import mixup
+from webly.train.samplers import Sampler, epoch_rows
+
+CHECKPOINT, BEST = "checkpoint.pt", "best.pt"
+GAP_K = 20
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """How to fit one network.
+
+    The learning rate rises linearly over ``warmup_epochs`` and then follows a cosine to 0 at
+    the last optimizer step. ``patience``: stop after that many epochs without a better
+    validation metric (GAP@20 for multi-label data, accuracy for multi-class); None trains all
+    ``epochs``. ``max_frames``/``frame_sampling``/``cosine_threshold`` apply to frame-level
+    models in training (`webly.train.frames`); evaluation sees all frames.
+    """
+
+    epochs: int = 10
+    batch_size: int = 256
+    lr: float = 1e-3
+    optimizer: Literal["adamw", "sgd"] = "adamw"
+    momentum: float = 0.9
+    weight_decay: float = 1e-4
+    warmup_epochs: float = 0.0
+    grad_accumulation: int = 1
+    clip_norm: float | None = None
+    mixup_alpha: float = 0.0
+    ema_decay: float | None = None
+    smoothing: float = 0.0
+    distill_lam: float = 0.5
+    patience: int | None = None
+    sampler: Sampler = "instance"
+    max_frames: int = 300
+    frame_sampling: FrameSampling = "random"
+    cosine_threshold: float = 0.1
+    eval_batch_size: int = 1024
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        for key in ("epochs", "batch_size", "grad_accumulation", "max_frames", "eval_batch_size"):
+            if getattr(self, key) < 1:
+                raise ConfigError(f"train {key} is {getattr(self, key)}; it must be >= 1")
+        if self.lr <= 0 or self.weight_decay < 0 or self.warmup_epochs < 0:
+            raise ConfigError(
+                f"train lr {self.lr}, weight_decay {self.weight_decay}, warmup_epochs "
+                f"{self.warmup_epochs}: lr must be > 0, the others >= 0"
+            )
+        if self.optimizer not in ("adamw", "sgd"):
+            raise ConfigError(f"optimizer {self.optimizer!r} is unknown; use adamw or sgd")
+        if self.sampler not in ("instance", "class", "sqrt"):
+            raise ConfigError(f"sampler {self.sampler!r} is unknown; use instance, class or sqrt")
+        if self.frame_sampling not in FRAME_SAMPLINGS:
+            raise ConfigError(
+                f"frame_sampling {self.frame_sampling!r} is unknown; use one of "
+                f"{', '.join(FRAME_SAMPLINGS)}"
+            )
+        if self.mixup_alpha < 0:
+            raise ConfigError(f"mixup_alpha is {self.mixup_alpha}; use 0 (off) or > 0")
+        if self.ema_decay is not None and not 0 < self.ema_decay < 1:
+            raise ConfigError(f"ema_decay is {self.ema_decay}; use a value in (0, 1) or None")
+        if self.clip_norm is not None and self.clip_norm <= 0:
+            raise ConfigError(f"clip_norm is {self.clip_norm}; use a value > 0 or None")
+        if self.patience is not None and self.patience < 1:
+            raise ConfigError(f"patience is {self.patience}; use a value >= 1 or None")
+
+
+@dataclass(frozen=True)
+class EpochStats:
+    """One epoch: mean training loss, validation metric (None without validation data),
+    wall seconds, training samples per second and the learning rate at its end."""
+
+    epoch: int
+    loss: float
+    metric: float | None
+    seconds: float
+    samples_per_s: float
+    lr: float
+
+
+@dataclass(frozen=True)
+class FitResult:
+    """What `fit` did. ``best_metric``/``best_epoch`` are None without validation data;
+    ``metric`` names it (``gap@20`` or ``accuracy``)."""
+
+    metric: str
+    best_metric: float | None
+    best_epoch: int | None
+    stopped_early: bool
+    history: list[EpochStats] = field(default_factory=list)
+
+
+def lr_factor(step: int, warmup_steps: int, total_steps: int) -> float:
+    """Multiplier of the base learning rate at optimizer step ``step`` (0-based): linear
+    warm-up from ``1 / warmup_steps`` to 1, then a cosine from 1 to 0 at the last step."""
+    if step < warmup_steps:
+        return (step + 1) / warmup_steps
+    span = max(1, total_steps - 1 - warmup_steps)
+    return 0.5 * (1.0 + math.cos(math.pi * min(1.0, (step - warmup_steps) / span)))
+
+
+def fit(
+    model: nn.Module,
+    train: Dataset,
+    valid: Dataset | None,
+    config: TrainConfig,
+    groups: tuple[str, ...] | list[str],
+    workdir: str | Path,
+    targets: sp.spmatrix | np.ndarray | None = None,
+    sample_weight: np.ndarray | None = None,
+    class_weight: np.ndarray | None = None,
+    on_epoch_end: Callable[[EpochStats], None] | None = None,
+) -> FitResult:
+    """Train ``model`` in place on ``train``; resume from ``workdir`` if it holds a checkpoint.
+
+    Parameters
+    ----------
+    model : a `webly.models.Network` (its ``level`` says video- or frame-level), initialised
+    train, valid : stores with the same classes; ``valid`` is evaluated after every epoch
+    config : the training settings; a checkpoint is resumed only under the same settings
+    groups : feature groups fed to the model, concatenated in this order
+    workdir : folder for ``checkpoint.pt`` (every epoch) and ``best.pt`` (best weights)
+    targets : (n_train, n_classes) soft targets in [0, 1] of a teacher, optional; the loss is
+        ``distill_lam * loss(labels) + (1 - distill_lam) * loss(targets)``
+    sample_weight : (n_train,) per-row loss weights, optional
+    class_weight : (n_classes,) per-class loss weights, optional
+    on_epoch_end : called with each finished epoch's stats after its checkpoint is written
+
+    Returns
+    -------
+    FitResult
+        On return the model holds the weights it is evaluated with (the EMA weights when
+        ``ema_decay`` is set) of the best validation epoch, or of the last epoch without
+        ``valid``.
+    """
+    _check_inputs(model, train, valid, targets, sample_weight, class_weight)
+    workdir = Path(workdir)
+    workdir.mkdir(parents=True, exist_ok=True)
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    forked = [torch.cuda.current_device()] if device.type == "cuda" else []
+    with torch.random.fork_rng(devices=forked):
+        return _Trainer(
+            model, train, valid, config, tuple(groups), workdir, device,
+            targets, sample_weight, class_weight, on_epoch_end,
+        ).run()  # fmt: skip
+
+
+def iter_scores(
+    model: nn.Module,
+    ds: Dataset,
+    groups: tuple[str, ...] | list[str],
+    batch_size: int = 1024,
+    device: torch.device | None = None,
+) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """Probabilities of the model over ``ds`` in eval mode, all frames for frame models.
+
+    Yields
+    ------
+    rows : (B,) int64 row positions, in order
+    scores : (B, n_classes) float32, sigmoid (multi-label) or softmax (multi-class) of logits
+    """
+    device = device or next(model.parameters()).device
+    model.eval()
+    with torch.no_grad():
+        for start in range(0, len(ds), batch_size):
+            rows = np.arange(start, min(start + batch_size, len(ds)))
+            with _autocast(device):
+                if getattr(model, "level", "video") == "frame":
+                    x, lengths = ds.frames(rows, groups)
+                    logits = model(_to(x, device), _to(lengths, device))
+                else:
+                    logits = model(_to(ds.features(rows, groups), device))
+            logits = logits.float()
+            probs = logits.sigmoid() if ds.task == "multilabel" else logits.softmax(dim=1)
+            yield rows, probs.cpu().numpy()
+
+
+def evaluate(
+    model: nn.Module,
+    ds: Dataset,
+    groups: tuple[str, ...] | list[str],
+    batch_size: int = 1024,
+    device: torch.device | None = None,
+) -> float:
+    """GAP@20 (multi-label) or accuracy (multi-class) of the model on ``ds``, streamed: only
+    each row's top 20 classes are kept."""
+    k = min(GAP_K, ds.n_classes)
+    indices, scores = [], []
+    for _, probs in iter_scores(model, ds, groups, batch_size, device):
+        top = np.argpartition(-probs, k - 1, axis=1)[:, :k]  # (B, k)
+        indices.append(top)
+        scores.append(np.take_along_axis(probs, top, axis=1))
+    top_k = TopK(np.concatenate(indices), np.concatenate(scores))
+    if ds.task == "multilabel":
+        return gap_at_k(top_k, ds.labels, k=GAP_K)
+    return hit_at_1(top_k, ds.labels)
+
+
+# --------------------------------------------------------------------------- internals
+
+
+def _check_inputs(
+    model: nn.Module,
+    train: Dataset,
+    valid: Dataset | None,
+    targets: sp.spmatrix | np.ndarray | None,
+    sample_weight: np.ndarray | None,
+    class_weight: np.ndarray | None,
+) -> None:
+    n, c = len(train), train.n_classes
+    if len(train) < 2:
+        raise DataError(f"the training set has {n} rows; training needs at least 2")
+    if valid is not None and (valid.n_classes != c or valid.task != train.task):
+        raise DataError(
+            f"validation data has {valid.n_classes} {valid.task} classes, training data "
+            f"{c} {train.task}; use splits of one dataset"
+        )
+    model_classes = getattr(model, "config", {}).get("n_classes", c)
+    if model_classes != c:
+        raise ConfigError(f"the model predicts {model_classes} classes, the data has {c}")
+    if targets is not None:
+        if targets.shape != (n, c):
+            raise DataError(f"teacher targets are {targets.shape}; they must be ({n}, {c})")
+        values = np.asarray(targets.data if sp.issparse(targets) else targets)
+        if values.size and not (np.all(values >= 0) and np.all(values <= 1)):
+            raise DataError("teacher targets leave [0, 1]; pass probabilities, not logits")
+    if sample_weight is not None and np.shape(sample_weight) != (n,):
+        raise DataError(f"sample_weight is {np.shape(sample_weight)}; it must be ({n},)")
+    if class_weight is not None and np.shape(class_weight) != (c,):
+        raise DataError(f"class_weight is {np.shape(class_weight)}; it must be ({c},)")
+
+
+def _to(a: np.ndarray, device: torch.device) -> torch.Tensor:
+    t = torch.from_numpy(a)
+    if device.type == "cuda":
+        return t.pin_memory().to(device, non_blocking=True)
+    return t
+
+
+def _autocast(device: torch.device) -> Any:
+    """bfloat16 autocast on CUDA (no loss scaling needed), nothing on CPU."""
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")
+
+
+def _prefetch(batches: Iterator[Any]) -> Generator[Any, None, None]:
+    """Yield ``batches`` while a background thread prepares the next one."""
+    slot: queue.Queue[tuple[str, Any]] = queue.Queue(maxsize=1)
+    stop = threading.Event()
+
+    def offer(message: tuple[str, Any]) -> bool:
+        """Put ``message`` unless the consumer has stopped; True if it was put."""
+        while not stop.is_set():
+            try:
+                slot.put(message, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def produce() -> None:
+        try:
+            for item in batches:
+                if not offer(("item", item)):
+                    return
+            offer(("end", None))
+        except BaseException as err:  # handed to the consumer, which raises it
+            offer(("error", err))
+
+    thread = threading.Thread(target=produce, daemon=True)
+    thread.start()
+    try:
+        while True:
+            kind, item = slot.get()
+            if kind == "end":
+                return
+            if kind == "error":
+                raise item
+            yield item
+    finally:
+        stop.set()
+        thread.join()
+
+
+def _save_atomic(obj: Any, path: Path) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    with open(tmp, "wb") as fh:
+        torch.save(obj, fh)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+
+
+class _Trainer:
+    """The state of one `fit` call; `run` trains, checkpoints and resumes."""
+
+    def __init__(
+        self,
+        model: nn.Module,
+        train: Dataset,
+        valid: Dataset | None,
+        config: TrainConfig,
+        groups: tuple[str, ...],
+        workdir: Path,
+        device: torch.device,
+        targets: sp.spmatrix | np.ndarray | None,
+        sample_weight: np.ndarray | None,
+        class_weight: np.ndarray | None,
+        on_epoch_end: Callable[[EpochStats], None] | None,
+    ) -> None:
+        self.model = model.to(device)
+        self.train, self.valid, self.config = train, valid, config
+        self.groups, self.workdir, self.device = groups, workdir, device
+        self.labels = train.labels
+        self.teacher = sp.csr_matrix(targets, dtype=np.float32) if targets is not None else None
+        self.sample_weight = sample_weight
+        self.class_weight = (
+            torch.as_tensor(class_weight, dtype=torch.float32, device=device)
+            if class_weight is not None
+            else None
+        )
+        self.on_epoch_end = on_epoch_end
+        self.frame_level = getattr(model, "level", "video") == "frame"
+        self.metric = "gap@20" if train.task == "multilabel" else "accuracy"
+
+        data_seed, mix_seed, torch_seed = np.random.SeedSequence(config.seed).spawn(3)
+        self.data_rng = np.random.default_rng(data_seed)
+        self.mix_rng = np.random.default_rng(mix_seed)
+        torch.manual_seed(int(torch_seed.generate_state(1, np.uint64)[0] >> np.uint64(1)))
+
+        params = [p for p in model.parameters() if p.requires_grad]
+        self.optimizer: torch.optim.Optimizer
+        if config.optimizer == "adamw":
+            self.optimizer = torch.optim.AdamW(
+                params, lr=config.lr, weight_decay=config.weight_decay
+            )
+        else:
+            self.optimizer = torch.optim.SGD(
+                params, lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay
+            )
+        self.ema = EMA(model, config.ema_decay) if config.ema_decay is not None else None
+        n_batches = self._n_batches(len(train))
+        self.steps_per_epoch = math.ceil(n_batches / config.grad_accumulation)
+        self.total_steps = self.steps_per_epoch * config.epochs
+        self.warmup_steps = round(config.warmup_epochs * self.steps_per_epoch)
+        self.step = 0
+        self.epoch = 0
+        self.history: list[EpochStats] = []
+        self.stopped_early = False
+
+    # ---- the loop
+
+    def run(self) -> FitResult:
+        self._resume()
+        config = self.config
+        with self._reporter() as report:
+            while self.epoch < config.epochs and not self.stopped_early:
+                stats = self._train_epoch(report)
+                self.history.append(stats)
+                self.epoch += 1
+                best = self._best()
+                if stats.metric is not None and best is not None and best.epoch == stats.epoch:
+                    _save_atomic(self._eval_state(), self.workdir / BEST)
+                if config.patience is not None and best is not None:
+                    self.stopped_early = stats.epoch - best.epoch >= config.patience
+                self._checkpoint()
+                report(stats)
+                if self.on_epoch_end is not None:
+                    self.on_epoch_end(stats)
+        return self._finish()
+
+    def _train_epoch(self, report: Callable[..., None]) -> EpochStats:
+        config = self.config
+        started = time.perf_counter()
+        self.model.train()
+        rows = epoch_rows(self.labels, config.sampler, self.data_rng)
+        batches = self._split(rows)
+        accum = config.grad_accumulation
+        total_loss, seen = 0.0, 0
+        self.optimizer.zero_grad(set_to_none=True)
+        with contextlib.closing(_prefetch(self._gather(b) for b in batches)) as loader:
+            for i, batch in enumerate(loader):
+                group_start = i - i % accum
+                group_size = min(accum, len(batches) - group_start)
+                loss = self._loss(batch)
+                value = float(loss.detach())
+                if not math.isfinite(value):
+                    raise DataError(
+                        f"training loss is {value} at epoch {self.epoch + 1}, step {i + 1}; "
+                        "lower the learning rate or check the features for extreme values"
+                    )
+                (loss / group_size).backward()
+                n = int(batch["x"].shape[0])
+                total_loss += value * n
+                seen += n
+                if i + 1 - group_start == group_size:
+                    self._optimizer_step()
+                report(advance=n, loss=total_loss / seen, seen=seen, started=started)
+        metric = self._evaluate() if self.valid is not None else None
+        seconds = time.perf_counter() - started
+        return EpochStats(
+            epoch=self.epoch + 1,
+            loss=total_loss / max(seen, 1),
+            metric=metric,
+            seconds=seconds,
+            samples_per_s=seen / max(seconds, 1e-9),
+            lr=float(self.optimizer.param_groups[0]["lr"]),
+        )
+
+    def _loss(self, batch: dict[str, Any]) -> torch.Tensor:
+        config = self.config
+        x, targets = batch["x"], batch["targets"]
+        lengths, teacher, weight = batch["lengths"], batch["teacher"], batch["weight"]
+        if config.mixup_alpha > 0:
+            mixed = mixup(
+                x, targets, self.mix_rng, config.mixup_alpha,
+                lengths=lengths, teacher=teacher, sample_weight=weight,
+            )  # fmt: skip
+            x, targets, lengths = mixed.x, mixed.targets, mixed.lengths
+            teacher, weight = mixed.teacher, mixed.sample_weight
+        with _autocast(self.device):
+            logits = self.model(x, lengths) if self.frame_level else self.model(x)
+        return classification_loss(
+            logits.float(),
+            targets,
+            self.train.task,
+            teacher=teacher,
+            lam=config.distill_lam,
+            smoothing=config.smoothing,
+            sample_weight=weight,
+            class_weight=self.class_weight,
+        )
+
+    def _optimizer_step(self) -> None:
+        factor = lr_factor(self.step, self.warmup_steps, self.total_steps)
+        for group in self.optimizer.param_groups:
+            group["lr"] = self.config.lr * factor
+        if self.config.clip_norm is not None:
+            nn.utils.clip_grad_norm_(self.model.parameters(), self.config.clip_norm)
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        if self.ema is not None:
+            self.ema.update(self.model)
+        self.step += 1
+
+    def _evaluate(self) -> float:
+        assert self.valid is not None
+        size = self.config.eval_batch_size
+        if self.ema is None:
+            return evaluate(self.model, self.valid, self.groups, size, self.device)
+        with self.ema.swap(self.model):
+            return evaluate(self.model, self.valid, self.groups, size, self.device)
+
+    # ---- batches
+
+    def _n_batches(self, n_rows: int) -> int:
+        full, rest = divmod(n_rows, self.config.batch_size)
+        return full + (rest > 1 or full == 0)
+
+    def _split(self, rows: np.ndarray) -> list[np.ndarray]:
+        """Batches of ``batch_size`` rows; a last batch of one row joins the one before
+        (BatchNorm cannot train on a single row)."""
+        size = self.config.batch_size
+        batches = [rows[i : i + size] for i in range(0, rows.size, size)]
+        if len(batches) > 1 and batches[-1].size == 1:
+            batches[-2] = np.concatenate(batches[-2:])
+            batches.pop()
+        return batches
+
+    def _gather(self, rows: np.ndarray) -> dict[str, Any]:
+        """Read one batch from the store (runs in the prefetch thread)."""
+        config, device = self.config, self.device
+        lengths = None
+        if self.frame_level:
+            frames, n_frames = gather_frames(
+                self.train, rows, self.groups, config.frame_sampling, config.max_frames,
+                self.data_rng, config.cosine_threshold,
+            )  # fmt: skip
+            x, lengths = _to(frames, device), _to(n_frames, device)
+        else:
+            x = _to(self.train.features(rows, self.groups), device)
+        targets = _to(np.asarray(self.labels[rows].toarray(), dtype=np.float32), device)
+        teacher = None
+        if self.teacher is not None:
+            teacher = _to(np.asarray(self.teacher[rows].toarray(), dtype=np.float32), device)
+        weight = None
+        if self.sample_weight is not None:
+            weight = _to(np.asarray(self.sample_weight[rows], dtype=np.float32), device)
+        return {"x": x, "lengths": lengths, "targets": targets, "teacher": teacher,
+                "weight": weight}  # fmt: skip
+
+    # ---- checkpoints
+
+    def _best(self) -> EpochStats | None:
+        scored = [s for s in self.history if s.metric is not None]
+        return max(scored, key=lambda s: s.metric or 0.0) if scored else None
+
+    def _eval_state(self) -> dict[str, torch.Tensor]:
+        """The weights evaluation uses: the EMA's when enabled."""
+        state = self.ema.shadow if self.ema is not None else self.model.state_dict()
+        return {k: v.detach().clone() for k, v in state.items()}
+
+    def _checkpoint(self) -> None:
+        state = {
+            "config": asdict(self.config),
+            "epoch": self.epoch,
+            "step": self.step,
+            "stopped_early": self.stopped_early,
+            "history": [asdict(s) for s in self.history],
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "ema": self.ema.state_dict() if self.ema is not None else None,
+            "data_rng": self.data_rng.bit_generator.state,
+            "mix_rng": self.mix_rng.bit_generator.state,
+            "torch_rng": torch.get_rng_state(),
+            "cuda_rng": torch.cuda.get_rng_state() if self.device.type == "cuda" else None,
+        }
+        _save_atomic(state, self.workdir / CHECKPOINT)
+
+    def _resume(self) -> None:
+        path = self.workdir / CHECKPOINT
+        if not path.is_file():
+            return
+        try:
+            state = torch.load(path, map_location=self.device, weights_only=True)
+        except (OSError, RuntimeError, EOFError) as err:
+            raise DataError(
+                f"{path}: unreadable checkpoint ({err}); delete it to restart"
+            ) from None
+        if state["config"] != asdict(self.config):
+            raise ConfigError(
+                f"{path} was written under other training settings; use a fresh workdir or "
+                "delete the checkpoint"
+            )
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        if self.ema is not None:
+            self.ema.load_state_dict(state["ema"])
+        self.epoch, self.step = int(state["epoch"]), int(state["step"])
+        self.stopped_early = bool(state["stopped_early"])
+        self.history = [EpochStats(**s) for s in state["history"]]
+        self.data_rng.bit_generator.state = state["data_rng"]
+        self.mix_rng.bit_generator.state = state["mix_rng"]
+        torch.set_rng_state(state["torch_rng"].cpu())
+        if state["cuda_rng"] is not None and self.device.type == "cuda":
+            torch.cuda.set_rng_state(state["cuda_rng"].cpu())
+
+    def _finish(self) -> FitResult:
+        best = self._best()
+        if best is not None:
+            self.model.load_state_dict(
+                torch.load(self.workdir / BEST, map_location=self.device, weights_only=True)
+            )
+        elif self.ema is not None:
+            self.ema.copy_to(self.model)
+        return FitResult(
+            metric=self.metric,
+            best_metric=best.metric if best is not None else None,
+            best_epoch=best.epoch if best is not None else None,
+            stopped_early=self.stopped_early,
+            history=list(self.history),
+        )
+
+    # ---- progress
+
+    def _reporter(self) -> Any:
+        return (
+            _RichReport(len(self.train), self.config.epochs, self.metric)
+            if (sys.stderr.isatty())
+            else _LineReport(self.metric)
+        )
+
+
+class _LineReport:
+    """One plain line per epoch on stderr (logs, pipes)."""
+
+    def __init__(self, metric: str) -> None:
+        self.metric = metric
+
+    def __enter__(self) -> Callable[..., None]:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+    def __call__(self, stats: EpochStats | None = None, **_: Any) -> None:
+        if stats is not None:
+            shown = "-" if stats.metric is None else f"{stats.metric:.4f}"
+            print(
+                f"epoch {stats.epoch}: loss {stats.loss:.4f}  {self.metric} {shown}  "
+                f"{stats.samples_per_s:,.0f} samples/s  {stats.seconds:.1f}s",
+                file=sys.stderr,
+            )
+
+
+class _RichReport:
+    """A Rich progress bar over the epoch's samples: loss, samples/s, last validation metric."""
+
+    def __init__(self, n_rows: int, epochs: int, metric: str) -> None:
+        self.n_rows, self.epochs, self.metric = n_rows, epochs, metric
+        self.progress = Progress(
+            TextColumn("{task.description}"),
+            BarColumn(),
+            TextColumn("loss {task.fields[loss]:.4f}  {task.fields[speed]:,.0f}/s  "
+                       f"{metric} " "{task.fields[valid]}"),
+            TimeRemainingColumn(),
+            transient=False,
+        )  # fmt: skip
+        self.task = self.progress.add_task("epoch 1", total=n_rows, loss=0.0, speed=0.0, valid="-")
+        self.epoch = 1
+
+    def __enter__(self) -> Callable[..., None]:
+        self.progress.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.progress.stop()
+
+    def __call__(self, stats: EpochStats | None = None, **batch: Any) -> None:
+        if stats is not None:
+            shown = "-" if stats.metric is None else f"{stats.metric:.4f}"
+            self.epoch = stats.epoch + 1
+            if self.epoch <= self.epochs:
+                self.progress.reset(
+                    self.task, description=f"epoch {self.epoch}", loss=0.0, speed=0.0, valid=shown
+                )
+            else:
+                self.progress.update(self.task, valid=shown)
+            return
+        speed = batch["seen"] / max(time.perf_counter() - batch["started"], 1e-9)
+        self.progress.update(self.task, advance=batch["advance"], loss=batch["loss"], speed=speed)
