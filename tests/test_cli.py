@@ -200,3 +200,25 @@ def test_models_list_shows_the_zoo() -> None:
     assert result.returncode == 0, result.stderr
     for name in ("logistic", "resnet_av", "moe", "netvlad", "lstm", "td_conv", "lgbm"):
         assert name in result.stdout
+
+
+def test_train_a_zoo_out_of_fold(tmp_path: Path) -> None:
+    data = tmp_path / "d"
+    synth = webly(
+        "data", "synth", "yt8m-like", str(data), "--videos", "240", "--classes", "10",
+        "--max-frames", "6",
+    )  # fmt: skip
+    assert synth.returncode == 0, synth.stderr
+    zoo = tmp_path / "zoo.yaml"
+    zoo.write_text(
+        "folds: 2\ntrain: {epochs: 1, batch_size: 64}\nmembers:\n"
+        "  - {name: logistic}\n  - {name: dbof, hparams: {cluster_size: 8, hidden: 8}}\n"
+    )
+    args = ("train", str(zoo), "--data", str(data / "train"), "--test", str(data / "test"))
+    result = webly(*args, "--out", str(tmp_path / "zoo"))
+    assert result.returncode == 0, result.stderr
+    assert "logistic" in result.stdout and "dbof" in result.stdout and "test" in result.stdout
+    zoo.write_text("members:\n  - {name: resnet}\n")
+    bad = webly(*args, "--out", str(tmp_path / "bad"))
+    assert_user_error(bad, "unknown model 'resnet'", "known models")
+    assert not (tmp_path / "bad").exists()

@@ -103,3 +103,9 @@ def test_latent_structure() -> None:
     feature_map = RandomFeatureMap(32, 64, rng, scale=2.0)
     x = feature_map(protos)
     assert x.shape == (10, 64) and x.dtype == np.float32 and np.abs(x).max() < 2.0
+
+
+def test_rows_holding_every_class_gain_and_swap_nothing() -> None:
+    full = sp.csr_matrix(np.ones((4, 3), np.float32))
+    assert (inject(full, "spurious", 0.5, 0) != full).nnz == 0
+    assert (inject(full, "symmetric", 0.5, 0) != full).nnz == 0

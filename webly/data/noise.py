@@ -88,8 +88,11 @@ def inject(
     if kind == "spurious":
         picks = rng.choice(cols.size, round(rate * cols.size), replace=False)
         added = _replacements(labels, rows[picks], cols[picks], rng, confusable)
+        ok = added >= 0  # a row that already holds every class gains nothing
         return _csr(
-            np.concatenate([rows, rows[picks]]), np.concatenate([cols, added]), labels.shape
+            np.concatenate([rows, rows[picks][ok]]),
+            np.concatenate([cols, added[ok]]),
+            labels.shape,
         )
 
     labelled = np.flatnonzero(np.diff(labels.indptr) > 0)
@@ -110,8 +113,9 @@ def inject(
     # One label of each chosen row (a uniformly drawn one) is replaced.
     position = labels.indptr[chosen] + rng.integers(0, np.diff(labels.indptr)[chosen])
     table = None if kind == "symmetric" else confusable
+    replaced = _replacements(labels, chosen, cols[position], rng, table)
     new = cols.copy()
-    new[position] = _replacements(labels, chosen, cols[position], rng, table)
+    new[position] = np.where(replaced >= 0, replaced, cols[position])
     return _csr(rows, new, labels.shape)
 
 
@@ -123,7 +127,8 @@ def _replacements(
     confusable: np.ndarray | None,
 ) -> np.ndarray:
     """A wrong class for each ``(row, class)``: its first confusable class (or a uniform other
-    class) that the row does not hold yet, nor was given earlier in this call."""
+    class) that the row does not hold yet, nor was given earlier in this call; -1 where the row
+    already holds every class."""
     n_classes = labels.shape[1]
     if confusable is not None:
         out = confusable[classes, 0].copy()
@@ -138,10 +143,13 @@ def _replacements(
         if cls in held:
             candidates = [] if confusable is None else confusable[classes[i]].tolist()
             free = [c for c in candidates if c not in held]
-            while not free:
-                c = int(rng.integers(0, n_classes))
-                free = [c] if c not in held else []
-            cls = free[0]
+            if not free and len(held) < n_classes:
+                # A uniform class the row lacks: a few draws, then the explicit list.
+                draws = rng.integers(0, n_classes, size=16).tolist()
+                free = [c for c in draws if c not in held] or [
+                    c for c in range(n_classes) if c not in held
+                ]
+            cls = free[0] if free else -1
             out[i] = cls
         held.add(cls)
     return out

@@ -366,13 +366,19 @@ class _Trainer:
 
         params = [p for p in model.parameters() if p.requires_grad]
         self.optimizer: torch.optim.Optimizer
+        # Fused kernels update all parameters in one pass: on the CPU the unfused AdamW's
+        # elementwise work took about 3/4 of a resnet_av step (bench/bench_train.py).
         if config.optimizer == "adamw":
             self.optimizer = torch.optim.AdamW(
-                params, lr=config.lr, weight_decay=config.weight_decay
+                params, lr=config.lr, weight_decay=config.weight_decay, fused=True
             )
         else:
             self.optimizer = torch.optim.SGD(
-                params, lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay
+                params,
+                lr=config.lr,
+                momentum=config.momentum,
+                weight_decay=config.weight_decay,
+                fused=True,
             )
         self.ema = EMA(model, config.ema_decay) if config.ema_decay is not None else None
         n_batches = self._n_batches(len(train))

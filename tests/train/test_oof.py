@@ -1,0 +1,241 @@
+"""fit_oof: OOF coverage by the unseen fold model, test averaging, determinism, resume, bad
+input failing before training, NaN members, lgbm and frame-level members."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+import webly.train.oof as oof_module
+from webly.data import Batch, Dataset, DatasetWriter, FeatureSpec, Layout
+from webly.errors import ConfigError
+from webly.models.gbdt import LgbmModel
+from webly.models.network import load_network
+from webly.predictions import Predictions
+from webly.train import iter_scores
+from webly.train.oof import ZooResult, fit_oof, train_zoo
+from webly.train.zoo import parse_zoo
+
+N_CLASSES = 6
+TRAIN = {"epochs": 2, "batch_size": 32, "lr": 0.05}
+
+
+def _store(path: Path, n: int, seed: int, frames: bool = False) -> Dataset:
+    """Learnable toy data: class c is on where rgb feature c exceeds 0.3; clean labels kept.
+    ``frames`` adds a frame-level group ``frame_rgb`` (1..5 frames a row)."""
+    rng = np.random.default_rng(seed)
+    rgb = rng.normal(size=(n, 8)).astype(np.float32)
+    audio = rng.normal(size=(n, 4)).astype(np.float32)
+    labels = [np.flatnonzero(row[:N_CLASSES] > 0.3) for row in rgb]
+    specs = [FeatureSpec("rgb", 8), FeatureSpec("audio", 4)]
+    frame_rows: dict[str, list[np.ndarray]] = {}
+    if frames:
+        specs.append(FeatureSpec("frame_rgb", 8, level="frame"))
+        frame_rows["frame_rgb"] = [
+            np.repeat(row[None], t, axis=0)
+            for row, t in zip(rgb, rng.integers(1, 6, n), strict=True)
+        ]
+    layout = Layout(features=tuple(specs), n_classes=N_CLASSES, has_clean_labels=True)
+    with DatasetWriter(path, layout) as writer:
+        writer.write_batch(
+            Batch(
+                [f"v{i}" for i in range(n)], labels, features={"rgb": rgb, "audio": audio},
+                frames=frame_rows, clean_labels=labels,
+            )
+        )  # fmt: skip
+    return Dataset.open(path)
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory: pytest.TempPathFactory) -> tuple[Dataset, Dataset]:
+    root = tmp_path_factory.mktemp("oof-data")
+    return _store(root / "train", 150, 0), _store(root / "test", 40, 1)
+
+
+def _zoo(*members: dict[str, Any], **settings: Any) -> Any:
+    return parse_zoo({"folds": 3, "seed": 0, "k": 4, "train": TRAIN, **settings,
+                      "members": list(members)})  # fmt: skip
+
+
+def test_oof_rows_come_from_the_unseen_fold_model_and_test_averages_folds(
+    data: tuple[Dataset, Dataset], tmp_path: Path
+) -> None:
+    train, test = data
+    result = fit_oof(_zoo({"name": "logistic"}), train, test, tmp_path)
+    assert not result.failed
+    store = Predictions.open(tmp_path / "logistic" / "predictions")
+    assert len(store.oof) == len(train) and len(store.test) == len(test)
+    assert store.model["config"]["name"] == "logistic" and store.model["config_hash"]
+    folds = train.folds(3, 0)
+    test_sum = np.zeros((len(test), N_CLASSES), np.float32)
+    for fold in range(3):
+        model = load_network(tmp_path / "logistic" / f"fold-{fold}" / "model")
+        rows = np.flatnonzero(folds == fold)[:2]
+        (_, probs), *_ = iter_scores(model, train.subset(rows), ["rgb", "audio"])
+        top = store.oof.topk(rows)  # k=4 of 6 classes: the model's own top 4
+        np.testing.assert_array_equal(np.sort(top.indices), np.sort(np.argsort(-probs)[:, :4]))
+        np.testing.assert_allclose(top.scores, np.take_along_axis(probs, top.indices, 1), atol=2e-3)
+        test_sum += next(iter_scores(model, test, ["rgb", "audio"]))[1]
+        assert 0.0 <= store.fold_metrics[str(fold)]["metric"] <= 1.0
+    # k=4 < 6 classes: stored top-4 of the average of the three fold models
+    top = np.argsort(-test_sum, axis=1)[:, :4]
+    np.testing.assert_array_equal(np.sort(store.test.topk().indices, axis=1), np.sort(top, axis=1))
+    np.testing.assert_allclose(
+        store.test.dense(), np.where(store.test.dense() > 0, test_sum / 3, 0), atol=2e-3
+    )
+    (member,) = result.members
+    assert member.test_metric is not None and member.test_metric > 0.5
+    assert member.oof_loss is not None and 0 < member.oof_loss < 1
+    (row,) = result.table()
+    assert row["model"] == "logistic" and row["frame-level"] is False
+    assert row["scored on"] == "test" and row["GAP@20"] == member.test_metric
+
+
+def test_same_seed_same_predictions(data: tuple[Dataset, Dataset], tmp_path: Path) -> None:
+    train, test = data
+    zoo = _zoo({"name": "mlp", "hparams": {"hidden": [8], "dropout": 0.2},
+                "train": {"mixup_alpha": 0.4}})  # fmt: skip
+    stores = []
+    for name in ("a", "b"):
+        fit_oof(zoo, train, test, tmp_path / name)
+        stores.append(Predictions.open(tmp_path / name / "mlp" / "predictions"))
+    for split in ("oof", "test"):
+        a, b = (s.split(split).topk() for s in stores)
+        np.testing.assert_array_equal(a.indices, b.indices)
+        np.testing.assert_array_equal(a.scores, b.scores)
+
+
+def _spy_fit(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Record the workdir of every trainer run by fit_oof."""
+    calls: list[str] = []
+    real = oof_module.fit
+
+    def spy(*args: Any, **kwargs: Any) -> Any:
+        calls.append(Path(args[5]).parent.name)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(oof_module, "fit", spy)
+    return calls
+
+
+def test_resume_skips_finished_members_and_retrains_only_a_changed_one(
+    data: tuple[Dataset, Dataset], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    train, test = data
+    calls = _spy_fit(monkeypatch)
+    logistic, mlp = {"name": "logistic"}, {"name": "mlp", "hparams": {"hidden": [8]}}
+    first = fit_oof(_zoo(logistic, mlp), train, test, tmp_path)
+    assert calls == ["logistic"] * 3 + ["mlp"] * 3
+    calls.clear()
+    again = fit_oof(_zoo(logistic, mlp), train, test, tmp_path)
+    assert calls == [] and all(m.skipped for m in again.members)
+    assert again.members == [
+        oof_module.replace(m, skipped=True) for m in first.members
+    ]  # figures read back from the stores
+    changed = fit_oof(_zoo(logistic, {**mlp, "hparams": {"hidden": [12]}}), train, test, tmp_path)
+    assert calls == ["mlp"] * 3
+    assert [m.skipped for m in changed.members] == [True, False]
+    store = Predictions.open(tmp_path / "mlp" / "predictions")
+    assert store.model["config"]["hparams"] == {"hidden": [12]}
+
+
+def test_saved_fold_models_are_loaded_not_retrained(
+    data: tuple[Dataset, Dataset], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    train, test = data
+    zoo = _zoo({"name": "logistic"})
+    fit_oof(zoo, train, test, tmp_path)
+    before = Predictions.open(tmp_path / "logistic" / "predictions").oof.topk()
+    (tmp_path / "logistic" / "predictions" / "manifest.json").unlink()  # killed before commit
+    calls = _spy_fit(monkeypatch)
+    fit_oof(zoo, train, test, tmp_path)
+    assert calls == []
+    after = Predictions.open(tmp_path / "logistic" / "predictions").oof.topk()
+    np.testing.assert_array_equal(before.scores, after.scores)
+
+
+@pytest.mark.parametrize(
+    ("members", "settings", "message"),
+    [
+        ([{"name": "resnet"}], {}, r"unknown model 'resnet'; known models: .*logistic"),
+        ([{"name": "mlp", "hparams": {"width": 3}}], {}, r"no hyper-parameter 'width'.*hidden"),
+        ([{"name": "mlp", "train": {"epoch": 3}}], {}, r"unknown setting 'epoch'.*epochs"),
+        ([{"name": "logistic"}], {"train": {"seed": 1}}, r"'seed'; the zoo's seed drives"),
+        ([{"name": "logistic"}, {"name": "logistic"}], {}, r"'logistic': id is used twice"),
+        ([{"name": "logistic", "groups": ["text"]}], {}, r"group 'text' but the data lacks"),
+        ([{"name": "dbof"}], {}, r"frame-level but the data has no frame-level feature groups"),
+        ([{"name": "logistic"}], {"folds": 1}, r"folds is 1; use 2..127"),
+        ([{"name": "mlp", "options": {"gating": True}}], {}, r"options.gating: Extra inputs"),
+        ([{"name": "lgbm", "hparams": {"n_estimators": 0}}], {}, r"n_estimators is 0"),
+        ([{"name": "logistic", "id": "../x"}], {}, r"id is not a folder name"),
+    ],
+)
+def test_bad_zoo_fails_before_training(
+    data: tuple[Dataset, Dataset],
+    tmp_path: Path,
+    members: list[dict[str, Any]],
+    settings: dict[str, Any],
+    message: str,
+) -> None:
+    train, test = data
+    ok = {"name": "mlp", "id": "ok", "hparams": {"hidden": [4]}}  # valid, ahead of the bad one
+    with pytest.raises(ConfigError, match=message) as err:
+        fit_oof(_zoo(ok, *members, **settings), train, test, tmp_path / "out")
+    assert "\n" not in str(err.value)
+    assert not (tmp_path / "out").exists()
+
+
+def test_nan_member_is_recorded_and_the_others_finish(
+    data: tuple[Dataset, Dataset], tmp_path: Path
+) -> None:
+    train, test = data
+    zoo = _zoo({"name": "logistic", "id": "wild", "train": {"lr": 1e30}}, {"name": "logistic"})
+    result = fit_oof(zoo, train, test, tmp_path)
+    (failed,) = result.failed
+    assert failed.id == "wild" and "training loss is nan" in (failed.error or "")
+    assert failed.oof_metric is None
+    assert not (tmp_path / "wild" / "predictions").exists()
+    assert result.members[1].error is None and result.members[1].oof_metric is not None
+    assert Predictions.open(tmp_path / "logistic" / "predictions")
+    assert [r["error"] is not None for r in result.table()] == [True, False]
+
+
+def test_lgbm_member(data: tuple[Dataset, Dataset], tmp_path: Path) -> None:
+    train, test = data
+    hparams = {"n_estimators": 5, "min_child_samples": 5, "num_leaves": 4}
+    result = fit_oof(_zoo({"name": "lgbm", "hparams": hparams}), train, test, tmp_path)
+    (member,) = result.members
+    assert member.error is None and member.level == "gbdt"
+    assert member.oof_metric is not None and member.oof_metric > 0.3
+    store = Predictions.open(tmp_path / "lgbm" / "predictions")
+    folds = train.folds(3, 0)
+    rows = np.flatnonzero(folds == 1)[:2]
+    model = LgbmModel.load(tmp_path / "lgbm" / "fold-1" / "model")
+    probs = model.predict(train.features(rows, ["rgb", "audio"]))
+    top = store.oof.topk(rows)
+    np.testing.assert_allclose(top.scores, np.take_along_axis(probs, top.indices, 1), atol=2e-3)
+
+
+def test_frame_member_reads_frame_groups(tmp_path: Path) -> None:
+    train, test = _store(tmp_path / "tr", 90, 0, frames=True), _store(tmp_path / "te", 20, 1, True)
+    zoo = _zoo({"name": "dbof", "hparams": {"cluster_size": 4, "hidden": 8}}, {"name": "logistic"})
+    result = fit_oof(zoo, train, test, tmp_path / "out")
+    assert not result.failed
+    assert [r["frame-level"] for r in result.table()] == [True, False]
+    configs = [Predictions.open(tmp_path / "out" / m / "predictions").model["config"]
+               for m in ("dbof", "logistic")]  # fmt: skip
+    assert configs[0]["groups"] == ["frame_rgb"] and configs[1]["groups"] == ["rgb", "audio"]
+
+
+def test_train_zoo_reads_a_zoo_file(data: tuple[Dataset, Dataset], tmp_path: Path) -> None:
+    train, _ = data
+    zoo_file = tmp_path / "zoo.yaml"
+    zoo_file.write_text("folds: 2\ntrain: {epochs: 1}\nmembers:\n  - {name: logistic}\n")
+    result = train_zoo(zoo_file, train.path, None, tmp_path / "out")
+    assert isinstance(result, ZooResult)
+    (row,) = result.table()
+    assert row["scored on"] == "oof" and row["GAP@20"] is not None
+    assert Predictions.open(tmp_path / "out" / "logistic" / "predictions").splits == ["oof"]

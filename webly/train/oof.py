@@ -1,0 +1,371 @@
+"""Out-of-fold training of a model zoo: `fit_oof` and `train_zoo` (``webly train ZOO.yaml``).
+
+Every member is trained once per fold of the dataset's shared fold ids
+(``Dataset.folds(zoo.folds, zoo.seed)``, the same for every member): on the other folds,
+validated (early stopping, best epoch) on the held-out fold, which it then predicts. The fold
+models also predict the test split and their probabilities are averaged. The output folder::
+
+    OUT/<member id>/config.json          the resolved member config and its hash
+    OUT/<member id>/fold-<f>/            trainer checkpoints (checkpoint.pt, best.pt)
+    OUT/<member id>/fold-<f>/model/      the fold model (save_network / LgbmModel.save)
+    OUT/<member id>/predictions/         prediction store: oof (every training row once, by
+                                         the fold model that did not see it) and test
+
+The store's model dict holds the member's config and ``config_hash`` (member config, fold of
+every row, data manifests); its fold metrics hold, per fold ``"0"``, ``"1"``, ...: ``rows``,
+the fold's GAP@20 (multi-label) or accuracy (multi-class) and train ``seconds``; under ``oof``
+and ``test`` the whole split's metric and BCE (multi-label) or log-loss (multi-class).
+
+Test averaging keeps a dense float32 running sum of ``(n_test, n_classes)`` probabilities
+(200k test rows x 3862 classes is 3 GB) and writes its top-k once at the end; data beyond
+`TEST_SUM_BYTES` is refused before training.
+
+Resume: a member whose prediction store exists with the same ``config_hash`` is skipped; a fold
+whose model was saved is loaded instead of trained; an unfinished fold resumes from its trainer
+checkpoint. A member whose config changed starts over in an emptied folder. A member whose
+training fails (NaN loss: `DataError`) is recorded in the result and the others go on.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import scipy.sparse as sp
+
+from webly.data.store import Dataset, atomic_output
+from webly.errors import ConfigError, DataError, WeblyError
+from webly.metrics.ranking import TopK, gap_at_k, hit_at_1, select_top_k
+from webly.models.gbdt import LgbmModel
+from webly.models.network import load_network, save_network
+from webly.predictions import Predictions, PredictionWriter
+from webly.train.loop import GAP_K, fit, iter_scores
+from webly.train.zoo import Member, Zoo, config_hash, load_zoo, plan_zoo
+
+TEST_SUM_BYTES = 8 << 30
+CONFIG_FILE, MODEL_DIR, STORE_DIR = "config.json", "model", "predictions"
+_BLOCK_ROWS = 8192
+_EPS = 1e-7
+
+
+@dataclass(frozen=True)
+class MemberResult:
+    """One member's outcome. ``metric`` is ``gap@20`` or ``accuracy``, ``loss`` ``bce`` or
+    ``log-loss``; test figures are None without test labels; ``error`` is set (and the figures
+    None) when training failed; ``skipped``: found finished, not trained again."""
+
+    id: str
+    name: str
+    level: str
+    metric: str
+    loss: str
+    oof_metric: float | None = None
+    oof_loss: float | None = None
+    test_metric: float | None = None
+    test_loss: float | None = None
+    seconds: float = 0.0
+    skipped: bool = False
+    error: str | None = None
+
+
+@dataclass(frozen=True)
+class ZooResult:
+    """The members' results, in zoo order."""
+
+    members: list[MemberResult]
+
+    @property
+    def failed(self) -> list[MemberResult]:
+        return [m for m in self.members if m.error is not None]
+
+    def table(self) -> list[dict[str, Any]]:
+        """One row per member: model, frame-level, GAP@20 (or accuracy) and BCE (or log-loss)
+        on the test split when it has labels, else out-of-fold, train seconds, and the error."""
+        rows = []
+        for m in self.members:
+            on_test = m.test_metric is not None
+            rows.append(
+                {
+                    "model": m.id,
+                    "frame-level": m.level == "frame",
+                    "scored on": "test" if on_test else "oof",
+                    m.metric.upper() if m.metric.startswith("gap") else m.metric: (
+                        m.test_metric if on_test else m.oof_metric
+                    ),
+                    m.loss.upper() if m.loss == "bce" else m.loss: (
+                        m.test_loss if on_test else m.oof_loss
+                    ),
+                    "seconds": round(m.seconds, 1),
+                    "error": m.error,
+                }
+            )
+        return rows
+
+
+def train_zoo(
+    zoo_file: str | Path, data: str | Path, test: str | Path | None, out: str | Path
+) -> ZooResult:
+    """``webly train ZOO.yaml --data STORE [--test STORE] --out DIR``: open, check, fit."""
+    zoo = load_zoo(zoo_file)
+    return fit_oof(zoo, Dataset.open(data), Dataset.open(test) if test is not None else None, out)
+
+
+def fit_oof(zoo: Zoo, train: Dataset, test: Dataset | None, out: str | Path) -> ZooResult:
+    """Train every member of ``zoo`` out-of-fold on ``train``; predict ``test``.
+
+    Parameters
+    ----------
+    zoo : the members and shared settings (`webly.train.zoo.load_zoo`)
+    train : the training store; its ``folds(zoo.folds, zoo.seed)`` are every member's folds
+    test : store predicted by the average of each member's fold models, or None
+    out : folder of the members' folders (see the module docstring)
+
+    Returns
+    -------
+    ZooResult
+        Every member, failed ones with their message. All checks of the zoo against the data
+        run before anything is trained or written (`ConfigError`).
+    """
+    members = plan_zoo(zoo, train, test)
+    if test is not None and len(test) * train.n_classes * 4 > TEST_SUM_BYTES:
+        raise ConfigError(
+            f"test data of {len(test)} rows x {train.n_classes} classes needs more than "
+            f"{TEST_SUM_BYTES >> 30} GiB to average the fold models; split the test store"
+        )
+    folds = train.folds(zoo.folds, zoo.seed)
+    out = Path(out)
+    results = []
+    for member in members:
+        digest = config_hash(member, zoo, folds, train, test)
+        results.append(_fit_member(member, zoo, train, test, folds, out / member.id, digest))
+    return ZooResult(results)
+
+
+# --------------------------------------------------------------------------- one member
+
+
+def _fit_member(
+    member: Member,
+    zoo: Zoo,
+    train: Dataset,
+    test: Dataset | None,
+    folds: np.ndarray,
+    folder: Path,
+    digest: str,
+) -> MemberResult:
+    multilabel = train.task == "multilabel"
+    base = MemberResult(
+        id=member.id,
+        name=member.name,
+        level=member.level,
+        metric="gap@20" if multilabel else "accuracy",
+        loss="bce" if multilabel else "log-loss",
+    )
+    finished = _finished(folder / STORE_DIR, digest)
+    if finished is not None:
+        return _from_store(base, finished)
+    _claim(folder, member, digest)
+    try:
+        store = _train_member(member, zoo, train, test, folds, folder, digest)
+    except WeblyError as err:
+        return replace(base, error=str(err))
+    return _from_store(base, store, skipped=False)
+
+
+def _train_member(
+    member: Member,
+    zoo: Zoo,
+    train: Dataset,
+    test: Dataset | None,
+    folds: np.ndarray,
+    folder: Path,
+    digest: str,
+) -> Predictions:
+    n_classes, labels = train.n_classes, train.labels
+    n_rows = {"oof": len(train)} | ({"test": len(test)} if test is not None else {})
+    model_info = {
+        "name": member.name,
+        "id": member.id,
+        "config": member.config,
+        "config_hash": digest,
+        "folds": zoo.folds,
+        "seed": zoo.seed,
+    }
+    top = min(GAP_K, n_classes)
+    oof_indices = np.full((len(train), top), -1, dtype=np.int32)
+    oof_scores = np.full((len(train), top), -np.inf, dtype=np.float32)
+    oof_loss = 0.0
+    test_sum = np.zeros((len(test), n_classes), np.float32) if test is not None else None
+    fold_metrics: dict[str, Any] = {}
+    with PredictionWriter(
+        folder / STORE_DIR,
+        n_rows=n_rows,
+        n_classes=n_classes,
+        model=model_info,
+        k=zoo.k,
+        overwrite=True,
+    ) as writer:
+        for fold in range(zoo.folds):
+            held_out = np.flatnonzero(folds == fold)
+            started = time.perf_counter()
+            model = _fold_model(member, fold, train, held_out, folds, folder / f"fold-{fold}")
+            seconds = time.perf_counter() - started
+            for rows, probs in _scores(model, member, train.subset(held_out)):
+                rows = held_out[rows]
+                writer.write("oof", rows, probs)
+                oof_indices[rows], oof_scores[rows] = select_top_k(probs, top, sort=True)
+                oof_loss += _loss_sum(probs, labels[rows], train.task)
+            fold_top = TopK(oof_indices[held_out], oof_scores[held_out])
+            fold_metrics[str(fold)] = {
+                "rows": int(held_out.size),
+                "metric": _metric(fold_top, labels[held_out], train.task),
+                "seconds": seconds,
+            }
+            if test is not None and test_sum is not None:
+                for rows, probs in _scores(model, member, test):
+                    test_sum[rows] += probs
+        fold_metrics["oof"] = {
+            "metric": _metric(TopK(oof_indices, oof_scores), labels, train.task),
+            "loss": oof_loss / len(train),
+        }
+        if test is not None and test_sum is not None:
+            test_sum /= zoo.folds
+            for start in range(0, len(test), _BLOCK_ROWS):
+                rows = np.arange(start, min(start + _BLOCK_ROWS, len(test)))
+                writer.write("test", rows, test_sum[rows])
+            fold_metrics["test"] = _test_figures(test_sum, test)
+        return writer.commit(fold_metrics)
+
+
+def _fold_model(
+    member: Member,
+    fold: int,
+    train: Dataset,
+    held_out: np.ndarray,
+    folds: np.ndarray,
+    workdir: Path,
+) -> Any:
+    """The model of fold ``fold``: loaded when saved, else trained on the other folds (its
+    trainer resumes from a checkpoint in ``workdir``) and saved atomically."""
+    saved = workdir / MODEL_DIR
+    if member.level == "gbdt":
+        if saved.is_dir():
+            return LgbmModel.load(saved)
+        kept = np.flatnonzero(folds != fold)
+        model = member.build(train.n_classes, fold)
+        model.fit(
+            train.features(kept, member.groups),
+            train.labels[kept],
+            train.features(held_out, member.groups),
+            train.labels[held_out],
+        )
+        with atomic_output(saved, overwrite=True) as tmp:
+            model.save(tmp)
+        return model
+    if saved.is_dir():
+        return load_network(saved)
+    model = member.build(train.n_classes, fold)
+    fit(
+        model,
+        train.subset(np.flatnonzero(folds != fold)),
+        train.subset(held_out),
+        member.train_config(fold),
+        member.groups,
+        workdir,
+    )
+    with atomic_output(saved, overwrite=True) as tmp:
+        save_network(model, tmp)
+    return model
+
+
+def _scores(model: Any, member: Member, ds: Dataset) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """``(rows (B,), probabilities (B, n_classes) float32)`` blocks of ``ds``, in order."""
+    if member.level != "gbdt":
+        yield from iter_scores(model, ds, member.groups, member.train.eval_batch_size)
+        return
+    for start in range(0, len(ds), _BLOCK_ROWS):
+        rows = np.arange(start, min(start + _BLOCK_ROWS, len(ds)))
+        yield rows, model.predict(ds.features(rows, member.groups))
+
+
+def _metric(scores: np.ndarray | TopK, labels: sp.csr_matrix, task: str) -> float:
+    """GAP@20 (multi-label) or accuracy (multi-class)."""
+    if task == "multilabel":
+        return gap_at_k(scores, labels, k=GAP_K)
+    return hit_at_1(scores, labels)
+
+
+def _loss_sum(probs: np.ndarray, labels: sp.csr_matrix, task: str) -> float:
+    """Summed per-row BCE (mean over classes, multi-label) or log-loss (multi-class).
+
+    ``probs`` (B, C) in [0, 1], ``labels`` (B, C) 0/1; probabilities are clipped to
+    ``[1e-7, 1 - 1e-7]``.
+    """
+    p = np.clip(probs.astype(np.float64), _EPS, 1 - _EPS)
+    if task == "multilabel":
+        y = labels.toarray() > 0
+        return float(-np.where(y, np.log(p), np.log1p(-p)).mean(axis=1).sum())
+    rows, cols = labels.nonzero()
+    return float(-np.log(p[rows, cols]).sum())
+
+
+def _test_figures(probs: np.ndarray, test: Dataset) -> dict[str, float | None]:
+    """Metric and loss of the averaged test probabilities on the clean labels when the store
+    has them, else the given ones; None for both when the test split has no labels."""
+    labels = test.clean_labels if test.clean_labels is not None else test.labels
+    if labels.nnz == 0:
+        return {"metric": None, "loss": None}
+    return {
+        "metric": _metric(probs, labels, test.task),
+        "loss": _loss_sum(probs, labels, test.task) / len(test),
+    }
+
+
+# --------------------------------------------------------------------------- resume
+
+
+def _finished(store: Path, digest: str) -> Predictions | None:
+    """The member's prediction store when it exists and was made under ``digest``."""
+    try:
+        predictions = Predictions.open(store)
+    except DataError:
+        return None
+    return predictions if predictions.model.get("config_hash") == digest else None
+
+
+def _claim(folder: Path, member: Member, digest: str) -> None:
+    """Empty ``folder`` if it was made under another config; record this one atomically."""
+    record = folder / CONFIG_FILE
+    if folder.exists():
+        try:
+            previous = json.loads(record.read_text()).get("config_hash")
+        except (OSError, ValueError):
+            previous = None
+        if previous != digest:
+            shutil.rmtree(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    tmp = folder / f".{CONFIG_FILE}.tmp"
+    tmp.write_text(json.dumps({"config_hash": digest, "config": member.config}, indent=1))
+    os.replace(tmp, record)
+
+
+def _from_store(base: MemberResult, store: Predictions, skipped: bool = True) -> MemberResult:
+    metrics = store.fold_metrics
+    n_folds = int(store.model["folds"])
+    test = metrics.get("test", {})
+    return replace(
+        base,
+        oof_metric=metrics["oof"]["metric"],
+        oof_loss=metrics["oof"]["loss"],
+        test_metric=test.get("metric"),
+        test_loss=test.get("loss"),
+        seconds=sum(metrics[str(f)]["seconds"] for f in range(n_folds)),
+        skipped=skipped,
+    )

@@ -1,0 +1,330 @@
+"""The zoo file: which models `webly train` fits out-of-fold, and how.
+
+A zoo file is YAML::
+
+    folds: 5          # the dataset's shared fold ids (Dataset.folds(folds, seed))
+    seed: 0           # the one seed: folds, initial weights, data order, dropout
+    k: 100            # predictions kept per row in each member's prediction store
+    train: {epochs: 8, batch_size: 256, lr: 0.001}   # TrainConfig defaults for every member
+    members:
+      - {name: logistic}
+      - {name: mlp, hparams: {hidden: [512]}, train: {mixup_alpha: 0.4}}
+      - {name: mlp, id: mlp_audio, options: {groups: [audio]}}
+      - {name: dbof, groups: [rgb, audio]}
+      - {name: lgbm, hparams: {n_estimators: 100}}
+
+A member is a registered model ``name`` with an ``id`` (default: the name; it names the
+member's folder), the model's own ``hparams``, network ``options`` (see
+`webly.models.create_model`), ``train`` overrides of the zoo's `TrainConfig` and the store's
+feature ``groups`` that feed it (default: every video-level group for video-level and gbdt
+models, every frame-level group for frame-level models).
+
+`load_zoo` checks the file's shape; `plan_zoo` checks it against the data, all before any
+training starts: each problem is one line naming what is wrong and how to fix it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from webly.data.store import Dataset
+from webly.errors import ConfigError
+from webly.models import create_model
+from webly.models._registry import Level, check_hparams, model_entry
+from webly.train.loop import TrainConfig
+
+_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+_TRAIN_KEYS = tuple(f.name for f in dataclasses.fields(TrainConfig) if f.name != "seed")
+
+
+class NetworkOptions(BaseModel):
+    """The options every network takes (`webly.models.create_model`); none for gbdt models."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    groups: list[str] | None = None
+    feature_subsample: float | None = None
+    embedding: int | None = None
+    bnneck: bool = False
+    context_gating: bool = False
+
+
+class MemberSpec(BaseModel):
+    """One zoo member as written in the file."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str
+    id: str | None = None
+    hparams: dict[str, Any] = Field(default_factory=dict)
+    options: NetworkOptions | None = None
+    train: dict[str, Any] = Field(default_factory=dict)
+    groups: list[str] | None = None
+
+    @property
+    def member_id(self) -> str:
+        return self.id if self.id is not None else self.name
+
+
+class Zoo(BaseModel):
+    """A zoo file: shared folds, seed, top-k, training defaults and the members."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    folds: int = 5
+    seed: int = 0
+    k: int = 100
+    train: dict[str, Any] = Field(default_factory=dict)
+    members: list[MemberSpec]
+
+
+@dataclass(frozen=True)
+class Member:
+    """A member resolved against the data: what `webly.train.oof.fit_oof` trains.
+
+    ``input_dims`` are the widths of ``groups`` (concatenated in this order); ``config`` is
+    the JSON-able resolved configuration kept in the prediction store; ``fold_seeds`` holds
+    one `np.random.SeedSequence` per fold (initial weights, then training: data order, mixup,
+    dropout); ``subset_seed`` picks the ``feature_subsample`` columns, shared by the folds.
+    """
+
+    id: str
+    name: str
+    level: Level
+    groups: tuple[str, ...]
+    input_dims: dict[str, int]
+    hparams: dict[str, Any]
+    options: dict[str, Any]
+    train: TrainConfig
+    fold_seeds: tuple[np.random.SeedSequence, ...]
+    subset_seed: int
+
+    @property
+    def config(self) -> dict[str, Any]:
+        train = dataclasses.asdict(self.train)
+        train.pop("seed")
+        return {
+            "id": self.id,
+            "name": self.name,
+            "level": self.level,
+            "groups": list(self.groups),
+            "input_dims": self.input_dims,
+            "hparams": self.hparams,
+            "options": self.options,
+            "train": train,
+        }
+
+    def build(self, n_classes: int, fold: int) -> Any:
+        """A fresh model of fold ``fold``, its initial weights drawn from the fold's seed."""
+        if self.level == "gbdt":
+            return create_model(self.name, n_classes, self.input_dims, **self.hparams)
+        init_seed = int(self.fold_seeds[fold].generate_state(1, np.uint32)[0])
+        with torch.random.fork_rng():
+            torch.manual_seed(init_seed)
+            return create_model(
+                self.name, n_classes, self.input_dims, seed=self.subset_seed,
+                **self.options, **self.hparams,
+            )  # fmt: skip
+
+    def train_config(self, fold: int) -> TrainConfig:
+        """The member's `TrainConfig` with fold ``fold``'s training seed."""
+        seed = int(self.fold_seeds[fold].generate_state(2, np.uint32)[1])
+        return dataclasses.replace(self.train, seed=seed)
+
+
+def load_zoo(path: str | Path) -> Zoo:
+    """Read and check the shape of the zoo file at ``path`` (`ConfigError` on any problem)."""
+    path = Path(path)
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except OSError as err:
+        raise ConfigError(
+            f"zoo file {path}: cannot be read ({err.strerror}); check the path"
+        ) from None
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark is not None else ""
+        raise ConfigError(f"zoo file {path}: invalid YAML{where}; fix its syntax") from None
+    return parse_zoo(raw, str(path))
+
+
+def parse_zoo(raw: Any, source: str = "zoo") -> Zoo:
+    """Check a zoo given as parsed YAML (a dict) and its data-independent rules."""
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{source}: holds {type(raw).__name__}; write a mapping with members:")
+    try:
+        zoo = Zoo.model_validate(raw)
+    except ValidationError as err:
+        first = err.errors()[0]
+        where = ".".join(str(p) for p in first["loc"]) or "top level"
+        raise ConfigError(
+            f"{source}: {where}: {first['msg']} (got {first.get('input')!r}); fix the zoo file"
+        ) from None
+    _check_zoo(zoo, source)
+    return zoo
+
+
+def plan_zoo(zoo: Zoo, train: Dataset, test: Dataset | None = None) -> list[Member]:
+    """Resolve every member against the data; fails on the first problem, before training.
+
+    Each member is also built once (and thrown away), so a hyper-parameter value its model
+    refuses fails here too.
+    """
+    if test is not None and (test.n_classes != train.n_classes or test.task != train.task):
+        raise ConfigError(
+            f"test data has {test.n_classes} {test.task} classes, training data "
+            f"{train.n_classes} {train.task}; pass splits of one dataset (--test)"
+        )
+    members = []
+    for spec in zoo.members:
+        entry = model_entry(spec.name)
+        groups = _member_groups(spec, entry.level, train)
+        if test is not None:
+            _check_test_groups(spec.member_id, groups, train, test)
+        subset_seed, *fold_seeds = np.random.SeedSequence(
+            [zoo.seed, _id_key(spec.member_id)]
+        ).spawn(zoo.folds + 1)
+        member = Member(
+            id=spec.member_id,
+            name=spec.name,
+            level=entry.level,
+            groups=groups,
+            input_dims={g: train.layout.feature(g).dim for g in groups},
+            hparams=dict(spec.hparams),
+            options=spec.options.model_dump() if spec.options is not None else {},
+            train=_train_config({**zoo.train, **spec.train}, spec.member_id),
+            fold_seeds=tuple(fold_seeds),
+            subset_seed=int(subset_seed.generate_state(1, np.uint32)[0]),
+        )
+        member.build(train.n_classes, 0)
+        members.append(member)
+    return members
+
+
+def config_hash(
+    member: Member, zoo: Zoo, folds: np.ndarray, train: Dataset, test: Dataset | None
+) -> str:
+    """SHA-256 of what a member's predictions depend on: its resolved config, the zoo's seed
+    and k, the fold of every row and the manifests of the training and test data."""
+    blob = {
+        "member": member.config,
+        "seed": zoo.seed,
+        "k": zoo.k,
+        "folds": hashlib.sha256(np.ascontiguousarray(folds, dtype=np.int8).tobytes()).hexdigest(),
+        "train": _manifest_hash(train),
+        "test": _manifest_hash(test) if test is not None else None,
+    }
+    return hashlib.sha256(json.dumps(blob, sort_keys=True).encode()).hexdigest()
+
+
+# --------------------------------------------------------------------------- internals
+
+
+def _check_zoo(zoo: Zoo, source: str) -> None:
+    if not 2 <= zoo.folds <= 127:
+        raise ConfigError(f"{source}: folds is {zoo.folds}; use 2..127 folds")
+    if zoo.k < 1:
+        raise ConfigError(f"{source}: k is {zoo.k}; keep at least 1 prediction a row")
+    if not zoo.members:
+        raise ConfigError(f"{source}: members is empty; list at least one model")
+    _check_train_keys(zoo.train, f"{source}: train")
+    seen: set[str] = set()
+    for spec in zoo.members:
+        member_id = spec.member_id
+        where = f"{source}: member {member_id!r}"
+        if not _ID.match(member_id):
+            raise ConfigError(
+                f"{where}: id is not a folder name; use letters, digits, '_', '-' and '.'"
+            )
+        if member_id in seen:
+            raise ConfigError(f"{where}: id is used twice; give one of them another id")
+        seen.add(member_id)
+        entry = model_entry(spec.name)
+        check_hparams(entry, spec.hparams)
+        _check_train_keys(spec.train, f"{where}: train")
+        if entry.level == "gbdt" and (spec.options is not None or spec.train):
+            raise ConfigError(
+                f"{where}: {spec.name} is a gbdt model and takes only hparams; remove its "
+                "options and train settings"
+            )
+
+
+def _check_train_keys(train: dict[str, Any], where: str) -> None:
+    unknown = sorted(set(train) - set(_TRAIN_KEYS))
+    if unknown:
+        hint = "the zoo's seed drives training" if unknown[0] == "seed" else "it accepts"
+        raise ConfigError(
+            f"{where}: unknown setting {unknown[0]!r}; {hint}: {', '.join(_TRAIN_KEYS)}"
+        )
+
+
+def _train_config(settings: dict[str, Any], member_id: str) -> TrainConfig:
+    try:
+        return TrainConfig(**settings)
+    except TypeError:
+        raise ConfigError(
+            f"member {member_id!r}: train settings {settings} hold a value of the wrong type; "
+            "use numbers for sizes and rates"
+        ) from None
+
+
+def _member_groups(spec: MemberSpec, level: Level, train: Dataset) -> tuple[str, ...]:
+    """The store's feature groups feeding a member, checked against its level."""
+    want = "frame" if level == "frame" else "video"
+    features = train.layout.features
+    have = ", ".join(f"{f.name} ({f.level})" for f in features) or "none"
+    if spec.groups is None:
+        groups = tuple(f.name for f in features if f.level == want)
+        if not groups:
+            raise ConfigError(
+                f"member {spec.member_id!r}: {spec.name} is {level}-level but the data has no "
+                f"{want}-level feature groups (it has: {have}); use a {want}-level store or "
+                "another model"
+            )
+        return groups
+    by_name = {f.name: f.level for f in features}
+    for group in spec.groups:
+        if by_name.get(group) != want:
+            problem = "lacks" if group not in by_name else f"has it at {by_name[group]} level,"
+            raise ConfigError(
+                f"member {spec.member_id!r}: feeds {spec.name} ({level}-level) group "
+                f"{group!r} but the data {problem} (it has: {have}); pick {want}-level groups"
+            )
+    if not spec.groups:
+        raise ConfigError(f"member {spec.member_id!r}: groups is empty; name at least one group")
+    return tuple(spec.groups)
+
+
+def _check_test_groups(
+    member_id: str, groups: tuple[str, ...], train: Dataset, test: Dataset
+) -> None:
+    test_specs = {f.name: f for f in test.layout.features}
+    for group in groups:
+        spec = train.layout.feature(group)
+        other = test_specs.get(group)
+        if other is None or (other.dim, other.level) != (spec.dim, spec.level):
+            found = "lacks it" if other is None else f"has it {other.level}-level, {other.dim}-d"
+            raise ConfigError(
+                f"member {member_id!r}: group {group!r} is {spec.level}-level, {spec.dim}-d in "
+                f"the training data but the test data {found}; pass splits of one dataset"
+            )
+
+
+def _id_key(member_id: str) -> int:
+    """A stable 64-bit number of a member id (seeds do not depend on the member order)."""
+    return int.from_bytes(hashlib.sha256(member_id.encode()).digest()[:8], "little")
+
+
+def _manifest_hash(ds: Dataset) -> str:
+    return hashlib.sha256(json.dumps(ds.manifest, sort_keys=True).encode()).hexdigest()
