@@ -53,17 +53,6 @@ def _show_warning(message: Any, category: Any, *_: Any, **__: Any) -> None:
     err.print(f"[yellow]warning:[/] {message}", highlight=False, soft_wrap=True)
 
 
-def _cell(column: str, value: Any) -> str:
-    """A results-table cell: metrics to 4 decimals, seconds to 1, yes/no, blank for None."""
-    if value is None:
-        return ""
-    if isinstance(value, bool):
-        return "yes" if value else "no"
-    if isinstance(value, float):
-        return f"{value:.1f}" if column == "seconds" else f"{value:.4f}"
-    return str(value)
-
-
 def _print_table(title: str, rows: list[tuple[str, str]]) -> None:
     table = Table(title=title, show_header=False, title_justify="left")
     table.add_column(style="bold")
@@ -360,6 +349,7 @@ def train(
     test: Annotated[Path | None, typer.Option(help="Test dataset folder to predict.")] = None,
 ) -> None:
     """Train every zoo member K-fold: out-of-fold and test predictions, resumable."""
+    from webly.metrics.evaluate import format_cell
     from webly.train.oof import train_zoo
 
     result = train_zoo(zoo, data, test, dest)
@@ -368,7 +358,7 @@ def train(
     for column in rows[0] if rows else ():
         table.add_column(column, justify="left" if column in ("model", "error") else "right")
     for row in rows:
-        table.add_row(*(_cell(name, value) for name, value in row.items()))
+        table.add_row(*(format_cell(name, value) for name, value in row.items()))
     out.print(table)
     for member in result.failed:
         err.print(f"[red]member {member.id} failed:[/] {member.error}", highlight=False)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -28,6 +29,17 @@ def ranking_metrics(scores: np.ndarray | TopK, labels: LabelsLike, k: int = 20) 
         "mAP": mean_average_precision(scores, labels),
         "top-5 accuracy": top_k_accuracy(scores, labels, k=5),
     }
+
+
+def format_cell(column: str, value: Any) -> str:
+    """A results-table cell: metrics to 4 decimals, ``seconds`` to 1, yes/no, blank for None."""
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, float):
+        return f"{value:.1f}" if column == "seconds" else f"{value:.4f}"
+    return str(value)
 
 
 def score_submission(path: Path, store: Dataset, k: int = 20) -> dict[str, float]:
