@@ -36,7 +36,7 @@ from typing import Any
 import crc32c
 import numpy as np
 
-from webly.data.store import claim_output, publish_output
+from webly.data.store import claim_output, publish_output, read_manifest
 from webly.errors import ConfigError, DataError
 from webly.metrics.ranking import TopK, select_top_k
 
@@ -390,19 +390,10 @@ class Predictions:
     def open(cls, path: str | Path, verify: bool = False) -> Predictions:
         """Open the store at ``path``; ``verify`` also checks every file's CRC32C."""
         path = Path(path)
-        manifest_path = path / MANIFEST
-        if not manifest_path.is_file():
-            hint = "it is not a prediction store" if path.exists() else "it does not exist"
-            raise DataError(f"{path}: no {MANIFEST} ({hint}); train the model (webly train)")
-        try:
-            manifest = json.loads(manifest_path.read_text())
-        except (OSError, ValueError) as err:
-            raise DataError(f"{manifest_path}: unreadable manifest ({err}); re-train") from None
-        if manifest.get("format") != FORMAT or manifest.get("format_version") != FORMAT_VERSION:
-            raise DataError(
-                f"{manifest_path}: format {manifest.get('format')!r} version "
-                f"{manifest.get('format_version')!r}; this webly reads {FORMAT} v{FORMAT_VERSION}"
-            )
+        manifest = read_manifest(
+            path, FORMAT, FORMAT_VERSION, "a prediction store", "train the model (webly train)",
+            "re-train",
+        )  # fmt: skip
         n_classes = int(manifest["n_classes"])
         width = n_classes if manifest["layout"] == "dense" else int(manifest["k"])
         splits = {}

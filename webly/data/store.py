@@ -274,6 +274,30 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
+def read_manifest(
+    folder: Path, fmt: str, version: int, what: str, create: str, redo: str
+) -> dict[str, Any]:
+    """The ``manifest.json`` of ``folder``, checked to be of format ``fmt`` v``version``.
+
+    Errors name the folder and say how to fix it: ``create`` when there is no manifest (the
+    folder is not ``what``), ``redo`` when it is unreadable.
+    """
+    path = folder / MANIFEST
+    if not path.is_file():
+        hint = f"it is not {what}" if folder.exists() else "it does not exist"
+        raise DataError(f"{folder}: no {MANIFEST} ({hint}); {create}")
+    try:
+        manifest: dict[str, Any] = json.loads(path.read_text())
+    except (OSError, ValueError) as err:
+        raise DataError(f"{path}: unreadable manifest ({err}); {redo}") from None
+    if manifest.get("format") != fmt or manifest.get("format_version") != version:
+        raise DataError(
+            f"{path}: format {manifest.get('format')!r} version "
+            f"{manifest.get('format_version')!r}; this webly reads {fmt} v{version}"
+        )
+    return manifest
+
+
 def claim_output(out: Path, overwrite: bool) -> Path:
     """Check ``out`` may be written and make a hidden temporary folder beside it to build in.
 
@@ -673,21 +697,10 @@ class Dataset:
     def open(cls, path: str | Path, verify: bool = False) -> Dataset:
         """Open the dataset folder at ``path``; ``verify`` also checks every shard's CRC32C."""
         path = Path(path)
-        manifest_path = path / MANIFEST
-        if not manifest_path.is_file():
-            hint = "it is not a webly dataset folder" if path.exists() else "it does not exist"
-            raise DataError(
-                f"{path}: no {MANIFEST} ({hint}); import data first (webly data import-*)"
-            )
-        try:
-            manifest = json.loads(manifest_path.read_text())
-        except (OSError, ValueError) as err:
-            raise DataError(f"{manifest_path}: unreadable manifest ({err}); re-import") from None
-        if manifest.get("format") != FORMAT or manifest.get("format_version") != FORMAT_VERSION:
-            raise DataError(
-                f"{manifest_path}: format {manifest.get('format')!r} version "
-                f"{manifest.get('format_version')!r}; this webly reads {FORMAT} v{FORMAT_VERSION}"
-            )
+        manifest = read_manifest(
+            path, FORMAT, FORMAT_VERSION, "a webly dataset folder", "import data first "
+            "(webly data import-*)", "re-import"
+        )  # fmt: skip
         chunks: list[pa.RecordBatch] = []
         for shard in manifest["shards"]:
             file = path / shard["file"]
