@@ -12,13 +12,17 @@ For each model at realistic YouTube-8M sizes (rgb 1024 + audio 128, 3,862 classe
    input layers' gradient w.r.t. their input left out since autograd does not compute it);
    (``fit`` trains one epoch on the first ``--fit-rows`` rows of the store);
 3. the loader alone (over the whole store): rows/s that ``fit``'s batch gathering
-   (``_Trainer._gather``: video features, or 300 randomly sampled frames a row) delivers,
-   beside what training consumes.
+   (``_Trainer._gather``: video features, or 300 randomly sampled frames a row) delivers with
+   each number of loader threads in ``--workers``, beside what training consumes.
+
+On CUDA (``--device cuda``, the default when a GPU is present) the GEMMs are timed in bfloat16
+and the steps run under bfloat16 autocast, as ``fit`` does there.
 
 Issue #4's goals: the video-level step at >= 50% of bare GEMM, the loader >= 5x training. Run:
 
     .venv/bin/python bench/bench_train.py [--video-configs 1x1024,2x2048] [--video-rows 20000]
         [--fit-rows 2560] [--frame-rows 512] [--frame-batch 64] [--steps 5] [--skip-fit]
+        [--workers 1,2] [--device cpu|cuda]
 """
 
 from __future__ import annotations
@@ -29,7 +33,7 @@ import shlex
 import sys
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -40,7 +44,7 @@ from torch.utils.benchmark import Timer
 from webly.data import Dataset
 from webly.data.synth import YT8MLikeConfig, synth_yt8m_like
 from webly.models.network import create_model
-from webly.train.loop import TrainConfig, _Trainer, fit
+from webly.train.loop import TrainConfig, _autocast, _load_ahead, _Trainer, fit
 from webly.train.losses import classification_loss
 from webly.train.samplers import epoch_rows
 
@@ -93,28 +97,33 @@ def netvlad_gemms(batch: int, frames: int, clusters: int, hidden: int) -> list[G
     return gemms + linear_gemms("classifier", batch, hidden, N_CLASSES, True)
 
 
-def time_gemm(gemm: Gemm, min_time: float) -> float:
-    """Median seconds of one call, operands laid out as in nn.Linear / torch.bmm autograd."""
+def time_gemm(gemm: Gemm, min_time: float, device: torch.device) -> float:
+    """Median seconds of one call, operands laid out as in nn.Linear / torch.bmm autograd;
+    float32 on the CPU, bfloat16 on CUDA."""
     shape_a = (gemm.batch, gemm.m, gemm.k) if gemm.batch > 1 else (gemm.m, gemm.k)
     shape_b = (gemm.batch, gemm.k, gemm.n) if gemm.batch > 1 else (gemm.k, gemm.n)
-    a, b = torch.randn(shape_a), torch.randn(shape_b)
+    dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
+    like = {"device": device, "dtype": dtype}
+    a, b = torch.randn(shape_a, **like), torch.randn(shape_b, **like)
     if gemm.what.endswith("fwd") and gemm.batch == 1:
-        b = torch.randn(gemm.n, gemm.k).t()  # x @ W.T, W (out, in) row-major
+        b = torch.randn(gemm.n, gemm.k, **like).t()  # x @ W.T, W (out, in) row-major
     elif gemm.what.endswith("dW"):
-        a = torch.randn(gemm.k, gemm.m).t()  # g.T @ x
+        a = torch.randn(gemm.k, gemm.m, **like).t()  # g.T @ x
     # Timer runs on one thread unless told otherwise; the training step uses all of torch's.
     timer = Timer("a @ b", globals={"a": a, "b": b}, num_threads=torch.get_num_threads())
     return float(timer.blocked_autorange(min_run_time=min_time).median)
 
 
-def bare_gemm(gemms: list[Gemm], min_time: float) -> tuple[float, float, list[tuple]]:
+def bare_gemm(
+    gemms: list[Gemm], min_time: float, device: torch.device
+) -> tuple[float, float, list[tuple]]:
     """(total GEMM FLOPs, bare seconds for all of them, per-GEMM rows)."""
     cache: dict[tuple, float] = {}
     rows = []
     for g in gemms:
         key = (g.what.split()[-1], g.batch, g.m, g.k, g.n)
         if key not in cache:
-            cache[key] = time_gemm(g, min_time)
+            cache[key] = time_gemm(g, min_time, device)
         rows.append((g, cache[key]))
     flops = sum(g.flops for g in gemms)
     return flops, sum(t for _, t in rows), rows
@@ -126,15 +135,22 @@ def random_targets(rng: np.random.Generator, batch: int) -> torch.Tensor:
     return torch.from_numpy(y)
 
 
-def in_memory_steps(model: torch.nn.Module, x: torch.Tensor, lengths: Any, steps: int) -> float:
-    """Seconds per training step (AdamW, forward, loss, backward, step) on fixed tensors."""
-    targets = random_targets(np.random.default_rng(0), x.shape[0])
+def in_memory_steps(
+    model: torch.nn.Module, x: torch.Tensor, lengths: Any, steps: int, device: torch.device
+) -> float:
+    """Seconds per training step (AdamW, forward, loss, backward, step) on fixed tensors
+    already on ``device``; the loss value is read back each step, as ``fit`` does."""
+    model.to(device)
+    x = x.to(device)
+    lengths = lengths.to(device) if lengths is not None else None
+    targets = random_targets(np.random.default_rng(0), x.shape[0]).to(device)
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=1e-4, fused=True)
     model.train()
 
     def step() -> None:
-        logits = model(x, lengths) if lengths is not None else model(x)
-        loss = classification_loss(logits, targets, "multilabel")
+        with _autocast(device):
+            logits = model(x, lengths) if lengths is not None else model(x)
+        loss = classification_loss(logits.float(), targets, "multilabel")
         float(loss.detach())
         loss.backward()
         optimizer.step()
@@ -159,17 +175,23 @@ def fit_samples_per_s(
 
 
 def loader_rows_per_s(
-    model: torch.nn.Module, ds: Dataset, config: TrainConfig, workdir: Path, max_batches: int
+    model: torch.nn.Module,
+    ds: Dataset,
+    config: TrainConfig,
+    workdir: Path,
+    device: torch.device,
+    max_batches: int,
 ) -> float:
-    """Rows/s of ``fit``'s batch gathering alone (the prefetch thread's work, uncontended)."""
-    trainer = _Trainer(
-        model, ds, None, config, GROUPS, workdir, torch.device("cpu"), None, None, None, None
-    )
+    """Rows/s of ``fit``'s batch gathering alone with ``config.workers`` loader threads
+    (uncontended by training), batches delivered to ``device``."""
+    trainer = _Trainer(model, ds, None, config, GROUPS, workdir, device, None, None, None, None)
     rows = epoch_rows(ds.labels, config.sampler, np.random.default_rng(1))
-    batches = trainer._split(rows)[:max_batches]
-    trainer._gather(batches[0])  # maps the shards in
+    calls = [(b, i) for i, b in enumerate(trainer._split(rows)[:max_batches])]
+    trainer._gather(*calls[0])  # maps the shards in
     started = time.perf_counter()
-    seen = sum(int(trainer._gather(b)["x"].shape[0]) for b in batches)
+    seen = sum(int(b["x"].shape[0]) for b in _load_ahead(trainer._gather, calls, config.workers))
+    if device.type == "cuda":
+        torch.cuda.synchronize()
     return seen / (time.perf_counter() - started)
 
 
@@ -191,14 +213,19 @@ def main() -> None:
     parser.add_argument("--gemm-time", type=float, default=0.3, help="seconds per GEMM timing")
     parser.add_argument("--skip-fit", action="store_true", help="no store, fit or loader runs")
     parser.add_argument("--per-gemm", action="store_true", help="print every GEMM's timing")
+    parser.add_argument("--workers", default="1,2", help="loader threads to time, e.g. 1,2,4")
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     args = parser.parse_args()
     configs = [tuple(int(v) for v in c.split("x")) for c in args.video_configs.split(",") if c]
+    workers = [int(w) for w in args.workers.split(",")]
+    device = torch.device(args.device)
 
     command = shlex.join([".venv/bin/python", *sys.argv])
     print(f"`{command}`\n")
+    gpu = f", {torch.cuda.get_device_name(device)}, bfloat16" if device.type == "cuda" else ""
     print(
         f"torch {torch.__version__}, {torch.get_num_threads()} threads, "
-        f"{os.cpu_count()} CPUs, float32\n"
+        f"{os.cpu_count()} CPUs{gpu or ', float32'}\n"
     )
 
     results: list[dict[str, Any]] = []
@@ -219,38 +246,50 @@ def main() -> None:
         for blocks, inner in configs:
             name = f"resnet_av blocks={blocks} inner={inner}"
             gemms = resnet_av_gemms(args.batch, blocks, inner)
-            flops, bare, per = bare_gemm(gemms, args.gemm_time)
+            flops, bare, per = bare_gemm(gemms, args.gemm_time, device)
             torch.manual_seed(0)
             model = create_model("resnet_av", N_CLASSES, INPUT_DIMS, blocks=blocks, inner=inner)
             x = torch.randn(args.batch, sum(INPUT_DIMS.values()))
-            step = in_memory_steps(model, x, None, args.steps)
+            step = in_memory_steps(model, x, None, args.steps, device)
             row = {"name": name, "batch": args.batch, "flops": flops, "bare": bare,
                    "step": step, "per": per}  # fmt: skip
             if video_ds is not None:
-                config = TrainConfig(epochs=1, batch_size=args.batch)
+                config = TrainConfig(epochs=1, batch_size=args.batch, workers=max(workers))
                 torch.manual_seed(0)
                 model = create_model("resnet_av", N_CLASSES, INPUT_DIMS, blocks=blocks, inner=inner)
                 fit_ds = video_ds.subset(np.arange(min(args.fit_rows, len(video_ds))))
                 row["fit"] = fit_samples_per_s(model, fit_ds, config, tmp / f"fit-{name}")
-                row["loader"] = loader_rows_per_s(model, video_ds, config, tmp / "ld", 10**9)
+                row["loader"] = {
+                    w: loader_rows_per_s(
+                        model, video_ds, replace(config, workers=w), tmp / "ld", device, 10**9
+                    )
+                    for w in workers
+                }
             results.append(row)
 
         name = f"netvlad clusters={args.clusters} hidden={args.hidden} T={N_FRAMES}"
         gemms = netvlad_gemms(args.frame_batch, N_FRAMES, args.clusters, args.hidden)
-        flops, bare, per = bare_gemm(gemms, args.gemm_time)
+        flops, bare, per = bare_gemm(gemms, args.gemm_time, device)
         torch.manual_seed(0)
         model = create_model(
             "netvlad", N_CLASSES, INPUT_DIMS, clusters=args.clusters, hidden=args.hidden
         )
         x = torch.randn(args.frame_batch, N_FRAMES, sum(INPUT_DIMS.values()))
         lengths = torch.full((args.frame_batch,), N_FRAMES)
-        step = in_memory_steps(model, x, lengths, max(3, args.steps // 2))
+        step = in_memory_steps(model, x, lengths, max(3, args.steps // 2), device)
         row = {"name": name, "batch": args.frame_batch, "flops": flops, "bare": bare,
                "step": step, "per": per}  # fmt: skip
         if frame_ds is not None:
-            config = TrainConfig(epochs=1, batch_size=args.frame_batch, max_frames=N_FRAMES)
+            config = TrainConfig(
+                epochs=1, batch_size=args.frame_batch, max_frames=N_FRAMES, workers=max(workers)
+            )
             row["fit"] = fit_samples_per_s(model, frame_ds, config, tmp / "fit-netvlad")
-            row["loader"] = loader_rows_per_s(model, frame_ds, config, tmp / "ld-f", 10**9)
+            row["loader"] = {
+                w: loader_rows_per_s(
+                    model, frame_ds, replace(config, workers=w), tmp / "ld-f", device, 10**9
+                )
+                for w in workers
+            }
         results.append(row)
 
     print("## Bare GEMM at the training step's shapes\n")
@@ -288,13 +327,16 @@ def main() -> None:
 
     if any("loader" in r for r in results):
         print("\n## Loader alone vs training consumption (goal: >= 5x)\n")
-        print("| model | loader rows/s | fit samples/s | loader / training |")
-        print("|---|---:|---:|---:|")
+        print(
+            f"`fit` ran with {max(workers)} loader thread(s).\n\n"
+            "| model | loader threads | loader rows/s | fit samples/s | loader / training |"
+        )
+        print("|---|---:|---:|---:|---:|")
         for r in results:
-            if "loader" in r:
+            for w, rate in r.get("loader", {}).items():
                 print(
-                    f"| {r['name']} | {r['loader']:,.0f} | {r['fit']:,.0f} | "
-                    f"{r['loader'] / r['fit']:.1f}x |"
+                    f"| {r['name']} | {w} | {rate:,.0f} | {r['fit']:,.0f} | "
+                    f"{rate / r['fit']:.1f}x |"
                 )
 
 

@@ -1,20 +1,31 @@
 """Video-level zoo members on the real YouTube-8M sample, mixup and EMA each on and off.
 
-Imports ``../shared/data/yt8m-2018-validate`` (absent: nothing to measure): files 0000-0019 are
-the training split, 0020-0029 the test split, both with the real machine-generated labels.
-Each configuration is trained with `webly.train.fit` (same seed, same epochs) and scored with
-GAP@20 on the test split. Run:
+Imports ``../shared/data/yt8m-2018-validate`` (absent: nothing to measure; ``--data`` points
+elsewhere): files 0000-0019 are the training split, 0020-0029 the test split, both with the
+real machine-generated labels. Each configuration is trained with `webly.train.fit` (seed 0)
+at its learning rate and number of epochs and scored with GAP@20 on the test split.
 
-    .venv/bin/python bench/bench_zoo_real.py [--epochs 10]
+``--tune`` first chooses each configuration's learning rate and epochs without looking at the
+test split: it trains on files 0000-0015 for ``--epochs`` epochs at every rate of ``--lrs``,
+validating on files 0016-0019 after every epoch, and keeps the best (rate, epoch); the model
+is then trained on all of 0000-0019 with them. Without ``--tune`` the rates and epochs in
+``CONFIGS`` are used (they are what ``--tune`` chose; see bench/RESULTS.md). Run:
+
+    .venv/bin/python bench/bench_zoo_real.py [--tune [--epochs 30] [--lrs 0.001,0.003,...]]
 """
 
 from __future__ import annotations
 
 import argparse
+import shlex
+import sys
 import tempfile
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 from webly.data import Dataset
 from webly.data.yt8m import import_yt8m
@@ -24,46 +35,102 @@ from webly.train.loop import evaluate
 
 REAL = Path(__file__).resolve().parents[2] / "shared" / "data" / "yt8m-2018-validate"
 GROUPS = ("rgb", "audio")
-CONFIGS: list[tuple[str, str, dict[str, Any], dict[str, Any]]] = [
-    ("logistic", "logistic", {}, {}),
-    ("mlp", "mlp", {"hidden": (1024,), "dropout": 0.3}, {}),
-    ("moe", "moe", {"experts": 2}, {}),
-    ("resnet_av", "resnet_av", {"blocks": 1, "inner": 1024, "dropout": 0.3}, {}),
-    ("resnet_av + mixup", "resnet_av", {"blocks": 1, "inner": 1024, "dropout": 0.3},
-     {"mixup_alpha": 0.4}),
-    ("resnet_av + EMA", "resnet_av", {"blocks": 1, "inner": 1024, "dropout": 0.3},
-     {"ema_decay": 0.99}),
-    ("resnet_av + mixup + EMA", "resnet_av", {"blocks": 1, "inner": 1024, "dropout": 0.3},
-     {"mixup_alpha": 0.4, "ema_decay": 0.99}),
+RESNET = {"blocks": 1, "inner": 1024, "dropout": 0.3}
+
+
+@dataclass(frozen=True)
+class Config:
+    """One model: its hyper-parameters, training extras, and the (lr, epochs) it trains at."""
+
+    label: str
+    name: str
+    hparams: dict[str, Any] = field(default_factory=dict)
+    extra: dict[str, Any] = field(default_factory=dict)
+    lr: float = 1e-3
+    epochs: int = 10
+
+
+CONFIGS = [  # lr and epochs: what --tune chose (bench/RESULTS.md)
+    Config("logistic", "logistic", lr=0.03, epochs=27),
+    Config("mlp", "mlp", {"hidden": (1024,), "dropout": 0.3}, lr=0.003, epochs=30),
+    Config("moe", "moe", {"experts": 2}, lr=0.003, epochs=2),
+    Config("resnet_av", "resnet_av", RESNET, lr=0.001, epochs=42),
+    Config("resnet_av + mixup", "resnet_av", RESNET, {"mixup_alpha": 0.4}, lr=0.001, epochs=54),
+    Config("resnet_av + EMA", "resnet_av", RESNET, {"ema_decay": 0.99}, lr=0.001, epochs=55),
+    Config("resnet_av + mixup + EMA", "resnet_av", RESNET,
+           {"mixup_alpha": 0.4, "ema_decay": 0.99}, lr=0.002, epochs=41),
 ]  # fmt: skip
 
 
+def train_and_score(
+    config: Config, train: Dataset, valid: Dataset | None, lr: float, epochs: int, work: Path
+) -> tuple[Any, Any, float]:
+    """(the trained model, its `FitResult`, train seconds)."""
+    dims = {g: train.layout.feature(g).dim for g in GROUPS}
+    model = create_model(config.name, train.n_classes, dims, **config.hparams)
+    settings = TrainConfig(epochs=epochs, batch_size=256, lr=lr, seed=0, **config.extra)
+    begin = time.perf_counter()
+    result = fit(model, train, valid, settings, GROUPS, work)
+    return model, result, time.perf_counter() - begin
+
+
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--epochs", type=int, default=10)
-    parser.add_argument("--lr", type=float, default=1e-3)
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--data", type=Path, default=REAL, help="folder of validate00NN files")
+    parser.add_argument("--tune", action="store_true", help="choose lr and epochs on 0016-0019")
+    parser.add_argument("--epochs", type=int, default=30, help="most epochs --tune tries")
+    parser.add_argument("--lrs", default="0.001,0.003,0.01,0.03", help="rates --tune tries")
+    parser.add_argument("--only", help="comma-separated labels to run")
     args = parser.parse_args()
-    if not REAL.is_dir():
-        print(f"{REAL} is absent; nothing to measure")
+    if not args.data.is_dir():
+        print(f"{args.data} is absent; nothing to measure")
         return
-    with tempfile.TemporaryDirectory() as tmp:
-        train_split = import_yt8m(str(REAL / "validate00[01]?.tfrecord"), Path(tmp) / "tr", "video")
-        test_split = import_yt8m(str(REAL / "validate002?.tfrecord"), Path(tmp) / "te", "video")
-        train, test = Dataset.open(train_split.out), Dataset.open(test_split.out)
+    print(f"`{shlex.join(['.venv/bin/python', *sys.argv])}`\n")
+    configs = [c for c in CONFIGS if not args.only or c.label in args.only.split(",")]
+    with tempfile.TemporaryDirectory() as tmp_name:
+        tmp = Path(tmp_name)
+        splits = {
+            name: Dataset.open(import_yt8m(str(args.data / pattern), tmp / name, "video").out)
+            for name, pattern in (
+                ("train", "validate00[01]?.tfrecord"),
+                ("test", "validate002?.tfrecord"),
+                ("valid", "validate001[6-9].tfrecord"),
+            )
+        }
+        train, test = splits["train"], splits["test"]
+        fit_rows = np.flatnonzero(~np.isin(train.ids, splits["valid"].ids))
         print(
-            f"real YouTube-8M: {len(train):,} train videos (files 0000-0019), {len(test):,} "
-            f"test videos (0020-0029), {train.n_classes:,} classes, {args.epochs} epochs\n"
+            f"real YouTube-8M: {len(train):,} train videos (files 0000-0019; for --tune "
+            f"{fit_rows.size:,} in 0000-0015 + {len(splits['valid']):,} in 0016-0019), "
+            f"{len(test):,} test videos (0020-0029), {train.n_classes:,} classes\n"
         )
-        print("| model | GAP@20 test | train seconds |")
-        print("|---|---:|---:|")
-        dims = {g: train.layout.feature(g).dim for g in GROUPS}
-        for label, name, hparams, extra in CONFIGS:
-            model = create_model(name, train.n_classes, dims, **hparams)
-            config = TrainConfig(epochs=args.epochs, batch_size=256, lr=args.lr, seed=0, **extra)
-            begin = time.perf_counter()
-            fit(model, train, None, config, GROUPS, Path(tmp) / "runs" / label.replace(" ", ""))
-            seconds = time.perf_counter() - begin
-            print(f"| {label} | {evaluate(model, test, GROUPS):.4f} | {seconds:.0f} |", flush=True)
+        if args.tune:
+            configs = [tune(c, train.subset(fit_rows), splits["valid"], args, tmp) for c in configs]
+        print("| model | lr | epochs | GAP@20 test | train seconds |")
+        print("|---|---:|---:|---:|---:|")
+        for c in configs:
+            work = tmp / "runs" / c.label.replace(" ", "")
+            model, _, seconds = train_and_score(c, train, None, c.lr, c.epochs, work)
+            print(
+                f"| {c.label} | {c.lr:g} | {c.epochs} | {evaluate(model, test, GROUPS):.4f} | "
+                f"{seconds:.0f} |",
+                flush=True,
+            )
+
+
+def tune(config: Config, fit_split: Dataset, valid: Dataset, args: Any, tmp: Path) -> Config:
+    """``config`` with the (lr, epochs) of the best validation GAP@20 over ``args.lrs``."""
+    best = (-1.0, config.lr, config.epochs)
+    for lr in [float(v) for v in args.lrs.split(",")]:
+        work = tmp / "tune" / f"{config.label.replace(' ', '')}-{lr:g}"
+        _, result, seconds = train_and_score(config, fit_split, valid, lr, args.epochs, work)
+        print(
+            f"tune {config.label}: lr {lr:g} -> best valid GAP@20 {result.best_metric:.4f} at "
+            f"epoch {result.best_epoch} ({seconds:.0f} s)",
+            flush=True,
+        )
+        best = max(best, (result.best_metric, lr, result.best_epoch))
+    return Config(config.label, config.name, config.hparams, config.extra, best[1], best[2])
 
 
 if __name__ == "__main__":

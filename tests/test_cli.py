@@ -77,11 +77,10 @@ def test_eval_scores_a_submission(tmp_path: Path, small_store: Dataset) -> None:
 
 def test_demo_end_to_end(tmp_path: Path) -> None:
     console = Console(record=True, width=120)
-    rows = run_demo(
-        tmp_path, seed=0, console=console, n_videos=400, n_classes=12, max_frames=8, epochs=3
-    )
+    small = ("data.synth.videos=400", "data.synth.classes=12", "data.synth.max_frames=8")
+    rows = run_demo(tmp_path, seed=0, console=console, overrides=[*small, "zoo.train.epochs=3"])
     text = console.export_text()
-    assert "generated 400 train, 100 test" in text and "labels per row" in text
+    assert "400 train / 100 test rows, 12 classes" in text and "labels per row" in text
     members = ["logistic", "mlp", "resnet_av", "mlp_audio", "dbof", "netvlad"]
     assert list(rows) == [*members, "zoo average", "logistic regression on true labels"]
     assert [rows[m]["frame-level"] for m in members] == [False] * 4 + [True] * 2
@@ -90,7 +89,12 @@ def test_demo_end_to_end(tmp_path: Path) -> None:
         assert model in text
     # Training on the true labels does better than on the noisy ones.
     assert rows["logistic regression on true labels"]["GAP@20"] > rows["logistic"]["GAP@20"]
-    assert len(Dataset.open(tmp_path / "yt8m-like" / "test")) == 100
+    assert len(Dataset.open(tmp_path / "data" / "test")) == 100
+    again = Console(record=True, width=120)
+    rerun = run_demo(tmp_path, console=again, overrides=[*small, "zoo.train.epochs=3"])
+    assert again.export_text().count("done, skipped") == 4  # a re-run only prints the tables
+    for model in [*members, "zoo average"]:
+        assert rerun[model] == rows[model]
 
 
 def test_import_table_from_csv(tmp_path: Path) -> None:
@@ -227,3 +231,47 @@ def test_train_a_zoo_out_of_fold(tmp_path: Path) -> None:
     bad = webly(*args, "--out", str(tmp_path / "bad"))
     assert_user_error(bad, "unknown model 'resnet'", "known models")
     assert not (tmp_path / "bad").exists()
+
+
+RUN_RECIPE = """
+data: {synth: {kind: yt8m-like, videos: 200, classes: 10, max_frames: 6, unlabeled_videos: 0}}
+folds: {n: 2}
+zoo:
+  train: {epochs: 1, batch_size: 64}
+  members:
+    - {name: logistic}
+    - {name: logistic, id: wild, train: {lr: 1.0e+30}}
+"""
+
+
+def test_run_a_recipe_and_its_status(tmp_path: Path) -> None:
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text(RUN_RECIPE)
+    run = tmp_path / "run"
+    result = webly("run", str(recipe), "--out", str(run), "--set", "folds.n=3")
+    assert result.returncode == 1, result.stderr  # a member failed; the others were evaluated
+    assert "member wild failed" in result.stderr and "training loss is nan" in result.stderr
+    assert "zoo: failed in" in result.stdout and "evaluate: done in" in result.stdout
+    assert "zoo average" in result.stdout and "GAP@20" in result.stdout
+    assert "scored on 50 test rows, clean labels" in result.stdout
+    status = webly("status", str(run))
+    assert status.returncode == 0, status.stderr
+    cells = [line.split("│") for line in status.stdout.splitlines() if line.startswith("│")]
+    states = {row[1].strip(): row[2].strip() for row in cells if row[1].strip()}
+    assert states == {"data": "done", "folds": "done", "zoo": "failed", "evaluate": "done"}
+    assert "3 folds of 66-67 rows" in status.stdout
+
+
+def test_bad_recipes_write_nothing(tmp_path: Path) -> None:
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text(RUN_RECIPE)
+    run = tmp_path / "run"
+    cases = [  # the rest of the bad recipes and --set: tests/test_config.py
+        (str(recipe), ("--set", "zoo.kk=1"), "zoo.kk: unknown key; zoo accepts: k, train, members"),
+        (str(tmp_path / "none.yaml"), (), "none.yaml: cannot be read"),
+        (str(recipe), ("--set", "data={store: {train: nope}}"), "nope: no manifest.json"),
+    ]
+    for path, overrides, needle in cases:
+        assert_user_error(webly("run", path, "--out", str(run), *overrides), needle)
+        assert not run.exists()
+    assert_user_error(webly("status", str(tmp_path)), "not a run directory (no recipe.yaml")

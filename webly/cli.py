@@ -366,6 +366,60 @@ def train(
         raise typer.Exit(1)
 
 
+Overrides = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--set",
+        metavar="KEY=VALUE",
+        help="Override a recipe key (YAML value; list items by position), e.g. "
+        "zoo.members.1.hparams.hidden=[32]. Repeatable.",
+    ),
+]
+
+
+@app.command("run")
+def run(
+    recipe: Annotated[
+        Path, typer.Argument(metavar="RECIPE.yaml", help="The recipe: data, folds, zoo, evaluate.")
+    ],
+    dest: Annotated[Path, typer.Option("--out", help="Run directory: new, empty or resumed.")],
+    overrides: Overrides = None,
+) -> None:
+    """Run a recipe's stages (data -> folds -> zoo -> evaluate), skipping what is done."""
+    from webly.pipeline import run_recipe
+    from webly.stages import results_table
+
+    result = run_recipe(recipe, dest, overrides or [], console=out)
+    if result.results is not None:
+        out.print(results_table(result.results))
+    for error in result.errors:
+        err.print(f"[red]{error}[/]", highlight=False)
+    if result.failed:
+        raise typer.Exit(1)
+
+
+@app.command("status")
+def status(
+    run_dir: Annotated[Path, typer.Argument(metavar="RUN", help="A run directory.")],
+) -> None:
+    """Each stage of a run: state, finished (UTC), seconds and key figure."""
+    from webly.metrics.evaluate import format_cell
+    from webly.pipeline import run_status
+
+    table = Table(title=f"run {run_dir}", title_justify="left")
+    for column in ("stage", "state", "finished (UTC)", "seconds", "key figure"):
+        table.add_column(column, justify="right" if column == "seconds" else "left")
+    for stage in run_status(run_dir):
+        table.add_row(
+            stage.name,
+            stage.state,
+            stage.finished or "",
+            format_cell("seconds", stage.seconds),
+            stage.key,
+        )
+    out.print(table)
+
+
 @app.command("eval")
 def evaluate(
     predictions: Annotated[
@@ -384,15 +438,16 @@ def evaluate(
 
 @app.command("demo")
 def demo(
-    dest: Annotated[Path, typer.Option("--out", help="Working folder of the demo.")] = Path(
-        "demo-out"
-    ),
-    seed: Annotated[int, typer.Option(help="Seed of the generated data and the folds.")] = 0,
+    dest: Annotated[
+        Path, typer.Option("--out", help="Run directory of the demo (resumed).")
+    ] = Path("demo-out"),
+    seed: Annotated[int, typer.Option(help="The recipe's seed: data, folds, weights.")] = 0,
+    overrides: Overrides = None,
 ) -> None:
-    """Generate a YouTube-8M-like benchmark, import it, describe it, score two baselines."""
+    """Run recipes/demo.yaml: a YouTube-8M-like benchmark, a six-member zoo, its results."""
     from webly.demo import run_demo
 
-    run_demo(dest, seed=seed, console=out)
+    run_demo(dest, seed=seed, console=out, overrides=overrides or [])
 
 
 def main() -> None:

@@ -137,6 +137,10 @@ def test_frame_sampling(tmp_path: Path) -> None:
     assert np.all(np.diff(picks[0][0][0, :, 0]) > 0)  # time order kept
     with pytest.raises(DataError, match="needs rng"):
         ds.frames([0], groups=("f",), max_frames=2, sampling="random")
+    rng = np.random.default_rng(0)
+    x, n = ds.frames([0, 1], groups=("f",), max_frames=5, sampling="replace", rng=rng)
+    assert list(n) == [5, 5] and np.all(np.diff(x[1, :, 0]) >= 0)  # 5 of 3 frames, in order
+    assert set(x[1, :, 0]) <= {0, 1, 2} and set(x[0, :, 0]) <= set(range(10))
     with pytest.raises(DataError, match=r"frame-level group; use Dataset\.frames"):
         ds.features([0], groups=("f",))
     assert list(ds.n_frames()) == [10, 3]
@@ -379,3 +383,18 @@ def test_relabel_by_record_batches(tmp_path: Path, small_store: Dataset) -> None
     assert ds.layout.class_descriptions[3] == "about class 3"
     np.testing.assert_array_equal(ds.features(np.arange(200)), small_store.features(np.arange(200)))
     assert (ds.clean_labels != small_store.labels).nnz == 0
+
+
+def test_frames_without_decoding_return_the_stored_codes(tmp_path: Path) -> None:
+    layout = Layout(
+        (FeatureSpec("q", 3, "uint8", level="frame"), FeatureSpec("f", 2, level="frame")),
+        n_classes=4,
+    )
+    ds = write(tmp_path / "ds", layout, [random_batch(np.random.default_rng(0), layout, 6)])
+    codes, lengths = ds.frames([4, 1], groups=("q",), decode=False)
+    decoded, same = ds.frames([4, 1], groups=("q",))
+    assert codes.dtype == np.uint8 and np.array_equal(lengths, same)
+    np.testing.assert_array_equal(layout.feature("q").decode(codes[0, : lengths[0]]),
+                                  decoded[0, : lengths[0]])  # fmt: skip
+    with pytest.raises(DataError, match="decode=False needs one stored dtype"):
+        ds.frames([0], groups=("q", "f"), decode=False)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+import time
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -158,6 +159,17 @@ def test_resume_after_kill_equals_uninterrupted_frames(
     assert _equal_weights(whole, resumed)
 
 
+def test_loader_threads_do_not_change_the_result(tmp_path: Path, frame_store: Dataset) -> None:
+    config = replace(FULL, batch_size=8, max_frames=5, frame_sampling="random")
+    one, three = _dbof(), _dbof()
+    fit(one, frame_store, None, config, ("rgb",), tmp_path / "one")
+    fit(three, frame_store, None, replace(config, workers=3), ("rgb",), tmp_path / "three")
+    assert _equal_weights(one, three)
+    resumed = _dbof()  # the checkpoint of a 1-thread run resumes under 3 threads
+    fit(resumed, frame_store, None, replace(config, workers=3), ("rgb",), tmp_path / "one")
+    assert _equal_weights(one, resumed)
+
+
 def test_finished_run_is_not_trained_again(tmp_path: Path, toy: Any) -> None:
     config = replace(FULL, epochs=1)
     first = fit(_mlp(), toy[0], toy[1], config, ("rgb", "audio"), tmp_path / "w")
@@ -257,3 +269,23 @@ def test_rich_progress_on_a_terminal(
     monkeypatch.setattr(sys.stderr, "isatty", lambda: True)
     result = fit(_mlp(), toy[0], toy[1], replace(FULL, epochs=2), ("rgb", "audio"), tmp_path / "w")
     assert len(result.history) == 2
+
+
+def test_loader_keeps_order_raises_errors_and_stops_early() -> None:
+    from webly.train.loop import _load_ahead
+
+    def load(i: int, delay: float) -> dict[str, Any]:
+        time.sleep(delay)
+        if i == 5:
+            raise ValueError("bad batch 5")
+        return {"i": i}
+
+    calls = [(i, 0.02 * (i % 3 == 0)) for i in range(5)]
+    assert [b["i"] for b in _load_ahead(load, calls, workers=3)] == [0, 1, 2, 3, 4]
+    with pytest.raises(ValueError, match="bad batch 5"):
+        list(_load_ahead(load, [(i, 0.0) for i in range(8)], workers=2))
+    started: list[int] = []
+    loader = _load_ahead(lambda i: started.append(i) or {"i": i}, [(i,) for i in range(100)], 2)
+    assert next(loader) == {"i": 0}
+    loader.close()
+    assert len(started) <= 4  # at most workers + 1 ahead were ever asked for

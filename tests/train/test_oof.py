@@ -239,3 +239,17 @@ def test_train_zoo_reads_a_zoo_file(data: tuple[Dataset, Dataset], tmp_path: Pat
     (row,) = result.table()
     assert row["scored on"] == "oof" and row["GAP@20"] is not None
     assert Predictions.open(tmp_path / "out" / "logistic" / "predictions").splits == ["oof"]
+
+
+def test_folds_passed_in_are_every_members_folds(
+    data: tuple[Dataset, Dataset], tmp_path: Path
+) -> None:
+    train, _ = data
+    folds = np.repeat(np.arange(3, dtype=np.int8), [30, 60, 60])  # train.folds: 50 each
+    fit_oof(_zoo({"name": "logistic"}), train, None, tmp_path, folds=folds)
+    store = Predictions.open(tmp_path / "logistic" / "predictions")
+    assert [store.fold_metrics[str(f)]["rows"] for f in range(3)] == [30, 60, 60]
+    for bad in (folds[:-1], folds + 1, np.zeros(len(train), np.int8), folds.astype(float)):
+        with pytest.raises(ConfigError, match=r"zoo\.folds = 3 non-empty folds; pass train\.folds"):
+            fit_oof(_zoo({"name": "logistic"}), train, None, tmp_path / "bad", folds=bad)
+    assert not (tmp_path / "bad").exists()

@@ -41,6 +41,13 @@ def test_bad_zoo_file_is_one_line(tmp_path: Path, text: str, message: str) -> No
     assert "\n" not in str(err.value)
 
 
+def test_zoo_file_reads_exponents_as_numbers(tmp_path: Path) -> None:
+    path = tmp_path / "zoo.yaml"
+    path.write_text("train: {lr: 1e-3}\nmembers: [{name: logistic, train: {lr: 3E-2}}]\n")
+    zoo = load_zoo(path)
+    assert zoo.train["lr"] == 0.001 and zoo.members[0].train["lr"] == 0.03
+
+
 def test_missing_zoo_file(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="cannot be read"):
         load_zoo(tmp_path / "none.yaml")

@@ -46,7 +46,7 @@ MANIFEST = "manifest.json"
 Dtype = Literal["uint8", "float16", "float32"]
 Level = Literal["video", "frame"]
 Task = Literal["multilabel", "multiclass"]
-Sampling = Literal["first", "uniform", "random"]
+Sampling = Literal["first", "uniform", "random", "replace"]
 
 _RESERVED = frozenset({"id", "labels", "group", "text", "clean_labels"})
 _ARROW_DTYPES = {"uint8": pa.uint8(), "float16": pa.float16(), "float32": pa.float32()}
@@ -812,20 +812,31 @@ class Dataset:
         max_frames: int | None = None,
         sampling: Sampling = "first",
         rng: np.random.Generator | None = None,
+        decode: bool = True,
     ) -> tuple[np.ndarray, np.ndarray]:
         """Frame-level features of ``rows``, zero-padded.
 
         Returns ``(x, lengths)``: ``x`` is ``(B, T, sum(dims))`` float32 with ``T`` the longest
         kept sequence, ``lengths`` ``(B,)`` int64 frames kept per row. With ``max_frames``, rows
         longer than it keep ``max_frames`` frames in time order: the ``first`` ones, ``uniform``-ly
-        spaced ones, or a ``random`` subset (``rng`` required).
+        spaced ones, or a ``random`` subset (``rng`` required). ``replace`` gives every non-empty
+        row exactly ``max_frames`` frames drawn with replacement, in time order (``rng``
+        required). Only the kept frames are read and dequantised. ``decode=False`` returns the
+        stored values instead of float32 (the groups must share one stored dtype), e.g. uint8
+        codes to dequantise on a GPU with `FeatureSpec.decode`'s arithmetic.
         """
         specs = [self.layout.feature(g) for g in groups]
         for spec in specs:
             if spec.level != "frame":
                 raise DataError(f"{spec.name!r} is a video-level group; use Dataset.features")
-        if sampling == "random" and rng is None:
-            raise DataError("sampling='random' needs rng=np.random.default_rng(seed)")
+        dtypes = {spec.dtype for spec in specs}
+        if not decode and len(dtypes) > 1:
+            raise DataError(
+                f"groups {', '.join(s.name for s in specs)} are stored as {sorted(dtypes)}; "
+                "decode=False needs one stored dtype"
+            )
+        if sampling in ("random", "replace") and rng is None:
+            raise DataError(f"sampling={sampling!r} needs rng=np.random.default_rng(seed)")
         global_rows = self._global(rows)
         picks: list[np.ndarray] = [np.empty(0, np.int64)] * global_rows.size
         plan = []
@@ -837,7 +848,8 @@ class Dataset:
             plan.append((chunk, positions))
         lengths = np.array([p.size for p in picks], dtype=np.int64)
         n_time = int(lengths.max(initial=0))
-        out = np.zeros((global_rows.size, n_time, sum(s.dim for s in specs)), dtype=np.float32)
+        dtype = np.float32 if decode else np.dtype(specs[0].dtype)
+        out = np.zeros((global_rows.size, n_time, sum(s.dim for s in specs)), dtype=dtype)
         for chunk, positions in plan:
             flat = np.concatenate([picks[p] for p in positions])
             row_of = np.repeat(positions, lengths[positions])
@@ -845,7 +857,10 @@ class Dataset:
             col = 0
             for spec in specs:
                 values = self._values(spec.name, chunk)
-                out[row_of, time_of, col : col + spec.dim] = spec.decode(values[flat])
+                picked = values[flat]
+                out[row_of, time_of, col : col + spec.dim] = (
+                    spec.decode(picked) if decode else picked
+                )
                 col += spec.dim
         return out, lengths
 
@@ -937,6 +952,9 @@ def _pick_frames(
     n: int, max_frames: int | None, sampling: Sampling, rng: np.random.Generator | None
 ) -> np.ndarray:
     """Indices (in time order) of the frames to keep out of ``n``."""
+    if sampling == "replace" and max_frames is not None and n > 0:
+        assert rng is not None
+        return np.sort(rng.integers(0, n, size=max_frames))
     if max_frames is None or n <= max_frames:
         return np.arange(n)
     if sampling == "first":
@@ -946,4 +964,6 @@ def _pick_frames(
     if sampling == "random":
         assert rng is not None
         return np.sort(rng.choice(n, size=max_frames, replace=False))
-    raise DataError(f"frame sampling {sampling!r} is unknown; use first, uniform or random")
+    raise DataError(
+        f"frame sampling {sampling!r} is unknown; use first, uniform, random or replace"
+    )

@@ -1,4 +1,5 @@
-"""Every ranking figure of a prediction set at once, and scoring of a Kaggle submission file."""
+"""Every ranking figure of a prediction set at once, the zoo's headline figures (GAP@20 or
+accuracy, BCE or log-loss), and scoring of a Kaggle submission file."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import scipy.sparse as sp
 
 from webly.data.store import Dataset
 from webly.io import align_submission, read_submission
@@ -19,6 +21,8 @@ from webly.metrics.ranking import (
     top_k_accuracy,
 )
 
+_EPS = 1e-7
+
 
 def ranking_metrics(scores: np.ndarray | TopK, labels: LabelsLike, k: int = 20) -> dict[str, float]:
     """GAP@k, hit@1, PERR, mAP and top-5 accuracy of ``scores`` against ``labels``."""
@@ -29,6 +33,27 @@ def ranking_metrics(scores: np.ndarray | TopK, labels: LabelsLike, k: int = 20) 
         "mAP": mean_average_precision(scores, labels),
         "top-5 accuracy": top_k_accuracy(scores, labels, k=5),
     }
+
+
+def task_metric(scores: np.ndarray | TopK, labels: LabelsLike, task: str, k: int = 20) -> float:
+    """GAP@k (multi-label) or accuracy (multi-class) of ``scores`` (B, C) or a (B, k') TopK."""
+    if task == "multilabel":
+        return gap_at_k(scores, labels, k=k)
+    return hit_at_1(scores, labels)
+
+
+def loss_sum(probs: np.ndarray, labels: sp.csr_matrix, task: str) -> float:
+    """Summed per-row BCE (mean over classes, multi-label) or log-loss (multi-class).
+
+    ``probs`` (B, C) in [0, 1], ``labels`` (B, C) 0/1; probabilities are clipped to
+    ``[1e-7, 1 - 1e-7]``.
+    """
+    p = np.clip(probs.astype(np.float64), _EPS, 1 - _EPS)
+    if task == "multilabel":
+        y = labels.toarray() > 0
+        return float(-np.where(y, np.log(p), np.log1p(-p)).mean(axis=1).sum())
+    rows, cols = labels.nonzero()
+    return float(-np.log(p[rows, cols]).sum())
 
 
 def format_cell(column: str, value: Any) -> str:

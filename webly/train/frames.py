@@ -59,6 +59,7 @@ def gather_frames(
     max_frames: int,
     rng: np.random.Generator,
     threshold: float = 0.1,
+    decode: bool = True,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Frames of ``rows`` chosen by ``sampling``, zero-padded.
 
@@ -69,10 +70,12 @@ def gather_frames(
     max_frames : frames per row (``random``) or the most per row
     rng : draws the ``random`` frames
     threshold : cosine-distance threshold of ``cosine``
+    decode : False to return the stored values where the sampling allows it (not ``cosine``,
+        which compares decoded frames), see `Dataset.frames`
 
     Returns
     -------
-    x : (B, T, D) float32, T the longest kept sequence
+    x : (B, T, D) float32 (or the stored dtype), T the longest kept sequence
     lengths : (B,) int64 frames kept per row
     """
     if sampling not in FRAME_SAMPLINGS:
@@ -82,17 +85,18 @@ def gather_frames(
     if max_frames < 1:
         raise ConfigError(f"max_frames is {max_frames}; it must be >= 1")
     if sampling == "all":
-        return ds.frames(rows, groups)
+        return ds.frames(rows, groups, decode=decode)
     if sampling == "regular":
-        return ds.frames(rows, groups, max_frames=max_frames, sampling="uniform")
+        return ds.frames(rows, groups, max_frames=max_frames, sampling="uniform", decode=decode)
+    if sampling == "random":
+        return ds.frames(
+            rows, groups, max_frames=max_frames, sampling="replace", rng=rng, decode=decode
+        )
     full, full_lengths = ds.frames(rows, groups)  # (B, T_all, D), (B,)
     picks = []
     for b, n in enumerate(full_lengths.tolist()):
-        if sampling == "random":
-            picks.append(np.sort(rng.integers(0, n, size=max_frames)) if n else np.zeros(0, int))
-        else:
-            kept = cosine_keep(full[b, :n], threshold)
-            picks.append(kept[regular_indices(kept.size, max_frames)])
+        kept = cosine_keep(full[b, :n], threshold)
+        picks.append(kept[regular_indices(kept.size, max_frames)])
     lengths = np.array([p.size for p in picks], dtype=np.int64)
     x = np.zeros((len(picks), int(lengths.max(initial=0)), full.shape[2]), dtype=np.float32)
     for b, pick in enumerate(picks):

@@ -5,8 +5,9 @@ EMA, every RNG state, history), so a killed run started again with the same argu
 and ends with exactly the weights of an uninterrupted one.
 
 Randomness: three child seeds of ``SeedSequence(config.seed)`` drive the data generator (row
-order and frame sampling, used by the prefetch thread), the mixup generator, and torch's RNG
-(dropout). torch's global RNG is forked for the duration of `fit`, so the caller's is untouched.
+order, and one seed per batch for its frame sampling, so the loader threads' scheduling never
+changes a batch), the mixup generator, and torch's RNG (dropout). torch's global RNG is forked
+for the duration of `fit`, so the caller's is untouched.
 """
 
 from __future__ import annotations
@@ -14,11 +15,11 @@ from __future__ import annotations
 import contextlib
 import math
 import os
-import queue
 import sys
-import threading
 import time
+from collections import deque
 from collections.abc import Callable, Generator, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -50,7 +51,9 @@ class TrainConfig:
     the last optimizer step. ``patience``: stop after that many epochs without a better
     validation metric (GAP@20 for multi-label data, accuracy for multi-class); None trains all
     ``epochs``. ``max_frames``/``frame_sampling``/``cosine_threshold`` apply to frame-level
-    models in training (`webly.train.frames`); evaluation sees all frames.
+    models in training (`webly.train.frames`); evaluation sees all frames. ``workers``: loader
+    threads gathering batches from the store ahead of the step (each batch is the same for any
+    number, so it is left out of `results_settings`).
     """
 
     epochs: int = 10
@@ -72,10 +75,13 @@ class TrainConfig:
     frame_sampling: FrameSampling = "random"
     cosine_threshold: float = 0.1
     eval_batch_size: int = 1024
+    workers: int = 1
     seed: int = 0
 
     def __post_init__(self) -> None:
-        for key in ("epochs", "batch_size", "grad_accumulation", "max_frames", "eval_batch_size"):
+        for key in (
+            "epochs", "batch_size", "grad_accumulation", "max_frames", "eval_batch_size", "workers"
+        ):  # fmt: skip
             if getattr(self, key) < 1:
                 raise ConfigError(f"train {key} is {getattr(self, key)}; it must be >= 1")
         if self.lr <= 0 or self.weight_decay < 0 or self.warmup_epochs < 0:
@@ -100,6 +106,12 @@ class TrainConfig:
             raise ConfigError(f"clip_norm is {self.clip_norm}; use a value > 0 or None")
         if self.patience is not None and self.patience < 1:
             raise ConfigError(f"patience is {self.patience}; use a value >= 1 or None")
+
+    def results_settings(self) -> dict[str, Any]:
+        """The settings the results depend on (all but ``workers``), as a JSON-able dict."""
+        settings = asdict(self)
+        settings.pop("workers")
+        return settings
 
 
 @dataclass(frozen=True)
@@ -134,6 +146,12 @@ def lr_factor(step: int, warmup_steps: int, total_steps: int) -> float:
         return (step + 1) / warmup_steps
     span = max(1, total_steps - 1 - warmup_steps)
     return 0.5 * (1.0 + math.cos(math.pi * min(1.0, (step - warmup_steps) / span)))
+
+
+def training_device() -> torch.device:
+    """Where `fit` trains and fold models predict: the current CUDA device when there is one
+    (bfloat16 autocast), else the CPU."""
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
 def fit(
@@ -173,7 +191,7 @@ def fit(
     _check_inputs(model, train, valid, targets, sample_weight, class_weight)
     workdir = Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = training_device()
     forked = [torch.cuda.current_device()] if device.type == "cuda" else []
     with torch.random.fork_rng(devices=forked):
         return _Trainer(
@@ -197,19 +215,27 @@ def iter_scores(
     scores : (B, n_classes) float32, sigmoid (multi-label) or softmax (multi-class) of logits
     """
     device = device or next(model.parameters()).device
+    frame_level = getattr(model, "level", "video") == "frame"
+    decoder = _device_decoder(ds, tuple(groups), device) if frame_level else None
+
+    def gather(rows: np.ndarray) -> dict[str, Any]:
+        if not frame_level:
+            return {"rows": rows, "x": _to(ds.features(rows, groups), device)}
+        codes, lengths = ds.frames(rows, groups, decode=decoder is None)
+        x, n_frames = _to(codes, device), _to(lengths, device)
+        if decoder is not None:
+            x = decoder(x, n_frames)
+        return {"rows": rows, "x": x, "lengths": n_frames}
+
+    calls = [(np.arange(i, min(i + batch_size, len(ds))),) for i in range(0, len(ds), batch_size)]
     model.eval()
-    with torch.no_grad():
-        for start in range(0, len(ds), batch_size):
-            rows = np.arange(start, min(start + batch_size, len(ds)))
+    with torch.no_grad(), contextlib.closing(_load_ahead(gather, calls, 1)) as loader:
+        for batch in loader:
             with _autocast(device):
-                if getattr(model, "level", "video") == "frame":
-                    x, lengths = ds.frames(rows, groups)
-                    logits = model(_to(x, device), _to(lengths, device))
-                else:
-                    logits = model(_to(ds.features(rows, groups), device))
+                logits = model(batch["x"], batch["lengths"]) if frame_level else model(batch["x"])
             logits = logits.float()
             probs = logits.sigmoid() if ds.task == "multilabel" else logits.softmax(dim=1)
-            yield rows, probs.cpu().numpy()
+            yield batch["rows"], probs.cpu().numpy()
 
 
 def evaluate(
@@ -279,43 +305,47 @@ def _autocast(device: torch.device) -> Any:
     return torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")
 
 
-def _prefetch(batches: Iterator[Any]) -> Generator[Any, None, None]:
-    """Yield ``batches`` while a background thread prepares the next one."""
-    slot: queue.Queue[tuple[str, Any]] = queue.Queue(maxsize=1)
-    stop = threading.Event()
-
-    def offer(message: tuple[str, Any]) -> bool:
-        """Put ``message`` unless the consumer has stopped; True if it was put."""
-        while not stop.is_set():
-            try:
-                slot.put(message, timeout=0.1)
-                return True
-            except queue.Full:
-                continue
-        return False
-
-    def produce() -> None:
+def _load_ahead(
+    load: Callable[..., dict[str, Any]], calls: list[tuple[Any, ...]], workers: int
+) -> Generator[dict[str, Any], None, None]:
+    """Yield ``load(*call)`` for each of ``calls`` in order while ``workers`` threads prepare
+    up to ``workers + 1`` of them ahead (the gathers are numpy work that releases the GIL)."""
+    with ThreadPoolExecutor(workers, thread_name_prefix="webly-loader") as pool:
+        pending: deque[Future[dict[str, Any]]] = deque()
+        waiting = iter(calls)
         try:
-            for item in batches:
-                if not offer(("item", item)):
-                    return
-            offer(("end", None))
-        except BaseException as err:  # handed to the consumer, which raises it
-            offer(("error", err))
+            for call in waiting:
+                pending.append(pool.submit(load, *call))
+                if len(pending) > workers:
+                    yield pending.popleft().result()
+            while pending:
+                yield pending.popleft().result()
+        finally:
+            for future in pending:
+                future.cancel()
 
-    thread = threading.Thread(target=produce, daemon=True)
-    thread.start()
-    try:
-        while True:
-            kind, item = slot.get()
-            if kind == "end":
-                return
-            if kind == "error":
-                raise item
-            yield item
-    finally:
-        stop.set()
-        thread.join()
+
+def _device_decoder(
+    ds: Dataset, groups: tuple[str, ...], device: torch.device
+) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None:
+    """On CUDA, when every group is stored as uint8: a function dequantising ``(B, T, D)`` codes
+    on the device (a quarter of the bytes cross the bus) with `FeatureSpec.decode`'s float32
+    arithmetic, padding frames set to 0. None elsewhere: the loader decodes."""
+    specs = [ds.layout.feature(g) for g in groups]
+    if device.type != "cuda" or any(spec.dtype != "uint8" for spec in specs):
+        return None
+    dims = [s.dim for s in specs]
+    spans = np.array([s.quant_max - s.quant_min for s in specs])
+    lows = np.array([s.quant_min for s in specs])
+    scale = torch.tensor(np.repeat(spans / 255.0, dims), dtype=torch.float32, device=device)
+    offset = torch.tensor(np.repeat(spans / 512.0 + lows, dims), dtype=torch.float32, device=device)
+
+    def decode(codes: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        padding = torch.arange(codes.shape[1], device=device)[None, :] >= lengths[:, None]
+        x = codes.float() * scale + offset  # (B, T, D)
+        return x.masked_fill_(padding[:, :, None], 0.0)
+
+    return decode
 
 
 def _save_atomic(obj: Any, path: Path) -> None:
@@ -357,6 +387,7 @@ class _Trainer:
         )
         self.on_epoch_end = on_epoch_end
         self.frame_level = getattr(model, "level", "video") == "frame"
+        self.decoder = _device_decoder(train, groups, device) if self.frame_level else None
         self.metric = "gap@20" if train.task == "multilabel" else "accuracy"
 
         data_seed, mix_seed, torch_seed = np.random.SeedSequence(config.seed).spawn(3)
@@ -417,10 +448,12 @@ class _Trainer:
         self.model.train()
         rows = epoch_rows(self.labels, config.sampler, self.data_rng)
         batches = self._split(rows)
+        seeds = self.data_rng.integers(0, 2**63, size=len(batches))
         accum = config.grad_accumulation
         total_loss, seen = 0.0, 0
         self.optimizer.zero_grad(set_to_none=True)
-        with contextlib.closing(_prefetch(self._gather(b) for b in batches)) as loader:
+        calls = list(zip(batches, seeds.tolist(), strict=True))
+        with contextlib.closing(_load_ahead(self._gather, calls, config.workers)) as loader:
             for i, batch in enumerate(loader):
                 group_start = i - i % accum
                 group_size = min(accum, len(batches) - group_start)
@@ -509,16 +542,18 @@ class _Trainer:
             batches.pop()
         return batches
 
-    def _gather(self, rows: np.ndarray) -> dict[str, Any]:
-        """Read one batch from the store (runs in the prefetch thread)."""
+    def _gather(self, rows: np.ndarray, seed: int) -> dict[str, Any]:
+        """Read one batch from the store (runs in a loader thread); ``seed`` draws its frames."""
         config, device = self.config, self.device
         lengths = None
         if self.frame_level:
             frames, n_frames = gather_frames(
                 self.train, rows, self.groups, config.frame_sampling, config.max_frames,
-                self.data_rng, config.cosine_threshold,
+                np.random.default_rng(seed), config.cosine_threshold, self.decoder is None,
             )  # fmt: skip
             x, lengths = _to(frames, device), _to(n_frames, device)
+            if self.decoder is not None and x.dtype == torch.uint8:
+                x = self.decoder(x, lengths)
         else:
             x = _to(self.train.features(rows, self.groups), device)
         targets = _to(np.asarray(self.labels[rows].toarray(), dtype=np.float32), device)
@@ -544,7 +579,7 @@ class _Trainer:
 
     def _checkpoint(self) -> None:
         state = {
-            "config": asdict(self.config),
+            "config": self.config.results_settings(),
             "epoch": self.epoch,
             "step": self.step,
             "stopped_early": self.stopped_early,
@@ -569,7 +604,7 @@ class _Trainer:
             raise DataError(
                 f"{path}: unreadable checkpoint ({err}); delete it to restart"
             ) from None
-        if state["config"] != asdict(self.config):
+        if state["config"] != self.config.results_settings():
             raise ConfigError(
                 f"{path} was written under other training settings; use a fresh workdir or "
                 "delete the checkpoint"

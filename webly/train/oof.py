@@ -1,7 +1,8 @@
 """Out-of-fold training of a model zoo: `fit_oof` and `train_zoo` (``webly train ZOO.yaml``).
 
 Every member is trained once per fold of the dataset's shared fold ids
-(``Dataset.folds(zoo.folds, zoo.seed)``, the same for every member): on the other folds,
+(``Dataset.folds(zoo.folds, zoo.seed)`` or the ones passed in, e.g. a run's ``folds`` stage
+artifact; the same for every member): on the other folds,
 validated (early stopping, best epoch) on the held-out fold, which it then predicts. The fold
 models also predict the test split and their probabilities are averaged. The output folder::
 
@@ -38,21 +39,20 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import scipy.sparse as sp
 
 from webly.data.store import Dataset, atomic_output
 from webly.errors import ConfigError, DataError, WeblyError
-from webly.metrics.ranking import TopK, gap_at_k, hit_at_1, select_top_k
+from webly.metrics.evaluate import loss_sum, task_metric
+from webly.metrics.ranking import TopK, select_top_k
 from webly.models.gbdt import LgbmModel
 from webly.models.network import load_network, save_network
 from webly.predictions import Predictions, PredictionWriter
-from webly.train.loop import GAP_K, fit, iter_scores
+from webly.train.loop import GAP_K, fit, iter_scores, training_device
 from webly.train.zoo import Member, Zoo, config_hash, load_zoo, plan_zoo
 
 TEST_SUM_BYTES = 8 << 30
 CONFIG_FILE, MODEL_DIR, STORE_DIR = "config.json", "model", "predictions"
 _BLOCK_ROWS = 8192
-_EPS = 1e-7
 
 
 @dataclass(frozen=True)
@@ -117,15 +117,23 @@ def train_zoo(
     return fit_oof(zoo, Dataset.open(data), Dataset.open(test) if test is not None else None, out)
 
 
-def fit_oof(zoo: Zoo, train: Dataset, test: Dataset | None, out: str | Path) -> ZooResult:
+def fit_oof(
+    zoo: Zoo,
+    train: Dataset,
+    test: Dataset | None,
+    out: str | Path,
+    folds: np.ndarray | None = None,
+) -> ZooResult:
     """Train every member of ``zoo`` out-of-fold on ``train``; predict ``test``.
 
     Parameters
     ----------
     zoo : the members and shared settings (`webly.train.zoo.load_zoo`)
-    train : the training store; its ``folds(zoo.folds, zoo.seed)`` are every member's folds
+    train : the training store
     test : store predicted by the average of each member's fold models, or None
     out : folder of the members' folders (see the module docstring)
+    folds : (n_samples,) fold of every training row in ``0..zoo.folds - 1``, shared by every
+        member; None: ``train.folds(zoo.folds, zoo.seed)``
 
     Returns
     -------
@@ -139,13 +147,32 @@ def fit_oof(zoo: Zoo, train: Dataset, test: Dataset | None, out: str | Path) -> 
             f"test data of {len(test)} rows x {train.n_classes} classes needs more than "
             f"{TEST_SUM_BYTES >> 30} GiB to average the fold models; split the test store"
         )
-    folds = train.folds(zoo.folds, zoo.seed)
+    folds = train.folds(zoo.folds, zoo.seed) if folds is None else _check_folds(folds, zoo, train)
     out = Path(out)
     results = []
     for member in members:
         digest = config_hash(member, zoo, folds, train, test)
         results.append(_fit_member(member, zoo, train, test, folds, out / member.id, digest))
     return ZooResult(results)
+
+
+def _check_folds(folds: np.ndarray, zoo: Zoo, train: Dataset) -> np.ndarray:
+    """``folds`` as int8 when it gives every training row one of ``zoo.folds`` non-empty folds."""
+    folds = np.asarray(folds)
+    valid = (
+        folds.shape == (len(train),)
+        and folds.dtype.kind in "iu"
+        and folds.size > 0
+        and folds.min() >= 0
+        and folds.max() < zoo.folds
+    )
+    if not valid or np.bincount(folds, minlength=zoo.folds).min() == 0:
+        raise ConfigError(
+            f"folds of shape {folds.shape}, dtype {folds.dtype} do not give each of the "
+            f"{len(train)} training rows one of zoo.folds = {zoo.folds} non-empty folds; pass "
+            f"train.folds({zoo.folds}, seed)"
+        )
+    return folds.astype(np.int8)
 
 
 # --------------------------------------------------------------------------- one member
@@ -221,18 +248,18 @@ def _train_member(
                 rows = held_out[rows]
                 writer.write("oof", rows, probs)
                 oof_indices[rows], oof_scores[rows] = select_top_k(probs, top, sort=True)
-                oof_loss += _loss_sum(probs, labels[rows], train.task)
+                oof_loss += loss_sum(probs, labels[rows], train.task)
             fold_top = TopK(oof_indices[held_out], oof_scores[held_out])
             fold_metrics[str(fold)] = {
                 "rows": int(held_out.size),
-                "metric": _metric(fold_top, labels[held_out], train.task),
+                "metric": task_metric(fold_top, labels[held_out], train.task, GAP_K),
                 "seconds": seconds,
             }
             if test is not None and test_sum is not None:
                 for rows, probs in _scores(model, member, test):
                     test_sum[rows] += probs
         fold_metrics["oof"] = {
-            "metric": _metric(TopK(oof_indices, oof_scores), labels, train.task),
+            "metric": task_metric(TopK(oof_indices, oof_scores), labels, train.task, GAP_K),
             "loss": oof_loss / len(train),
         }
         if test is not None and test_sum is not None:
@@ -269,8 +296,8 @@ def _fold_model(
         with atomic_output(saved, overwrite=True) as tmp:
             model.save(tmp)
         return model
-    if saved.is_dir():
-        return load_network(saved)
+    if saved.is_dir():  # predicts where a freshly trained one would, with the same numerics
+        return load_network(saved).to(training_device())
     model = member.build(train.n_classes, fold)
     fit(
         model,
@@ -295,27 +322,6 @@ def _scores(model: Any, member: Member, ds: Dataset) -> Iterator[tuple[np.ndarra
         yield rows, model.predict(ds.features(rows, member.groups))
 
 
-def _metric(scores: np.ndarray | TopK, labels: sp.csr_matrix, task: str) -> float:
-    """GAP@20 (multi-label) or accuracy (multi-class)."""
-    if task == "multilabel":
-        return gap_at_k(scores, labels, k=GAP_K)
-    return hit_at_1(scores, labels)
-
-
-def _loss_sum(probs: np.ndarray, labels: sp.csr_matrix, task: str) -> float:
-    """Summed per-row BCE (mean over classes, multi-label) or log-loss (multi-class).
-
-    ``probs`` (B, C) in [0, 1], ``labels`` (B, C) 0/1; probabilities are clipped to
-    ``[1e-7, 1 - 1e-7]``.
-    """
-    p = np.clip(probs.astype(np.float64), _EPS, 1 - _EPS)
-    if task == "multilabel":
-        y = labels.toarray() > 0
-        return float(-np.where(y, np.log(p), np.log1p(-p)).mean(axis=1).sum())
-    rows, cols = labels.nonzero()
-    return float(-np.log(p[rows, cols]).sum())
-
-
 def _test_figures(probs: np.ndarray, test: Dataset) -> dict[str, float | None]:
     """Metric and loss of the averaged test probabilities on the clean labels when the store
     has them, else the given ones; None for both when the test split has no labels."""
@@ -323,8 +329,8 @@ def _test_figures(probs: np.ndarray, test: Dataset) -> dict[str, float | None]:
     if labels.nnz == 0:
         return {"metric": None, "loss": None}
     return {
-        "metric": _metric(probs, labels, test.task),
-        "loss": _loss_sum(probs, labels, test.task) / len(test),
+        "metric": task_metric(probs, labels, test.task, GAP_K),
+        "loss": loss_sum(probs, labels, test.task) / len(test),
     }
 
 

@@ -35,7 +35,6 @@ from typing import Any
 
 import numpy as np
 import torch
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from webly.data.store import Dataset
@@ -43,6 +42,7 @@ from webly.errors import ConfigError
 from webly.models import create_model
 from webly.models._registry import Level, check_hparams, model_entry
 from webly.train.loop import TrainConfig
+from webly.yaml_file import read_yaml
 
 _ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 _TRAIN_KEYS = tuple(f.name for f in dataclasses.fields(TrainConfig) if f.name != "seed")
@@ -112,7 +112,7 @@ class Member:
 
     @property
     def config(self) -> dict[str, Any]:
-        train = dataclasses.asdict(self.train)
+        train = self.train.results_settings()
         train.pop("seed")
         return {
             "id": self.id,
@@ -145,17 +145,7 @@ class Member:
 
 def load_zoo(path: str | Path) -> Zoo:
     """Read and check the shape of the zoo file at ``path`` (`ConfigError` on any problem)."""
-    path = Path(path)
-    try:
-        raw = yaml.safe_load(path.read_text())
-    except OSError as err:
-        raise ConfigError(
-            f"zoo file {path}: cannot be read ({err.strerror}); check the path"
-        ) from None
-    except yaml.YAMLError as err:
-        mark = getattr(err, "problem_mark", None)
-        where = f" at line {mark.line + 1}" if mark is not None else ""
-        raise ConfigError(f"zoo file {path}: invalid YAML{where}; fix its syntax") from None
+    raw = read_yaml(path, "zoo file")
     return parse_zoo(raw, str(path))
 
 

@@ -1,0 +1,177 @@
+"""The recipe: loading, --set overrides, one-line errors that name the accepted keys, the
+resolved dump, and the demo recipe."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from webly.config import dump_recipe, load_recipe, parse_recipe
+from webly.data.products import ProductsLikeConfig
+from webly.data.synth import YT8MLikeConfig
+from webly.errors import ConfigError
+
+DEMO = Path(__file__).resolve().parents[1] / "recipes" / "demo.yaml"
+
+RECIPE: dict[str, Any] = {
+    "seed": 3,
+    "data": {"synth": {"kind": "yt8m-like", "videos": 200, "classes": 10, "max_frames": 8}},
+    "folds": {"n": 4},
+    "zoo": {
+        "train": {"epochs": 1},
+        "members": [{"name": "logistic"}, {"name": "mlp", "hparams": {"hidden": [16]}}],
+    },
+}
+
+
+def write(tmp_path: Path, raw: Any, name: str = "recipe.yaml") -> Path:
+    path = tmp_path / name
+    path.write_text(raw if isinstance(raw, str) else yaml.safe_dump(raw))
+    return path
+
+
+def test_demo_recipe_is_the_demo_zoo_on_the_frame_level_benchmark() -> None:
+    recipe = load_recipe(DEMO)
+    assert recipe.data.synth is not None
+    config = recipe.data.synth.generator_config(recipe.seed)
+    assert isinstance(config, YT8MLikeConfig)
+    assert (config.videos, config.classes, config.max_frames) == (3000, 100, 30)
+    assert config.unlabeled_videos == 0 and config.seed == 0
+    assert recipe.folds.n == 3 and recipe.evaluate.k == 20
+    assert (recipe.zoo.folds, recipe.zoo.seed, recipe.zoo.k) == (3, 0, 100)
+    assert recipe.zoo.train == {"epochs": 6, "batch_size": 128, "lr": 0.002}
+    ids = [m.member_id for m in recipe.zoo.members]
+    assert ids == ["logistic", "mlp", "resnet_av", "mlp_audio", "dbof", "netvlad"]
+    assert recipe.zoo.members[3].options is not None
+    assert recipe.zoo.members[3].options.groups == ["mean_audio"]
+    assert [m.train.get("max_frames") for m in recipe.zoo.members[4:]] == [30, 30]
+
+
+def test_seed_and_folds_flow_into_the_zoo(tmp_path: Path) -> None:
+    recipe = load_recipe(write(tmp_path, RECIPE))
+    assert (recipe.zoo.folds, recipe.zoo.seed) == (4, 3)
+    assert recipe.data.synth is not None
+    assert recipe.data.synth.generator_config(recipe.seed).seed == 3
+    assert recipe.evaluate.k == 20 and recipe.zoo.k == 100  # defaults
+
+
+def test_overrides_address_list_items_and_read_yaml_values(tmp_path: Path) -> None:
+    recipe = load_recipe(
+        write(tmp_path, RECIPE),
+        [
+            "zoo.members.1.hparams.hidden=[32, 8]",
+            "zoo.members.0.options.groups=[mean_audio]",  # options was absent: made
+            "folds.n=5",
+            "seed=7",
+            "data.synth.missing=0.1",
+            "zoo.members.1.id=wide",
+            "evaluate.k=10",
+        ],
+    )
+    assert recipe.zoo.members[1].hparams == {"hidden": [32, 8]}
+    assert recipe.zoo.members[1].member_id == "wide"
+    assert recipe.zoo.members[0].options is not None
+    assert recipe.zoo.members[0].options.groups == ["mean_audio"]
+    assert (recipe.zoo.folds, recipe.zoo.seed, recipe.evaluate.k) == (5, 7, 10)
+    assert recipe.data.synth is not None
+    config = recipe.data.synth.generator_config(recipe.seed)
+    assert isinstance(config, YT8MLikeConfig) and config.missing == 0.1
+
+
+def test_dump_is_resolved_and_loads_back(tmp_path: Path) -> None:
+    recipe = load_recipe(write(tmp_path, RECIPE), ["zoo.members.1.hparams.hidden=[32]"])
+    text = dump_recipe(recipe)
+    raw = yaml.safe_load(text)
+    assert list(raw) == ["seed", "data", "folds", "zoo", "evaluate"]
+    assert list(raw["data"]) == ["synth"]  # only the source in use
+    assert "folds" not in raw["zoo"] and "seed" not in raw["zoo"]  # one place for each key
+    assert raw["data"]["synth"]["test_videos"] == 50  # generator defaults filled in
+    assert raw["zoo"]["members"][1]["hparams"] == {"hidden": [32]}
+    assert parse_recipe(raw) == recipe
+    assert dump_recipe(parse_recipe(raw)) == text
+
+
+def test_products_like_and_builtin_sources(tmp_path: Path) -> None:
+    synth = {"kind": "products-like", "n_classes": 20, "n_products": 100,
+             "instances_per_product": [1, 2]}  # fmt: skip
+    products = {**RECIPE, "data": {"synth": synth}}
+    recipe = load_recipe(write(tmp_path, products))
+    assert recipe.data.synth is not None
+    config = recipe.data.synth.generator_config(0)
+    assert isinstance(config, ProductsLikeConfig) and config.instances_per_product == (1, 2)
+    assert parse_recipe(yaml.safe_load(dump_recipe(recipe))) == recipe
+    digits = {**RECIPE, "data": {"builtin": {"name": "digits", "noise": "pair", "rate": 0.2}}}
+    assert load_recipe(write(tmp_path, digits)).data.source[0] == "builtin"
+
+
+def test_relative_paths_resolve_against_the_current_folder(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    stores = {**RECIPE, "data": {"store": {"train": "stores/train"}}}
+    recipe = load_recipe(write(tmp_path, stores))
+    assert recipe.data.store is not None
+    assert recipe.data.store.train == tmp_path / "stores" / "train"
+    assert recipe.data.store.test is None
+    yt8m = {"train": "tf/train*.tfrecord", "level": "frame", "names": 2017}
+    recipe = load_recipe(write(tmp_path, {**RECIPE, "data": {"yt8m": yt8m}}))
+    assert recipe.data.yt8m is not None
+    assert recipe.data.yt8m.train == str(tmp_path / "tf" / "train*.tfrecord")
+    assert recipe.data.yt8m.names == "2017"
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (["zoo.kk=3"], r"zoo\.kk: unknown key; zoo accepts: k, train, members$"),
+        (["kk=3"], r"kk: unknown key; the recipe accepts: seed, data, folds, zoo, evaluate"),
+        (["zoo.members.1.hparms.x=3"], r"members\.1\.hparms: unknown key; .* hparams, options"),
+        (["zoo.members.0.options.gating=1"], r"options\.gating: unknown key; .*context_gating"),
+        (["folds.seed=1"], r"folds\.seed: unknown key; folds accepts: n$"),
+        (["data.synth.vidoes=3"], r"data\.synth\.vidoes: unknown field of yt8m-like; it accepts"),
+        (["data.synth.seed=3"], r"data\.synth\.seed: .*the recipe's seed sets it"),
+        (["data.synth.videos=0"], r"data\.synth: videos is 0; generate at least 1 video"),
+        (["data.synth.videos=many"], r"data\.synth\.videos: Input should be a valid integer"),
+        (["data.store.train=/x"], r"data: synth and store given; give exactly one source"),
+        (["data={}"], r"data: no source given; give exactly one source \(synth, builtin"),
+        (["zoo.seed=1"], r"zoo\.seed: remove it; the top-level seed of the recipe sets it"),
+        (["zoo.folds=5"], r"zoo\.folds: remove it; folds\.n of the recipe sets it"),
+        (["folds.n=1"], r"folds\.n: Input should be greater than or equal to 2 \(got 1\)"),
+        (["evaluate.k=200"], r"evaluate\.k is 200 but the zoo keeps k=100 predictions a row"),
+        (["zoo.members.0.name=resnet"], r"zoo: unknown model 'resnet'; known models: "),
+        (["zoo.members.1.id=logistic"], r"zoo: member 'logistic': id is used twice"),
+        (["zoo.members.2.name=x"], r"2\.name: zoo\.members is a list of 2 items; .*0\.\.1"),
+        (["zoo.members.mlp.name=x"], r"zoo\.members is a list of 2 items; address an item"),
+        (["seed.x=1"], r"--set seed\.x: seed is 3, not a mapping or list; set seed whole"),
+        (["folds.n"], r"--set 'folds\.n': write KEY=VALUE"),
+        (["=3"], r"--set '=3': write KEY=VALUE"),
+        (["zoo.k=[1"], r"--set zoo\.k: the value '\[1' is not YAML"),
+    ],
+)
+def test_bad_recipe_or_override_is_one_line(
+    tmp_path: Path, overrides: list[str], message: str
+) -> None:
+    with pytest.raises(ConfigError, match=message) as err:
+        load_recipe(write(tmp_path, RECIPE), overrides)
+    assert "\n" not in str(err.value)
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("data: [", r"invalid YAML at line \d+; fix its syntax"),
+        ("- a\n", r"holds list; write a mapping with data: and zoo:"),
+        ("data: {synth: {kind: yt8m-like}}\n", r"zoo: Field required; fix the recipe"),
+    ],
+)
+def test_bad_recipe_file(tmp_path: Path, text: str, message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        load_recipe(write(tmp_path, text))
+
+
+def test_missing_recipe_file(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"none\.yaml: cannot be read \(No such file"):
+        load_recipe(tmp_path / "none.yaml")

@@ -1,0 +1,316 @@
+"""The stage pipeline: a fresh run writes every stage, a re-run skips everything, a change
+re-runs its stage and what is downstream of it (a changed member alone), failed members, a
+SIGKILL mid-zoo resumed, `run_status`, stores read in place."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import yaml
+from rich.console import Console
+
+from tests.data.test_yt8m import make_video_files
+from webly.config import load_recipe
+from webly.data import Dataset
+from webly.errors import DataError
+from webly.metrics import gap_at_k
+from webly.pipeline import STAGES, RunResult, run_recipe, run_status
+from webly.predictions import Predictions
+from webly.stages import StageContext, check_data, data_config, make_data
+
+RECIPE: dict[str, Any] = {
+    "seed": 0,
+    "data": {
+        "synth": {
+            "kind": "yt8m-like", "videos": 200, "classes": 10, "max_frames": 8,
+            "unlabeled_videos": 0,
+        }
+    },
+    "folds": {"n": 3},
+    "zoo": {
+        "k": 20,
+        "train": {"epochs": 1, "batch_size": 64},
+        "members": [{"name": "logistic"}, {"name": "mlp", "hparams": {"hidden": [16]}}],
+    },
+}  # fmt: skip
+NAMES = [stage.name for stage in STAGES]
+
+
+def run(
+    tmp_path: Path, out: Path, *overrides: str, recipe: dict[str, Any] | None = None
+) -> tuple[RunResult, str]:
+    """Run ``recipe`` (default `RECIPE`) into ``out``; the result and what it printed."""
+    path = tmp_path / "recipe.yaml"
+    path.write_text(yaml.safe_dump(recipe or RECIPE))
+    console = Console(record=True, width=200)
+    result = run_recipe(path, out, list(overrides), console)
+    return result, console.export_text()
+
+
+def files(folder: Path) -> dict[str, tuple[int, int]]:
+    """Every file under ``folder`` with its inode and modification time (ns)."""
+    return {
+        str(p.relative_to(folder)): (p.stat().st_ino, p.stat().st_mtime_ns)
+        for p in sorted(folder.rglob("*"))
+        if p.is_file()
+    }
+
+
+def manifest(out: Path, stage: str) -> dict[str, Any]:
+    loaded: dict[str, Any] = json.loads((out / stage / "manifest.json").read_text())
+    return loaded
+
+
+@pytest.fixture(scope="module")
+def base(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, RunResult, str]:
+    """One fresh run of `RECIPE`, copied by the tests that change it."""
+    tmp = tmp_path_factory.mktemp("base")
+    result, printed = run(tmp, tmp / "run")
+    return tmp / "run", result, printed
+
+
+@pytest.fixture
+def copy(base: tuple[Path, RunResult, str], tmp_path: Path) -> Path:
+    shutil.copytree(base[0], tmp_path / "run")
+    return tmp_path / "run"
+
+
+def test_fresh_run_writes_every_stage(base: tuple[Path, RunResult, str]) -> None:
+    out, result, printed = base
+    assert [s.name for s in result.stages] == NAMES == ["data", "folds", "zoo", "evaluate"]
+    assert all(s.state == "done" and not s.skipped for s in result.stages)
+    assert not result.failed
+    for name in NAMES:
+        stage = manifest(out, name)
+        assert (stage["stage"], stage["state"], stage["format"]) == (name, "done", "webly-stage")
+        assert len(stage["config_hash"]) == 64 and stage["seconds"] >= 0 and stage["key"]
+        assert stage["started"] <= stage["finished"] and stage["finished"].endswith("Z")
+        assert f"{name}: done in" in printed
+    assert list(manifest(out, "zoo")["inputs"]) == ["data", "folds"]
+    assert load_recipe(out / "recipe.yaml") == load_recipe(out.parent / "recipe.yaml")
+    train, test = Dataset.open(out / "data" / "train"), Dataset.open(out / "data" / "test")
+    assert (len(train), len(test)) == (200, 50)
+    assert manifest(out, "data")["outputs"] == {"train": "data/train", "test": "data/test"}
+    folds = np.load(out / "folds" / "folds.npy")
+    assert folds.dtype == np.int8 and folds.shape == (200,)
+    np.testing.assert_array_equal(folds, train.folds(3, 0))
+    assert manifest(out, "folds")["summary"]["rows"] == np.bincount(folds).tolist()
+
+    results = json.loads((out / "evaluate" / "results.json").read_text())
+    assert results == result.results
+    assert (results["split"], results["labels"], results["metric"]) == ("test", "clean", "GAP@20")
+    assert [row["model"] for row in results["rows"]] == ["logistic", "mlp", "zoo average"]
+    stores = [Predictions.open(out / "zoo" / m / "predictions") for m in ("logistic", "mlp")]
+    for row, store in zip(results["rows"], stores, strict=False):
+        assert row["GAP@20"] == store.fold_metrics["test"]["metric"]  # read back, not recomputed
+        assert row["BCE"] == store.fold_metrics["test"]["loss"] and row["frame-level"] is False
+    # the members' folds are the folds artifact
+    assert stores[0].model["folds"] == 3
+    average = (stores[0].dense("test") + stores[1].dense("test")) / 2
+    assert test.clean_labels is not None
+    expected = gap_at_k(average, test.clean_labels, k=20)
+    assert results["rows"][-1]["GAP@20"] == pytest.approx(expected, abs=1e-6)
+    assert results["rows"][-1]["BCE"] is not None  # 10 classes <= k: stored dense, loss exact
+    assert [s.state for s in run_status(out)] == ["done"] * 4
+
+
+def test_rerun_skips_everything_and_writes_nothing(copy: Path, tmp_path: Path) -> None:
+    before = files(copy)
+    result, printed = run(tmp_path, copy)
+    assert all(s.skipped for s in result.stages) and not result.failed
+    assert printed.count("done, skipped") == 4
+    assert files(copy) == before
+    assert result.results is not None and result.results["rows"][-1]["model"] == "zoo average"
+
+
+def test_changing_one_member_retrains_only_that_member(copy: Path, tmp_path: Path) -> None:
+    before = files(copy)
+    result, _ = run(tmp_path, copy, "zoo.members.1.hparams.hidden=[32]")
+    assert [s.skipped for s in result.stages] == [True, True, False, False]
+    after = files(copy)
+    for name in ("logistic", "mlp"):
+        store = [f for f in before if f.startswith(f"zoo/{name}/predictions/")]
+        assert store
+        unchanged = all(after.get(f) == before[f] for f in store)
+        assert unchanged == (name == "logistic"), name
+    assert Predictions.open(copy / "zoo" / "mlp" / "predictions").model["config"]["hparams"] == {
+        "hidden": [32]
+    }
+    assert all(after[f] == before[f] for f in before if f.startswith(("data/", "folds/")))
+    assert load_recipe(copy / "recipe.yaml").zoo.members[1].hparams == {"hidden": [32]}
+
+
+def test_changing_folds_reruns_folds_zoo_and_evaluate(copy: Path, tmp_path: Path) -> None:
+    before = files(copy)
+    result, _ = run(tmp_path, copy, "folds.n=4")
+    assert [s.skipped for s in result.stages] == [True, False, False, False]
+    after = files(copy)
+    assert after["data/manifest.json"] == before["data/manifest.json"]
+    assert np.load(copy / "folds" / "folds.npy").max() == 3
+    for name in ("logistic", "mlp"):
+        path = f"zoo/{name}/predictions/manifest.json"
+        assert after[path] != before[path]
+        assert Predictions.open(copy / "zoo" / name / "predictions").model["folds"] == 4
+
+
+def test_evaluate_k_rescores_members_from_their_stored_predictions(
+    copy: Path, tmp_path: Path
+) -> None:
+    result, _ = run(tmp_path, copy, "evaluate.k=5")
+    assert [s.skipped for s in result.stages] == [True, True, True, False]
+    assert result.results is not None and result.results["metric"] == "GAP@5"
+    test = Dataset.open(copy / "data" / "test")
+    store = Predictions.open(copy / "zoo" / "logistic" / "predictions")
+    assert test.clean_labels is not None
+    expected = gap_at_k(store.test.topk(), test.clean_labels, k=5)
+    assert result.results["rows"][0]["GAP@5"] == pytest.approx(expected, abs=1e-9)
+
+
+def test_removed_member_is_kept_on_disk_and_not_evaluated(copy: Path, tmp_path: Path) -> None:
+    before = files(copy)
+    result, printed = run(tmp_path, copy, "zoo.members=[{name: logistic}]")
+    assert "kept, not evaluated (no longer in the recipe): mlp" in printed
+    assert result.results is not None
+    assert [row["model"] for row in result.results["rows"]] == ["logistic", "zoo average"]
+    assert files(copy / "zoo" / "mlp") == {
+        f.removeprefix("zoo/mlp/"): v for f, v in before.items() if f.startswith("zoo/mlp/")
+    }
+    assert list(manifest(copy, "zoo")["outputs"]["members"]) == ["logistic"]
+    # put back, it is found finished: nothing trained
+    result, _ = run(tmp_path, copy)
+    assert files(copy / "zoo" / "mlp") == {
+        f.removeprefix("zoo/mlp/"): v for f, v in before.items() if f.startswith("zoo/mlp/")
+    }
+    assert result.results is not None and len(result.results["rows"]) == 3
+
+
+def test_failed_member_fails_the_zoo_and_the_run_goes_on(copy: Path, tmp_path: Path) -> None:
+    wild = {"name": "logistic", "id": "wild", "train": {"lr": 1e30}}
+    result, _ = run(tmp_path, copy, f"zoo.members=[{{name: logistic}}, {json.dumps(wild)}]")
+    assert result.failed and "member wild failed" in result.errors[0]
+    assert "training loss is nan" in result.errors[0]
+    assert [s.state for s in result.stages] == ["done", "done", "failed", "done"]
+    zoo = manifest(copy, "zoo")
+    assert zoo["state"] == "failed" and zoo["errors"] == result.errors
+    assert "1 of 2 members done, 1 failed" in zoo["key"]
+    assert result.results is not None
+    rows = {row["model"]: row for row in result.results["rows"]}
+    assert "training loss is nan" in rows["wild"]["error"] and "GAP@20" not in rows["wild"]
+    assert rows["zoo average"]["GAP@20"] == pytest.approx(rows["logistic"]["GAP@20"], abs=2e-3)
+    assert [s.state for s in run_status(copy)] == ["done", "done", "failed", "done"]
+    # a failed stage is not skipped: the next run retries the failed member only
+    before = files(copy / "zoo" / "logistic")
+    again, _ = run(tmp_path, copy, f"zoo.members=[{{name: logistic}}, {json.dumps(wild)}]")
+    assert [s.skipped for s in again.stages] == [True, True, False, False]
+    assert files(copy / "zoo" / "logistic") == before
+
+
+def test_status_tells_stale_and_not_run_stages(copy: Path) -> None:
+    recipe = (copy / "recipe.yaml").read_text()
+    (copy / "recipe.yaml").write_text(recipe.replace("evaluate: {k: 20}", "evaluate: {k: 10}"))
+    assert [s.state for s in run_status(copy)] == ["done", "done", "done", "stale"]
+    (copy / "recipe.yaml").write_text(recipe.replace("hidden: [16]", "hidden: [8]"))
+    assert [s.state for s in run_status(copy)] == ["done", "done", "stale", "stale"]
+    (copy / "recipe.yaml").write_text(recipe)
+    shutil.rmtree(copy / "folds")
+    statuses = run_status(copy)
+    assert [s.state for s in statuses] == ["done", "not run", "stale", "stale"]
+    assert statuses[0].key == "200 train / 50 test rows, 10 classes (multilabel)"
+    assert statuses[1].finished is None and statuses[2].seconds is not None
+
+
+def test_status_of_a_folder_that_is_not_a_run(tmp_path: Path) -> None:
+    (tmp_path / "recipe.yaml").write_text(yaml.safe_dump(RECIPE))  # a recipe, not a run
+    with pytest.raises(DataError, match=r"not a run directory \(no recipe\.yaml made by webly"):
+        run_status(tmp_path)
+
+
+def test_out_must_be_new_empty_or_a_run(tmp_path: Path) -> None:
+    (tmp_path / "busy").mkdir()
+    (tmp_path / "busy" / "notes.txt").write_text("mine")
+    with pytest.raises(DataError, match=r"holds files but no recipe\.yaml made by webly run"):
+        run(tmp_path, tmp_path / "busy")
+    assert [p.name for p in (tmp_path / "busy").iterdir()] == ["notes.txt"]
+    with pytest.raises(DataError, match="is not a run directory"):
+        run(tmp_path, tmp_path)  # the folder of the recipe itself: its recipe.yaml is kept
+    assert yaml.safe_load((tmp_path / "recipe.yaml").read_text()) == RECIPE
+
+
+def test_stores_are_read_in_place(base: tuple[Path, RunResult, str], tmp_path: Path) -> None:
+    stores = tmp_path / "stores"
+    shutil.copytree(base[0] / "data", stores)
+    before = files(stores)
+    paths = {"train": str(stores / "train"), "test": str(stores / "test")}
+    out = tmp_path / "run"
+    result, _ = run(tmp_path, out, recipe={**RECIPE, "data": {"store": paths}})
+    assert not result.failed and files(stores) == before  # never modified
+    assert [p.name for p in (out / "data").iterdir()] == ["manifest.json"]  # never copied
+    assert manifest(out, "data")["outputs"] == paths
+    assert result.results == base[1].results | {"rows": result.results["rows"]}
+    # a store changed in place makes the data stage and everything after it stale
+    store_manifest = stores / "train" / "manifest.json"
+    store_manifest.write_text(store_manifest.read_text().replace("{", "{ ", 1))
+    assert [s.state for s in run_status(out)] == ["stale"] * 4
+
+
+def test_missing_store_fails_before_anything_is_written(tmp_path: Path) -> None:
+    recipe = {**RECIPE, "data": {"store": {"train": str(tmp_path / "nope")}}}
+    with pytest.raises(DataError, match=r"nope: no manifest\.json \(it does not exist\)"):
+        run(tmp_path, tmp_path / "run", recipe=recipe)
+    assert not (tmp_path / "run").exists()
+
+
+def test_yt8m_source_imports_one_glob_a_split(tmp_path: Path) -> None:
+    make_video_files(tmp_path / "tf", n_files=3, per_file=4)
+    globs = {"train": str(tmp_path / "tf" / "v[01].tfrecord"), "test": str(tmp_path / "tf" / "v2*")}
+    recipe_file = tmp_path / "recipe.yaml"
+    recipe_file.write_text(yaml.safe_dump({**RECIPE, "data": {"yt8m": globs}}))
+    recipe = load_recipe(recipe_file)
+    check_data(recipe)
+    assert [len(files) for files in data_config(recipe)["files"].values()] == [2, 1]
+    context = StageContext(recipe, tmp_path / "run", "data", {}, Console(quiet=True))
+    result = make_data(context)
+    assert result.outputs == {"train": "data/train", "test": "data/test"}
+    assert result.summary["rows"] == {"train": 8, "test": 4} and result.summary["classes"] == 3862
+    assert Dataset.open(tmp_path / "run" / "data" / "train").ids[0] == "f0r0"
+    (tmp_path / "tf" / "v2.tfrecord").unlink()
+    with pytest.raises(DataError, match=r"data\.yt8m\.test: no files match '.*v2\*'"):
+        check_data(recipe)
+
+
+KILLED_RUN_MEMBERS = [{"name": "logistic"}, {"name": "mlp", "id": "slow", "train": {"epochs": 30}}]
+
+
+def test_killed_run_resumes_with_the_same_command(tmp_path: Path) -> None:
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text(
+        yaml.safe_dump({**RECIPE, "zoo": {**RECIPE["zoo"], "members": KILLED_RUN_MEMBERS}})
+    )
+    out = tmp_path / "run"
+    command = [sys.executable, "-m", "webly", "run", str(recipe), "--out", str(out)]
+    proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    finished = out / "zoo" / "logistic" / "predictions" / "manifest.json"
+    deadline = time.monotonic() + 120
+    while not finished.exists() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert finished.exists()
+    assert [s.state for s in run_status(out)] == ["done", "done", "unfinished", "not run"]
+    logistic = files(out / "zoo" / "logistic")
+    data = files(out / "data")
+    result = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert "data: done, skipped" in result.stdout and "folds: done, skipped" in result.stdout
+    assert files(out / "zoo" / "logistic") == logistic and files(out / "data") == data
+    assert [s.state for s in run_status(out)] == ["done"] * 4
+    assert Predictions.open(out / "zoo" / "slow" / "predictions").model["id"] == "slow"

@@ -1,0 +1,378 @@
+"""The recipe: one YAML file that says what `webly run` does, one section per stage.
+
+A recipe::
+
+    seed: 0                       # the one seed: generated data, folds, the zoo's weights
+    data:                         # exactly one source
+      synth: {kind: yt8m-like, videos: 3000, classes: 100, max_frames: 30}
+      # builtin: {name: digits, noise: pair, rate: 0.2}
+      # yt8m: {train: "yt8m/train*.tfrecord", test: "yt8m/validate*.tfrecord", level: video}
+      # store: {train: stores/train, test: stores/test}   # used in place, never modified
+    folds: {n: 5}                 # Dataset.folds(n, seed), shared by every zoo member
+    zoo:                          # a zoo file (webly.train.zoo) without folds and seed
+      k: 100
+      train: {epochs: 8, batch_size: 256, lr: 0.001}
+      members:
+        - {name: logistic}
+        - {name: mlp, hparams: {hidden: [512]}}
+    evaluate: {k: 20}             # GAP@k of the members and of their plain average
+
+Each key is read in one place: ``seed`` and ``folds.n`` feed the zoo (a ``zoo.seed`` or
+``zoo.folds`` is refused), so `Recipe.zoo` comes out of validation with them filled in.
+Relative paths (``store``, ``yt8m`` globs) are resolved against the current directory when the
+recipe is loaded; the resolved recipe holds them absolute.
+
+`load_recipe` reads a file and applies ``--set KEY=VALUE`` overrides: ``KEY`` is a dotted path,
+list items are addressed by position (``zoo.members.1.hparams.hidden=[32]``), ``VALUE`` is read
+as YAML (``3``, ``1e-3``, ``null``, ``[32]``, ``{groups: [audio]}``). Every problem is one
+`ConfigError` line naming the key and how to fix it; an unknown key names the keys accepted
+there. `dump_recipe` writes the resolved recipe, which loads back to the same `Recipe`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from pathlib import Path
+from types import UnionType
+from typing import Any, Literal, Union, get_args, get_origin
+
+import yaml
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    TypeAdapter,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
+
+from webly.data.noise import NoiseKind
+from webly.data.products import ProductsLikeConfig
+from webly.data.store import Dtype, Level
+from webly.data.synth import YT8MLikeConfig
+from webly.data.yt8m import Names
+from webly.errors import ConfigError
+from webly.train.zoo import Zoo, parse_zoo
+from webly.yaml_file import Loader, read_yaml
+
+GENERATORS: dict[str, type[YT8MLikeConfig] | type[ProductsLikeConfig]] = {
+    "yt8m-like": YT8MLikeConfig,
+    "products-like": ProductsLikeConfig,
+}
+"""The generator config of each ``data.synth.kind``."""
+
+_SET_BY_RECIPE = ("folds", "seed")  # zoo keys the recipe sets (folds.n, seed)
+
+
+class SynthData(BaseModel):
+    """A generated benchmark: ``kind`` and its generator's fields (`YT8MLikeConfig` or
+    `ProductsLikeConfig`, all but ``seed``, which the recipe sets).
+
+    Extra keys are allowed because they are the generator's: validation checks them against
+    its dataclass and keeps every field resolved (defaults filled in)."""
+
+    model_config = ConfigDict(extra="allow", frozen=True)
+
+    kind: Literal["yt8m-like", "products-like"]
+
+    @model_validator(mode="before")
+    @classmethod
+    def _resolve(cls, raw: Any) -> Any:
+        if not isinstance(raw, dict) or raw.get("kind") not in GENERATORS:
+            return raw  # the kind field reports it
+        fields = {key: value for key, value in raw.items() if key != "kind"}
+        config = _generator_config(raw["kind"], fields, seed=0)
+        resolved = dataclasses.asdict(config)
+        resolved.pop("seed")
+        return {"kind": raw["kind"], **resolved}
+
+    def generator_config(self, seed: int) -> YT8MLikeConfig | ProductsLikeConfig:
+        """The generator's config, seeded with the recipe's ``seed``."""
+        return _generator_config(self.kind, dict(self.model_extra or {}), seed)
+
+
+class BuiltinData(BaseModel):
+    """A dataset bundled with the dependencies (`webly.data.builtin`), with optional noise."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: Literal["digits"]
+    noise: NoiseKind | None = None
+    rate: float = 0.0
+    test_fraction: float = 0.25
+
+
+class YT8MData(BaseModel):
+    """YouTube-8M TFRecord files (`webly.data.yt8m.import_yt8m`): one glob a split."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    train: str
+    test: str | None = None
+    level: Level = "video"
+    names: Names = "2018"
+    n_classes: int = 3862
+    video_dtype: Dtype = "float32"
+    skip_corrupt: bool = False
+
+    @field_validator("train", "test")
+    @classmethod
+    def _absolute(cls, pattern: str | None) -> str | None:
+        return os.path.abspath(os.path.expanduser(pattern)) if pattern is not None else None
+
+    @field_validator("names", mode="before")
+    @classmethod
+    def _release_as_text(cls, names: Any) -> Any:
+        return str(names) if isinstance(names, int) else names  # YAML reads 2018 as a number
+
+
+class StoreData(BaseModel):
+    """Existing webly datasets, read in place (never copied or modified)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    train: Path
+    test: Path | None = None
+
+    @field_validator("train", "test")
+    @classmethod
+    def _absolute(cls, path: Path | None) -> Path | None:
+        return path.expanduser().absolute() if path is not None else None
+
+
+DataSource = SynthData | BuiltinData | YT8MData | StoreData
+
+
+class DataConfig(BaseModel):
+    """The ``data`` stage: exactly one source."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    synth: SynthData | None = None
+    builtin: BuiltinData | None = None
+    yt8m: YT8MData | None = None
+    store: StoreData | None = None
+
+    @model_validator(mode="after")
+    def _one_source(self) -> DataConfig:
+        given = [name for name in type(self).model_fields if getattr(self, name) is not None]
+        if len(given) != 1:
+            raise ValueError(
+                f"data: {' and '.join(given) or 'no source'} given; give exactly one source "
+                f"({', '.join(type(self).model_fields)})"
+            )
+        return self
+
+    @property
+    def source(self) -> tuple[str, DataSource]:
+        """``(name, config)`` of the one source."""
+        for name in type(self).model_fields:
+            value = getattr(self, name)
+            if value is not None:
+                return name, value
+        raise AssertionError("validated to hold one source")
+
+
+class FoldsConfig(BaseModel):
+    """The ``folds`` stage: ``n`` folds of the training rows (seeded by the recipe's seed)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    n: int = Field(default=5, ge=2, le=127)
+
+
+class EvaluateConfig(BaseModel):
+    """The ``evaluate`` stage: ``k`` of GAP@k (multi-label data; accuracy otherwise)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    k: int = Field(default=20, ge=1)
+
+
+class Recipe(BaseModel):
+    """A whole recipe: the seed and one section per stage, in stage order."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    seed: int = 0
+    data: DataConfig
+    folds: FoldsConfig = FoldsConfig()
+    zoo: Zoo
+    evaluate: EvaluateConfig = EvaluateConfig()
+
+    @field_validator("zoo", mode="before")
+    @classmethod
+    def _zoo_takes_folds_and_seed(cls, zoo: Any, info: ValidationInfo) -> Any:
+        if not isinstance(zoo, dict):
+            return zoo
+        for key in _SET_BY_RECIPE:
+            if key in zoo:
+                owner = "folds.n" if key == "folds" else "the top-level seed"
+                raise ValueError(f"zoo.{key}: remove it; {owner} of the recipe sets it")
+        if "folds" not in info.data or "seed" not in info.data:
+            return zoo  # their own errors are reported
+        return {**zoo, "folds": info.data["folds"].n, "seed": info.data["seed"]}
+
+    @field_validator("zoo")
+    @classmethod
+    def _zoo_rules(cls, zoo: Zoo) -> Zoo:
+        try:
+            return parse_zoo(zoo.model_dump(), "zoo")
+        except ConfigError as err:  # the model registry's messages do not say where
+            message = str(err)
+            raise ValueError(message if message.startswith("zoo") else f"zoo: {message}") from None
+
+    @model_validator(mode="after")
+    def _evaluate_within_zoo_k(self) -> Recipe:
+        if self.evaluate.k > self.zoo.k:
+            raise ValueError(
+                f"evaluate.k is {self.evaluate.k} but the zoo keeps k={self.zoo.k} predictions a "
+                "row; lower evaluate.k or raise zoo.k"
+            )
+        return self
+
+
+def load_recipe(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> Recipe:
+    """Read the recipe at ``path``, apply ``--set KEY=VALUE`` ``overrides`` in order, validate.
+
+    Raises `ConfigError` (one line) for an unreadable file, invalid YAML, a bad override or
+    an invalid recipe.
+    """
+    path = Path(path)
+    raw = read_yaml(path, "recipe")
+    if not isinstance(raw, dict):
+        raise ConfigError(
+            f"recipe {path}: holds {type(raw).__name__}; write a mapping with data: and zoo:"
+        )
+    for item in overrides:
+        _apply_override(raw, item)
+    return parse_recipe(raw, f"recipe {path}")
+
+
+def parse_recipe(raw: dict[str, Any], source: str = "recipe") -> Recipe:
+    """Validate a recipe given as parsed YAML; ``source`` starts every error message."""
+    try:
+        return Recipe.model_validate(raw)
+    except ValidationError as err:
+        raise ConfigError(f"{source}: {_describe(err)}") from None
+
+
+def dump_recipe(recipe: Recipe) -> str:
+    """The resolved recipe as YAML: every default filled in, ``zoo`` without the folds and
+    seed the recipe sets, only the data source in use."""
+    raw = recipe.model_dump(mode="json", exclude={"zoo": set(_SET_BY_RECIPE)})
+    raw["data"] = {name: value for name, value in raw["data"].items() if value is not None}
+    return yaml.safe_dump(raw, sort_keys=False, default_flow_style=None, width=100)
+
+
+# --------------------------------------------------------------------------- internals
+
+
+def _generator_config(
+    kind: str, fields: dict[str, Any], seed: int
+) -> YT8MLikeConfig | ProductsLikeConfig:
+    """The generator config of ``kind`` from ``fields`` (raises ValueError naming the field)."""
+    config_class = GENERATORS[kind]
+    accepted = [f.name for f in dataclasses.fields(config_class) if f.name != "seed"]
+    for key in fields:
+        if key not in accepted:
+            hint = (
+                "the recipe's seed sets it"
+                if key == "seed"
+                else f"it accepts: kind, {', '.join(accepted)}"
+            )
+            raise ValueError(f"data.synth.{key}: unknown field of {kind}; {hint}")
+    try:
+        config = TypeAdapter(config_class).validate_python({**fields, "seed": seed})
+        if isinstance(config, ProductsLikeConfig):
+            config.validate()
+    except ValidationError as err:
+        first = err.errors()[0]
+        where = ".".join(str(p) for p in first["loc"])
+        raise ValueError(
+            f"data.synth.{where}: {first['msg']} (got {first.get('input')!r})"
+        ) from None
+    except ConfigError as err:
+        raise ValueError(f"data.synth: {err}") from None
+    return config
+
+
+def _apply_override(raw: dict[str, Any], item: str) -> None:
+    """Set the dotted key of ``KEY=VALUE`` in ``raw``, making missing mappings on the way."""
+    key, equals, text = item.partition("=")
+    parts = key.split(".")
+    if not equals or not all(parts):
+        raise ConfigError(f"--set {item!r}: write KEY=VALUE with a dotted KEY, e.g. folds.n=3")
+    try:
+        value = yaml.load(text, Loader=Loader)
+    except yaml.YAMLError:
+        raise ConfigError(
+            f"--set {key}: the value {text!r} is not YAML; quote a string holding ': ' or '#'"
+        ) from None
+    node: Any = raw
+    for depth, part in enumerate(parts):
+        parent = ".".join(parts[:depth]) or "the recipe"
+        slot: int | str
+        if isinstance(node, list):
+            if not part.isdigit() or int(part) >= len(node):
+                raise ConfigError(
+                    f"--set {key}: {parent} is a list of {len(node)} items; address an item by "
+                    f"its position 0..{len(node) - 1}"
+                )
+            slot = int(part)
+        elif isinstance(node, dict):
+            slot = part
+            if depth < len(parts) - 1 and node.get(part) is None:
+                node[part] = {}
+        else:
+            raise ConfigError(
+                f"--set {key}: {parent} is {node!r}, not a mapping or list; set {parent} whole"
+            )
+        if depth == len(parts) - 1:
+            node[slot] = value
+        else:
+            node = node[slot]
+
+
+def _describe(err: ValidationError) -> str:
+    """The first problem of a validation error in one line: where, what, how to fix it."""
+    first = err.errors()[0]
+    loc = first["loc"]
+    where = ".".join(str(part) for part in loc) or "top level"
+    if first["type"] == "value_error":
+        return str(first["ctx"]["error"])  # our validators' messages say where and how
+    if first["type"] == "extra_forbidden":
+        accepted = _accepted_keys(loc[:-1])
+        parent = ".".join(str(part) for part in loc[:-1]) or "the recipe"
+        return f"{where}: unknown key; {parent} accepts: {', '.join(accepted)}"
+    got = "" if first["type"] == "missing" else f" (got {first.get('input')!r})"
+    return f"{where}: {first['msg']}{got}; fix the recipe or its --set"
+
+
+def _accepted_keys(loc: tuple[int | str, ...]) -> list[str]:
+    """The keys of the model at ``loc`` in a `Recipe` (less those the recipe sets for it)."""
+    kind: Any = Recipe
+    for part in loc:
+        kind = _unwrap_optional(kind)
+        if isinstance(part, int):
+            kind = get_args(kind)[0] if get_origin(kind) is list else None
+        elif isinstance(kind, type) and issubclass(kind, BaseModel):
+            kind = kind.model_fields[part].annotation
+        else:
+            kind = None
+    kind = _unwrap_optional(kind)
+    if not (isinstance(kind, type) and issubclass(kind, BaseModel)):
+        return []
+    names = list(kind.model_fields)
+    return [n for n in names if n not in _SET_BY_RECIPE] if kind is Zoo else names
+
+
+def _unwrap_optional(kind: Any) -> Any:
+    """``X`` of ``X | None``; anything else as it is."""
+    if get_origin(kind) in (Union, UnionType):
+        args = [arg for arg in get_args(kind) if arg is not type(None)]
+        return args[0] if len(args) == 1 else kind
+    return kind

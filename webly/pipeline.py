@@ -1,0 +1,316 @@
+"""The stage pipeline: ``webly run RECIPE.yaml --out RUN`` (`run_recipe`) and ``webly status
+RUN`` (`run_status`). The only module that knows the order of the stages:
+data -> folds -> zoo -> evaluate (what each does: `webly.stages`).
+
+The run directory::
+
+    RUN/recipe.yaml              the resolved recipe of the latest run (`webly.config.dump_recipe`
+                                 under a header line that marks the folder as a run directory)
+    RUN/<stage>/manifest.json    stage, state, config hash, the stage's resolved config, the
+                                 hashes of the manifests it read, started and finished (UTC),
+                                 seconds, key figure, outputs, summary, errors
+    RUN/<stage>/...              the stage's artifact
+
+A stage's config hash is the SHA-256 of its resolved config (its recipe section, with the seed
+where it uses it) and of the manifest files of the stages it reads, so it changes when its own
+section changes or a stage upstream ran again. Resuming:
+
+- a stage whose manifest says ``done`` under the hash it would run with now is skipped;
+- any other stage runs: its manifest first says ``running`` (a killed run is never taken for
+  done), then ``done`` or ``failed``. Artifacts are written atomically, the zoo's member by
+  member, so running the same command again resumes where a killed run stopped;
+- a zoo member that fails (NaN loss) leaves the zoo stage ``failed`` while the run goes on to
+  evaluate the others; the next run trains only what is not finished;
+- a stage that raises a user error (`WeblyError`) is recorded ``failed`` with its message and
+  the run stops.
+
+Nothing is written before the recipe is valid and the data source's inputs exist; ``RUN`` must
+be new, empty or a run directory. One ``webly run`` at a time per run directory.
+"""
+
+from __future__ import annotations
+
+import datetime
+import hashlib
+import json
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+
+from webly.config import Recipe, dump_recipe, load_recipe
+from webly.data.store import MANIFEST, read_manifest
+from webly.errors import DataError, WeblyError
+from webly.stages import (
+    StageContext,
+    StageResult,
+    check_data,
+    data_config,
+    evaluate_config,
+    evaluate_zoo,
+    file_hash,
+    folds_config,
+    make_data,
+    make_folds,
+    train_zoo,
+    write_atomic,
+    zoo_config,
+)
+
+FORMAT = "webly-stage"
+FORMAT_VERSION = 1
+RECIPE_FILE = "recipe.yaml"
+RECIPE_HEADER = "# webly run: the resolved recipe of this run directory\n"
+"""First line of ``RUN/recipe.yaml``: what tells a run directory from any folder with a recipe."""
+
+
+@dataclass(frozen=True)
+class Stage:
+    """One stage: its name (its folder), the stages whose artifacts it reads, the part of the
+    recipe its artifact depends on, and what it does."""
+
+    name: str
+    reads: tuple[str, ...]
+    config: Callable[[Recipe], dict[str, Any]]
+    run: Callable[[StageContext], StageResult]
+
+
+STAGES = (
+    Stage("data", (), data_config, make_data),
+    Stage("folds", ("data",), folds_config, make_folds),
+    Stage("zoo", ("data", "folds"), zoo_config, train_zoo),
+    Stage("evaluate", ("data", "zoo"), evaluate_config, evaluate_zoo),
+)
+
+
+@dataclass(frozen=True)
+class StageStatus:
+    """Where one stage stands. ``state``: done, failed, stale (its config or an upstream
+    stage changed since it ran), unfinished (started, not finished: running or killed) or not
+    run; ``skipped``: found done by this run."""
+
+    name: str
+    state: str
+    key: str = ""
+    finished: str | None = None
+    seconds: float | None = None
+    skipped: bool = False
+
+
+@dataclass(frozen=True)
+class RunResult:
+    """What `run_recipe` did: the run directory and every stage, in order."""
+
+    run: Path
+    stages: list[StageStatus]
+    errors: list[str]
+    results: dict[str, Any] | None
+
+    @property
+    def failed(self) -> bool:
+        return bool(self.errors)
+
+
+def run_recipe(
+    recipe_file: str | Path,
+    out: str | Path,
+    overrides: list[str] | tuple[str, ...] = (),
+    console: Console | None = None,
+) -> RunResult:
+    """``webly run RECIPE.yaml --out RUN [--set KEY=VALUE ...]``: load, then `run_pipeline`."""
+    return run_pipeline(load_recipe(recipe_file, overrides), out, console)
+
+
+def run_pipeline(recipe: Recipe, out: str | Path, console: Console | None = None) -> RunResult:
+    """Run the stages of ``recipe`` in the run directory ``out``, skipping what is done.
+
+    Prints a line per stage to ``console`` (none when None). Returns every stage's state,
+    the failures of zoo members, and the evaluation (``results.json``).
+    """
+    console = console or Console(quiet=True)
+    run = Path(out)
+    check_data(recipe)
+    _claim(run)
+    text = RECIPE_HEADER + dump_recipe(recipe)
+    recipe_path = run / RECIPE_FILE
+    if not recipe_path.is_file() or recipe_path.read_text() != text:
+        write_atomic(recipe_path, text.encode())
+    stages, errors = [], []
+    for stage in STAGES:
+        config, inputs, digest = _plan(stage, recipe, run)
+        manifest = _read_stage(run, stage.name)
+        if (
+            manifest is not None
+            and manifest["state"] == "done"
+            and manifest["config_hash"] == digest
+        ):
+            console.print(f"{stage.name}: done, skipped: {manifest['key']}", highlight=False)
+            stages.append(_status(manifest, "done", skipped=True))
+            continue
+        console.print(f"{stage.name}: running", highlight=False)
+        manifest = _run_stage(stage, recipe, run, config, inputs, digest, console)
+        console.print(
+            f"{stage.name}: {manifest['state']} in {manifest['seconds']:.1f} s: {manifest['key']}",
+            highlight=False,
+        )
+        stages.append(_status(manifest, manifest["state"]))
+        errors += manifest["errors"]
+    return RunResult(run, stages, errors, read_results(run))
+
+
+def run_status(out: str | Path) -> list[StageStatus]:
+    """``webly status RUN``: each stage's state against the run's recipe, finished time,
+    seconds and key figure. `DataError` when ``out`` is not a run directory."""
+    run = Path(out)
+    if not _is_run(run):
+        raise DataError(
+            f"{run}: not a run directory (no {RECIPE_FILE} made by webly run); make one with "
+            f"webly run RECIPE.yaml --out {run}"
+        )
+    recipe = load_recipe(run / RECIPE_FILE)
+    statuses: list[StageStatus] = []
+    behind = False  # an upstream stage is not up to date
+    for stage in STAGES:
+        manifest = _read_stage(run, stage.name)
+        if manifest is None:
+            statuses.append(StageStatus(stage.name, "not run"))
+            behind = True
+            continue
+        if manifest["state"] == "running":
+            state = "unfinished"
+        elif behind or manifest["config_hash"] != _plan(stage, recipe, run)[2]:
+            state = "stale"
+        else:
+            state = manifest["state"]
+        behind = behind or state in ("unfinished", "stale")
+        statuses.append(_status(manifest, state))
+    return statuses
+
+
+def stage_outputs(out: str | Path, stage: str) -> dict[str, Path]:
+    """The paths a finished stage of the run in ``out`` recorded in its outputs (e.g. the data
+    stage's ``train`` and ``test`` stores); empty before the stage ran."""
+    run = Path(out)
+    manifest = _read_stage(run, stage)
+    outputs = manifest.get("outputs", {}) if manifest is not None else {}
+    return {key: run / value for key, value in outputs.items() if isinstance(value, str)}
+
+
+def read_results(out: str | Path) -> dict[str, Any] | None:
+    """The evaluation of the run in ``out`` (``results.json``), None before it is made."""
+    path = stage_outputs(out, "evaluate").get("results")
+    if path is None:
+        return None
+    results: dict[str, Any] = json.loads(path.read_text())
+    return results
+
+
+# --------------------------------------------------------------------------- internals
+
+
+def _claim(run: Path) -> None:
+    """Refuse an ``--out`` that holds other things than a run."""
+    if run.exists() and not run.is_dir():
+        raise DataError(f"{run} is a file; pass a folder for the run (--out)")
+    if run.is_dir() and any(run.iterdir()) and not _is_run(run):
+        raise DataError(
+            f"{run} holds files but no {RECIPE_FILE} made by webly run, so it is not a run "
+            "directory; pass a new or empty folder (--out)"
+        )
+    run.mkdir(parents=True, exist_ok=True)
+
+
+def _is_run(run: Path) -> bool:
+    try:
+        with open(run / RECIPE_FILE) as fh:
+            return fh.readline() == RECIPE_HEADER
+    except OSError:
+        return False
+
+
+def _plan(stage: Stage, recipe: Recipe, run: Path) -> tuple[dict[str, Any], dict[str, Any], str]:
+    """The stage's resolved config, the hashes of the manifests it reads, and its hash."""
+    config = stage.config(recipe)
+    inputs = {name: file_hash(run / name / MANIFEST) for name in stage.reads}
+    blob = json.dumps({"stage": stage.name, "config": config, "inputs": inputs}, sort_keys=True)
+    return config, inputs, hashlib.sha256(blob.encode()).hexdigest()
+
+
+def _run_stage(
+    stage: Stage,
+    recipe: Recipe,
+    run: Path,
+    config: dict[str, Any],
+    inputs: dict[str, Any],
+    digest: str,
+    console: Console,
+) -> dict[str, Any]:
+    """Run one stage between a ``running`` manifest and its final one; returns the latter."""
+    manifest: dict[str, Any] = {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "stage": stage.name,
+        "state": "running",
+        "config_hash": digest,
+        "config": config,
+        "inputs": inputs,
+        "started": _now(),
+    }
+    _write_stage(run, stage.name, manifest)
+    started = time.perf_counter()
+    read = {name: _read_stage(run, name) or {} for name in stage.reads}
+    try:
+        result = stage.run(StageContext(recipe, run, stage.name, read, console))
+    except WeblyError as err:
+        failed = {"state": "failed", "key": str(err), "errors": [str(err)]}
+        _write_stage(run, stage.name, {**manifest, **_finished(started), **failed})
+        raise
+    manifest |= {
+        "state": "failed" if result.errors else "done",
+        **_finished(started),
+        "key": result.key,
+        "outputs": result.outputs,
+        "summary": result.summary,
+        "errors": list(result.errors),
+    }
+    _write_stage(run, stage.name, manifest)
+    return manifest
+
+
+def _finished(started: float) -> dict[str, Any]:
+    return {"finished": _now(), "seconds": time.perf_counter() - started}
+
+
+def _now() -> str:
+    return datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _status(manifest: dict[str, Any], state: str, skipped: bool = False) -> StageStatus:
+    return StageStatus(
+        name=manifest["stage"],
+        state=state,
+        key=manifest.get("key", ""),
+        finished=manifest.get("finished"),
+        seconds=manifest.get("seconds"),
+        skipped=skipped,
+    )
+
+
+def _write_stage(run: Path, name: str, manifest: dict[str, Any]) -> None:
+    (run / name).mkdir(parents=True, exist_ok=True)
+    write_atomic(run / name / MANIFEST, json.dumps(manifest, indent=1).encode())
+
+
+def _read_stage(run: Path, name: str) -> dict[str, Any] | None:
+    """The stage's manifest, None when there is none (or an unreadable one: run it again)."""
+    if not (run / name / MANIFEST).is_file():
+        return None
+    try:
+        return read_manifest(
+            run / name, FORMAT, FORMAT_VERSION, "a stage folder", "run the recipe", "run it again"
+        )
+    except DataError:
+        return None
