@@ -68,8 +68,8 @@ def test_multiclass_confident_learning_needs_normalised_rows() -> None:
 def test_unknown_method_lists_the_known_ones() -> None:
     _raises(
         ConfigError,
-        r"unknown noise-detection method 'kmeans'; known methods: confident_learning, "
-        r"disagree_low_conf, ensemble_agreement, margin, self_confidence",
+        r"unknown noise-detection method 'kmeans'; known methods: cluster, confident_learning, "
+        r"disagree_low_conf, ensemble_agreement, margin, self_confidence, semantic",
         LABELS,
         PROBS,
         "kmeans",

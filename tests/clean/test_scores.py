@@ -104,9 +104,11 @@ def test_ranking_methods_find_missing_labels(multilabel: Planted, method: str) -
 
 def test_registry_lists_every_method() -> None:
     assert list_methods() == [
+        "cluster",
         "confident_learning",
         "disagree_low_conf",
         "ensemble_agreement",
         "margin",
         "self_confidence",
+        "semantic",
     ]

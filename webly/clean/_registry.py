@@ -7,6 +7,10 @@ A method is registered once under a name::
 
 and `webly.clean.find_noisy_labels` looks it up, refuses options it does not take, and turns
 its `Detection` into a `NoiseVerdict`. Adding a method is writing one such function.
+
+Options named in ``inputs`` carry data rather than settings (a feature matrix, a text column, an
+encoder callable): they reach the method as given and are left out of the verdict's ``params``,
+which are saved as JSON with the report.
 """
 
 from __future__ import annotations
@@ -28,21 +32,24 @@ class MethodEntry:
     name: str
     fn: Callable[..., Any]
     defaults: Mapping[str, Any]
+    inputs: frozenset[str] = frozenset()
 
 
 _REGISTRY: dict[str, MethodEntry] = {}
 
 
-def register_method(name: str) -> Callable[[Method], Method]:
+def register_method(name: str, *, inputs: tuple[str, ...] = ()) -> Callable[[Method], Method]:
     """Register ``fn(problem, **options) -> Detection`` under ``name``; its keyword-only
-    parameters are the method's options."""
+    parameters are the method's options, those named in ``inputs`` data arrays or callables."""
 
     def decorate(fn: Method) -> Method:
         if name in _REGISTRY:
             raise ConfigError(f"noise-detection method {name!r} is registered twice; rename one")
         params = inspect.signature(fn).parameters.values()
         defaults = {p.name: p.default for p in params if p.kind is inspect.Parameter.KEYWORD_ONLY}
-        _REGISTRY[name] = MethodEntry(name, fn, defaults)
+        if not set(inputs) <= set(defaults):
+            raise ConfigError(f"method {name!r} lists inputs that are not keyword-only options")
+        _REGISTRY[name] = MethodEntry(name, fn, defaults, frozenset(inputs))
         return fn
 
     return decorate
@@ -73,7 +80,15 @@ def resolve_options(entry: MethodEntry, options: Mapping[str, Any]) -> dict[str,
             f"method {entry.name!r} takes no option {unknown[0]!r}; it accepts: {accepted}"
         )
     resolved = {**entry.defaults, **options}
-    return {k: v.item() if hasattr(v, "item") else v for k, v in resolved.items()}
+    return {
+        k: v.item() if hasattr(v, "item") and k not in entry.inputs else v
+        for k, v in resolved.items()
+    }
+
+
+def recorded_options(entry: MethodEntry, params: Mapping[str, Any]) -> dict[str, Any]:
+    """The options a verdict records: ``params`` without the method's data inputs."""
+    return {k: v for k, v in params.items() if k not in entry.inputs}
 
 
 def check_range(name: str, value: float, low: float, high: float, *, closed: bool = True) -> float:
@@ -87,4 +102,4 @@ def check_range(name: str, value: float, low: float, high: float, *, closed: boo
 
 def _load_builtin_methods() -> None:
     """Import the modules that register webly's own methods (once)."""
-    from webly.clean import confident, ensemble, scores  # noqa: F401
+    from webly.clean import cluster, confident, ensemble, scores, semantic  # noqa: F401

@@ -129,6 +129,8 @@ def _suspects_where(
             "pass the verdict find_noisy_labels returned"
         )
     coo = suspects.tocoo()
+    if coo.nnz == 0:  # indexing with empty arrays would return a (1, 0) matrix
+        return bool_csr(coo.row, coo.col, suspects.shape)
     prob = np.asarray(verdict.suspect_prob[coo.row, coo.col]).ravel()
     keep = (prob >= lower) & (prob <= upper)
     return bool_csr(coo.row[keep], coo.col[keep], suspects.shape)

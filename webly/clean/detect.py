@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from webly.clean._registry import method_entry, resolve_options
+from webly.clean._registry import method_entry, recorded_options, resolve_options
 from webly.clean.problem import OofLike, build_problem
 from webly.clean.verdict import NoiseVerdict, build_verdict
 from webly.metrics.ranking import LabelsLike
@@ -33,14 +33,17 @@ def find_noisy_labels(
         predictions: ``ensemble_agreement`` compares them, the other methods average them.
     method : str
         One of `list_methods()`: ``confident_learning`` (default), ``self_confidence``,
-        ``margin``, ``disagree_low_conf``, ``ensemble_agreement``.
+        ``margin``, ``disagree_low_conf``, ``ensemble_agreement``, ``cluster`` (needs
+        ``features=``), ``semantic`` (needs ``texts=`` and ``class_descriptions=``).
     task : {"multiclass", "multilabel"}, optional
         Inferred when None: 1-d labels, or one label in every row, are multi-class.
     n_classes : int, optional
         Class count, needed only for 1-d labels with TopK predictions whose largest class is
         not used.
     **options
-        The method's options (see each method; an option it does not take is refused).
+        The method's options (see each method; an option it does not take is refused), and
+        the data some methods need (``features``, ``texts``...), which the verdict's
+        ``params`` do not record.
 
     Returns
     -------
@@ -57,4 +60,5 @@ def find_noisy_labels(
     entry = method_entry(method)
     params = resolve_options(entry, options)
     problem = build_problem(labels, oof, task, n_classes)
-    return build_verdict(entry.name, params, problem, entry.fn(problem, **params))
+    found = entry.fn(problem, **params)
+    return build_verdict(entry.name, recorded_options(entry, params), problem, found)
