@@ -1,0 +1,30 @@
+"""The long tail: class re-weighting, oversampling each class's top-ranked rows, a balanced
+fine-tune subset, classifier re-training (cRT) and tau-normalization, with head / medium / tail
+figures for each (the AliProducts solution; Kang et al. 2020).
+
+Every function over labels and scores is pure; `apply_tau` and `retrain_classifier` change a
+network in place, `tau_sweep` leaves it as it is.
+"""
+
+from webly.longtail.bands import BandReport, band_report
+from webly.longtail.classifier import linear_classifier
+from webly.longtail.crt import retrain_classifier
+from webly.longtail.oversample import oversample_top
+from webly.longtail.reweight import class_weights
+from webly.longtail.subset import balanced_subset
+from webly.longtail.taunorm import TauRow, TauSweep, apply_tau, tau_normalize, tau_sweep
+
+__all__ = [
+    "BandReport",
+    "TauRow",
+    "TauSweep",
+    "apply_tau",
+    "balanced_subset",
+    "band_report",
+    "class_weights",
+    "linear_classifier",
+    "oversample_top",
+    "retrain_classifier",
+    "tau_normalize",
+    "tau_sweep",
+]

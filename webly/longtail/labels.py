@@ -1,0 +1,126 @@
+"""Labels, class counts and per-label confidences in the forms `webly.longtail` accepts.
+
+Labels are a `scipy.sparse` or dense 0/1 matrix ``(n_samples, n_classes)`` (``Dataset.labels``)
+or a 1-d array of ``n_samples`` class ids. A confidence ("score") ranks a row within a class:
+one per row ``(n_samples,)`` (e.g. the out-of-fold probability of its given label), used for each
+of the row's classes, or one per (row, class) ``(n_samples, n_classes)``, dense or sparse (read at
+the labelled entries; an entry a sparse matrix does not store counts as 0).
+"""
+
+from __future__ import annotations
+
+from typing import TypeAlias
+
+import numpy as np
+import scipy.sparse as sp
+
+from webly.errors import DataError
+from webly.metrics.ranking import LabelsLike, binary_labels
+
+ScoresLike: TypeAlias = np.ndarray | sp.spmatrix | sp.sparray
+
+
+def label_matrix(labels: LabelsLike, n_classes: int | None = None) -> sp.csr_matrix:
+    """Validate ``labels`` and return them as a canonical 0/1 CSR matrix.
+
+    Parameters
+    ----------
+    labels : (n_samples, n_classes) sparse or dense 0/1, or (n_samples,) int class ids
+    n_classes : int, optional
+        Class count of 1-d labels (default: the largest id + 1); checked against 2-d labels.
+
+    Returns
+    -------
+    (n_samples, n_classes) csr_matrix with sorted indices and data 1
+    """
+    shape = labels.shape if sp.issparse(labels) else np.shape(labels)
+    if len(shape) == 2:
+        if n_classes is not None and shape[1] != n_classes:
+            raise DataError(
+                f"labels have {shape[1]} classes but n_classes is {n_classes}; pass labels of "
+                "the same dataset"
+            )
+        return binary_labels(labels, int(shape[0]), int(shape[1]))
+    if len(shape) != 1:
+        raise DataError(
+            f"labels have shape {shape}; pass a (n_samples, n_classes) 0/1 matrix or "
+            "(n_samples,) class ids"
+        )
+    ids = np.asarray(labels)
+    if n_classes is None:
+        if ids.size == 0:
+            raise DataError("labels are empty; pass at least one labelled row")
+        n_classes = int(ids.max()) + 1 if np.issubdtype(ids.dtype, np.integer) else 0
+    return binary_labels(ids, int(ids.size), n_classes)
+
+
+def class_counts(labels: sp.csr_matrix) -> np.ndarray:
+    """``(n_classes,)`` int64 rows labelled with each class of a canonical 0/1 CSR matrix."""
+    return np.bincount(labels.indices, minlength=labels.shape[1]).astype(np.int64)
+
+
+def entry_scores(labels: sp.csr_matrix, scores: ScoresLike) -> np.ndarray:
+    """The confidence of each labelled (row, class) entry, in the CSR order of ``labels``.
+
+    Parameters
+    ----------
+    labels : (n_samples, n_classes) canonical 0/1 csr_matrix
+    scores : (n_samples,) float, or (n_samples, n_classes) float dense or sparse
+
+    Returns
+    -------
+    (nnz,) float64
+    """
+    n, c = labels.shape
+    shape = scores.shape if sp.issparse(scores) else np.shape(scores)
+    if shape not in ((n,), (n, c)):
+        raise DataError(
+            f"scores have shape {shape} but labels are ({n}, {c}); pass one confidence per row "
+            f"({n},) or per row and class ({n}, {c})"
+        )
+    rows = np.repeat(np.arange(n), np.diff(labels.indptr))  # (nnz,)
+    if sp.issparse(scores):
+        values = np.asarray(sp.csr_matrix(scores)[rows, labels.indices]).ravel()
+    else:
+        array: np.ndarray = np.asarray(scores)
+        if array.dtype.kind not in "fiu":
+            raise DataError(f"scores have dtype {array.dtype}; pass real-valued confidences")
+        values = array[rows] if array.ndim == 1 else array[rows, labels.indices]
+    values = values.astype(np.float64, copy=False)
+    bad = ~np.isfinite(values)
+    if bad.any():
+        first = int(np.flatnonzero(bad)[0])
+        raise DataError(
+            f"scores hold {values[first]} at row {rows[first]}, class "
+            f"{labels.indices[first]}; replace non-finite confidences"
+        )
+    return values
+
+
+def rank_in_class(
+    labels: sp.csr_matrix, scores: np.ndarray, tiebreak: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Sort the labelled entries by class, then by descending confidence.
+
+    Parameters
+    ----------
+    labels : (n_samples, n_classes) canonical 0/1 csr_matrix
+    scores : (nnz,) float, as `entry_scores` returns
+    tiebreak : (n_samples,) int, optional
+        Order among rows of equal confidence (lower first); default the row index.
+
+    Returns
+    -------
+    classes : (nnz,) int64, ascending
+    rows : (nnz,) int64, each class's rows best first
+    rank : (nnz,) int64, 0-based position of the row within its class
+    """
+    n = labels.shape[0]
+    rows = np.repeat(np.arange(n, dtype=np.int64), np.diff(labels.indptr))
+    ties = rows if tiebreak is None else np.asarray(tiebreak)[rows]
+    order = np.lexsort((ties, -scores, labels.indices))
+    classes = labels.indices[order].astype(np.int64)
+    position = np.arange(classes.size, dtype=np.int64)
+    starts = np.r_[True, classes[1:] != classes[:-1]] if classes.size else np.zeros(0, bool)
+    first = np.maximum.accumulate(np.where(starts, position, 0)) if classes.size else position
+    return classes, rows[order], position - first
