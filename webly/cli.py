@@ -450,6 +450,178 @@ def demo(
     run_demo(dest, seed=seed, console=out, overrides=overrides or [])
 
 
+def _megabytes(n_bytes: int) -> str:
+    return f"{n_bytes / 1e6:,.3f} MB"
+
+
+@app.command("compress")
+def compress(
+    network: Annotated[
+        Path, typer.Argument(metavar="NETWORK_DIR", help="A saved network (model.json + weights).")
+    ],
+    dest: Annotated[Path, typer.Argument(metavar="OUT", help="Compressed network folder.")],
+    method: Annotated[
+        str, typer.Option(help="int8_partial (uint8 codes + table), fp16 or kmeans.")
+    ] = "int8_partial",
+    min_elements: Annotated[
+        int, typer.Option(help="Compress only tensors with more elements than this.")
+    ] = 17_000,
+    levels: Annotated[int, typer.Option(help="Levels of int8_partial (2..256).")] = 256,
+    clusters: Annotated[int, typer.Option(help="Centroids of kmeans (2..256).")] = 256,
+    seed: Seed = 0,
+    overwrite: Overwrite = False,
+) -> None:
+    """Compress a network's big tensors (partial 8-bit, float16 or k-means); report each tensor."""
+    from webly.compress import compress_network
+
+    result = compress_network(
+        network,
+        dest,
+        method,  # type: ignore[arg-type]
+        min_elements=min_elements,
+        levels=levels,
+        clusters=clusters,
+        seed=seed,
+        overwrite=overwrite,
+    )
+    table = Table(title=f"{method} compression of {network}", title_justify="left")
+    for column in ("tensor", "shape", "method", "bytes before", "bytes after", "max |error|"):
+        table.add_column(column, justify="left" if column in ("tensor", "method") else "right")
+    table.add_column("rel. RMS error", justify="right")
+    for t in result.tensors:
+        table.add_row(
+            t.name,
+            "x".join(map(str, t.shape)) or "scalar",
+            t.method,
+            f"{t.bytes_before:,}",
+            f"{t.bytes_after:,}",
+            f"{t.max_abs_error:.2e}",
+            f"{t.rel_rms_error:.2e}",
+        )
+    before = sum(t.bytes_before for t in result.tensors)
+    after = sum(t.bytes_after for t in result.tensors)
+    table.add_row("total", "", "", f"{before:,}", f"{after:,}", "", "", style="bold")
+    out.print(table)
+    out.print(
+        f"weights {_megabytes(result.file_bytes_before)} -> {_megabytes(result.file_bytes_after)} "
+        f"({result.ratio:.1%} of the size) in {dest}"
+    )
+
+
+@app.command("export")
+def export(
+    network: Annotated[
+        Path, typer.Argument(metavar="NETWORK_DIR", help="A saved or compressed network folder.")
+    ],
+    dest: Annotated[Path, typer.Argument(metavar="OUT", help="Export folder to create.")],
+    data: Annotated[
+        Path | None,
+        typer.Option(help="Store the model was trained on: input dtypes, task, class names."),
+    ] = None,
+    metric: Annotated[
+        list[str] | None,
+        typer.Option(metavar="NAME=VALUE", help="A figure to record in model.json. Repeatable."),
+    ] = None,
+    opset: Annotated[int, typer.Option(help="ONNX opset (17 or later).")] = 17,
+    overwrite: Overwrite = False,
+) -> None:
+    """Export a network to ONNX (stored features in, probabilities out) + safetensors + JSON."""
+    from webly.compress import export_onnx
+    from webly.data import Dataset
+    from webly.errors import ConfigError
+
+    metrics = {}
+    for item in metric or []:
+        name, _, value = item.partition("=")
+        try:
+            metrics[name.strip()] = float(value)
+        except ValueError:
+            raise ConfigError(
+                f"--metric {item!r} is not NAME=NUMBER; write e.g. gap@20=0.81"
+            ) from None
+    layout = Dataset.open(data).layout if data is not None else None
+    exported = export_onnx(
+        network, dest, layout=layout, metrics=metrics or None, opset=opset, overwrite=overwrite
+    )
+    inputs = ", ".join(f"{spec.name} {spec.dtype} x{spec.dim}" for spec in exported.features) + (
+        ", lengths int64" if exported.level == "frame" else ""
+    )
+    sizes = ", ".join(
+        f"{name} {_megabytes(entry['bytes'])}" for name, entry in exported.info["files"].items()
+    )
+    out.print(
+        f"exported the {exported.level}-level {exported.info['network']['name']} to {dest}: "
+        f"inputs {inputs} -> probabilities x{exported.n_classes}; {sizes}"
+    )
+
+
+@app.command("predict")
+def predict(
+    model: Annotated[
+        Path, typer.Argument(metavar="MODEL", help="An export folder (webly export).")
+    ],
+    source: Annotated[
+        str,
+        typer.Argument(metavar="INPUT", help="A data store, or TFRecord files: 'dir/*.tfrecord'."),
+    ],
+    dest: Annotated[Path, typer.Option("--out", help="File to write (replaced when complete).")],
+    top_k: Annotated[int, typer.Option("--top-k", help="Classes a row, best first.")] = 20,
+    fmt: Annotated[
+        str, typer.Option("--format", help="csv (Kaggle submission), parquet or jsonl.")
+    ] = "csv",
+    batch_size: Annotated[int, typer.Option(help="Rows per ONNX Runtime call.")] = 256,
+    names: Annotated[
+        str, typer.Option(help="TFRecord field names: 2018 (id, mean_rgb) or 2017 (video_id).")
+    ] = "2018",
+) -> None:
+    """Predict a data store or YouTube-8M TFRecord files with ONNX Runtime; write top-k classes."""
+    from webly.compress import predict as run
+
+    summary = run(
+        model,
+        source,
+        dest,
+        top_k=top_k,
+        fmt=fmt,  # type: ignore[arg-type]
+        batch_size=batch_size,
+        names=names,  # type: ignore[arg-type]
+    )
+    out.print(str(summary))
+
+
+@app.command("serve")
+def serve(
+    model: Annotated[
+        Path, typer.Argument(metavar="MODEL", help="An export folder (webly export).")
+    ],
+    host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to listen on.")] = 8000,
+    max_batch: Annotated[int, typer.Option(help="Rows one model call collects.")] = 64,
+    max_wait_ms: Annotated[
+        float, typer.Option(help="How long a request waits for others to batch with.")
+    ] = 2.0,
+    max_rows: Annotated[int, typer.Option(help="Most rows a request.")] = 1024,
+    max_request_mb: Annotated[float, typer.Option(help="Largest request body, MB.")] = 16.0,
+    threads: Annotated[
+        int | None, typer.Option(help="ONNX Runtime threads (default: its own choice).")
+    ] = None,
+) -> None:
+    """Serve an exported model over HTTP: POST /predict, GET /health, GET /model, /docs."""
+    from webly.compress import load_exported
+    from webly.compress.serve import Limits
+    from webly.compress.serve import serve as run
+
+    limits = Limits(
+        max_request_bytes=int(max_request_mb * 1e6),
+        max_rows=max_rows,
+        max_batch=max_batch,
+        max_wait_ms=max_wait_ms,
+    )
+    exported = load_exported(model, threads=threads)
+    out.print(f"serving {model} on http://{host}:{port} (docs: /docs)")
+    run(exported, host, port, limits)
+
+
 def main() -> None:
     """Entry point: run the app, turning user errors into one line and exit status 2."""
     warnings.showwarning = _show_warning

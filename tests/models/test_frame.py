@@ -22,7 +22,7 @@ VARIANTS: list[tuple[str, Builder, dict[str, Any]]] = [
     ("dbof-mean", frame_pooling.dbof, {"cluster_size": 16, "hidden": 8, "pooling": "mean"}),
     ("netvlad", frame_pooling.netvlad, {"clusters": 4, "hidden": 8}),
     ("netfv", frame_pooling.netfv, {"clusters": 3, "hidden": 8}),
-    ("nextvlad", frame_pooling.nextvlad, {"clusters": 4, "groups": 4, "hidden": 8}),
+    ("nextvlad", frame_pooling.nextvlad, {"clusters": 4, "n_groups": 4, "hidden": 8}),
     ("attention_pool", frame_pooling.attention_pool, {"heads": 2, "attention_dim": 8}),
     ("lstm-last", frame_sequence.lstm, {"hidden": 8, "layers": 2}),
     ("lstm-bi-attention", frame_sequence.lstm, {"hidden": 8, "bidirectional": True,
@@ -148,7 +148,7 @@ def test_transformer_without_positions_ignores_repeats_of_one_frame() -> None:
     [
         (frame_pooling.dbof, {"pooling": "sum"}, "pooling"),
         (frame_pooling.netvlad, {"clusters": 0}, "clusters"),
-        (frame_pooling.nextvlad, {"groups": 3}, "groups"),
+        (frame_pooling.nextvlad, {"n_groups": 3}, "n_groups"),
         (frame_sequence.lstm, {"readout": "first"}, "readout"),
         (frame_sequence.transformer, {"dim": 10, "heads": 4}, "heads"),
         (frame_sequence.transformer, {"dropout": 1.0}, "dropout"),

@@ -27,6 +27,8 @@ def test_logistic_is_one_linear_layer() -> None:
         ({"rgb": 24, "audio": 8}, ("rgb",), 1),
         ({"audio": 8}, None, 1),
         ({"image": 12}, None, 1),
+        ({"mean_rgb": 24, "mean_audio": 8}, None, 2),  # video-level groups of a frame store
+        ({"mean_rgb": 24, "mean_audio": 8}, ("mean_audio",), 1),
     ],
 )
 def test_resnet_av_runs_on_the_modalities_present(

@@ -214,19 +214,22 @@ def nextvlad(
     input_dims: dict[str, int],
     *,
     clusters: int = 32,
-    groups: int = 8,
+    n_groups: int = 8,
     expansion: int = 2,
     hidden: int = 256,
 ) -> PooledHead:
-    """NeXtVLAD pooling + hidden layer; ``expansion * D`` must divide into ``groups``."""
+    """NeXtVLAD pooling + hidden layer; ``expansion * D`` must divide into ``n_groups`` (the
+    paper's "groups"; named apart from the network option ``groups``, the feature groups)."""
     dim = sum(input_dims.values())
-    check_positive("nextvlad", clusters=clusters, groups=groups, expansion=expansion, hidden=hidden)
-    if (expansion * dim) % groups:
+    check_positive(
+        "nextvlad", clusters=clusters, n_groups=n_groups, expansion=expansion, hidden=hidden
+    )
+    if (expansion * dim) % n_groups:
         raise ConfigError(
-            f"nextvlad: groups is {groups} but expansion * D = {expansion * dim} does not divide "
-            "into it; pick groups dividing it"
+            f"nextvlad: n_groups is {n_groups} but expansion * D = {expansion * dim} does not "
+            "divide into it; pick n_groups dividing it"
         )
-    return PooledHead(NeXtVLAD(dim, clusters, groups, expansion), hidden)
+    return PooledHead(NeXtVLAD(dim, clusters, n_groups, expansion), hidden)
 
 
 class AttentionPool(nn.Module):

@@ -164,10 +164,18 @@ def load_network(folder: str | Path) -> Network:
         state = load_file(str(folder / WEIGHTS_FILE))
     except (OSError, ValueError) as err:
         raise DataError(f"{folder}: not a saved webly model ({err}); check the path") from None
+    return network_from_state(config, state, folder)
+
+
+def network_from_state(
+    config: dict[str, Any], state: Mapping[str, torch.Tensor], source: Path
+) -> Network:
+    """The `Network` of ``config`` holding the float weights ``state``; a one-line `DataError`
+    naming ``source`` when their names or shapes disagree with the config."""
     model = Network(config)
     try:
         model.load_state_dict(state)
     except RuntimeError as err:
         first = str(err).splitlines()[1:2] or [str(err)]
-        raise DataError(f"{folder}: weights do not fit the config: {first[0].strip()}") from None
+        raise DataError(f"{source}: weights do not fit the config: {first[0].strip()}") from None
     return model

@@ -18,6 +18,8 @@ from webly.errors import ConfigError
 from webly.models._registry import register_model
 
 AUDIO = "audio"
+"""resnet_av's audio stream takes the group ``audio`` and every group named ``*_audio`` (the
+video-level ``mean_audio`` of YouTube-8M and of frame-level stores)."""
 ACTIVATIONS: dict[str, type[nn.Module]] = {
     "relu": nn.ReLU,
     "gelu": nn.GELU,
@@ -147,8 +149,8 @@ class ResNetAV(nn.Module):
         super().__init__()
         self.sizes = list(input_dims.values())
         names = list(input_dims)
-        visual = [i for i, name in enumerate(names) if name != AUDIO]
-        audio = [i for i, name in enumerate(names) if name == AUDIO]
+        audio = [i for i, name in enumerate(names) if _is_audio(name)]
+        visual = [i for i in range(len(names)) if i not in audio]
         self.streams = [members for members in (visual, audio) if members]
         self.stems = nn.ModuleList(
             nn.Sequential(
@@ -189,7 +191,8 @@ def resnet_av(
     the inner size and the dropout over 90+ variants. Here:
 
     - a stem per modality, ``Linear -> BN -> ReLU -> Dropout`` to ``inner`` units: one for the
-      ``audio`` group, one for the visual groups (every other group, e.g. ``rgb``, concatenated);
+      audio groups (``audio``, ``*_audio``), one for the visual groups (every other group, e.g.
+      ``rgb`` or ``mean_rgb``, concatenated);
     - ``blocks`` AV blocks, each a residual layer ``h + Dropout(ReLU(BN(Linear(h))))`` per
       modality, then the same kind of residual layer over the concatenated modalities, which
       lets them exchange information while every stream keeps an identity path;
@@ -210,6 +213,10 @@ def resnet_av(
         )
     _check_dropout("resnet_av", dropout)
     return ResNetAV(input_dims, blocks, inner, dropout)
+
+
+def _is_audio(group: str) -> bool:
+    return group == AUDIO or group.endswith(f"_{AUDIO}")
 
 
 class MixtureOfExperts(nn.Module):

@@ -1,0 +1,552 @@
+"""ONNX export of a saved network: stored features in, class probabilities out.
+
+`export_onnx` writes a folder holding
+
+- ``model.onnx`` (opset >= 17): one input per feature group, named after it, in the group's
+  *stored* dtype: ``(B, D)`` for a video-level model, ``(B, T, D)`` plus ``lengths (B,)`` int64
+  for a frame-level one (batch and time are dynamic). The graph dequantizes uint8 codes with
+  YouTube-8M's arithmetic (`webly.data.store.dequantize_uint8`), casts float16 to float32,
+  ignores frames at or beyond ``lengths`` (they are zeroed, and the network masks them),
+  concatenates the groups and runs the network; its output ``probabilities`` ``(B, n_classes)``
+  is the sigmoid (multi-label) or softmax (multi-class) of the logits. The groups are separate
+  inputs because they may be stored in different dtypes (uint8 ``rgb`` beside float32
+  ``audio``). A compressed network (`webly.compress.compress_network`) keeps its uint8 codes
+  and tables, or float16 values, in the graph and expands them there, so the file is as small as
+  the compressed weights.
+- ``weights.safetensors``: the weights as the source folder stores them (float32, or the
+  `QuantizedState` of a compressed network), no pickle;
+- ``model.json``: format and webly version, level, task, classes (names and descriptions when
+  the data store has them), the feature groups (dim, dtype, quantization range), the
+  preprocessing, the network config, metrics given at export, and the size and SHA-256 of both
+  files.
+
+`load_exported` opens the folder for ONNX Runtime after checking all of it. LightGBM models
+(``lgbm``) are not exported to ONNX: their own text model files (``lgbm.json`` and one booster
+file each) are already a pickle-free deployable format, loaded with
+`webly.models.gbdt.LgbmModel.load`.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import warnings
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnxruntime as ort
+import torch
+from onnxruntime.capi import onnxruntime_pybind11_state as ort_errors
+from torch import nn
+
+import webly
+from webly.compress.files import fsync_file, sha256_file, write_json
+from webly.compress.quantize import QUANTIZED_FILE, QuantizedState, is_compressed, open_network
+from webly.compress.traceable import traceable
+from webly.data.store import FeatureSpec, Layout, atomic_output
+from webly.data.store import Level as StoreLevel
+from webly.errors import ConfigError, DataError
+from webly.models.gbdt import CONFIG_FILE as LGBM_FILE
+from webly.models.layers import frame_mask
+from webly.models.network import WEIGHTS_FILE, Network
+
+FORMAT, FORMAT_VERSION = "webly-export", 1
+MANIFEST, ONNX_FILE, EXPORT_WEIGHTS = "model.json", "model.onnx", "weights.safetensors"
+LENGTHS, OUTPUT = "lengths", "probabilities"
+MIN_OPSET = 17
+TOLERANCE = 1e-4
+"""Largest difference in probability allowed between ONNX Runtime and PyTorch."""
+_ORT_ERRORS = (
+    ort_errors.Fail,
+    ort_errors.InvalidArgument,
+    ort_errors.InvalidGraph,
+    ort_errors.InvalidProtobuf,
+    ort_errors.NoSuchFile,
+    ort_errors.NotImplemented,
+    ort_errors.RuntimeException,
+)
+
+
+# --------------------------------------------------------------------------- the graph
+
+
+def decode_inputs(
+    features: Sequence[FeatureSpec], arrays: Sequence[np.ndarray], lengths: np.ndarray | None
+) -> np.ndarray:
+    """What the exported graph feeds its network, computed with numpy: the groups decoded to
+    float32 (`FeatureSpec.decode`), concatenated, frames at or beyond ``lengths`` zeroed.
+
+    Returns ``(B, sum(dims))`` or ``(B, T, sum(dims))`` float32.
+    """
+    x = np.concatenate([spec.decode(a) for spec, a in zip(features, arrays, strict=True)], -1)
+    if lengths is not None:
+        x[np.arange(x.shape[1])[None, :] >= lengths[:, None]] = 0.0
+    return x
+
+
+def torch_probabilities(
+    network: Network,
+    features: Sequence[FeatureSpec],
+    arrays: Sequence[np.ndarray],
+    lengths: np.ndarray | None,
+    multilabel: bool,
+) -> np.ndarray:
+    """PyTorch eager probabilities ``(B, n_classes)`` of ``network`` (in eval mode) on stored
+    inputs: the reference an export is checked against."""
+    x = torch.from_numpy(decode_inputs(features, arrays, lengths))
+    with torch.no_grad():
+        if lengths is None:
+            logits = network(x)
+        else:
+            logits = network(x, torch.from_numpy(lengths.astype(np.int64)))
+    probs = logits.sigmoid() if multilabel else logits.softmax(dim=1)
+    return probs.numpy()
+
+
+class FeatureGraph(nn.Module):
+    """Stored feature groups -> probabilities; see the module docstring.
+
+    ``forward(*groups)`` for a video-level network, ``forward(*groups, lengths)`` for a
+    frame-level one, the groups in the order of ``features``. ``stored`` is the compressed
+    state of a compressed network: its coded and float16 tensors replace the network's own
+    (which are removed from its copy), expanded at every call.
+    """
+
+    def __init__(
+        self,
+        network: Network,
+        features: Sequence[FeatureSpec],
+        multilabel: bool,
+        stored: QuantizedState | None = None,
+    ) -> None:
+        super().__init__()
+        self.network = traceable(network)
+        self.frame_level = network.level == "frame"
+        self.multilabel = multilabel
+        self.features = list(features)
+        self.replaced: list[str] = []
+        if stored is None:
+            return
+        for name, value in stored.values.items():
+            table = stored.tables.get(name)
+            if table is None and value.dtype != torch.float16:
+                continue  # kept in float32: the network's own tensor
+            index = len(self.replaced)
+            self.register_buffer(f"stored_{index}", value.clone())
+            if table is not None:
+                self.register_buffer(f"table_{index}", table.clone())
+            owner, _, attribute = name.rpartition(".")
+            delattr(self.network.get_submodule(owner), attribute)  # set by `_expand_weights`
+            self.replaced.append(name)
+
+    def _expand_weights(self) -> None:
+        """Set every replaced tensor of the network from its stored form: ``table[codes]`` or
+        float16 -> float32 (traced, so the graph holds the stored form and expands it)."""
+        for index, name in enumerate(self.replaced):
+            value = getattr(self, f"stored_{index}")
+            table = getattr(self, f"table_{index}", None)
+            owner, _, attribute = name.rpartition(".")
+            weight = value.float() if table is None else table[value.long()]
+            setattr(self.network.get_submodule(owner), attribute, weight)
+
+    def forward(self, *inputs: torch.Tensor) -> torch.Tensor:
+        groups = inputs[:-1] if self.frame_level else inputs
+        parts = [self._decode(spec, x) for spec, x in zip(self.features, groups, strict=True)]
+        x = torch.cat(parts, dim=-1) if len(parts) > 1 else parts[0]  # (B, [T,] D)
+        args: tuple[torch.Tensor, ...] = (x,)
+        if self.frame_level:
+            lengths = inputs[-1]  # (B,)
+            real = frame_mask(lengths, x.shape[1])  # (B, T)
+            x = x.masked_fill(~real.unsqueeze(-1), 0.0)  # (B, T, D)
+            args = (x, lengths)
+        self._expand_weights()
+        logits = self.network(*args)  # (B, n_classes)
+        return logits.sigmoid() if self.multilabel else logits.softmax(dim=1)
+
+    @staticmethod
+    def _decode(spec: FeatureSpec, x: torch.Tensor) -> torch.Tensor:
+        """Stored values -> float32 with `FeatureSpec.decode`'s float32 arithmetic."""
+        if spec.dtype != "uint8":
+            return x.to(torch.float32)
+        span = spec.quant_max - spec.quant_min
+        scale = float(np.float32(span / 255.0))
+        offset = float(np.float32(span / 512.0 + spec.quant_min))
+        return x.to(torch.float32) * scale + offset
+
+
+# --------------------------------------------------------------------------- export
+
+
+def model_features(network: Network, layout: Layout | None) -> list[FeatureSpec]:
+    """The feature groups ``network`` reads, in its input order, as ``layout`` stores them
+    (float32 of the network's dims without a layout)."""
+    level: StoreLevel = "frame" if network.level == "frame" else "video"
+    specs = []
+    for name, dim in network.config["input_dims"].items():
+        if layout is None:
+            specs.append(FeatureSpec(name, int(dim), "float32", level))
+            continue
+        spec = layout.feature(name)
+        if spec.level != level or spec.dim != dim:
+            raise DataError(
+                f"feature group {name!r}: the model reads {dim} {level}-level values, the store "
+                f"has {spec.dim} {spec.level}-level ones; export against the store the model "
+                "was trained on"
+            )
+        specs.append(spec)
+    return specs
+
+
+def export_onnx(
+    network_folder: str | Path,
+    out_folder: str | Path,
+    *,
+    layout: Layout | None = None,
+    metrics: Mapping[str, float] | None = None,
+    opset: int = MIN_OPSET,
+    overwrite: bool = False,
+) -> ExportedModel:
+    """Export the network saved at ``network_folder`` (plain or compressed) to ``out_folder``.
+
+    Parameters
+    ----------
+    network_folder : a folder written by `webly.models.save_network` (e.g. a zoo's
+        ``<member>/fold-<f>/model``) or by `webly.compress.compress_network`.
+    out_folder : the export folder to create; built in a temporary folder and renamed into
+        place, so nothing is left there on error.
+    layout : the layout of the data store the network was trained on: stored dtypes and
+        quantization ranges of its feature groups, task and class names. Without it the inputs
+        are float32 and the model multi-label with classes named by their index.
+    metrics : figures to record in ``model.json`` (e.g. ``{"gap@20": 0.81}``).
+    opset : ONNX opset, >= 17.
+    overwrite : replace an existing ``out_folder``.
+
+    Returns
+    -------
+    ExportedModel
+        The export, loaded back through `load_exported` (so every check has passed). Before
+        it is written, ONNX Runtime's probabilities on random stored inputs of two batch sizes
+        and frame counts are checked to equal PyTorch's within 1e-4.
+    """
+    network_folder = Path(network_folder)
+    if (network_folder / LGBM_FILE).is_file():
+        raise ConfigError(
+            f"{network_folder} is a LightGBM model; lgbm is not exported to ONNX, deploy its "
+            "folder as it is (lgbm.json + LightGBM text files, see LgbmModel.load)"
+        )
+    if opset < MIN_OPSET:
+        raise ConfigError(f"opset is {opset}; use {MIN_OPSET} or later")
+    network = open_network(network_folder)
+    features = model_features(network, layout)
+    n_classes = int(network.config["n_classes"])
+    if layout is not None and layout.n_classes != n_classes:
+        raise DataError(
+            f"the model predicts {n_classes} classes, the store has {layout.n_classes}; export "
+            "against the store the model was trained on"
+        )
+    multilabel = layout is None or layout.task == "multilabel"
+    compressed = is_compressed(network_folder)
+    stored = QuantizedState.load(network_folder / QUANTIZED_FILE) if compressed else None
+    graph = FeatureGraph(network, features, multilabel, stored).eval()
+    frame_level = network.level == "frame"
+    names = [spec.name for spec in features] + ([LENGTHS] if frame_level else [])
+    axes: dict[str, dict[int, str]] = {
+        spec.name: {0: "batch", 1: "time"} if frame_level else {0: "batch"} for spec in features
+    }
+    axes |= {LENGTHS: {0: "batch"}} if frame_level else {}
+    axes[OUTPUT] = {0: "batch"}
+    trace_inputs = example_inputs(features, frame_level, batch=3, frames=7, seed=0)
+    with atomic_output(out_folder, overwrite=overwrite) as tmp:
+        with warnings.catch_warnings(), torch.no_grad():
+            warnings.simplefilter("ignore")  # tracer and exporter deprecation chatter
+            torch.onnx.export(
+                graph,
+                tuple(torch.from_numpy(a) for a in trace_inputs),
+                str(tmp / ONNX_FILE),
+                input_names=names,
+                output_names=[OUTPUT],
+                dynamic_axes=axes,
+                opset_version=opset,
+                dynamo=False,
+                do_constant_folding=not compressed,  # folding would expand the codes
+            )
+        fsync_file(tmp / ONNX_FILE)
+        _check_against_torch(tmp / ONNX_FILE, network, features, names, multilabel)
+        source = network_folder / (QUANTIZED_FILE if compressed else WEIGHTS_FILE)
+        shutil.copyfile(source, tmp / EXPORT_WEIGHTS)
+        fsync_file(tmp / EXPORT_WEIGHTS)
+        info = {
+            "format": FORMAT,
+            "format_version": FORMAT_VERSION,
+            "webly_version": webly.__version__,
+            "exported_utc": datetime.now(UTC).isoformat(timespec="seconds"),
+            "source": str(network_folder),
+            "level": network.level,
+            "task": "multilabel" if multilabel else "multiclass",
+            "n_classes": n_classes,
+            "class_names": _class_names(layout, n_classes),
+            "class_descriptions": _descriptions(layout),
+            "features": [asdict(spec) for spec in features],
+            "inputs": names,
+            "output": OUTPUT,
+            "opset": opset,
+            "preprocessing": _preprocessing(features, frame_level, multilabel),
+            "network": network.config,
+            "weights_format": stored.method if stored is not None else "float32",
+            "metrics": dict(metrics) if metrics is not None else None,
+            "files": {
+                name: {"bytes": (tmp / name).stat().st_size, "sha256": sha256_file(tmp / name)}
+                for name in (ONNX_FILE, EXPORT_WEIGHTS)
+            },
+        }
+        write_json(tmp / MANIFEST, info)
+    return load_exported(out_folder)
+
+
+def example_inputs(
+    features: Sequence[FeatureSpec], frame_level: bool, batch: int, frames: int, seed: int
+) -> list[np.ndarray]:
+    """Random stored inputs: one array per group (uint8 codes or normal floats, padded frames
+    included), then ``lengths`` ``(batch,)`` int64 for frame level (the first row full)."""
+    rng = np.random.default_rng(seed)
+    arrays: list[np.ndarray] = []
+    for spec in features:
+        shape = (batch, frames, spec.dim) if frame_level else (batch, spec.dim)
+        if spec.dtype == "uint8":
+            arrays.append(rng.integers(0, 256, shape, dtype=np.uint8))
+        else:
+            arrays.append(rng.normal(size=shape).astype(spec.dtype))
+    if frame_level:
+        lengths = rng.integers(1, frames + 1, batch)
+        lengths[0] = frames
+        arrays.append(lengths.astype(np.int64))
+    return arrays
+
+
+def _check_against_torch(
+    path: Path,
+    network: Network,
+    features: Sequence[FeatureSpec],
+    names: Sequence[str],
+    multilabel: bool,
+) -> None:
+    """Raise if ONNX Runtime's probabilities leave PyTorch's by more than `TOLERANCE`."""
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    frame_level = network.level == "frame"
+    for batch, frames, seed in ((5, 11, 1), (2, 1, 2)):
+        arrays = example_inputs(features, frame_level, batch, frames, seed)
+        got = session.run([OUTPUT], dict(zip(names, arrays, strict=True)))[0]
+        groups, lengths = (arrays[:-1], arrays[-1]) if frame_level else (arrays, None)
+        want = torch_probabilities(network, features, groups, lengths, multilabel)
+        gap = float(np.abs(got - want).max())
+        if not gap <= TOLERANCE:
+            raise RuntimeError(
+                f"the ONNX graph of {network.config['name']} differs from PyTorch by {gap:.2e} "
+                f"(> {TOLERANCE}) at batch {batch}, {frames} frames; this is a webly bug"
+            )
+
+
+def _class_names(layout: Layout | None, n_classes: int) -> list[str]:
+    if layout is not None and layout.class_names is not None:
+        return list(layout.class_names)
+    return [str(c) for c in range(n_classes)]
+
+
+def _descriptions(layout: Layout | None) -> list[str] | None:
+    if layout is None or layout.class_descriptions is None:
+        return None
+    return list(layout.class_descriptions)
+
+
+def _preprocessing(
+    features: Sequence[FeatureSpec], frame_level: bool, multilabel: bool
+) -> dict[str, str]:
+    """How the graph turns stored inputs into the network's input, in words."""
+    steps = {
+        "inputs": (
+            "one per feature group in its stored dtype, "
+            + ("(batch, time, dim), plus lengths (batch,) int64" if frame_level else "(batch, dim)")
+        ),
+        "uint8": "x = code * (quant_max - quant_min) / 255 + (quant_max - quant_min) / 512 "
+        "+ quant_min, float32 (YouTube-8M's dequantization), in the graph",
+        "float16": "cast to float32, in the graph",
+        "concatenation": " + ".join(spec.name for spec in features),
+        "output": "sigmoid of the logits (multi-label)"
+        if multilabel
+        else "softmax of the logits (multi-class)",
+    }
+    if frame_level:
+        steps["frames"] = (
+            "frames at or beyond lengths[b] are ignored (zeroed, then masked by the network); "
+            "pass every frame of a video"
+        )
+    return steps
+
+
+# --------------------------------------------------------------------------- loading
+
+
+@dataclass(frozen=True)
+class ExportedModel:
+    """An exported model opened for ONNX Runtime (CPU); see `load_exported`."""
+
+    folder: Path
+    info: dict[str, Any]
+    features: tuple[FeatureSpec, ...]
+    session: ort.InferenceSession
+
+    @property
+    def level(self) -> str:
+        """``video`` or ``frame``."""
+        return str(self.info["level"])
+
+    @property
+    def n_classes(self) -> int:
+        return int(self.info["n_classes"])
+
+    @property
+    def class_names(self) -> list[str]:
+        return list(self.info["class_names"])
+
+    def predict(
+        self, groups: Mapping[str, np.ndarray], lengths: np.ndarray | None = None
+    ) -> np.ndarray:
+        """Probabilities ``(B, n_classes)`` float32 of a batch; the arguments as `feeds`."""
+        return self.session.run([OUTPUT], self.feeds(groups, lengths))[0]
+
+    def feeds(
+        self, groups: Mapping[str, np.ndarray], lengths: np.ndarray | None = None
+    ) -> dict[str, np.ndarray]:
+        """The graph's inputs for a batch, checked: a `DataError` names a missing group, or one
+        of another width, dtype or number of rows.
+
+        Parameters
+        ----------
+        groups : group name -> ``(B, dim)`` (video level) or ``(B, T, dim)`` (frame level)
+            values in the group's stored dtype (see ``features``).
+        lengths : ``(B,)`` real frames a row, frame level only.
+        """
+        frame_level = self.level == "frame"
+        feeds: dict[str, np.ndarray] = {}
+        batch = None
+        for spec in self.features:
+            if spec.name not in groups:
+                raise DataError(
+                    f"feature group {spec.name!r} is missing; the model reads "
+                    f"{', '.join(s.name for s in self.features)}"
+                )
+            x = np.asarray(groups[spec.name])
+            rank = 3 if frame_level else 2
+            per = "frame" if frame_level else "row"
+            if x.ndim != rank or x.shape[-1] != spec.dim:
+                got = x.shape[-1] if x.ndim == rank else f"an array of shape {x.shape}"
+                raise DataError(
+                    f"feature group {spec.name!r}: the model expects {spec.dim} values per "
+                    f"{per}, got {got}; pass the features the model was trained on"
+                )
+            if x.dtype != np.dtype(spec.dtype):
+                raise DataError(
+                    f"feature group {spec.name!r} is {x.dtype}; the model reads {spec.dtype} "
+                    "(the stored dtype); convert it or export against the right store"
+                )
+            if batch is not None and len(x) != batch:
+                raise DataError(f"feature group {spec.name!r} has {len(x)} rows, not {batch}")
+            batch = len(x)
+            feeds[spec.name] = x
+        if frame_level:
+            if lengths is None or np.shape(lengths) != (batch,):
+                raise DataError(f"lengths must be ({batch},) frames a row for this frame model")
+            feeds[LENGTHS] = np.asarray(lengths, dtype=np.int64)
+        return feeds
+
+
+def load_exported(folder: str | Path, threads: int | None = None) -> ExportedModel:
+    """Open an `export_onnx` folder for ONNX Runtime's CPU provider.
+
+    Checks, each failure a one-line `DataError`: ``model.json`` is an export of this format
+    version, both files have the recorded size and SHA-256 (a truncated or corrupt file is
+    named), and the graph's inputs and output match the recorded feature groups and classes.
+    ``threads``: ONNX Runtime's intra-op threads (default: its own choice).
+    """
+    folder = Path(folder)
+    info = _read_info(folder)
+    for name, recorded in info["files"].items():
+        path = folder / name
+        size = path.stat().st_size if path.is_file() else -1
+        if size != recorded["bytes"]:
+            found = "no file" if size < 0 else f"{size} bytes"
+            raise DataError(
+                f"{path}: {found}, model.json records {recorded['bytes']}; the file is truncated "
+                "or replaced, re-export the model"
+            )
+        if sha256_file(path) != recorded["sha256"]:
+            raise DataError(f"{path}: SHA-256 mismatch; the file is corrupt, re-export the model")
+    features = tuple(FeatureSpec(**spec) for spec in info["features"])
+    options = ort.SessionOptions()
+    if threads is not None:
+        options.intra_op_num_threads = threads
+    try:
+        session = ort.InferenceSession(
+            str(folder / ONNX_FILE), options, providers=["CPUExecutionProvider"]
+        )
+    except _ORT_ERRORS as err:
+        raise DataError(f"{folder / ONNX_FILE}: ONNX Runtime cannot load it ({err})") from None
+    _check_signature(folder, session, info, features)
+    return ExportedModel(folder, info, features, session)
+
+
+def _read_info(folder: Path) -> dict[str, Any]:
+    """``model.json`` of an export folder, checked to be of this export format version."""
+    path = folder / MANIFEST
+    if not path.is_file():
+        hint = "it is not an exported webly model" if folder.is_dir() else "it does not exist"
+        raise DataError(f"{folder}: no {MANIFEST} ({hint}); export one with webly export")
+    try:
+        info: dict[str, Any] = json.loads(path.read_text())
+        fmt, version = info.get("format"), info.get("format_version")
+    except (OSError, ValueError, AttributeError) as err:
+        raise DataError(f"{path}: unreadable ({err}); re-export the model") from None
+    if fmt != FORMAT:
+        raise DataError(f"{path}: format {fmt!r}, not {FORMAT!r}; pass a webly export folder")
+    if version != FORMAT_VERSION:
+        raise DataError(
+            f"{path}: written by webly {info.get('webly_version')} in export format v{version}; "
+            f"webly {webly.__version__} reads v{FORMAT_VERSION}, re-export the model with it"
+        )
+    return info
+
+
+_ORT_TYPES = {"uint8": "tensor(uint8)", "float16": "tensor(float16)", "float32": "tensor(float)"}
+
+
+def _check_signature(
+    folder: Path,
+    session: ort.InferenceSession,
+    info: dict[str, Any],
+    features: Sequence[FeatureSpec],
+) -> None:
+    """Refuse a graph whose inputs or output disagree with ``model.json``."""
+    inputs = {i.name: i for i in session.get_inputs()}
+    expected: dict[str, tuple[str, int | None]] = {
+        spec.name: (_ORT_TYPES[spec.dtype], spec.dim) for spec in features
+    }
+    if info["level"] == "frame":
+        expected[LENGTHS] = ("tensor(int64)", None)
+    problems = [name for name in expected if name not in inputs] + [
+        name for name in inputs if name not in expected
+    ]
+    for name, (dtype, dim) in expected.items():
+        node = inputs.get(name)
+        if node is not None and (node.type != dtype or (dim is not None and node.shape[-1] != dim)):
+            problems.append(name)
+    output = session.get_outputs()[0]
+    if problems or output.name != OUTPUT or output.shape[-1] != info["n_classes"]:
+        raise DataError(
+            f"{folder}: the graph's inputs/output ({', '.join(inputs)} -> {output.name} "
+            f"{output.shape}) do not match model.json (first problem: "
+            f"{problems[0] if problems else output.name}); re-export the model"
+        )
