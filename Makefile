@@ -38,6 +38,8 @@ bench: $(STAMP)
 	$(BIN)/python bench/bench_baselines.py
 	$(BIN)/python bench/bench_synth.py
 	$(BIN)/python bench/bench_products.py
+	$(BIN)/pip install -q --disable-pip-version-check -r requirements-bench.txt
+	$(BIN)/python bench/bench_clean.py
 # bench/bench_synth_speed.py writes ~24 GB at full size; run it by hand (see bench/RESULTS.md).
 
 clean:
