@@ -211,7 +211,7 @@ def test_models_list_shows_the_zoo() -> None:
         assert name in result.stdout
 
 
-def test_train_a_zoo_out_of_fold(tmp_path: Path) -> None:
+def test_train_a_zoo_then_ensemble_and_distill(tmp_path: Path) -> None:
     data = tmp_path / "d"
     synth = webly(
         "data", "synth", "yt8m-like", str(data), "--videos", "240", "--classes", "10",
@@ -230,6 +230,28 @@ def test_train_a_zoo_out_of_fold(tmp_path: Path) -> None:
     zoo.write_text("members:\n  - {name: resnet}\n")
     bad = webly(*args, "--out", str(tmp_path / "bad"))
     assert_user_error(bad, "unknown model 'resnet'", "known models")
+    assert not (tmp_path / "bad").exists()
+
+    # the second level on that zoo: blends and the stacker, then a student on its soft labels
+    splits = ("--data", str(data / "train"), "--test", str(data / "test"))
+    ens = webly("ensemble", str(tmp_path / "zoo"), *splits, "--out", str(tmp_path / "ens"),
+                "--blend", "mean", "--blend", "greedy", "--rounds", "10")  # fmt: skip
+    assert ens.returncode == 0, ens.stderr
+    assert all(word in ens.stdout for word in ("mean", "greedy", "stacker", "test GAP@20"))
+    teacher = tmp_path / "ens" / "stacker" / "predictions"
+    assert (teacher / "manifest.json").is_file()
+    students = tmp_path / "students.yaml"
+    students.write_text("folds: 2\ntrain: {epochs: 1, batch_size: 64}\nmembers: [{name: mlp}]\n")
+    result = webly("distill", str(students), "--teacher", str(teacher), *splits,
+                   "--out", str(tmp_path / "st"), "--full")  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert (tmp_path / "st" / "mlp" / "full" / "model" / "model.json").is_file()
+    bad = webly("ensemble", str(tmp_path / "zoo"), *splits, "--out", str(tmp_path / "bad"),
+                "--blend", "median")  # fmt: skip
+    assert_user_error(bad, "unknown blend method 'median'", "known: mean")
+    bad = webly("distill", str(students), "--teacher", str(tmp_path / "zoo"), *splits,
+                "--out", str(tmp_path / "bad"))  # fmt: skip
+    assert_user_error(bad, "no manifest.json")
     assert not (tmp_path / "bad").exists()
 
 

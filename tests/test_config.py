@@ -127,7 +127,7 @@ def test_relative_paths_resolve_against_the_current_folder(
     ("overrides", "message"),
     [
         (["zoo.kk=3"], r"zoo\.kk: unknown key; zoo accepts: k, train, members$"),
-        (["kk=3"], r"kk: unknown key; the recipe accepts: seed, data, folds, zoo, evaluate"),
+        (["kk=3"], r"kk: unknown key; the recipe accepts: seed, data, folds, zoo, ensemble"),
         (["zoo.members.1.hparms.x=3"], r"members\.1\.hparms: unknown key; .* hparams, options"),
         (["zoo.members.0.options.gating=1"], r"options\.gating: unknown key; .*context_gating"),
         (["folds.seed=1"], r"folds\.seed: unknown key; folds accepts: n$"),
@@ -149,6 +149,26 @@ def test_relative_paths_resolve_against_the_current_folder(
         (["folds.n"], r"--set 'folds\.n': write KEY=VALUE"),
         (["=3"], r"--set '=3': write KEY=VALUE"),
         (["zoo.k=[1"], r"--set zoo\.k: the value '\[1' is not YAML"),
+        (["ensemble.blends=[best]"], r"ensemble\.blends: unknown blend 'best'; known: mean, "),
+        (["ensemble.stacker.leaves=3"], r"ensemble\.stacker\.leaves: unknown field; it accepts: "),
+        (["ensemble.stacker.seed=3"], r"ensemble\.stacker\.seed: .*the recipe's seed sets it"),
+        (["ensemble.stacker.rounds=0"], r"ensemble\.stacker: stacker rounds is 0; it must be >= 1"),
+        (["ensemble.members=[lgbm]"], r"ensemble\.members: 'lgbm' is not a zoo member; the zoo "),
+        (["distill.students=[{name: mlp}]"], r"distill: the teacher comes from the ensemble stage"),
+        (
+            ["ensemble.blends=[mean]", "distill.final={name: mlp}", "distill.teacher=greedy"],
+            r"distill\.teacher: 'greedy' is not made by the ensemble; use one of: best, mean",
+        ),
+        (["ensemble.blends=[mean]", "distill.lam=2"], r"distill\.lam: Input should be less than"),
+        (
+            ["ensemble.blends=[mean]", "distill.family=true", "distill.final={name: dbof}"],
+            r"distill\.family: student 'dbof' has no family in the zoo \(its models: logistic, mlp",
+        ),
+        (
+            ["ensemble.blends=[mean]", "distill.final={name: mlp, hparams: {x: 1}}"],
+            r"distill: model 'mlp' takes no hyper-parameter 'x'",
+        ),
+        (["ensemble.blends=[mean]", "distill.teacher=best"], r"distill: no students and no final"),
     ],
 )
 def test_bad_recipe_or_override_is_one_line(

@@ -23,6 +23,7 @@ from webly.config import load_recipe
 from webly.data import Dataset
 from webly.errors import DataError
 from webly.metrics import gap_at_k
+from webly.models.network import load_network
 from webly.pipeline import STAGES, RunResult, run_recipe, run_status
 from webly.predictions import Predictions
 from webly.stages import StageContext, check_data, data_config, make_data
@@ -86,7 +87,8 @@ def copy(base: tuple[Path, RunResult, str], tmp_path: Path) -> Path:
 
 def test_fresh_run_writes_every_stage(base: tuple[Path, RunResult, str]) -> None:
     out, result, printed = base
-    assert [s.name for s in result.stages] == NAMES == ["data", "folds", "zoo", "evaluate"]
+    assert [s.name for s in result.stages] == NAMES
+    assert NAMES == ["data", "folds", "zoo", "ensemble", "distill", "evaluate"]
     assert all(s.state == "done" and not s.skipped for s in result.stages)
     assert not result.failed
     for name in NAMES:
@@ -120,14 +122,17 @@ def test_fresh_run_writes_every_stage(base: tuple[Path, RunResult, str]) -> None
     expected = gap_at_k(average, test.clean_labels, k=20)
     assert results["rows"][-1]["GAP@20"] == pytest.approx(expected, abs=1e-6)
     assert results["rows"][-1]["BCE"] is not None  # 10 classes <= k: stored dense, loss exact
-    assert [s.state for s in run_status(out)] == ["done"] * 4
+    assert [s.state for s in run_status(out)] == ["done"] * 6
+    assert (
+        manifest(out, "ensemble")["key"] == manifest(out, "distill")["key"] == "not in the recipe"
+    )
 
 
 def test_rerun_skips_everything_and_writes_nothing(copy: Path, tmp_path: Path) -> None:
     before = files(copy)
     result, printed = run(tmp_path, copy)
     assert all(s.skipped for s in result.stages) and not result.failed
-    assert printed.count("done, skipped") == 4
+    assert printed.count("done, skipped") == 6
     assert files(copy) == before
     assert result.results is not None and result.results["rows"][-1]["model"] == "zoo average"
 
@@ -135,7 +140,7 @@ def test_rerun_skips_everything_and_writes_nothing(copy: Path, tmp_path: Path) -
 def test_changing_one_member_retrains_only_that_member(copy: Path, tmp_path: Path) -> None:
     before = files(copy)
     result, _ = run(tmp_path, copy, "zoo.members.1.hparams.hidden=[32]")
-    assert [s.skipped for s in result.stages] == [True, True, False, False]
+    assert [s.skipped for s in result.stages] == [True, True, False, False, False, False]
     after = files(copy)
     for name in ("logistic", "mlp"):
         store = [f for f in before if f.startswith(f"zoo/{name}/predictions/")]
@@ -152,7 +157,7 @@ def test_changing_one_member_retrains_only_that_member(copy: Path, tmp_path: Pat
 def test_changing_folds_reruns_folds_zoo_and_evaluate(copy: Path, tmp_path: Path) -> None:
     before = files(copy)
     result, _ = run(tmp_path, copy, "folds.n=4")
-    assert [s.skipped for s in result.stages] == [True, False, False, False]
+    assert [s.skipped for s in result.stages] == [True, False, False, False, False, False]
     after = files(copy)
     assert after["data/manifest.json"] == before["data/manifest.json"]
     assert np.load(copy / "folds" / "folds.npy").max() == 3
@@ -166,7 +171,7 @@ def test_evaluate_k_rescores_members_from_their_stored_predictions(
     copy: Path, tmp_path: Path
 ) -> None:
     result, _ = run(tmp_path, copy, "evaluate.k=5")
-    assert [s.skipped for s in result.stages] == [True, True, True, False]
+    assert [s.skipped for s in result.stages] == [True, True, True, True, True, False]
     assert result.results is not None and result.results["metric"] == "GAP@5"
     test = Dataset.open(copy / "data" / "test")
     store = Predictions.open(copy / "zoo" / "logistic" / "predictions")
@@ -198,7 +203,7 @@ def test_failed_member_fails_the_zoo_and_the_run_goes_on(copy: Path, tmp_path: P
     result, _ = run(tmp_path, copy, f"zoo.members=[{{name: logistic}}, {json.dumps(wild)}]")
     assert result.failed and "member wild failed" in result.errors[0]
     assert "training loss is nan" in result.errors[0]
-    assert [s.state for s in result.stages] == ["done", "done", "failed", "done"]
+    assert [s.state for s in result.stages] == ["done", "done", "failed", "done", "done", "done"]
     zoo = manifest(copy, "zoo")
     assert zoo["state"] == "failed" and zoo["errors"] == result.errors
     assert "1 of 2 members done, 1 failed" in zoo["key"]
@@ -206,24 +211,24 @@ def test_failed_member_fails_the_zoo_and_the_run_goes_on(copy: Path, tmp_path: P
     rows = {row["model"]: row for row in result.results["rows"]}
     assert "training loss is nan" in rows["wild"]["error"] and "GAP@20" not in rows["wild"]
     assert rows["zoo average"]["GAP@20"] == pytest.approx(rows["logistic"]["GAP@20"], abs=2e-3)
-    assert [s.state for s in run_status(copy)] == ["done", "done", "failed", "done"]
+    assert [s.state for s in run_status(copy)] == ["done", "done", "failed", "done", "done", "done"]
     # a failed stage is not skipped: the next run retries the failed member only
     before = files(copy / "zoo" / "logistic")
     again, _ = run(tmp_path, copy, f"zoo.members=[{{name: logistic}}, {json.dumps(wild)}]")
-    assert [s.skipped for s in again.stages] == [True, True, False, False]
+    assert [s.skipped for s in again.stages] == [True, True, False, False, False, False]
     assert files(copy / "zoo" / "logistic") == before
 
 
 def test_status_tells_stale_and_not_run_stages(copy: Path) -> None:
     recipe = (copy / "recipe.yaml").read_text()
     (copy / "recipe.yaml").write_text(recipe.replace("evaluate: {k: 20}", "evaluate: {k: 10}"))
-    assert [s.state for s in run_status(copy)] == ["done", "done", "done", "stale"]
+    assert [s.state for s in run_status(copy)] == ["done"] * 5 + ["stale"]
     (copy / "recipe.yaml").write_text(recipe.replace("hidden: [16]", "hidden: [8]"))
-    assert [s.state for s in run_status(copy)] == ["done", "done", "stale", "stale"]
+    assert [s.state for s in run_status(copy)] == ["done", "done"] + ["stale"] * 4
     (copy / "recipe.yaml").write_text(recipe)
     shutil.rmtree(copy / "folds")
     statuses = run_status(copy)
-    assert [s.state for s in statuses] == ["done", "not run", "stale", "stale"]
+    assert [s.state for s in statuses] == ["done", "not run"] + ["stale"] * 4
     assert statuses[0].key == "200 train / 50 test rows, 10 classes (multilabel)"
     assert statuses[1].finished is None and statuses[2].seconds is not None
 
@@ -259,7 +264,7 @@ def test_stores_are_read_in_place(base: tuple[Path, RunResult, str], tmp_path: P
     # a store changed in place makes the data stage and everything after it stale
     store_manifest = stores / "train" / "manifest.json"
     store_manifest.write_text(store_manifest.read_text().replace("{", "{ ", 1))
-    assert [s.state for s in run_status(out)] == ["stale"] * 4
+    assert [s.state for s in run_status(out)] == ["stale"] * 6
 
 
 def test_missing_store_fails_before_anything_is_written(tmp_path: Path) -> None:
@@ -305,12 +310,54 @@ def test_killed_run_resumes_with_the_same_command(tmp_path: Path) -> None:
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     assert finished.exists()
-    assert [s.state for s in run_status(out)] == ["done", "done", "unfinished", "not run"]
+    assert [s.state for s in run_status(out)] == ["done", "done", "unfinished"] + ["not run"] * 3
     logistic = files(out / "zoo" / "logistic")
     data = files(out / "data")
     result = subprocess.run(command, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr
     assert "data: done, skipped" in result.stdout and "folds: done, skipped" in result.stdout
     assert files(out / "zoo" / "logistic") == logistic and files(out / "data") == data
-    assert [s.state for s in run_status(out)] == ["done"] * 4
+    assert [s.state for s in run_status(out)] == ["done"] * 6
+    assert (
+        manifest(out, "ensemble")["key"] == manifest(out, "distill")["key"] == "not in the recipe"
+    )
     assert Predictions.open(out / "zoo" / "slow" / "predictions").model["id"] == "slow"
+
+
+SECOND_LEVEL = [
+    "ensemble.blends=[mean, greedy]",
+    "ensemble.stacker={rounds: 20, min_data_in_leaf: 5, threads: 1}",
+    "distill.students=[{name: mlp, id: mlp_student, hparams: {hidden: [16]}}]",
+    "distill.final={name: logistic}",
+]
+
+
+def test_ensemble_and_distill_stages(copy: Path, tmp_path: Path) -> None:
+    result, _ = run(tmp_path, copy, *SECOND_LEVEL)
+    assert [s.skipped for s in result.stages] == [True, True, True, False, False, False]
+    assert not result.failed
+    ensemble = manifest(copy, "ensemble")
+    assert set(ensemble["outputs"]["stores"]) == {"mean", "greedy", "stacker"}
+    teacher = ensemble["outputs"]["teacher"]
+    entries = ensemble["summary"]["entries"]
+    assert entries[teacher]["oof_metric"] == max(e["oof_metric"] for e in entries.values())
+    train = Dataset.open(copy / "data" / "train")
+    for name, path in ensemble["outputs"]["stores"].items():
+        store = Predictions.open(copy / path)
+        assert len(store.oof) == len(train) and len(store.test) == 50, name
+    assert result.results is not None
+    rows = {row["model"]: row for row in result.results["rows"]}
+    # the mean blend is the zoo's plain average, scored from its stored top-k
+    assert rows["blend: mean"]["GAP@20"] == pytest.approx(rows["zoo average"]["GAP@20"], abs=2e-3)
+    for label in ("blend: greedy", "stacker", "student: mlp_student", "final: logistic"):
+        assert 0 < rows[label]["GAP@20"] <= 1, label
+    assert {rows["logistic"]["in ensemble"], rows["mlp"]["in ensemble"]} <= {True, False}
+    student = Predictions.open(copy / "distill" / "students" / "mlp_student" / "predictions")
+    assert student.model["distilled"] and student.model["folds"] == 3
+    final = manifest(copy, "distill")["outputs"]
+    assert load_network(copy / final["model"]).config["name"] == "logistic"
+    assert "final logistic: gap@20" in manifest(copy, "distill")["key"]
+
+    # another teacher re-trains the students and the final model, nothing upstream
+    result, _ = run(tmp_path, copy, *SECOND_LEVEL, "distill.teacher=mean")
+    assert [s.skipped for s in result.stages] == [True, True, True, True, False, False]

@@ -349,12 +349,17 @@ def train(
     test: Annotated[Path | None, typer.Option(help="Test dataset folder to predict.")] = None,
 ) -> None:
     """Train every zoo member K-fold: out-of-fold and test predictions, resumable."""
-    from webly.metrics.evaluate import format_cell
     from webly.train.oof import train_zoo
 
-    result = train_zoo(zoo, data, test, dest)
+    _print_zoo(train_zoo(zoo, data, test, dest), f"zoo in {dest}")
+
+
+def _print_zoo(result: Any, title: str) -> None:
+    """A `ZooResult` as a table; failed members in red, then exit status 1 if any failed."""
+    from webly.metrics.evaluate import format_cell
+
     rows = result.table()
-    table = Table(title=f"zoo in {dest}", title_justify="left")
+    table = Table(title=title, title_justify="left")
     for column in rows[0] if rows else ():
         table.add_column(column, justify="left" if column in ("model", "error") else "right")
     for row in rows:
@@ -364,6 +369,94 @@ def train(
         err.print(f"[red]member {member.id} failed:[/] {member.error}", highlight=False)
     if result.failed:
         raise typer.Exit(1)
+
+
+@app.command("ensemble")
+def ensemble(
+    zoo_dir: Annotated[
+        Path, typer.Argument(metavar="ZOO_DIR", help="A trained zoo (webly train --out).")
+    ],
+    data: Annotated[Path, typer.Option(help="The zoo's training dataset folder.")],
+    dest: Annotated[Path, typer.Option("--out", help="Folder for the blends and the stacker.")],
+    test: Annotated[
+        Path | None, typer.Option(help="Test dataset folder the zoo predicted.")
+    ] = None,
+    blends: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--blend",
+            help="Blend method (mean, rank_mean, weighted, greedy, vote, "
+            "vote_logits); repeatable. Default: mean, weighted, greedy.",
+        ),
+    ] = None,
+    stacker: Annotated[
+        bool, typer.Option("--stacker/--no-stacker", help="Also train the LightGBM stacker.")
+    ] = True,
+    rounds: Annotated[int, typer.Option(help="Stacker boosting rounds.")] = 200,
+    members: Annotated[
+        list[str] | None, typer.Option("--member", help="Zoo member to use; repeatable.")
+    ] = None,
+) -> None:
+    """Blend the zoo's out-of-fold predictions and stack them with LightGBM; score each."""
+    from webly.data import Dataset
+    from webly.ensemble.fit import fit_ensemble
+    from webly.ensemble.members import open_members, zoo_members
+    from webly.ensemble.stack import StackerConfig
+    from webly.metrics.evaluate import format_cell
+
+    train = Dataset.open(data)
+    test_store = Dataset.open(test) if test is not None else None
+    chosen = open_members(
+        zoo_members(zoo_dir, members), ("oof", "test") if test_store is not None else ("oof",)
+    )
+    model = chosen.stores[0].model
+    folds = train.folds(int(model["folds"]), int(model["seed"])) if stacker else None
+    test_labels = None
+    if test_store is not None:
+        clean = test_store.clean_labels
+        test_labels = clean if clean is not None else test_store.labels
+        test_labels = test_labels if test_labels.nnz else None
+    entries = fit_ensemble(
+        chosen, train.labels, train.task, dest,
+        blends=blends or ("mean", "weighted", "greedy"),
+        stacker=StackerConfig(rounds=rounds, seed=int(model["seed"])) if stacker else None,
+        folds=folds, test_labels=test_labels,
+    )  # fmt: skip
+    metric = "GAP@20" if train.task == "multilabel" else "accuracy"
+    table = Table(title=f"{len(chosen)} members of {zoo_dir} -> {dest}", title_justify="left")
+    for column in ("entry", f"oof {metric}", f"test {metric}", "seconds"):
+        table.add_column(column, justify="left" if column == "entry" else "right")
+    for entry in entries:
+        table.add_row(
+            entry.name, format_cell(metric, entry.oof_metric),
+            format_cell(metric, entry.test_metric), format_cell("seconds", entry.seconds),
+        )  # fmt: skip
+    out.print(table)
+
+
+@app.command("distill")
+def distill(
+    zoo: Annotated[Path, typer.Argument(metavar="ZOO.yaml", help="The students, as a zoo file.")],
+    teacher: Annotated[
+        Path, typer.Option(help="Prediction store of the teacher (e.g. OUT/stacker/predictions).")
+    ],
+    data: Annotated[Path, typer.Option(help="Training dataset folder.")],
+    dest: Annotated[Path, typer.Option("--out", help="Folder for the students.")],
+    test: Annotated[Path | None, typer.Option(help="Test dataset folder to predict.")] = None,
+    lam: Annotated[float, typer.Option(help="Weight of the label loss (1 - it: teacher).")] = 0.5,
+    full: Annotated[
+        bool, typer.Option("--full", help="Train once on every row (the model to export).")
+    ] = False,
+) -> None:
+    """Train students on a teacher's soft labels, out-of-fold or on every row."""
+    from webly.data import Dataset
+    from webly.distill.student import train_students
+
+    result = train_students(
+        zoo, teacher, Dataset.open(data), Dataset.open(test) if test is not None else None, dest,
+        lam=lam, full=full,
+    )  # fmt: skip
+    _print_zoo(result, f"students in {dest}")
 
 
 Overrides = Annotated[
@@ -385,7 +478,8 @@ def run(
     dest: Annotated[Path, typer.Option("--out", help="Run directory: new, empty or resumed.")],
     overrides: Overrides = None,
 ) -> None:
-    """Run a recipe's stages (data -> folds -> zoo -> evaluate), skipping what is done."""
+    """Run a recipe's stages (data, folds, zoo, ensemble, distill, evaluate), skipping what
+    is done."""
     from webly.pipeline import run_recipe
     from webly.stages import results_table
 

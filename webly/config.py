@@ -192,6 +192,93 @@ class EvaluateConfig(BaseModel):
     k: int = Field(default=20, ge=1)
 
 
+class EnsembleConfig(BaseModel):
+    """The ``ensemble`` stage: blends of the zoo's out-of-fold predictions and the stacker.
+
+    ``members``: the zoo members combined (all trained ones if None). ``blends``: blend
+    methods (`webly.ensemble.blend.METHODS`) with ``blend_options`` per method (e.g.
+    ``{weighted: {n_trials: 500}}``). ``stacker``: `webly.ensemble.stack.StackerConfig`
+    fields (its seed is the recipe's), null for no stacker.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    members: list[str] | None = None
+    blends: list[str] = Field(default_factory=lambda: ["mean", "weighted", "greedy"])
+    blend_options: dict[str, dict[str, Any]] = Field(default_factory=dict)
+    stacker: dict[str, Any] | None = Field(default_factory=dict)
+
+    @field_validator("blends")
+    @classmethod
+    def _known_blends(cls, blends: list[str]) -> list[str]:
+        from webly.ensemble.blend import METHODS
+
+        unknown = [b for b in blends if b not in METHODS]
+        if unknown:
+            raise ValueError(
+                f"ensemble.blends: unknown blend {unknown[0]!r}; known: {', '.join(METHODS)}"
+            )
+        return blends
+
+    @field_validator("stacker")
+    @classmethod
+    def _stacker_fields(cls, stacker: dict[str, Any] | None) -> dict[str, Any] | None:
+        if stacker is not None:
+            stacker_config(stacker, seed=0)
+        return stacker
+
+
+def stacker_config(fields: dict[str, Any], seed: int) -> Any:
+    """``ensemble.stacker`` as a `StackerConfig` seeded with the recipe's seed (ValueError
+    naming the field when it is not one)."""
+    from webly.ensemble.stack import StackerConfig
+
+    accepted = [f.name for f in dataclasses.fields(StackerConfig) if f.name not in ("seed",)]
+    for key in fields:
+        if key not in accepted:
+            hint = (
+                "the recipe's seed sets it"
+                if key == "seed"
+                else f"it accepts: {', '.join(accepted)}"
+            )
+            raise ValueError(f"ensemble.stacker.{key}: unknown field; {hint}")
+    try:
+        return StackerConfig(**fields, seed=seed)
+    except (ConfigError, TypeError) as err:
+        raise ValueError(f"ensemble.stacker: {err}") from None
+
+
+class DistillConfig(BaseModel):
+    """The ``distill`` stage: students trained on soft labels (`webly.distill`).
+
+    ``teacher``: whose out-of-fold predictions become the soft labels: ``best`` (the
+    ensemble's best by out-of-fold metric), ``stacker`` or a blend method of the ensemble.
+    ``family``: each student is taught instead by the mean of the zoo members of its own
+    model family (the 1st-place YouTube-8M team's family-wise distillation). ``students``
+    (zoo members, trained out-of-fold like the zoo with its ``train`` defaults), ``lam``
+    (weight of the label loss, `TrainConfig.distill_lam`), ``k`` and ``min_score`` (classes
+    of the teacher kept per row). ``final``: one model trained on every row, taught by the
+    mean of the students' out-of-fold predictions (a second round) or, without students, by
+    the teacher: the model to compress and export.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    teacher: str = "best"
+    family: bool = False
+    lam: float = Field(default=0.5, ge=0.0, le=1.0)
+    k: int = Field(default=20, ge=1)
+    min_score: float = Field(default=1e-3, ge=0.0, lt=1.0)
+    students: list[dict[str, Any]] = Field(default_factory=list)
+    final: dict[str, Any] | None = None
+
+    @model_validator(mode="after")
+    def _something_to_train(self) -> DistillConfig:
+        if not self.students and self.final is None:
+            raise ValueError("distill: no students and no final model; give one of them")
+        return self
+
+
 class Recipe(BaseModel):
     """A whole recipe: the seed and one section per stage, in stage order."""
 
@@ -201,6 +288,8 @@ class Recipe(BaseModel):
     data: DataConfig
     folds: FoldsConfig = FoldsConfig()
     zoo: Zoo
+    ensemble: EnsembleConfig | None = None
+    distill: DistillConfig | None = None
     evaluate: EvaluateConfig = EvaluateConfig()
 
     @field_validator("zoo", mode="before")
@@ -224,6 +313,72 @@ class Recipe(BaseModel):
         except ConfigError as err:  # the model registry's messages do not say where
             message = str(err)
             raise ValueError(message if message.startswith("zoo") else f"zoo: {message}") from None
+
+    @model_validator(mode="after")
+    def _second_level(self) -> Recipe:
+        ids = [m.member_id for m in self.zoo.members]
+        if self.ensemble is not None and self.ensemble.members is not None:
+            unknown = [m for m in self.ensemble.members if m not in ids]
+            if unknown:
+                raise ValueError(
+                    f"ensemble.members: {unknown[0]!r} is not a zoo member; the zoo has: "
+                    f"{', '.join(ids)}"
+                )
+        distill = self.distill
+        if distill is None:
+            return self
+        if not distill.family and self.ensemble is None:
+            raise ValueError(
+                "distill: the teacher comes from the ensemble stage; add an ensemble: section "
+                "or set distill.family: true"
+            )
+        if self.ensemble is not None and not distill.family:
+            teachers = ["best", *self.ensemble.blends]
+            if self.ensemble.stacker is not None:
+                teachers.append("stacker")
+            if distill.teacher not in teachers:
+                raise ValueError(
+                    f"distill.teacher: {distill.teacher!r} is not made by the ensemble; use one "
+                    f"of: {', '.join(teachers)}"
+                )
+        try:
+            zoos = self.student_zoos()
+        except ConfigError as err:
+            message = str(err)
+            raise ValueError(
+                message if message.startswith("distill") else f"distill: {message}"
+            ) from None
+        for students in zoos.values():
+            if distill.family:
+                names = {m.name for m in self.zoo.members}
+                orphans = [m.member_id for m in students.members if m.name not in names]
+                if orphans:
+                    raise ValueError(
+                        f"distill.family: student {orphans[0]!r} has no family in the zoo (its "
+                        f"models: {', '.join(sorted(names))}); add one or set family: false"
+                    )
+        return self
+
+    def student_zoos(self) -> dict[str, Zoo]:
+        """The distill stage's students and final model as zoos sharing the zoo's training
+        defaults (with ``distill_lam``), folds, seed and k, keyed by where they are written."""
+        distill = self.distill
+        if distill is None:
+            return {}
+        shared = {
+            "folds": self.folds.n,
+            "seed": self.seed,
+            "k": self.zoo.k,
+            "train": {**self.zoo.train, "distill_lam": distill.lam},
+        }
+        zoos = {}
+        if distill.students:
+            zoos["students"] = parse_zoo(
+                {**shared, "members": distill.students}, "distill.students"
+            )
+        if distill.final is not None:
+            zoos["final"] = parse_zoo({**shared, "members": [distill.final]}, "distill.final")
+        return zoos
 
     @model_validator(mode="after")
     def _evaluate_within_zoo_k(self) -> Recipe:
@@ -262,9 +417,10 @@ def parse_recipe(raw: dict[str, Any], source: str = "recipe") -> Recipe:
 
 def dump_recipe(recipe: Recipe) -> str:
     """The resolved recipe as YAML: every default filled in, ``zoo`` without the folds and
-    seed the recipe sets, only the data source in use."""
+    seed the recipe sets, only the data source in use, no section of a stage left out."""
     raw = recipe.model_dump(mode="json", exclude={"zoo": set(_SET_BY_RECIPE)})
     raw["data"] = {name: value for name, value in raw["data"].items() if value is not None}
+    raw = {section: value for section, value in raw.items() if value is not None}
     return yaml.safe_dump(raw, sort_keys=False, default_flow_style=None, width=100)
 
 

@@ -1,6 +1,6 @@
 """The stage pipeline: ``webly run RECIPE.yaml --out RUN`` (`run_recipe`) and ``webly status
 RUN`` (`run_status`). The only module that knows the order of the stages:
-data -> folds -> zoo -> evaluate (what each does: `webly.stages`).
+data -> folds -> zoo -> ensemble -> distill -> evaluate (what each does: `webly.stages`).
 
 The run directory::
 
@@ -49,11 +49,15 @@ from webly.stages import (
     StageResult,
     check_data,
     data_config,
+    distill_config,
+    ensemble_config,
     evaluate_config,
     evaluate_zoo,
     file_hash,
     folds_config,
     make_data,
+    make_distill,
+    make_ensemble,
     make_folds,
     train_zoo,
     write_atomic,
@@ -82,7 +86,9 @@ STAGES = (
     Stage("data", (), data_config, make_data),
     Stage("folds", ("data",), folds_config, make_folds),
     Stage("zoo", ("data", "folds"), zoo_config, train_zoo),
-    Stage("evaluate", ("data", "zoo"), evaluate_config, evaluate_zoo),
+    Stage("ensemble", ("data", "folds", "zoo"), ensemble_config, make_ensemble),
+    Stage("distill", ("data", "folds", "zoo", "ensemble"), distill_config, make_distill),
+    Stage("evaluate", ("data", "zoo", "ensemble", "distill"), evaluate_config, evaluate_zoo),
 )
 
 

@@ -310,6 +310,33 @@ def _seal(path: Path) -> dict[str, Any]:
     return {"file": path.name, "bytes": path.stat().st_size, "crc32c": f"{crc:08x}"}
 
 
+def write_predictions(
+    path: str | Path,
+    splits: Mapping[str, TopK],
+    *,
+    n_classes: int,
+    model: Mapping[str, Any],
+    k: int = 100,
+    fold_metrics: Mapping[str, Any] | None = None,
+    overwrite: bool = False,
+) -> Predictions:
+    """Write whole splits of top-k predictions (a blend's, the stacker's) as one store.
+
+    ``splits`` maps ``oof`` and/or ``test`` to a (n_rows, k_s) TopK; the rest is as
+    `PredictionWriter`. Returns the committed store.
+    """
+    n_rows = {split: topk.n_samples for split, topk in splits.items()}
+    with PredictionWriter(
+        path, n_rows=n_rows, n_classes=n_classes, model=model, k=k, overwrite=overwrite
+    ) as writer:
+        for split, topk in splits.items():
+            for start in range(0, topk.n_samples, _BLOCK_ROWS):
+                block = slice(start, start + _BLOCK_ROWS)
+                rows = np.arange(start, min(start + _BLOCK_ROWS, topk.n_samples))
+                writer.write(split, rows, TopK(topk.indices[block], topk.scores[block]))
+        return writer.commit(fold_metrics)
+
+
 # --------------------------------------------------------------------------- reading
 
 

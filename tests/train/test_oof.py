@@ -8,15 +8,16 @@ from typing import Any
 
 import numpy as np
 import pytest
+import scipy.sparse as sp
 
 import webly.train.oof as oof_module
 from webly.data import Batch, Dataset, DatasetWriter, FeatureSpec, Layout
-from webly.errors import ConfigError
+from webly.errors import ConfigError, DataError
 from webly.models.gbdt import LgbmModel
 from webly.models.network import load_network
 from webly.predictions import Predictions
 from webly.train import iter_scores
-from webly.train.oof import ZooResult, fit_oof, train_zoo
+from webly.train.oof import ZooResult, fit_full, fit_oof, train_zoo
 from webly.train.zoo import parse_zoo
 
 N_CLASSES = 6
@@ -253,3 +254,65 @@ def test_folds_passed_in_are_every_members_folds(
         with pytest.raises(ConfigError, match=r"zoo\.folds = 3 non-empty folds; pass train\.folds"):
             fit_oof(_zoo({"name": "logistic"}), train, None, tmp_path / "bad", folds=bad)
     assert not (tmp_path / "bad").exists()
+
+
+def test_teacher_targets_reach_each_fold_and_change_the_hash(
+    data: tuple[Dataset, Dataset], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    train, test = data
+    seen: list[Any] = []
+    real = oof_module.fit
+
+    def spy(*args: Any, **kwargs: Any) -> Any:
+        seen.append(kwargs["targets"])
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(oof_module, "fit", spy)
+    teacher = sp.csr_matrix(np.full((len(train), N_CLASSES), 0.25, dtype=np.float32))
+    teacher[0, 0] = 0.9
+    zoo = _zoo({"name": "logistic"})
+    plain = fit_oof(zoo, train, test, tmp_path)
+    student = fit_oof(zoo, train, test, tmp_path, teacher=teacher)
+    assert not plain.members[0].skipped and not student.members[0].skipped  # new hash: retrained
+    assert seen[0] is None and len(seen) == 6
+    folds = train.folds(3, 0)
+    for fold, targets in enumerate(seen[3:]):
+        kept = np.flatnonzero(folds != fold)
+        assert targets.shape == (kept.size, N_CLASSES)
+        assert targets[0, 0] == (0.9 if kept[0] == 0 else 0.25)
+    assert Predictions.open(tmp_path / "logistic" / "predictions").model["distilled"] is True
+
+
+def test_teacher_of_the_wrong_shape_or_for_trees_is_refused(
+    data: tuple[Dataset, Dataset], tmp_path: Path
+) -> None:
+    train, test = data
+    with pytest.raises(DataError, match=r"teacher soft targets are \(3, 6\).*\(150, 6\)"):
+        fit_oof(_zoo({"name": "logistic"}), train, test, tmp_path, teacher=sp.csr_matrix((3, 6)))
+    teacher = sp.csr_matrix((len(train), N_CLASSES), dtype=np.float32)
+    with pytest.raises(ConfigError, match="lgbm are gradient-boosted trees"):
+        fit_oof(_zoo({"name": "lgbm"}), train, test, tmp_path, teacher=teacher)
+    assert not any(tmp_path.iterdir())
+
+
+def test_fit_full_trains_once_on_every_row_and_resumes(
+    data: tuple[Dataset, Dataset], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    train, test = data
+    calls = _spy_fit(monkeypatch)
+    zoo = _zoo({"name": "logistic"}, {"name": "lgbm", "hparams": {"n_estimators": 5}})
+    result = fit_full(zoo, train, test, tmp_path)
+    assert calls == ["logistic"] and not result.failed
+    store = Predictions.open(tmp_path / "logistic" / "predictions")
+    assert store.splits == ["test"] and store.model["folds"] == 0
+    model = load_network(tmp_path / "logistic" / "full" / "model")
+    (_, probs), *_ = iter_scores(model, test, ["rgb", "audio"])
+    np.testing.assert_allclose(
+        store.test.dense(), np.where(store.test.dense() > 0, probs, 0), atol=2e-3
+    )
+    logistic = result.members[0]
+    assert logistic.oof_metric is None and logistic.test_metric is not None
+    assert logistic.test_metric > 0.5 and logistic.seconds > 0
+    assert fit_full(zoo, train, test, tmp_path).members[0].skipped and calls == ["logistic"]
+    with pytest.raises(ConfigError, match="needs a test split"):
+        fit_full(_zoo({"name": "mlp"}), train, None, tmp_path / "none")

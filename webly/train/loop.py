@@ -22,7 +22,7 @@ from collections.abc import Callable, Generator, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 import scipy.sparse as sp
@@ -38,6 +38,9 @@ from webly.train.frames import FRAME_SAMPLINGS, FrameSampling, gather_frames
 from webly.train.losses import classification_loss
 from webly.train.mixup import mixup
 from webly.train.samplers import Sampler, epoch_rows
+
+if TYPE_CHECKING:  # the trainer only calls its methods; importing it would tie train to distill
+    from webly.distill.pseudo import PseudoLabels
 
 CHECKPOINT, BEST = "checkpoint.pt", "best.pt"
 GAP_K = 20
@@ -165,6 +168,7 @@ def fit(
     sample_weight: np.ndarray | None = None,
     class_weight: np.ndarray | None = None,
     on_epoch_end: Callable[[EpochStats], None] | None = None,
+    pseudo: PseudoLabels | None = None,
 ) -> FitResult:
     """Train ``model`` in place on ``train``; resume from ``workdir`` if it holds a checkpoint.
 
@@ -180,6 +184,14 @@ def fit(
     sample_weight : (n_train,) per-row loss weights, optional
     class_weight : (n_classes,) per-class loss weights, optional
     on_epoch_end : called with each finished epoch's stats after its checkpoint is written
+    pseudo : pseudo-labeled rows of an unlabeled store (`webly.distill.pseudo.PseudoLabels`),
+        optional. In epoch ``t`` (1-based) with ``alpha = pseudo.weight(t) > 0``, every batch
+        of training rows also carries its share of the pseudo rows (all of them once an epoch,
+        in a random order, read from their store in place) and its loss becomes ``mean(loss of
+        its training rows) + alpha * mean(loss of its pseudo rows)``; epochs with ``alpha = 0``
+        skip them (and train exactly as without ``pseudo``). Pseudo rows take no teacher
+        ``targets`` or ``sample_weight``; with mixup they mix with the training rows like any
+        row. The checkpoint records the pseudo-label settings and a digest of the rows.
 
     Returns
     -------
@@ -188,7 +200,7 @@ def fit(
         ``ema_decay`` is set) of the best validation epoch, or of the last epoch without
         ``valid``.
     """
-    _check_inputs(model, train, valid, targets, sample_weight, class_weight)
+    _check_inputs(model, train, valid, targets, sample_weight, class_weight, pseudo)
     workdir = Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
     device = training_device()
@@ -196,7 +208,7 @@ def fit(
     with torch.random.fork_rng(devices=forked):
         return _Trainer(
             model, train, valid, config, tuple(groups), workdir, device,
-            targets, sample_weight, class_weight, on_epoch_end,
+            targets, sample_weight, class_weight, on_epoch_end, pseudo,
         ).run()  # fmt: skip
 
 
@@ -214,13 +226,34 @@ def iter_scores(
     rows : (B,) int64 row positions, in order
     scores : (B, n_classes) float32, sigmoid (multi-label) or softmax (multi-class) of logits
     """
+    for rows, x, lengths in eval_batches(model, ds, groups, batch_size, device):
+        yield rows, predict_probs(model, x, lengths, ds.task)
+
+
+def eval_batches(
+    model: nn.Module,
+    ds: Dataset,
+    groups: tuple[str, ...] | list[str],
+    batch_size: int = 1024,
+    device: torch.device | None = None,
+) -> Iterator[tuple[np.ndarray, torch.Tensor, torch.Tensor | None]]:
+    """The batches `iter_scores` feeds the model, in row order, each read from the store while
+    the one before is scored; puts the model in eval mode.
+
+    Yields
+    ------
+    rows : (B,) int64 row positions
+    x : on the model's device, (B, D) float32 features, or (B, T, D) float32 frames of a
+        frame-level model (all frames, zero-padded)
+    lengths : (B,) int64 frames per row on the device; None for a video-level model
+    """
     device = device or next(model.parameters()).device
     frame_level = getattr(model, "level", "video") == "frame"
     decoder = _device_decoder(ds, tuple(groups), device) if frame_level else None
 
     def gather(rows: np.ndarray) -> dict[str, Any]:
         if not frame_level:
-            return {"rows": rows, "x": _to(ds.features(rows, groups), device)}
+            return {"rows": rows, "x": _to(ds.features(rows, groups), device), "lengths": None}
         codes, lengths = ds.frames(rows, groups, decode=decoder is None)
         x, n_frames = _to(codes, device), _to(lengths, device)
         if decoder is not None:
@@ -229,13 +262,22 @@ def iter_scores(
 
     calls = [(np.arange(i, min(i + batch_size, len(ds))),) for i in range(0, len(ds), batch_size)]
     model.eval()
-    with torch.no_grad(), contextlib.closing(_load_ahead(gather, calls, 1)) as loader:
+    with contextlib.closing(_load_ahead(gather, calls, 1)) as loader:
         for batch in loader:
-            with _autocast(device):
-                logits = model(batch["x"], batch["lengths"]) if frame_level else model(batch["x"])
-            logits = logits.float()
-            probs = logits.sigmoid() if ds.task == "multilabel" else logits.softmax(dim=1)
-            yield batch["rows"], probs.cpu().numpy()
+            yield batch["rows"], batch["x"], batch["lengths"]
+
+
+def predict_probs(
+    model: nn.Module, x: torch.Tensor, lengths: torch.Tensor | None, task: str
+) -> np.ndarray:
+    """(B, n_classes) float32 probabilities of one batch (see `eval_batches`): sigmoid
+    (``multilabel``) or softmax (``multiclass``) of the logits, without gradients, under
+    bfloat16 autocast on CUDA."""
+    with torch.no_grad(), _autocast(x.device):
+        logits = model(x) if lengths is None else model(x, lengths)
+    logits = logits.float()
+    probs = logits.sigmoid() if task == "multilabel" else logits.softmax(dim=1)
+    return probs.cpu().numpy()
 
 
 def evaluate(
@@ -269,6 +311,7 @@ def _check_inputs(
     targets: sp.spmatrix | np.ndarray | None,
     sample_weight: np.ndarray | None,
     class_weight: np.ndarray | None,
+    pseudo: PseudoLabels | None,
 ) -> None:
     n, c = len(train), train.n_classes
     if len(train) < 2:
@@ -291,6 +334,11 @@ def _check_inputs(
         raise DataError(f"sample_weight is {np.shape(sample_weight)}; it must be ({n},)")
     if class_weight is not None and np.shape(class_weight) != (c,):
         raise DataError(f"class_weight is {np.shape(class_weight)}; it must be ({c},)")
+    if pseudo is not None and (pseudo.dataset.n_classes != c or pseudo.dataset.task != train.task):
+        raise DataError(
+            f"pseudo-labeled data has {pseudo.dataset.n_classes} {pseudo.dataset.task} classes, "
+            f"training data {c} {train.task}; pseudo-label a split of the same dataset"
+        )
 
 
 def _to(a: np.ndarray, device: torch.device) -> torch.Tensor:
@@ -348,6 +396,16 @@ def _device_decoder(
     return decode
 
 
+def _cat_rows(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Rows of ``a`` then ``b``: (B, D) features, or (B, T, D) frames zero-padded to the
+    longer T."""
+    if a.ndim == 3 and a.shape[1] != b.shape[1]:
+        longest = max(a.shape[1], b.shape[1])
+        a = nn.functional.pad(a, (0, 0, 0, longest - a.shape[1]))
+        b = nn.functional.pad(b, (0, 0, 0, longest - b.shape[1]))
+    return torch.cat([a, b])
+
+
 def _save_atomic(obj: Any, path: Path) -> None:
     tmp = path.with_name(f".{path.name}.tmp")
     with open(tmp, "wb") as fh:
@@ -373,6 +431,7 @@ class _Trainer:
         sample_weight: np.ndarray | None,
         class_weight: np.ndarray | None,
         on_epoch_end: Callable[[EpochStats], None] | None,
+        pseudo: PseudoLabels | None,
     ) -> None:
         self.model = model.to(device)
         self.train, self.valid, self.config = train, valid, config
@@ -388,6 +447,12 @@ class _Trainer:
         self.on_epoch_end = on_epoch_end
         self.frame_level = getattr(model, "level", "video") == "frame"
         self.decoder = _device_decoder(train, groups, device) if self.frame_level else None
+        self.pseudo = pseudo
+        self.pseudo_decoder = (
+            _device_decoder(pseudo.dataset, groups, device)
+            if pseudo is not None and self.frame_level
+            else None
+        )
         self.metric = "gap@20" if train.task == "multilabel" else "accuracy"
 
         data_seed, mix_seed, torch_seed = np.random.SeedSequence(config.seed).spawn(3)
@@ -452,7 +517,7 @@ class _Trainer:
         accum = config.grad_accumulation
         total_loss, seen = 0.0, 0
         self.optimizer.zero_grad(set_to_none=True)
-        calls = list(zip(batches, seeds.tolist(), strict=True))
+        calls = list(zip(batches, seeds.tolist(), self._pseudo_batches(len(batches)), strict=True))
         with contextlib.closing(_load_ahead(self._gather, calls, config.workers)) as loader:
             for i, batch in enumerate(loader):
                 group_start = i - i % accum
@@ -465,7 +530,7 @@ class _Trainer:
                         "lower the learning rate or check the features for extreme values"
                     )
                 (loss / group_size).backward()
-                n = int(batch["x"].shape[0])
+                n = batch["n"]
                 total_loss += value * n
                 seen += n
                 if i + 1 - group_start == group_size:
@@ -542,35 +607,95 @@ class _Trainer:
             batches.pop()
         return batches
 
-    def _gather(self, rows: np.ndarray, seed: int) -> dict[str, Any]:
-        """Read one batch from the store (runs in a loader thread); ``seed`` draws its frames."""
+    def _pseudo_batches(self, n_batches: int) -> list[tuple[np.ndarray, int, float] | None]:
+        """Per batch of this epoch: ``(positions in the pseudo rows, frame seed, alpha)``, or
+        None when the epoch's alpha is 0 (then nothing is drawn from the data generator)."""
+        alpha = self.pseudo.weight(self.epoch + 1) if self.pseudo is not None else 0.0
+        if self.pseudo is None or alpha <= 0 or self.pseudo.rows.size == 0:
+            return [None] * n_batches
+        parts = np.array_split(self.data_rng.permutation(self.pseudo.rows.size), n_batches)
+        seeds = self.data_rng.integers(0, 2**63, size=n_batches).tolist()
+        return [
+            (part, seed, alpha) if part.size else None
+            for part, seed in zip(parts, seeds, strict=True)
+        ]
+
+    def _read(
+        self,
+        ds: Dataset,
+        decoder: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None,
+        rows: np.ndarray,
+        seed: int,
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Features of ``rows`` of ``ds`` on the device, and frame counts of a frame model."""
         config, device = self.config, self.device
-        lengths = None
-        if self.frame_level:
-            frames, n_frames = gather_frames(
-                self.train, rows, self.groups, config.frame_sampling, config.max_frames,
-                np.random.default_rng(seed), config.cosine_threshold, self.decoder is None,
-            )  # fmt: skip
-            x, lengths = _to(frames, device), _to(n_frames, device)
-            if self.decoder is not None and x.dtype == torch.uint8:
-                x = self.decoder(x, lengths)
-        else:
-            x = _to(self.train.features(rows, self.groups), device)
-        targets = _to(np.asarray(self.labels[rows].toarray(), dtype=np.float32), device)
+        if not self.frame_level:
+            return _to(ds.features(rows, self.groups), device), None
+        frames, n_frames = gather_frames(
+            ds, rows, self.groups, config.frame_sampling, config.max_frames,
+            np.random.default_rng(seed), config.cosine_threshold, decoder is None,
+        )  # fmt: skip
+        x, lengths = _to(frames, device), _to(n_frames, device)
+        if decoder is not None and x.dtype == torch.uint8:
+            x = decoder(x, lengths)
+        return x, lengths
+
+    def _gather(
+        self, rows: np.ndarray, seed: int, pseudo: tuple[np.ndarray, int, float] | None
+    ) -> dict[str, Any]:
+        """Read one batch from the store (runs in a loader thread); ``seed`` draws its frames;
+        ``pseudo`` (see `_pseudo_batches`) appends pseudo-labeled rows."""
+        device = self.device
+        x, lengths = self._read(self.train, self.decoder, rows, seed)
+        targets = np.asarray(self.labels[rows].toarray(), dtype=np.float32)
         teacher = None
         if self.teacher is not None:
-            teacher = _to(np.asarray(self.teacher[rows].toarray(), dtype=np.float32), device)
+            teacher = np.asarray(self.teacher[rows].toarray(), dtype=np.float32)
         weight = None
         if self.sample_weight is not None:
-            weight = _to(np.asarray(self.sample_weight[rows], dtype=np.float32), device)
-        return {"x": x, "lengths": lengths, "targets": targets, "teacher": teacher,
-                "weight": weight}  # fmt: skip
+            weight = np.asarray(self.sample_weight[rows], dtype=np.float32)
+        if pseudo is not None and self.pseudo is not None:
+            positions, pseudo_seed, alpha = pseudo
+            px, plengths = self._read(
+                self.pseudo.dataset, self.pseudo_decoder, self.pseudo.rows[positions], pseudo_seed
+            )
+            x = _cat_rows(x, px)
+            lengths = (
+                None if lengths is None or plengths is None else torch.cat([lengths, plengths])
+            )
+            extra = np.asarray(self.pseudo.targets[positions].toarray(), dtype=np.float32)
+            targets = np.concatenate([targets, extra])
+            # A pseudo row's teacher is its own target: lam * D + (1 - lam) * D = D.
+            teacher = None if teacher is None else np.concatenate([teacher, extra])
+            # mean over the B + B' rows of these weights = mean(labeled) + alpha * mean(pseudo)
+            total = rows.size + positions.size
+            labeled = np.ones(rows.size, np.float32) if weight is None else weight
+            weight = np.concatenate([
+                labeled * np.float32(total / rows.size),
+                np.full(positions.size, total * alpha / positions.size, dtype=np.float32),
+            ])  # fmt: skip
+        return {
+            "x": x,
+            "lengths": lengths,
+            "targets": _to(targets, device),
+            "teacher": None if teacher is None else _to(teacher, device),
+            "weight": None if weight is None else _to(weight, device),
+            "n": int(rows.size),
+        }
 
     # ---- checkpoints
 
     def _best(self) -> EpochStats | None:
         scored = [s for s in self.history if s.metric is not None]
         return max(scored, key=lambda s: s.metric or 0.0) if scored else None
+
+    def _settings(self) -> dict[str, Any]:
+        """What the weights depend on besides the data: the training settings, and the
+        pseudo-label settings when there are pseudo rows."""
+        settings = self.config.results_settings()
+        if self.pseudo is not None:
+            settings["pseudo"] = self.pseudo.settings()
+        return settings
 
     def _eval_state(self) -> dict[str, torch.Tensor]:
         """The weights evaluation uses: the EMA's when enabled."""
@@ -579,7 +704,7 @@ class _Trainer:
 
     def _checkpoint(self) -> None:
         state = {
-            "config": self.config.results_settings(),
+            "config": self._settings(),
             "epoch": self.epoch,
             "step": self.step,
             "stopped_early": self.stopped_early,
@@ -604,7 +729,7 @@ class _Trainer:
             raise DataError(
                 f"{path}: unreadable checkpoint ({err}); delete it to restart"
             ) from None
-        if state["config"] != self.config.results_settings():
+        if state["config"] != self._settings():
             raise ConfigError(
                 f"{path} was written under other training settings; use a fresh workdir or "
                 "delete the checkpoint"

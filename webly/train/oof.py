@@ -1,4 +1,6 @@
-"""Out-of-fold training of a model zoo: `fit_oof` and `train_zoo` (``webly train ZOO.yaml``).
+"""Out-of-fold training of a model zoo: `fit_oof` and `train_zoo` (``webly train ZOO.yaml``);
+`fit_full` trains the members on every row instead (the models one deploys). Either trains
+students when given a teacher's soft targets (`webly.distill`).
 
 Every member is trained once per fold of the dataset's shared fold ids
 (``Dataset.folds(zoo.folds, zoo.seed)`` or the ones passed in, e.g. a run's ``folds`` stage
@@ -29,6 +31,7 @@ training fails (NaN loss: `DataError`) is recorded in the result and the others 
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -39,6 +42,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import scipy.sparse as sp
 
 from webly.data.store import Dataset, atomic_output
 from webly.errors import ConfigError, DataError, WeblyError
@@ -123,6 +127,7 @@ def fit_oof(
     test: Dataset | None,
     out: str | Path,
     folds: np.ndarray | None = None,
+    teacher: sp.csr_matrix | None = None,
 ) -> ZooResult:
     """Train every member of ``zoo`` out-of-fold on ``train``; predict ``test``.
 
@@ -134,6 +139,10 @@ def fit_oof(
     out : folder of the members' folders (see the module docstring)
     folds : (n_samples,) fold of every training row in ``0..zoo.folds - 1``, shared by every
         member; None: ``train.folds(zoo.folds, zoo.seed)``
+    teacher : (n_samples, n_classes) soft targets in [0, 1], optional: every member is a
+        student trained with the distillation loss ``distill_lam * loss(labels) + (1 -
+        distill_lam) * loss(teacher)`` (`webly.train.losses`); its hash joins the members'
+        config hashes. Network members only.
 
     Returns
     -------
@@ -148,12 +157,70 @@ def fit_oof(
             f"{TEST_SUM_BYTES >> 30} GiB to average the fold models; split the test store"
         )
     folds = train.folds(zoo.folds, zoo.seed) if folds is None else _check_folds(folds, zoo, train)
+    teacher_hash = _check_teacher(teacher, members, train)
     out = Path(out)
     results = []
     for member in members:
-        digest = config_hash(member, zoo, folds, train, test)
-        results.append(_fit_member(member, zoo, train, test, folds, out / member.id, digest))
+        digest = config_hash(member, zoo, folds, train, test, teacher_hash)
+        results.append(
+            _fit_member(member, zoo, train, test, folds, out / member.id, digest, teacher)
+        )
     return ZooResult(results)
+
+
+def fit_full(
+    zoo: Zoo,
+    train: Dataset,
+    test: Dataset | None,
+    out: str | Path,
+    teacher: sp.csr_matrix | None = None,
+) -> ZooResult:
+    """Train every member of ``zoo`` once on all of ``train``: the models one deploys.
+
+    No row is held out, so there is no early stopping (each trains its ``epochs``) and no
+    out-of-fold prediction; the model is saved to ``OUT/<member id>/model/`` and its
+    predictions of ``test`` to ``OUT/<member id>/predictions/`` (a store with a ``test``
+    split only). ``teacher``, resume and failures are as in `fit_oof`; a member's seeds are
+    those of its fold 0.
+    """
+    if test is None:
+        raise ConfigError("training on every row needs a test split to predict; pass one")
+    members = plan_zoo(zoo, train, test)
+    teacher_hash = _check_teacher(teacher, members, train)
+    everything = np.zeros(len(train), dtype=np.int8)
+    out = Path(out)
+    results = []
+    for member in members:
+        digest = config_hash(member, zoo, everything, train, test, teacher_hash)
+        results.append(
+            _fit_member(member, zoo, train, test, None, out / member.id, digest, teacher)
+        )
+    return ZooResult(results)
+
+
+def _check_teacher(
+    teacher: sp.csr_matrix | None, members: list[Member], train: Dataset
+) -> str | None:
+    """SHA-256 of the teacher's soft targets once they fit ``train`` and the members."""
+    if teacher is None:
+        return None
+    expected = (len(train), train.n_classes)
+    if teacher.shape != expected:
+        raise DataError(
+            f"teacher soft targets are {teacher.shape}; they must be {expected} (training rows, "
+            "classes); make them from this dataset's out-of-fold predictions"
+        )
+    trees = [m.id for m in members if m.level == "gbdt"]
+    if trees:
+        raise ConfigError(
+            f"member(s) {', '.join(trees)} are gradient-boosted trees, which take no soft "
+            "targets; distil into network members"
+        )
+    teacher = sp.csr_matrix(teacher, dtype=np.float32)
+    digest = hashlib.sha256()
+    for part in (teacher.indptr, teacher.indices, teacher.data):
+        digest.update(np.ascontiguousarray(part).tobytes())
+    return digest.hexdigest()
 
 
 def _check_folds(folds: np.ndarray, zoo: Zoo, train: Dataset) -> np.ndarray:
@@ -183,10 +250,12 @@ def _fit_member(
     zoo: Zoo,
     train: Dataset,
     test: Dataset | None,
-    folds: np.ndarray,
+    folds: np.ndarray | None,
     folder: Path,
     digest: str,
+    teacher: sp.csr_matrix | None,
 ) -> MemberResult:
+    """Train (``folds`` None: on every row, `_train_full`) or find finished one member."""
     multilabel = train.task == "multilabel"
     base = MemberResult(
         id=member.id,
@@ -200,7 +269,10 @@ def _fit_member(
         return _from_store(base, finished)
     _claim(folder, member, digest)
     try:
-        store = _train_member(member, zoo, train, test, folds, folder, digest)
+        if folds is None:
+            store = _train_full(member, zoo, train, test, folder, digest, teacher)
+        else:
+            store = _train_member(member, zoo, train, test, folds, folder, digest, teacher)
     except WeblyError as err:
         return replace(base, error=str(err))
     return _from_store(base, store, skipped=False)
@@ -214,6 +286,7 @@ def _train_member(
     folds: np.ndarray,
     folder: Path,
     digest: str,
+    teacher: sp.csr_matrix | None,
 ) -> Predictions:
     n_classes, labels = train.n_classes, train.labels
     n_rows = {"oof": len(train)} | ({"test": len(test)} if test is not None else {})
@@ -222,6 +295,7 @@ def _train_member(
         "id": member.id,
         "config": member.config,
         "config_hash": digest,
+        "distilled": teacher is not None,
         "folds": zoo.folds,
         "seed": zoo.seed,
     }
@@ -242,7 +316,9 @@ def _train_member(
         for fold in range(zoo.folds):
             held_out = np.flatnonzero(folds == fold)
             started = time.perf_counter()
-            model = _fold_model(member, fold, train, held_out, folds, folder / f"fold-{fold}")
+            model = _fold_model(
+                member, fold, train, held_out, folds, folder / f"fold-{fold}", teacher
+            )
             seconds = time.perf_counter() - started
             for rows, probs in _scores(model, member, train.subset(held_out)):
                 rows = held_out[rows]
@@ -271,6 +347,47 @@ def _train_member(
         return writer.commit(fold_metrics)
 
 
+def _train_full(
+    member: Member,
+    zoo: Zoo,
+    train: Dataset,
+    test: Dataset | None,
+    folder: Path,
+    digest: str,
+    teacher: sp.csr_matrix | None,
+) -> Predictions:
+    assert test is not None  # fit_full refuses to start without one
+    started = time.perf_counter()
+    everything = np.zeros(len(train), dtype=np.int8)
+    none = np.zeros(0, dtype=np.int64)
+    model = _fold_model(member, -1, train, none, everything, folder / "full", teacher)
+    seconds = time.perf_counter() - started
+    model_info = {
+        "name": member.name,
+        "id": member.id,
+        "config": member.config,
+        "config_hash": digest,
+        "distilled": teacher is not None,
+        "folds": 0,
+        "seed": zoo.seed,
+    }
+    test_probs = np.zeros((len(test), train.n_classes), np.float32)
+    for rows, probs in _scores(model, member, test):
+        test_probs[rows] = probs
+    with PredictionWriter(
+        folder / STORE_DIR,
+        n_rows={"test": len(test)},
+        n_classes=train.n_classes,
+        model=model_info,
+        k=zoo.k,
+        overwrite=True,
+    ) as writer:
+        writer.write("test", np.arange(len(test)), test_probs)
+        return writer.commit(
+            {"full": {"seconds": seconds}, "test": _test_figures(test_probs, test)}
+        )
+
+
 def _fold_model(
     member: Member,
     fold: int,
@@ -278,34 +395,38 @@ def _fold_model(
     held_out: np.ndarray,
     folds: np.ndarray,
     workdir: Path,
+    teacher: sp.csr_matrix | None,
 ) -> Any:
     """The model of fold ``fold``: loaded when saved, else trained on the other folds (its
-    trainer resumes from a checkpoint in ``workdir``) and saved atomically."""
+    trainer resumes from a checkpoint in ``workdir``) and saved atomically. Fold -1: trained
+    on every row (``held_out`` empty), seeded as fold 0, without validation."""
     saved = workdir / MODEL_DIR
     if member.level == "gbdt":
         if saved.is_dir():
             return LgbmModel.load(saved)
         kept = np.flatnonzero(folds != fold)
-        model = member.build(train.n_classes, fold)
-        model.fit(
-            train.features(kept, member.groups),
-            train.labels[kept],
-            train.features(held_out, member.groups),
-            train.labels[held_out],
+        model = member.build(train.n_classes, max(fold, 0))
+        valid = (
+            (train.features(held_out, member.groups), train.labels[held_out])
+            if held_out.size
+            else (None, None)
         )
+        model.fit(train.features(kept, member.groups), train.labels[kept], *valid)
         with atomic_output(saved, overwrite=True) as tmp:
             model.save(tmp)
         return model
     if saved.is_dir():  # predicts where a freshly trained one would, with the same numerics
         return load_network(saved).to(training_device())
-    model = member.build(train.n_classes, fold)
+    model = member.build(train.n_classes, max(fold, 0))
+    kept = np.flatnonzero(folds != fold)
     fit(
         model,
-        train.subset(np.flatnonzero(folds != fold)),
-        train.subset(held_out),
-        member.train_config(fold),
+        train.subset(kept),
+        train.subset(held_out) if held_out.size else None,
+        member.train_config(max(fold, 0)),
         member.groups,
         workdir,
+        targets=teacher[kept] if teacher is not None else None,
     )
     with atomic_output(saved, overwrite=True) as tmp:
         save_network(model, tmp)
@@ -365,13 +486,14 @@ def _claim(folder: Path, member: Member, digest: str) -> None:
 def _from_store(base: MemberResult, store: Predictions, skipped: bool = True) -> MemberResult:
     metrics = store.fold_metrics
     n_folds = int(store.model["folds"])
-    test = metrics.get("test", {})
+    oof, test = metrics.get("oof", {}), metrics.get("test", {})
+    parts = [str(f) for f in range(n_folds)] if n_folds else ["full"]
     return replace(
         base,
-        oof_metric=metrics["oof"]["metric"],
-        oof_loss=metrics["oof"]["loss"],
+        oof_metric=oof.get("metric"),
+        oof_loss=oof.get("loss"),
         test_metric=test.get("metric"),
         test_loss=test.get("loss"),
-        seconds=sum(metrics[str(f)]["seconds"] for f in range(n_folds)),
+        seconds=sum(metrics[part]["seconds"] for part in parts),
         skipped=skipped,
     )

@@ -203,10 +203,16 @@ def plan_zoo(zoo: Zoo, train: Dataset, test: Dataset | None = None) -> list[Memb
 
 
 def config_hash(
-    member: Member, zoo: Zoo, folds: np.ndarray, train: Dataset, test: Dataset | None
+    member: Member,
+    zoo: Zoo,
+    folds: np.ndarray,
+    train: Dataset,
+    test: Dataset | None,
+    teacher: str | None = None,
 ) -> str:
     """SHA-256 of what a member's predictions depend on: its resolved config, the zoo's seed
-    and k, the fold of every row and the manifests of the training and test data."""
+    and k, the fold of every row, the manifests of the training and test data and the hash of
+    a teacher's soft targets (distillation)."""
     blob = {
         "member": member.config,
         "seed": zoo.seed,
@@ -215,6 +221,8 @@ def config_hash(
         "train": _manifest_hash(train),
         "test": _manifest_hash(test) if test is not None else None,
     }
+    if teacher is not None:  # absent otherwise: the hashes of finished zoos stay valid
+        blob["teacher"] = teacher
     return hashlib.sha256(json.dumps(blob, sort_keys=True).encode()).hexdigest()
 
 

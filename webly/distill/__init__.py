@@ -1,0 +1,1 @@
+"""Distillation: soft labels from the ensemble, students, pseudo-labels."""

@@ -1,0 +1,86 @@
+"""Soft labels: a teacher's out-of-fold predictions as the training targets of a student.
+
+The YouTube-8M winners trained their students on the ensemble's out-of-fold predictions of the
+training rows (each row scored by models that never saw it), mixed with the given labels by
+the trainer's distillation loss ``lam * loss(labels) + (1 - lam) * loss(teacher)``. The targets
+are kept sparse: a row's top-k classes of the teacher, the rest 0.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import scipy.sparse as sp
+
+from webly.ensemble.members import Members
+from webly.errors import ConfigError, DataError
+from webly.metrics.ranking import TopK, select_top_k
+from webly.predictions import merge_topk
+
+
+def soft_targets(
+    teacher: TopK, n_classes: int, task: str, *, k: int | None = None, min_score: float = 1e-3
+) -> sp.csr_matrix:
+    """A teacher's top-k predictions as (n_samples, n_classes) soft targets.
+
+    Parameters
+    ----------
+    teacher : TopK (n_samples, k_t)
+        Probabilities (per class for ``multilabel``, a distribution for ``multiclass``), e.g.
+        a blend's or the stacker's out-of-fold predictions.
+    n_classes : classes of the dataset
+    task : ``"multilabel"`` or ``"multiclass"``
+    k : classes kept per row (the teacher's k_t if None)
+    min_score : scores below it are dropped (kept sparse: a multi-label teacher gives every
+        class a small probability)
+
+    Returns
+    -------
+    csr_matrix (n_samples, n_classes) float32
+        Multi-label: the scores, clipped to [0, 1]. Multi-class: each row's kept scores
+        divided by their sum, a distribution over the kept classes.
+    """
+    if task not in ("multilabel", "multiclass"):
+        raise ConfigError(f"task {task!r} is unknown; use multilabel or multiclass")
+    if not 0.0 <= min_score < 1.0:
+        raise ConfigError(f"min_score is {min_score}; use a value in [0, 1)")
+    indices, scores = select_top_k(teacher, k, sort=False)
+    if indices.size and indices.max() >= n_classes:
+        raise DataError(
+            f"teacher predicts class {int(indices.max())} but the dataset has {n_classes} "
+            "classes; use a teacher trained on this dataset"
+        )
+    finite = scores[np.isfinite(scores)]
+    if finite.size and (finite.min() < -1e-6 or finite.max() > 1 + 1e-6):
+        raise DataError(
+            f"teacher scores range over {finite.min():.4g}..{finite.max():.4g}; soft targets "
+            "need probabilities in [0, 1], not logits"
+        )
+    keep = (indices >= 0) & (scores >= min_score)
+    values = np.clip(np.where(keep, scores, 0.0), 0.0, 1.0).astype(np.float32)
+    if task == "multiclass":
+        totals = values.sum(axis=1, keepdims=True)
+        values = np.divide(values, totals, out=np.zeros_like(values), where=totals > 0)
+    rows = np.broadcast_to(np.arange(indices.shape[0])[:, None], indices.shape)
+    return sp.csr_matrix(
+        (values[keep], (rows[keep], indices[keep])), shape=(indices.shape[0], n_classes)
+    )
+
+
+def families(members: Members) -> dict[str, list[str]]:
+    """Members grouped by model family (the registered model name), in member order.
+
+    The 1st-place YouTube-8M team distilled each family (all their NetVLAD variants, all
+    their DBoF variants, ...) from that family's own ensemble.
+    """
+    grouped: dict[str, list[str]] = {}
+    for name, store in zip(members.names, members.stores, strict=True):
+        grouped.setdefault(str(store.model.get("name", name)), []).append(name)
+    return grouped
+
+
+def family_teacher(members: Members, names: Sequence[str], split: str = "oof") -> TopK:
+    """The plain mean of the named members' predictions of ``split``: one family's teacher."""
+    chosen = members.select(names)
+    return merge_topk(chosen.topk(split))

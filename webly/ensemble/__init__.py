@@ -1,0 +1,1 @@
+"""Second level: blends, the LightGBM stacker over candidate classes, group aggregation, TTA."""

@@ -1,0 +1,47 @@
+"""What each stage of a recipe does: one function per stage, from its section of the recipe and
+the artifacts of the stages it reads to its own artifact in ``RUN/<stage>/``.
+
+`webly.pipeline` orders the stages, hashes their configs, writes their manifests and skips what
+is done; a stage function makes its artifact and says what it made (`StageResult`). Artifacts::
+
+    data/       train/, test/ (and unlabeled/) stores, generated or imported (none for a
+                ``store`` source: its stores are read in place, never copied or modified)
+    folds/      folds.npy: (n_samples,) int8 fold of every training row
+    zoo/        one folder per member (`webly.train.oof.fit_oof`), resumed in place
+    ensemble/   blend-<method>/ and stacker/ prediction stores (`webly.stages.ensemble`)
+    distill/    students/ (out-of-fold, like the zoo) and final/ (one model on every row)
+    evaluate/   results.json: every member's figures and the zoo average's
+
+Each stage also has a config function: the part of the recipe its artifact depends on, which
+its manifest hash covers. Adding a stage: a config model in `webly.config` (a `Recipe` field),
+a config function and a stage function here, and a line in `webly.pipeline.STAGES`.
+"""
+
+from webly.stages.context import StageContext, StageResult, file_hash, splits, write_atomic
+from webly.stages.data import check_data, data_config, folds_config, make_data, make_folds
+from webly.stages.distill import distill_config, make_distill
+from webly.stages.ensemble import ensemble_config, make_ensemble
+from webly.stages.evaluate import evaluate_config, evaluate_zoo, results_table
+from webly.stages.zoo import train_zoo, zoo_config
+
+__all__ = [
+    "StageContext",
+    "StageResult",
+    "check_data",
+    "data_config",
+    "distill_config",
+    "ensemble_config",
+    "evaluate_config",
+    "evaluate_zoo",
+    "file_hash",
+    "folds_config",
+    "make_data",
+    "make_distill",
+    "make_ensemble",
+    "make_folds",
+    "results_table",
+    "splits",
+    "train_zoo",
+    "write_atomic",
+    "zoo_config",
+]  # fmt: skip

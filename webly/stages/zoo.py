@@ -1,0 +1,57 @@
+"""The ``zoo`` stage: every member of the recipe's zoo trained out-of-fold."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from webly.config import Recipe
+from webly.stages.context import StageContext, StageResult, splits
+from webly.train.oof import MemberResult, fit_oof
+
+
+def zoo_config(recipe: Recipe) -> dict[str, Any]:
+    return recipe.zoo.model_dump(mode="json")  # holds the recipe's folds.n and seed
+
+
+def train_zoo(ctx: StageContext) -> StageResult:
+    """Every member out-of-fold on the folds artifact (`fit_oof`: finished members whose
+    config is unchanged are kept). Folders of members no longer in the recipe are left on disk
+    and not evaluated."""
+    train, test = splits(ctx)
+    folds_file = ctx.output("folds", "folds")
+    assert folds_file is not None
+    zoo = ctx.recipe.zoo
+    result = fit_oof(zoo, train, test, ctx.folder, folds=np.load(folds_file))
+    listed = {spec.member_id for spec in zoo.members}
+    others = sorted(
+        p.name
+        for p in ctx.folder.iterdir()
+        if p.is_dir() and not p.name.startswith(".") and p.name not in listed
+    )
+    if others:
+        ctx.console.print(
+            f"zoo: kept, not evaluated (no longer in the recipe): {', '.join(others)}"
+        )
+    done = [m for m in result.members if m.error is None]
+    key = f"{len(done)} of {len(result.members)} members done"
+    if result.failed:
+        key += f", {len(result.failed)} failed"
+    if done:
+        best = max(done, key=_figure)
+        on = "test" if best.test_metric is not None else "oof"
+        key += f"; best {best.id}: {best.metric} {_figure(best):.4f} ({on})"
+    return StageResult(
+        key=key,
+        outputs={"members": {m.id: f"{ctx.name}/{m.id}/predictions" for m in done}},
+        summary={"members": result.table()},
+        errors=tuple(f"member {m.id} failed: {m.error}" for m in result.failed),
+    )
+
+
+def _figure(member: MemberResult) -> float:
+    """A trained member's metric: on the test split when it has labels, else out-of-fold."""
+    figure = member.test_metric if member.test_metric is not None else member.oof_metric
+    assert figure is not None  # a trained member has its out-of-fold figures
+    return figure
