@@ -550,10 +550,28 @@ def _megabytes(n_bytes: int) -> str:
 
 @app.command("compress")
 def compress(
-    network: Annotated[
-        Path, typer.Argument(metavar="NETWORK_DIR", help="A saved network (model.json + weights).")
+    source: Annotated[
+        Path,
+        typer.Argument(
+            metavar="NETWORK_DIR|RUN",
+            help="A saved network, or a run directory (its final distilled network).",
+        ),
     ],
-    dest: Annotated[Path, typer.Argument(metavar="OUT", help="Compressed network folder.")],
+    dest: Annotated[
+        Path | None,
+        typer.Argument(
+            metavar="OUT",
+            help="Compressed network folder; with --max-size the chosen candidate's folder "
+            "(optional there: without it nothing is written).",
+        ),
+    ] = None,
+    max_size: Annotated[
+        str | None,
+        typer.Option(
+            help="Size budget, e.g. 1GB or 500MiB: choose the most accurate of the run's final "
+            "network (fp32, fp16, int8_partial), member subsets and stacker that fits.",
+        ),
+    ] = None,
     method: Annotated[
         str, typer.Option(help="int8_partial (uint8 codes + table), fp16 or kmeans.")
     ] = "int8_partial",
@@ -565,9 +583,19 @@ def compress(
     seed: Seed = 0,
     overwrite: Overwrite = False,
 ) -> None:
-    """Compress a network's big tensors (partial 8-bit, float16 or k-means); report each tensor."""
+    """Compress a network's big tensors (partial 8-bit, float16 or k-means); report each tensor.
+    With --max-size, choose what of a run to deploy within a size budget."""
     from webly.compress import compress_network
+    from webly.compress.run import is_run, run_final
+    from webly.errors import ConfigError
 
+    if max_size is not None:
+        methods = tuple(dict.fromkeys(("fp16", "int8_partial", method)))
+        _compress_under_budget(source, dest, max_size, methods, min_elements, overwrite)
+        return
+    if dest is None:
+        raise ConfigError("OUT is missing; name the compressed network folder to create")
+    network = run_final(source).folder if is_run(source) else source
     result = compress_network(
         network,
         dest,
@@ -602,25 +630,84 @@ def compress(
     )
 
 
+def _compress_under_budget(
+    run_dir: Path,
+    dest: Path | None,
+    max_size: str,
+    methods: tuple[str, ...],
+    min_elements: int,
+    overwrite: bool,
+) -> None:
+    """``webly compress RUN --max-size X [OUT]``: the frontier as a table, then the choice."""
+    from webly.compress.budget import choose_under_budget
+
+    result = choose_under_budget(
+        run_dir,
+        max_size,
+        dest,
+        methods=methods,  # type: ignore[arg-type]
+        min_elements=min_elements,
+        overwrite=overwrite,
+    )
+    table = Table(
+        title=f"accuracy/size frontier of {run_dir} ({result.metric} on {result.scored_on})",
+        title_justify="left",
+    )
+    rows = result.table()
+    for column in rows[0]:
+        table.add_column(column, justify="left" if column in ("candidate", "kind") else "right")
+    for row in rows:
+        table.add_row(*row.values(), style="bold" if row["chosen"] else None)
+    out.print(table)
+    greedy = "" if result.subsets_exact else "; member subsets chosen greedily (over 12 members)"
+    out.print(
+        f"{len(result.candidates)} candidates, {len(result.frontier)} on the frontier{greedy}",
+        highlight=False,
+    )
+    out.print(str(result), highlight=False)
+
+
 @app.command("export")
 def export(
-    network: Annotated[
-        Path, typer.Argument(metavar="NETWORK_DIR", help="A saved or compressed network folder.")
+    source: Annotated[
+        Path,
+        typer.Argument(
+            metavar="NETWORK_DIR|RUN",
+            help="A saved or compressed network folder, or a run directory (its final "
+            "distilled network, with the run's metrics and training store).",
+        ),
     ],
     dest: Annotated[Path, typer.Argument(metavar="OUT", help="Export folder to create.")],
     data: Annotated[
         Path | None,
-        typer.Option(help="Store the model was trained on: input dtypes, task, class names."),
+        typer.Option(
+            help="Store the model was trained on: input dtypes, task, class names (a run's "
+            "own training store by default)."
+        ),
     ] = None,
     metric: Annotated[
         list[str] | None,
         typer.Option(metavar="NAME=VALUE", help="A figure to record in model.json. Repeatable."),
+    ] = None,
+    tta_views: Annotated[
+        int, typer.Option(help="Test-time views predict runs a row (frame-level models).")
+    ] = 1,
+    tta_mode: Annotated[str, typer.Option(help="Combine the views: mean or max.")] = "mean",
+    tta_sampling: Annotated[
+        str, typer.Option(help="Frames of views 1..: random (seeded) or regular.")
+    ] = "random",
+    tta_max_frames: Annotated[int, typer.Option(help="Frames a view keeps.")] = 300,
+    group_aggregation: Annotated[
+        str | None,
+        typer.Option(help="Predict one line per group of a store: mean, belief or first."),
     ] = None,
     opset: Annotated[int, typer.Option(help="ONNX opset (17 or later).")] = 17,
     overwrite: Overwrite = False,
 ) -> None:
     """Export a network to ONNX (stored features in, probabilities out) + safetensors + JSON."""
     from webly.compress import export_onnx
+    from webly.compress.options import PredictOptions
+    from webly.compress.run import export_run, is_run
     from webly.data import Dataset
     from webly.errors import ConfigError
 
@@ -633,19 +720,37 @@ def export(
             raise ConfigError(
                 f"--metric {item!r} is not NAME=NUMBER; write e.g. gap@20=0.81"
             ) from None
-    layout = Dataset.open(data).layout if data is not None else None
-    exported = export_onnx(
-        network, dest, layout=layout, metrics=metrics or None, opset=opset, overwrite=overwrite
+    options = PredictOptions(
+        tta_views=tta_views,
+        tta_mode=tta_mode,  # type: ignore[arg-type]
+        tta_sampling=tta_sampling,  # type: ignore[arg-type]
+        tta_max_frames=tta_max_frames,
+        group_aggregation=group_aggregation,  # type: ignore[arg-type]
     )
+    layout = Dataset.open(data).layout if data is not None else None
+    if is_run(source):
+        exported = export_run(
+            source, dest, layout=layout, metrics=metrics or None, predict_options=options,
+            opset=opset, overwrite=overwrite,
+        )  # fmt: skip
+    else:
+        exported = export_onnx(
+            source, dest, layout=layout, metrics=metrics or None, predict_options=options,
+            opset=opset, overwrite=overwrite,
+        )  # fmt: skip
     inputs = ", ".join(f"{spec.name} {spec.dtype} x{spec.dim}" for spec in exported.features) + (
         ", lengths int64" if exported.level == "frame" else ""
     )
     sizes = ", ".join(
         f"{name} {_megabytes(entry['bytes'])}" for name, entry in exported.info["files"].items()
     )
+    figures = exported.info["metrics"] or {}
+    recorded = ", ".join(f"{name} {value:.4f}" for name, value in figures.items())
     out.print(
         f"exported the {exported.level}-level {exported.info['network']['name']} to {dest}: "
         f"inputs {inputs} -> probabilities x{exported.n_classes}; {sizes}"
+        + (f"; metrics {recorded}" if recorded else ""),
+        highlight=False,
     )
 
 
@@ -702,7 +807,7 @@ def serve(
 ) -> None:
     """Serve an exported model over HTTP: POST /predict, GET /health, GET /model, /docs."""
     from webly.compress import load_exported
-    from webly.compress.serve import Limits
+    from webly.compress.serve import Limits, open_socket
     from webly.compress.serve import serve as run
 
     limits = Limits(
@@ -712,8 +817,9 @@ def serve(
         max_wait_ms=max_wait_ms,
     )
     exported = load_exported(model, threads=threads)
+    sock = open_socket(host, port)
     out.print(f"serving {model} on http://{host}:{port} (docs: /docs)")
-    run(exported, host, port, limits)
+    run(exported, limits=limits, sock=sock)
 
 
 def main() -> None:

@@ -259,7 +259,8 @@ class DistillConfig(BaseModel):
     (weight of the label loss, `TrainConfig.distill_lam`), ``k`` and ``min_score`` (classes
     of the teacher kept per row). ``final``: one model trained on every row, taught by the
     mean of the students' out-of-fold predictions (a second round) or, without students, by
-    the teacher: the model to compress and export.
+    the teacher: the model to compress and export. ``max_size`` (bytes or e.g. ``50MB``):
+    a student whose float32 weights are larger is refused before anything trains.
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -271,12 +272,72 @@ class DistillConfig(BaseModel):
     min_score: float = Field(default=1e-3, ge=0.0, lt=1.0)
     students: list[dict[str, Any]] = Field(default_factory=list)
     final: dict[str, Any] | None = None
+    max_size: int | str | None = None
+
+    @field_validator("max_size")
+    @classmethod
+    def _size(cls, size: int | str | None) -> int | str | None:
+        if size is not None:
+            from webly.ensemble.budget import parse_size
+
+            try:
+                parse_size(size)
+            except ConfigError as err:
+                raise ValueError(f"distill.max_size: {err}") from None
+        return size
 
     @model_validator(mode="after")
     def _something_to_train(self) -> DistillConfig:
         if not self.students and self.final is None:
             raise ValueError("distill: no students and no final model; give one of them")
         return self
+
+
+class CompressConfig(BaseModel):
+    """The ``compress`` stage (`webly.compress.budget.choose_under_budget`): among the final
+    model (float32 and each of ``methods``), the zoo members, subsets of them and the stacker,
+    the most accurate whose files fit ``max_size`` (bytes or e.g. ``1GB``); the accuracy/size
+    frontier is written beside the choice."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    max_size: int | str
+    methods: list[Literal["fp16", "int8_partial", "kmeans"]] = ["fp16", "int8_partial"]
+    min_elements: int = Field(default=17_000, ge=0)
+
+    @field_validator("max_size")
+    @classmethod
+    def _size(cls, size: int | str) -> int | str:
+        from webly.ensemble.budget import parse_size
+
+        try:
+            parse_size(size)
+        except ConfigError as err:
+            raise ValueError(f"compress.max_size: {err}") from None
+        return size
+
+
+class ExportConfig(BaseModel):
+    """The ``export`` stage (`webly.compress.export_onnx`): the final model, or its compressed
+    form when the compress stage chose it, as ONNX + safetensors + ``model.json``; ``predict``:
+    how `webly predict` runs it (`webly.compress.options.PredictOptions` fields: test-time
+    views, group aggregation)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    opset: int = Field(default=17, ge=17)
+    predict: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("predict")
+    @classmethod
+    def _options(cls, predict: dict[str, Any]) -> dict[str, Any]:
+        from webly.compress.options import PredictOptions
+
+        try:
+            PredictOptions(**predict)
+        except (ConfigError, TypeError) as err:
+            raise ValueError(f"export.predict: {err}") from None
+        return predict
 
 
 class Recipe(BaseModel):
@@ -291,6 +352,8 @@ class Recipe(BaseModel):
     ensemble: EnsembleConfig | None = None
     distill: DistillConfig | None = None
     evaluate: EvaluateConfig = EvaluateConfig()
+    compress: CompressConfig | None = None
+    export: ExportConfig | None = None
 
     @field_validator("zoo", mode="before")
     @classmethod
@@ -379,6 +442,15 @@ class Recipe(BaseModel):
         if distill.final is not None:
             zoos["final"] = parse_zoo({**shared, "members": [distill.final]}, "distill.final")
         return zoos
+
+    @model_validator(mode="after")
+    def _export_needs_a_final_model(self) -> Recipe:
+        if self.export is not None and (self.distill is None or self.distill.final is None):
+            raise ValueError(
+                "export: the export stage exports the final distilled model; add distill.final "
+                "to the recipe or drop export"
+            )
+        return self
 
     @model_validator(mode="after")
     def _evaluate_within_zoo_k(self) -> Recipe:

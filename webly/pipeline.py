@@ -1,6 +1,7 @@
 """The stage pipeline: ``webly run RECIPE.yaml --out RUN`` (`run_recipe`) and ``webly status
 RUN`` (`run_status`). The only module that knows the order of the stages:
-data -> folds -> zoo -> ensemble -> distill -> evaluate (what each does: `webly.stages`).
+data -> folds -> zoo -> ensemble -> distill -> evaluate -> compress -> export (what each does:
+`webly.stages`).
 
 The run directory::
 
@@ -48,13 +49,17 @@ from webly.stages import (
     StageContext,
     StageResult,
     check_data,
+    compress_config,
     data_config,
     distill_config,
     ensemble_config,
     evaluate_config,
     evaluate_zoo,
+    export_config,
+    export_model,
     file_hash,
     folds_config,
+    make_compress,
     make_data,
     make_distill,
     make_ensemble,
@@ -89,6 +94,8 @@ STAGES = (
     Stage("ensemble", ("data", "folds", "zoo"), ensemble_config, make_ensemble),
     Stage("distill", ("data", "folds", "zoo", "ensemble"), distill_config, make_distill),
     Stage("evaluate", ("data", "zoo", "ensemble", "distill"), evaluate_config, evaluate_zoo),
+    Stage("compress", ("zoo", "ensemble", "distill", "evaluate"), compress_config, make_compress),
+    Stage("export", ("data", "distill", "compress"), export_config, export_model),
 )
 
 

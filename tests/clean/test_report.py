@@ -69,6 +69,15 @@ def test_multilabel_actions_add_and_remove_labels() -> None:
     )
     np.testing.assert_array_equal(report.sample_weights(), [1, 1, 0, 0.5, 1])
 
+    adding = NoiseReport.from_verdict(verdict, ActionRules(remove_spurious=False))
+    assert adding.action_names().tolist() == [
+        "add_missing", "add_missing", "down_weight", "down_weight", "keep"
+    ]  # fmt: skip
+    np.testing.assert_array_equal(
+        adding.cleaned_labels().toarray(),
+        [[1, 1, 1, 0], [1, 0, 1, 0], [0, 0, 0, 1], [0, 1, 0, 0], [1, 0, 0, 0]],
+    )
+
 
 def test_drop_fraction_caps_the_drops(multiclass: Planted) -> None:
     verdict = find_noisy_labels(multiclass.given, multiclass.probs)
@@ -145,6 +154,7 @@ def test_load_errors_are_one_line(tmp_path: Path) -> None:
         ({"drop_fraction": 1.5}, r"drop_fraction is 1.5; pass a number in \[0.0, 1\]"),
         ({"relabel_threshold": 0.3}, r"relabel_threshold is 0.3; pass a number in \[0.5, 1\]"),
         ({"down_weight": -1}, r"down_weight is -1"),
+        ({"remove_spurious": 1}, r"remove_spurious is 1; pass true or false"),
     ],
 )
 def test_bad_rules(rules: dict[str, float], match: str) -> None:

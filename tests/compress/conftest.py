@@ -1,4 +1,4 @@
-"""Fixtures of the compress/export/predict tests: small stores and saved networks."""
+"""Fixtures of the compress/export/predict tests: small stores, saved networks and a run."""
 
 from __future__ import annotations
 
@@ -8,10 +8,12 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
+import yaml
 
 from tests.conftest import random_batch
 from webly.data import Dataset, DatasetWriter, FeatureSpec, Layout
 from webly.models import create_model, save_network
+from webly.pipeline import run_recipe
 
 # Smaller than the defaults, to keep the tests fast; models not named use their defaults.
 SMALL: dict[str, dict[str, Any]] = {
@@ -59,3 +61,36 @@ def frame_store(tmp_path: Path, frame_layout: Layout) -> Dataset:
     with DatasetWriter(tmp_path / "frames", frame_layout) as writer:
         writer.write_batch(random_batch(rng, frame_layout, 45, max_frames=9))
     return Dataset.open(tmp_path / "frames")
+
+
+# tests/test_pipeline.py's recipe with an ensemble and a final distilled model.
+RUN_RECIPE: dict[str, Any] = {
+    "seed": 0,
+    "data": {
+        "synth": {
+            "kind": "yt8m-like", "videos": 200, "classes": 10, "max_frames": 8,
+            "unlabeled_videos": 0,
+        }
+    },
+    "folds": {"n": 3},
+    "zoo": {
+        "k": 20,
+        "train": {"epochs": 1, "batch_size": 64},
+        "members": [{"name": "logistic"}, {"name": "mlp", "hparams": {"hidden": [16]}}],
+    },
+    "ensemble": {
+        "blends": ["mean", "greedy"],
+        "stacker": {"rounds": 5, "min_data_in_leaf": 5, "threads": 1},
+    },
+    "distill": {"final": {"name": "logistic"}},
+}  # fmt: skip
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A finished run of `RUN_RECIPE` (read only: copy it to change it)."""
+    folder = tmp_path_factory.mktemp("run")
+    (folder / "recipe.yaml").write_text(yaml.safe_dump(RUN_RECIPE))
+    result = run_recipe(folder / "recipe.yaml", folder / "run", [])
+    assert not result.failed, result.errors
+    return folder / "run"

@@ -193,6 +193,10 @@ def test_export_errors_write_nothing(tmp_path: Path, frame_store: Dataset) -> No
     rng = np.random.default_rng(0)
     lgbm.fit(rng.normal(size=(60, 4)), rng.integers(0, 3, 60))
     lgbm.save(tmp_path / "lgbm")
-    with pytest.raises(ConfigError, match="is a LightGBM model; lgbm is not exported to ONNX"):
+    refusal = "lgbm members are exported as LightGBM text models .*; ONNX export takes networks"
+    with pytest.raises(ConfigError, match=refusal) as raised:
         export_onnx(tmp_path / "lgbm", tmp_path / "export")
+    assert "\n" not in str(raised.value)
+    with pytest.raises(ConfigError, match=r"LightGBM text models .*; compression takes networks"):
+        compress_network(tmp_path / "lgbm", tmp_path / "export")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["frames", "lgbm", "net"]

@@ -1,5 +1,6 @@
 """The HTTP service, with real requests to a server started on loopback: predictions equal the
-model's, malformed, invalid, oversized and concurrent requests, the console script."""
+model's, malformed, invalid, oversized and concurrent requests, the console script, a port in
+use."""
 
 from __future__ import annotations
 
@@ -22,10 +23,12 @@ import pytest
 import uvicorn
 
 from tests.compress.conftest import save_model
+from tests.compress.test_commands import assert_user_error, webly
 from webly.compress import ExportedModel, export_onnx
-from webly.compress.serve import Limits, create_app
+from webly.compress.serve import Limits, create_app, open_socket
 from webly.data import Dataset
 from webly.data import tfrecord as tr
+from webly.errors import ConfigError
 from webly.metrics.ranking import select_top_k
 
 
@@ -228,3 +231,21 @@ def test_the_console_script_serves(tmp_path: Path, small_store: Dataset) -> None
     )  # fmt: skip
     assert bad.returncode == 2 and bad.stderr.startswith("error: ")
     assert "no model.json" in bad.stderr
+
+
+@pytest.mark.parametrize("listening", [False, True])
+def test_a_port_in_use_is_one_line_and_exit_2(
+    tmp_path: Path, small_store: Dataset, capsys: pytest.CaptureFixture[str], listening: bool
+) -> None:
+    source = save_model(tmp_path / "net", "logistic", small_store.layout, ("rgb", "audio"))
+    export_onnx(source, tmp_path / "export", layout=small_store.layout)
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        if listening:
+            taken.listen()
+        port = taken.getsockname()[1]
+        result = webly(capsys, "serve", str(tmp_path / "export"), "--port", str(port))
+    assert_user_error(result, f"port {port} on 127.0.0.1 is in use; pass another --port")
+    assert "serving" not in result[1]
+    with pytest.raises(ConfigError, match=r"cannot listen on 203\.0\.113\.9:80"):
+        open_socket("203.0.113.9", 80)  # an address of no interface here

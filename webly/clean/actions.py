@@ -5,9 +5,10 @@ The rules, in order (`ActionRules` holds the numbers):
 1. Rows not flagged are kept.
 2. Repairs. Multi-class: a flagged row whose top-1 class is not its given label and has
    probability >= ``relabel_threshold`` is relabelled to it. Multi-label: its suspect missing
-   labels with probability >= ``relabel_threshold`` are added and its suspect spurious labels
-   with probability <= ``1 - relabel_threshold`` removed; a row that loses a label is
-   ``relabel``, one that only gains ``add_missing``, and one left without any label ``drop``.
+   labels with probability >= ``relabel_threshold`` are added and (unless ``remove_spurious``
+   is off) its suspect spurious labels with probability <= ``1 - relabel_threshold`` removed;
+   a row that loses a label is ``relabel``, one that only gains ``add_missing``, and one left
+   without any label ``drop``.
 3. Of the flagged rows not repaired, the highest-scored ``floor(drop_fraction * n_samples)``
    are dropped (ties: the earlier row), the rest down-weighted to ``down_weight``.
 
@@ -40,11 +41,15 @@ class ActionRules:
         Probability the prediction needs to repair a label instead of dropping the row.
     down_weight : float in [0, 1]
         Sample weight of flagged rows that are neither repaired nor dropped.
+    remove_spurious : bool
+        Multi-label: remove suspect spurious labels (True) or only add missing ones (False;
+        where rare classes are learned poorly, their true labels look spurious).
     """
 
     drop_fraction: float = 0.1
     relabel_threshold: float = 0.9
     down_weight: float = 0.5
+    remove_spurious: bool = True
 
     def __post_init__(self) -> None:
         for name, low in (("drop_fraction", 0.0), ("relabel_threshold", 0.5), ("down_weight", 0.0)):
@@ -55,6 +60,8 @@ class ActionRules:
                 or not low <= value <= 1
             ):
                 raise ConfigError(f"{name} is {value!r}; pass a number in [{low}, 1]")
+        if not isinstance(self.remove_spurious, bool):
+            raise ConfigError(f"remove_spurious is {self.remove_spurious!r}; pass true or false")
 
     def weights(self) -> np.ndarray:
         """(len(ACTIONS),) float32 sample weight of each action."""
@@ -99,7 +106,9 @@ def choose_actions(verdict: NoiseVerdict, rules: ActionRules) -> Actions:
         codes[fix] = RELABEL
     else:
         removed = _suspects_where(
-            verdict, verdict.suspect_spurious, upper=1 - rules.relabel_threshold
+            verdict,
+            verdict.suspect_spurious,
+            upper=1 - rules.relabel_threshold if rules.remove_spurious else -np.inf,
         )
         added = _suspects_where(verdict, verdict.suspect_missing, lower=rules.relabel_threshold)
         loses, gains = np.diff(removed.indptr) > 0, np.diff(added.indptr) > 0

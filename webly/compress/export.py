@@ -17,13 +17,15 @@
   `QuantizedState` of a compressed network), no pickle;
 - ``model.json``: format and webly version, level, task, classes (names and descriptions when
   the data store has them), the feature groups (dim, dtype, quantization range), the
-  preprocessing, the network config, metrics given at export, and the size and SHA-256 of both
-  files.
+  preprocessing, the network config, metrics given at export, how to predict
+  (`webly.compress.options.PredictOptions`: test-time views, group aggregation), the run it
+  came from (`webly.compress.run.export_run`: run folder, training store, what its metrics
+  were measured on), and the size and SHA-256 of both files.
 
 `load_exported` opens the folder for ONNX Runtime after checking all of it. LightGBM models
-(``lgbm``) are not exported to ONNX: their own text model files (``lgbm.json`` and one booster
-file each) are already a pickle-free deployable format, loaded with
-`webly.models.gbdt.LgbmModel.load`.
+(``lgbm``) are not exported to ONNX (that needs onnxmltools, not a dependency): their own text
+model files (``lgbm.json`` and one booster file each) are already a pickle-free deployable
+format, loaded with `webly.models.gbdt.LgbmModel.load`.
 """
 
 from __future__ import annotations
@@ -45,12 +47,18 @@ from torch import nn
 
 import webly
 from webly.compress.files import fsync_file, sha256_file, write_json
-from webly.compress.quantize import QUANTIZED_FILE, QuantizedState, is_compressed, open_network
+from webly.compress.options import PredictOptions
+from webly.compress.quantize import (
+    QUANTIZED_FILE,
+    QuantizedState,
+    is_compressed,
+    open_network,
+    refuse_lightgbm,
+)
 from webly.compress.traceable import traceable
 from webly.data.store import FeatureSpec, Layout, atomic_output
 from webly.data.store import Level as StoreLevel
 from webly.errors import ConfigError, DataError
-from webly.models.gbdt import CONFIG_FILE as LGBM_FILE
 from webly.models.layers import frame_mask
 from webly.models.network import WEIGHTS_FILE, Network
 
@@ -207,6 +215,8 @@ def export_onnx(
     *,
     layout: Layout | None = None,
     metrics: Mapping[str, float] | None = None,
+    predict_options: PredictOptions | None = None,
+    run: Mapping[str, Any] | None = None,
     opset: int = MIN_OPSET,
     overwrite: bool = False,
 ) -> ExportedModel:
@@ -222,6 +232,10 @@ def export_onnx(
         quantization ranges of its feature groups, task and class names. Without it the inputs
         are float32 and the model multi-label with classes named by their index.
     metrics : figures to record in ``model.json`` (e.g. ``{"gap@20": 0.81}``).
+    predict_options : how `webly.compress.predict` predicts with it (test-time views, group
+        aggregation); each row predicted once if None. Views take a frame-level network.
+    run : where the network came from, recorded as ``model.json``'s ``run`` (see
+        `webly.compress.run.export_run`).
     opset : ONNX opset, >= 17.
     overwrite : replace an existing ``out_folder``.
 
@@ -233,14 +247,12 @@ def export_onnx(
         and frame counts are checked to equal PyTorch's within 1e-4.
     """
     network_folder = Path(network_folder)
-    if (network_folder / LGBM_FILE).is_file():
-        raise ConfigError(
-            f"{network_folder} is a LightGBM model; lgbm is not exported to ONNX, deploy its "
-            "folder as it is (lgbm.json + LightGBM text files, see LgbmModel.load)"
-        )
+    refuse_lightgbm(network_folder, "ONNX export")
     if opset < MIN_OPSET:
         raise ConfigError(f"opset is {opset}; use {MIN_OPSET} or later")
     network = open_network(network_folder)
+    options = predict_options or PredictOptions()
+    options.check_level(network.level, str(network.config["name"]))
     features = model_features(network, layout)
     n_classes = int(network.config["n_classes"])
     if layout is not None and layout.n_classes != n_classes:
@@ -298,6 +310,8 @@ def export_onnx(
             "network": network.config,
             "weights_format": stored.method if stored is not None else "float32",
             "metrics": dict(metrics) if metrics is not None else None,
+            "predict": options.to_json(),
+            "run": dict(run) if run is not None else None,
             "files": {
                 name: {"bytes": (tmp / name).stat().st_size, "sha256": sha256_file(tmp / name)}
                 for name in (ONNX_FILE, EXPORT_WEIGHTS)
@@ -412,6 +426,11 @@ class ExportedModel:
     def class_names(self) -> list[str]:
         return list(self.info["class_names"])
 
+    @property
+    def options(self) -> PredictOptions:
+        """How to predict with it (``model.json``'s ``predict``; the defaults without one)."""
+        return PredictOptions.from_json(self.info.get("predict") or {})
+
     def predict(
         self, groups: Mapping[str, np.ndarray], lengths: np.ndarray | None = None
     ) -> np.ndarray:
@@ -486,6 +505,10 @@ def load_exported(folder: str | Path, threads: int | None = None) -> ExportedMod
         if sha256_file(path) != recorded["sha256"]:
             raise DataError(f"{path}: SHA-256 mismatch; the file is corrupt, re-export the model")
     features = tuple(FeatureSpec(**spec) for spec in info["features"])
+    try:
+        PredictOptions.from_json(info.get("predict") or {}).check_level(info["level"], folder.name)
+    except ConfigError as err:
+        raise DataError(f"{folder / MANIFEST}: {err}; re-export the model") from None
     options = ort.SessionOptions()
     if threads is not None:
         options.intra_op_num_threads = threads

@@ -1,33 +1,57 @@
-"""Batch prediction with an exported model: data store or TFRecord files in, top-k file out."""
+"""Batch prediction with an exported model: data store or TFRecord files in, top-k file out.
+
+What the model's ``model.json`` asks for (`webly.compress.options.PredictOptions`) is applied:
+test-time views of a frame-level model, each run through ONNX Runtime and combined as
+`webly.ensemble.tta.tta_scores` combines them; and group aggregation, one prediction per group
+of a data store's rows (`webly.ensemble.aggregate.aggregate_groups`), written under the group
+id. A group is written once every row of it has been predicted, in order of first appearance,
+so memory holds the rows of the groups still open: one batch and one group when a store's
+groups are contiguous (as `webly.data.products` writes them), at most every row otherwise.
+"""
 
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
+import torch
+
 from webly.compress.export import ExportedModel, load_exported
-from webly.compress.inputs import row_batches
+from webly.compress.inputs import RowBatch, row_batches
+from webly.compress.options import PredictOptions
 from webly.compress.outputs import OutputFormat, topk_file
+from webly.data.store import MANIFEST, Dataset
 from webly.data.yt8m import Names
-from webly.errors import ConfigError
-from webly.metrics.ranking import select_top_k
+from webly.ensemble.aggregate import aggregate_groups, group_index
+from webly.ensemble.tta import _frame_view
+from webly.errors import ConfigError, DataError
+from webly.metrics.ranking import TopK, select_top_k
 
 
 @dataclass(frozen=True)
 class PredictSummary:
-    """What `predict` wrote: rows, classes a row, and the wall time (seconds)."""
+    """What `predict` wrote: rows predicted, classes a line, the wall time (seconds), the
+    views a row and the groups written (None: one line a row)."""
 
     out: Path
     rows: int
     k: int
     seconds: float
+    views: int = 1
+    groups: int | None = None
 
     def __str__(self) -> str:
         rate = self.rows / self.seconds if self.seconds > 0 else float("inf")
+        what = f"{self.rows:,} rows"
+        if self.groups is not None:
+            what = f"{self.groups:,} groups ({self.rows:,} rows)"
+        views = f", {self.views} views a row" if self.views > 1 else ""
         return (
-            f"wrote the top {self.k} classes of {self.rows:,} rows to {self.out} in "
-            f"{self.seconds:.1f} s ({rate:,.0f} rows/s)"
+            f"wrote the top {self.k} classes of {what} to {self.out} in {self.seconds:.1f} s "
+            f"({rate:,.0f} rows/s{views})"
         )
 
 
@@ -41,7 +65,8 @@ def predict(
     batch_size: int = 256,
     names: Names = "2018",
 ) -> PredictSummary:
-    """Predict every row of ``source`` with an exported model and write each row's top classes.
+    """Predict every row of ``source`` with an exported model and write each row's (or group's)
+    top classes.
 
     Parameters
     ----------
@@ -49,21 +74,137 @@ def predict(
     source : a data store folder, or a glob of YouTube-8M TFRecord files (video- or
         frame-level, as the model reads; ``names`` picks the 2018 or 2017 field names)
     out : the file to write, replaced in one step once every row is written (untouched on error)
-    top_k : classes kept a row, best first (Kaggle's YouTube-8M submission: 20)
+    top_k : classes kept a line, best first (Kaggle's YouTube-8M submission: 20)
     fmt : ``csv`` (Kaggle submission), ``parquet`` or ``jsonl``; see `webly.compress.outputs`
-    batch_size : rows per ONNX Runtime call; memory holds one batch
+    batch_size : rows per ONNX Runtime call (a call per view); memory holds one batch. With
+        random test-time views it also sets the draws (one child seed a batch).
     """
     if top_k < 1:
         raise ConfigError(f"top-k is {top_k}; use 1 or more (--top-k)")
     started = time.perf_counter()
     exported = model if isinstance(model, ExportedModel) else load_exported(model)
+    options = exported.options
     k = min(top_k, exported.n_classes)
+    grouping = _grouping(source, options, k, exported.n_classes)
     batches = row_batches(source, exported.features, exported.level, batch_size, names)
+    seeds = np.random.SeedSequence(options.tta_seed)
     rows = 0
     with topk_file(out, fmt, exported.class_names) as write:
         for batch in batches:
-            probs = exported.predict(batch.groups, batch.lengths)  # (B, n_classes)
-            classes, scores = select_top_k(probs, k, sort=True)
-            write(batch.ids, classes, scores)
+            probs = view_probabilities(exported, batch, options, seeds)  # (B, n_classes)
             rows += len(batch.ids)
-    return PredictSummary(Path(out), rows, k, time.perf_counter() - started)
+            if grouping is None:
+                classes, scores = select_top_k(probs, k, sort=True)
+                write(batch.ids, classes, scores)
+                continue
+            for group_ids, top in grouping.add(TopK(*select_top_k(probs, grouping.row_k))):
+                write(group_ids, top.indices, top.scores)
+    groups = grouping.n_groups if grouping is not None else None
+    return PredictSummary(
+        Path(out), rows, k, time.perf_counter() - started, options.tta_views, groups
+    )
+
+
+def view_probabilities(
+    exported: ExportedModel,
+    batch: RowBatch,
+    options: PredictOptions,
+    seeds: np.random.SeedSequence,
+) -> np.ndarray:
+    """Probabilities ``(B, n_classes)`` of a batch under the model's test-time views.
+
+    View 0 is the batch as it is; views 1.. keep ``options.tta_max_frames`` frames of each row
+    (`webly.ensemble.tta`), drawn from one child of ``seeds`` (spawned per call, so successive
+    batches get successive children, as `tta_scores` gives them). Without views (``tta_views``
+    1) nothing is drawn.
+    """
+    probs = exported.predict(batch.groups, batch.lengths)
+    if not options.tta:
+        return probs
+    assert batch.lengths is not None  # views are for frame-level models (checked at export)
+    rng = np.random.default_rng(seeds.spawn(1)[0])
+    n_rows, n_frames = batch.lengths.size, int(next(iter(batch.groups.values())).shape[1])
+    frames = torch.arange(n_frames).expand(n_rows, n_frames).unsqueeze(-1)  # (B, T, 1)
+    lengths = torch.from_numpy(batch.lengths)
+    for view in range(1, options.tta_views):
+        picked, kept = _frame_view(
+            frames, lengths, view, options.tta_views, options.tta_sampling,
+            options.tta_max_frames, rng,
+        )  # fmt: skip
+        picks = picked.numpy()  # (B, F, 1) frame of each kept slot
+        groups = {
+            name: np.take_along_axis(x, picks, axis=1) for name, x in batch.groups.items()
+        }  # (B, F, dim) each
+        view_probs = exported.predict(groups, kept.numpy())
+        if options.tta_mode == "mean":
+            probs += view_probs
+        else:
+            np.maximum(probs, view_probs, out=probs)
+    if options.tta_mode == "mean":
+        probs /= options.tta_views
+    return probs
+
+
+class _Grouping:
+    """Rows' top-k in, one aggregated prediction per group out, each group once all its rows
+    are in, in order of first appearance (see the module docstring)."""
+
+    def __init__(self, groups: np.ndarray, options: PredictOptions, k: int, row_k: int):
+        self.ids, self.group_of = group_index(groups)
+        self.last = np.zeros(self.ids.size, dtype=np.int64)  # (n_groups,) last row of each
+        np.maximum.at(self.last, self.group_of, np.arange(self.group_of.size))
+        self.options, self.k, self.row_k = options, k, row_k
+        self.seen = self.done = 0  # rows in, groups out
+        self.rows: list[np.ndarray] = []
+        self.tops: list[TopK] = []
+
+    @property
+    def n_groups(self) -> int:
+        return int(self.ids.size)
+
+    def add(self, top: TopK) -> Iterator[tuple[list[str], TopK]]:
+        """Take the next rows' ``(B, row_k)`` top classes; yield ``(group ids, (G, k) TopK)`` of
+        the groups this completes."""
+        self.rows.append(np.arange(self.seen, self.seen + top.n_samples))
+        self.tops.append(top)
+        self.seen += top.n_samples
+        still_open = np.flatnonzero(self.last[self.done :] >= self.seen)
+        stop = self.done + int(still_open[0]) if still_open.size else self.n_groups
+        if stop == self.done:
+            return
+        rows = np.concatenate(self.rows)
+        indices = np.concatenate([t.indices for t in self.tops])
+        scores = np.concatenate([t.scores for t in self.tops])
+        codes = self.group_of[rows]
+        ready = codes < stop  # the groups before ``done`` are already out
+        method = self.options.group_aggregation
+        assert method is not None  # a grouping exists only for a model that aggregates
+        order, top_groups = aggregate_groups(
+            TopK(indices[ready], scores[ready]), codes[ready], method, self.options.group_z, self.k
+        )
+        left = ~ready
+        self.rows, self.tops = [rows[left]], [TopK(indices[left], scores[left])]
+        self.done = stop
+        yield [str(g) for g in self.ids[order.astype(np.int64)]], top_groups
+
+
+def _grouping(
+    source: str | Path, options: PredictOptions, k: int, n_classes: int
+) -> _Grouping | None:
+    """The grouping of ``source``'s rows when the model aggregates groups, else None."""
+    if options.group_aggregation is None:
+        return None
+    path = Path(source)
+    if not (path / MANIFEST).is_file():
+        raise ConfigError(
+            f"the model aggregates rows by group ({options.group_aggregation}) but {source} is "
+            "not a data store; TFRecord files have no group column, pass a store with one"
+        )
+    store = Dataset.open(path)
+    if store.groups is None:
+        raise DataError(
+            f"{path} has no group column, and the model aggregates rows by group "
+            f"({options.group_aggregation}); import the data with its group column (--group)"
+        )
+    row_k = min(max(options.group_k, k), n_classes)
+    return _Grouping(store.groups, options, k, row_k)

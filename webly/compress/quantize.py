@@ -37,6 +37,7 @@ from safetensors.torch import load_file, safe_open, save_file
 from webly.compress.files import fsync_file, write_json
 from webly.data.store import atomic_output
 from webly.errors import ConfigError, DataError
+from webly.models.gbdt import CONFIG_FILE as LGBM_FILE
 from webly.models.network import (
     CONFIG_FILE,
     WEIGHTS_FILE,
@@ -342,6 +343,7 @@ def compress_network(
     `open_network`. The options are those of `quantize_state`.
     """
     folder_in, folder_out = Path(folder_in), Path(folder_out)
+    refuse_lightgbm(folder_in, "compression")
     if (folder_in / QUANTIZED_FILE).is_file():
         raise DataError(
             f"{folder_in} is already compressed ({QUANTIZED_FILE}); compress the original "
@@ -369,6 +371,16 @@ def compress_network(
         )
         write_json(tmp / REPORT_FILE, result.to_json())
     return result
+
+
+def refuse_lightgbm(folder: Path, what: str) -> None:
+    """Raise a one-line `ConfigError` when ``folder`` holds a LightGBM model: ``what`` (e.g.
+    ``ONNX export``) takes networks."""
+    if (folder / LGBM_FILE).is_file():
+        raise ConfigError(
+            f"{folder} is a LightGBM model: lgbm members are exported as LightGBM text models "
+            f"({LGBM_FILE} + booster text files, LgbmModel.load); {what} takes networks"
+        )
 
 
 def is_compressed(folder: str | Path) -> bool:

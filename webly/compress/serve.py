@@ -31,6 +31,9 @@ import asyncio
 import base64
 import binascii
 import contextlib
+import errno
+import socket
+import warnings
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
@@ -296,6 +299,14 @@ class BodyLimit:
 def create_app(model: ExportedModel, limits: Limits | None = None) -> FastAPI:
     """The FastAPI application serving ``model``; see the module docstring."""
     limits = limits or Limits()
+    options = model.options
+    if options.tta or options.group_aggregation is not None:
+        warnings.warn(
+            f"{model.folder}/model.json asks for test-time views ({options.tta_views}) or group "
+            f"aggregation ({options.group_aggregation}); the service predicts each row once, as "
+            "sent: use webly predict for those",
+            stacklevel=2,
+        )
     batcher = MicroBatcher(model, limits)
 
     @contextlib.asynccontextmanager
@@ -359,10 +370,41 @@ def create_app(model: ExportedModel, limits: Limits | None = None) -> FastAPI:
     return app
 
 
+def open_socket(host: str = "127.0.0.1", port: int = 8000) -> socket.socket:
+    """A TCP socket bound to ``host:port`` for `serve` (IPv6 when ``host`` holds a colon).
+
+    A port in use, or an address that cannot be bound, is a one-line `ConfigError` (uvicorn
+    itself would log a traceback-free line and exit 1 only once the model is loaded).
+    """
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn binds
+    try:
+        sock.bind((host, port))
+    except OSError as err:
+        sock.close()
+        if err.errno == errno.EADDRINUSE:
+            raise ConfigError(
+                f"port {port} on {host} is in use; pass another --port or stop the program "
+                "listening there"
+            ) from None
+        raise ConfigError(
+            f"cannot listen on {host}:{port} ({err.strerror or err}); pass another --host or --port"
+        ) from None
+    return sock
+
+
 def serve(
-    model: ExportedModel, host: str = "127.0.0.1", port: int = 8000, limits: Limits | None = None
+    model: ExportedModel,
+    host: str = "127.0.0.1",
+    port: int = 8000,
+    limits: Limits | None = None,
+    sock: socket.socket | None = None,
 ) -> None:
-    """Serve ``model`` over HTTP until interrupted."""
+    """Serve ``model`` over HTTP until interrupted, on ``sock`` (from `open_socket`) or on a
+    socket bound to ``host:port`` here."""
     import uvicorn
 
-    uvicorn.run(create_app(model, limits), host=host, port=port, log_level="warning")
+    sock = sock if sock is not None else open_socket(host, port)
+    config = uvicorn.Config(create_app(model, limits), log_level="warning")
+    uvicorn.Server(config).run(sockets=[sock])

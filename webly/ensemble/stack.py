@@ -48,11 +48,16 @@ Memory
     Features are built in blocks of ``block_rows`` rows straight from the members' prediction
     stores (``SplitView.topk``), never as an (n_samples, n_classes) matrix. LightGBM learns its
     bins from the features of a row sample of about 200,000 pairs, then receives the pairs
-    block by block (`lightgbm.Sequence`), so it holds only its binned dataset: about one byte
-    per feature per pair (two for ``class_id`` above 255 classes), plus a copy of the training
-    folds while a fold model trains, plus 4 bytes of target per pair. The float features of all
-    pairs are never held at once. The logistic learner holds them, float32:
-    ``4 * (len(feature_names) - 1)`` bytes per pair.
+    block by block (`lightgbm.Sequence`), so the float features of all pairs (4 bytes per
+    feature per pair: 112 bytes with 10 members) are never held. Held instead: LightGBM's
+    binned dataset (about 40 bytes a pair with 10 members), while a fold model trains a binned
+    copy of the other folds' pairs and LightGBM's per-pair training buffers, and 4 bytes of
+    target and 2 of fold per pair. Measured (``bench/bench_stacker_scale.py``): 1M rows x 30
+    candidates x 10 members (30M pairs) peak at 4.8 GB of anonymous memory, about 160 bytes a
+    pair (freed LightGBM buffers that glibc keeps included), where LightGBM fed from a held
+    float32 matrix would need that matrix's 3.4 GB on top of its own. The logistic learner
+    holds the float32 features,
+    ``4 * (len(feature_names) - 1)`` bytes per pair: it is meant for small data.
 
 Saved stacker
     A folder with ``manifest.json`` (config, member names and k, class prior, feature names,
@@ -497,9 +502,10 @@ class _LightGBMLearner:
             valid_sets=valid_sets,
             callbacks=callbacks,
         )
-        if valid_sets:  # keep only the best rounds, so the saved model is the one used
-            booster = lgb.Booster(model_str=booster.model_to_string(booster.best_iteration))
-        return _Booster(booster)
+        # A predictor rebuilt from the model text holds no training buffers (scores and
+        # gradients of every training pair) and, with early stopping, only the best rounds.
+        best = booster.best_iteration if valid_sets else -1
+        return _Booster(lgb.Booster(model_str=booster.model_to_string(num_iteration=best)))
 
 
 def _subset(data: lgb.Dataset, pairs: np.ndarray) -> lgb.Dataset:
@@ -821,7 +827,8 @@ class StackResult:
         (n_test, w) the fold models' mean on the members' test split; None when a member has
         no test predictions.
     fold_metrics : list of dict
-        Per fold: ``metric`` (GAP@20 or accuracy of its out-of-fold rows against ``labels``),
+        Per fold, in ascending fold id order: ``fold`` (its id), ``metric`` (GAP@20 or
+        accuracy of its out-of-fold rows against ``labels``),
         ``candidate_recall`` (share of the fold's labels that are candidates), ``rows``,
         ``pairs``, ``rounds`` (LightGBM).
     metric : float

@@ -10,7 +10,9 @@ is done; a stage function makes its artifact and says what it made (`StageResult
     zoo/        one folder per member (`webly.train.oof.fit_oof`), resumed in place
     ensemble/   blend-<method>/ and stacker/ prediction stores (`webly.stages.ensemble`)
     distill/    students/ (out-of-fold, like the zoo) and final/ (one model on every row)
-    evaluate/   results.json: every member's figures and the zoo average's
+    evaluate/   results.json: every model's figures and the zoo average's
+    compress/   choice/: frontier.json, choice.json (and the chosen network when it is one)
+    export/     model/: ONNX, safetensors and model.json of the final network
 
 Each stage also has a config function: the part of the recipe its artifact depends on, which
 its manifest hash covers. Adding a stage: a config model in `webly.config` (a `Recipe` field),
@@ -19,6 +21,7 @@ a config function and a stage function here, and a line in `webly.pipeline.STAGE
 
 from webly.stages.context import StageContext, StageResult, file_hash, splits, write_atomic
 from webly.stages.data import check_data, data_config, folds_config, make_data, make_folds
+from webly.stages.deploy import compress_config, export_config, export_model, make_compress
 from webly.stages.distill import distill_config, make_distill
 from webly.stages.ensemble import ensemble_config, make_ensemble
 from webly.stages.evaluate import evaluate_config, evaluate_zoo, results_table
@@ -28,13 +31,17 @@ __all__ = [
     "StageContext",
     "StageResult",
     "check_data",
+    "compress_config",
     "data_config",
     "distill_config",
     "ensemble_config",
     "evaluate_config",
     "evaluate_zoo",
+    "export_config",
+    "export_model",
     "file_hash",
     "folds_config",
+    "make_compress",
     "make_data",
     "make_distill",
     "make_ensemble",

@@ -16,14 +16,16 @@ import numpy as np
 import scipy.sparse as sp
 
 from webly.config import Recipe
+from webly.data.store import Dataset
 from webly.distill.soft_labels import families, family_teacher, soft_targets
-from webly.errors import DataError
+from webly.ensemble.budget import format_size, parse_size
+from webly.errors import ConfigError, DataError
 from webly.metrics.ranking import TopK
 from webly.predictions import Predictions, merge_topk
 from webly.stages.context import StageContext, StageResult, splits
 from webly.stages.ensemble import stage_members
 from webly.train.oof import MemberResult, ZooResult, fit_full, fit_oof
-from webly.train.zoo import Zoo
+from webly.train.zoo import Zoo, plan_zoo
 
 
 def distill_config(recipe: Recipe) -> dict[str, Any]:
@@ -41,6 +43,9 @@ def make_distill(ctx: StageContext) -> StageResult:
         return StageResult(key="not in the recipe")
     train, test = splits(ctx)
     zoos = ctx.recipe.student_zoos()
+    if section.max_size is not None:
+        for where, zoo in zoos.items():
+            _check_size(zoo, train, parse_size(section.max_size), where)
     folds = np.load(ctx.run / ctx.inputs["folds"]["outputs"]["folds"])
 
     def targets(teacher: TopK) -> sp.csr_matrix:
@@ -90,6 +95,18 @@ def make_distill(ctx: StageContext) -> StageResult:
         summary={"students": ZooResult(results).table()},
         errors=tuple(errors),
     )
+
+
+def _check_size(zoo: Zoo, train: Dataset, max_bytes: int, where: str) -> None:
+    """Refuse a student whose float32 weights exceed ``max_bytes`` (built, not trained)."""
+    for member in plan_zoo(zoo, train):
+        model = member.build(train.n_classes, 0)
+        size = 4 * sum(p.numel() for p in model.parameters())
+        if size > max_bytes:
+            raise ConfigError(
+                f"distill.{where}: {member.id} has {format_size(size)} of float32 weights, above "
+                f"distill.max_size {format_size(max_bytes)}; shrink its hparams or raise max_size"
+            )
 
 
 def _teachers(ctx: StageContext, zoo: Zoo, with_test: bool) -> list[tuple[Zoo, TopK]]:

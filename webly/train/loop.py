@@ -2,7 +2,9 @@
 
 Every epoch ends with an atomic checkpoint in the work folder (model, optimizer, schedule step,
 EMA, every RNG state, history), so a killed run started again with the same arguments resumes
-and ends with exactly the weights of an uninterrupted one.
+and ends with exactly the weights of an uninterrupted one. The checkpoint records the settings
+and digests of the labels and sample weights given in place of the store's (cleaned labels,
+a curriculum), so a run is never resumed under other ones.
 
 Randomness: three child seeds of ``SeedSequence(config.seed)`` drive the data generator (row
 order, and one seed per batch for its frame sampling, so the loader threads' scheduling never
@@ -13,6 +15,7 @@ for the duration of `fit`, so the caller's is untouched.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import math
 import os
 import sys
@@ -22,7 +25,7 @@ from collections.abc import Callable, Generator, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, Protocol, runtime_checkable
 
 import numpy as np
 import scipy.sparse as sp
@@ -44,6 +47,25 @@ if TYPE_CHECKING:  # the trainer only calls its methods; importing it would tie 
 
 CHECKPOINT, BEST = "checkpoint.pt", "best.pt"
 GAP_K = 20
+
+
+@runtime_checkable
+class WeightSchedule(Protocol):
+    """Per-row loss weights that change from epoch to epoch (`webly.clean.Curriculum`).
+
+    ``weights(t)`` is the ``(n_rows,)`` float32 weights of epoch ``t`` (1-based), a pure
+    function of ``t`` (so a resumed run trains as an uninterrupted one); ``settings()`` what
+    they depend on, JSON-able (recorded in checkpoints); ``subset(rows)`` the schedule of some
+    rows, in the order given.
+    """
+
+    def __len__(self) -> int: ...
+
+    def weights(self, epoch: int) -> np.ndarray: ...
+
+    def settings(self) -> dict[str, Any]: ...
+
+    def subset(self, rows: np.ndarray) -> WeightSchedule: ...
 
 
 @dataclass(frozen=True)
@@ -165,10 +187,12 @@ def fit(
     groups: tuple[str, ...] | list[str],
     workdir: str | Path,
     targets: sp.spmatrix | np.ndarray | None = None,
-    sample_weight: np.ndarray | None = None,
+    sample_weight: np.ndarray | WeightSchedule | None = None,
     class_weight: np.ndarray | None = None,
     on_epoch_end: Callable[[EpochStats], None] | None = None,
     pseudo: PseudoLabels | None = None,
+    labels: sp.spmatrix | np.ndarray | None = None,
+    valid_labels: sp.spmatrix | np.ndarray | None = None,
 ) -> FitResult:
     """Train ``model`` in place on ``train``; resume from ``workdir`` if it holds a checkpoint.
 
@@ -181,7 +205,8 @@ def fit(
     workdir : folder for ``checkpoint.pt`` (every epoch) and ``best.pt`` (best weights)
     targets : (n_train, n_classes) soft targets in [0, 1] of a teacher, optional; the loss is
         ``distill_lam * loss(labels) + (1 - distill_lam) * loss(targets)``
-    sample_weight : (n_train,) per-row loss weights, optional
+    sample_weight : (n_train,) per-row loss weights >= 0, or a `WeightSchedule` (e.g. a
+        `webly.clean.Curriculum`) asked for epoch ``t``'s weights before the epoch, optional
     class_weight : (n_classes,) per-class loss weights, optional
     on_epoch_end : called with each finished epoch's stats after its checkpoint is written
     pseudo : pseudo-labeled rows of an unlabeled store (`webly.distill.pseudo.PseudoLabels`),
@@ -192,6 +217,11 @@ def fit(
         skip them (and train exactly as without ``pseudo``). Pseudo rows take no teacher
         ``targets`` or ``sample_weight``; with mixup they mix with the training rows like any
         row. The checkpoint records the pseudo-label settings and a digest of the rows.
+    labels : (n_train, n_classes) targets in [0, 1] replacing ``train.labels``, optional:
+        cleaned or relabelled labels (0/1), or soft relabels; nothing of the store is copied.
+        The class-aware samplers count a row in the classes where its target is >= 0.5.
+    valid_labels : (n_valid, n_classes) in [0, 1] replacing ``valid.labels`` in the
+        validation metric (best epoch, early stopping), optional; entries >= 0.5 are positives.
 
     Returns
     -------
@@ -201,6 +231,14 @@ def fit(
         ``valid``.
     """
     _check_inputs(model, train, valid, targets, sample_weight, class_weight, pseudo)
+    if labels is not None:
+        labels = check_labels("labels", labels, (len(train), train.n_classes))
+    if valid_labels is not None:
+        if valid is None:
+            raise ConfigError("valid_labels given without valid data; pass valid too, or neither")
+        valid_labels = hard_labels(
+            check_labels("valid_labels", valid_labels, (len(valid), valid.n_classes))
+        )
     workdir = Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
     device = training_device()
@@ -208,7 +246,7 @@ def fit(
     with torch.random.fork_rng(devices=forked):
         return _Trainer(
             model, train, valid, config, tuple(groups), workdir, device,
-            targets, sample_weight, class_weight, on_epoch_end, pseudo,
+            targets, sample_weight, class_weight, on_epoch_end, pseudo, labels, valid_labels,
         ).run()  # fmt: skip
 
 
@@ -286,9 +324,11 @@ def evaluate(
     groups: tuple[str, ...] | list[str],
     batch_size: int = 1024,
     device: torch.device | None = None,
+    labels: sp.csr_matrix | None = None,
 ) -> float:
     """GAP@20 (multi-label) or accuracy (multi-class) of the model on ``ds``, streamed: only
-    each row's top 20 classes are kept."""
+    each row's top 20 classes are kept. ``labels``: (len(ds), n_classes) 0/1 to score against
+    instead of ``ds.labels``."""
     k = min(GAP_K, ds.n_classes)
     indices, scores = [], []
     for _, probs in iter_scores(model, ds, groups, batch_size, device):
@@ -296,9 +336,40 @@ def evaluate(
         indices.append(top)
         scores.append(np.take_along_axis(probs, top, axis=1))
     top_k = TopK(np.concatenate(indices), np.concatenate(scores))
+    truth = ds.labels if labels is None else labels
     if ds.task == "multilabel":
-        return gap_at_k(top_k, ds.labels, k=GAP_K)
-    return hit_at_1(top_k, ds.labels)
+        return gap_at_k(top_k, truth, k=GAP_K)
+    return hit_at_1(top_k, truth)
+
+
+def hard_labels(labels: sp.spmatrix) -> sp.csr_matrix:
+    """(n_samples, n_classes) float32 0/1 CSR: 1 where ``labels`` (targets in [0, 1]) is >= 0.5."""
+    csr = sp.csr_matrix(labels, dtype=np.float32, copy=True)
+    csr.data = (csr.data >= 0.5).astype(np.float32)
+    csr.eliminate_zeros()
+    csr.sort_indices()
+    return csr
+
+
+def array_digest(*arrays: np.ndarray) -> str:
+    """SHA-256 of the arrays' bytes (C order), in the order given."""
+    digest = hashlib.sha256()
+    for array in arrays:
+        digest.update(np.ascontiguousarray(array).tobytes())
+    return digest.hexdigest()
+
+
+def matrix_digest(matrix: sp.spmatrix) -> str:
+    """SHA-256 of a matrix as float32 CSR (its shape, indptr, indices and data)."""
+    csr = sp.csr_matrix(matrix, dtype=np.float32)
+    return array_digest(np.asarray(csr.shape, np.int64), csr.indptr, csr.indices, csr.data)
+
+
+def weight_settings(sample_weight: np.ndarray | WeightSchedule) -> dict[str, Any]:
+    """What per-row weights are, JSON-able: a schedule's settings, or an array's digest."""
+    if isinstance(sample_weight, WeightSchedule):
+        return {"schedule": sample_weight.settings()}
+    return {"sha256": array_digest(np.asarray(sample_weight, dtype=np.float32))}
 
 
 # --------------------------------------------------------------------------- internals
@@ -309,7 +380,7 @@ def _check_inputs(
     train: Dataset,
     valid: Dataset | None,
     targets: sp.spmatrix | np.ndarray | None,
-    sample_weight: np.ndarray | None,
+    sample_weight: np.ndarray | WeightSchedule | None,
     class_weight: np.ndarray | None,
     pseudo: PseudoLabels | None,
 ) -> None:
@@ -330,8 +401,8 @@ def _check_inputs(
         values = np.asarray(targets.data if sp.issparse(targets) else targets)
         if values.size and not (np.all(values >= 0) and np.all(values <= 1)):
             raise DataError("teacher targets leave [0, 1]; pass probabilities, not logits")
-    if sample_weight is not None and np.shape(sample_weight) != (n,):
-        raise DataError(f"sample_weight is {np.shape(sample_weight)}; it must be ({n},)")
+    if sample_weight is not None:
+        check_sample_weight(sample_weight, n)
     if class_weight is not None and np.shape(class_weight) != (c,):
         raise DataError(f"class_weight is {np.shape(class_weight)}; it must be ({c},)")
     if pseudo is not None and (pseudo.dataset.n_classes != c or pseudo.dataset.task != train.task):
@@ -339,6 +410,56 @@ def _check_inputs(
             f"pseudo-labeled data has {pseudo.dataset.n_classes} {pseudo.dataset.task} classes, "
             f"training data {c} {train.task}; pseudo-label a split of the same dataset"
         )
+
+
+def check_sample_weight(
+    sample_weight: np.ndarray | WeightSchedule, n: int
+) -> np.ndarray | WeightSchedule:
+    """``sample_weight`` as (n,) float32 when it holds n finite weights >= 0, a schedule when it
+    covers n rows; else `DataError`."""
+    if isinstance(sample_weight, WeightSchedule):
+        if len(sample_weight) != n:
+            raise DataError(
+                f"the sample weight schedule covers {len(sample_weight)} rows but the training "
+                f"data has {n}; build it for the training rows (Curriculum.subset)"
+            )
+        return sample_weight
+    weight = np.asarray(sample_weight)
+    if weight.shape != (n,) or weight.dtype.kind not in "fiub":
+        raise DataError(
+            f"sample_weight has shape {weight.shape} and dtype {weight.dtype}; pass ({n},) "
+            "float weights, one per training row"
+        )
+    weight = weight.astype(np.float32)
+    if weight.size and not (np.all(np.isfinite(weight)) and weight.min() >= 0):
+        raise DataError(
+            f"sample_weight holds {weight[~(np.isfinite(weight) & (weight >= 0))][0]}; pass "
+            "finite weights >= 0 (0 = the row does not count)"
+        )
+    return weight
+
+
+def check_labels(
+    name: str, labels: sp.spmatrix | np.ndarray, expected: tuple[int, int]
+) -> sp.csr_matrix:
+    """``labels`` as canonical float32 CSR when they are ``expected`` (n_samples, n_classes)
+    targets in [0, 1], else `DataError`."""
+    shape = tuple(labels.shape)
+    if shape != expected:
+        raise DataError(
+            f"{name} have shape {shape}; they must be {expected} (rows of the "
+            "data, classes), e.g. NoiseReport.cleaned_labels() of these rows"
+        )
+    csr = sp.csr_matrix(labels, dtype=np.float32)
+    csr.sum_duplicates()
+    csr.eliminate_zeros()
+    values = csr.data
+    if values.size and not (np.all(values >= 0) and np.all(values <= 1)):  # False with NaN
+        bad = values[~((values >= 0) & (values <= 1))][0]
+        raise DataError(
+            f"{name} hold {bad:g}, outside [0, 1]; pass 0/1 labels or soft targets in [0, 1]"
+        )
+    return csr
 
 
 def _to(a: np.ndarray, device: torch.device) -> torch.Tensor:
@@ -428,17 +549,33 @@ class _Trainer:
         workdir: Path,
         device: torch.device,
         targets: sp.spmatrix | np.ndarray | None,
-        sample_weight: np.ndarray | None,
+        sample_weight: np.ndarray | WeightSchedule | None,
         class_weight: np.ndarray | None,
         on_epoch_end: Callable[[EpochStats], None] | None,
         pseudo: PseudoLabels | None,
+        labels: sp.csr_matrix | None,
+        valid_labels: sp.csr_matrix | None,
     ) -> None:
         self.model = model.to(device)
         self.train, self.valid, self.config = train, valid, config
         self.groups, self.workdir, self.device = groups, workdir, device
-        self.labels = train.labels
+        self.labels = train.labels if labels is None else labels
+        self.sampled_labels = train.labels if labels is None else hard_labels(labels)
+        self.valid_labels = valid_labels
         self.teacher = sp.csr_matrix(targets, dtype=np.float32) if targets is not None else None
-        self.sample_weight = sample_weight
+        self.sample_weight = (
+            check_sample_weight(sample_weight, len(train)) if sample_weight is not None else None
+        )
+        # What was given in place of the store's labels and uniform weights, as checkpoints
+        # record it (each absent when not given, so earlier checkpoints stay valid).
+        self.given: dict[str, Any] = {}
+        if labels is not None:
+            self.given["labels"] = matrix_digest(labels)
+        if valid_labels is not None:
+            self.given["valid_labels"] = matrix_digest(valid_labels)
+        if self.sample_weight is not None:
+            self.given["sample_weight"] = weight_settings(self.sample_weight)
+        self.epoch_weight: np.ndarray | None = None  # the rows' weights in the current epoch
         self.class_weight = (
             torch.as_tensor(class_weight, dtype=torch.float32, device=device)
             if class_weight is not None
@@ -511,7 +648,12 @@ class _Trainer:
         config = self.config
         started = time.perf_counter()
         self.model.train()
-        rows = epoch_rows(self.labels, config.sampler, self.data_rng)
+        self.epoch_weight = (
+            np.asarray(self.sample_weight.weights(self.epoch + 1), dtype=np.float32)
+            if isinstance(self.sample_weight, WeightSchedule)
+            else self.sample_weight
+        )
+        rows = epoch_rows(self.sampled_labels, config.sampler, self.data_rng)
         batches = self._split(rows)
         seeds = self.data_rng.integers(0, 2**63, size=len(batches))
         accum = config.grad_accumulation
@@ -586,10 +728,11 @@ class _Trainer:
     def _evaluate(self) -> float:
         assert self.valid is not None
         size = self.config.eval_batch_size
+        args = (self.model, self.valid, self.groups, size, self.device, self.valid_labels)
         if self.ema is None:
-            return evaluate(self.model, self.valid, self.groups, size, self.device)
+            return evaluate(*args)
         with self.ema.swap(self.model):
-            return evaluate(self.model, self.valid, self.groups, size, self.device)
+            return evaluate(*args)
 
     # ---- batches
 
@@ -652,8 +795,8 @@ class _Trainer:
         if self.teacher is not None:
             teacher = np.asarray(self.teacher[rows].toarray(), dtype=np.float32)
         weight = None
-        if self.sample_weight is not None:
-            weight = np.asarray(self.sample_weight[rows], dtype=np.float32)
+        if self.epoch_weight is not None:
+            weight = np.asarray(self.epoch_weight[rows], dtype=np.float32)
         if pseudo is not None and self.pseudo is not None:
             positions, pseudo_seed, alpha = pseudo
             px, plengths = self._read(
@@ -690,12 +833,13 @@ class _Trainer:
         return max(scored, key=lambda s: s.metric or 0.0) if scored else None
 
     def _settings(self) -> dict[str, Any]:
-        """What the weights depend on besides the data: the training settings, and the
-        pseudo-label settings when there are pseudo rows."""
+        """What the weights depend on besides the data: the training settings, and those of
+        what was given: pseudo rows, labels replacing the store's, sample weights (each absent
+        when not given, so earlier checkpoints stay valid)."""
         settings = self.config.results_settings()
         if self.pseudo is not None:
             settings["pseudo"] = self.pseudo.settings()
-        return settings
+        return settings | self.given
 
     def _eval_state(self) -> dict[str, torch.Tensor]:
         """The weights evaluation uses: the EMA's when enabled."""

@@ -23,6 +23,14 @@ Test averaging keeps a dense float32 running sum of ``(n_test, n_classes)`` prob
 (200k test rows x 3862 classes is 3 GB) and writes its top-k once at the end; data beyond
 `TEST_SUM_BYTES` is refused before training.
 
+Cleaned labels (`webly.clean`): ``labels`` and ``sample_weight`` replace the store's labels
+and uniform weights without copying the data. Each fold trains on its training rows' slice of
+them and validates (best epoch, early stopping) on the held-out fold under the same labels
+(entries >= 0.5 positive), so model selection follows the cleaned labels rather than the noise
+they remove. Rows of weight 0 (dropped) are left out of training and validation and out of the
+store's metrics, but still predicted out-of-fold, so the next round of cleaning judges them
+too. Both join the members' config hashes.
+
 Resume: a member whose prediction store exists with the same ``config_hash`` is skipped; a fold
 whose model was saved is loaded instead of trained; an unfinished fold resumes from its trainer
 checkpoint. A member whose config changed starts over in an emptied folder. A member whose
@@ -51,7 +59,19 @@ from webly.metrics.ranking import TopK, select_top_k
 from webly.models.gbdt import LgbmModel
 from webly.models.network import load_network, save_network
 from webly.predictions import Predictions, PredictionWriter
-from webly.train.loop import GAP_K, fit, iter_scores, training_device
+from webly.train.loop import (
+    GAP_K,
+    WeightSchedule,
+    array_digest,
+    check_labels,
+    check_sample_weight,
+    fit,
+    hard_labels,
+    iter_scores,
+    matrix_digest,
+    training_device,
+    weight_settings,
+)
 from webly.train.zoo import Member, Zoo, config_hash, load_zoo, plan_zoo
 
 TEST_SUM_BYTES = 8 << 30
@@ -128,6 +148,8 @@ def fit_oof(
     out: str | Path,
     folds: np.ndarray | None = None,
     teacher: sp.csr_matrix | None = None,
+    labels: sp.csr_matrix | None = None,
+    sample_weight: np.ndarray | WeightSchedule | None = None,
 ) -> ZooResult:
     """Train every member of ``zoo`` out-of-fold on ``train``; predict ``test``.
 
@@ -143,6 +165,12 @@ def fit_oof(
         student trained with the distillation loss ``distill_lam * loss(labels) + (1 -
         distill_lam) * loss(teacher)`` (`webly.train.losses`); its hash joins the members'
         config hashes. Network members only.
+    labels : (n_samples, n_classes) targets in [0, 1] replacing ``train.labels`` in training,
+        validation and the store's metrics, optional (e.g. `NoiseReport.cleaned_labels`; soft
+        relabels for network members only). See the module docstring.
+    sample_weight : (n_samples,) loss weights >= 0 (0 leaves the row out of training), or a
+        `WeightSchedule` such as a `webly.clean.Curriculum`, optional. Gradient-boosted members
+        take 0/1 weights only.
 
     Returns
     -------
@@ -158,12 +186,13 @@ def fit_oof(
         )
     folds = train.folds(zoo.folds, zoo.seed) if folds is None else _check_folds(folds, zoo, train)
     teacher_hash = _check_teacher(teacher, members, train)
+    override = _check_override(labels, sample_weight, members, train)
     out = Path(out)
     results = []
     for member in members:
-        digest = config_hash(member, zoo, folds, train, test, teacher_hash)
+        digest = config_hash(member, zoo, folds, train, test, teacher_hash, **override.hashes())
         results.append(
-            _fit_member(member, zoo, train, test, folds, out / member.id, digest, teacher)
+            _fit_member(member, zoo, train, test, folds, out / member.id, digest, teacher, override)
         )
     return ZooResult(results)
 
@@ -174,28 +203,108 @@ def fit_full(
     test: Dataset | None,
     out: str | Path,
     teacher: sp.csr_matrix | None = None,
+    labels: sp.csr_matrix | None = None,
+    sample_weight: np.ndarray | WeightSchedule | None = None,
 ) -> ZooResult:
     """Train every member of ``zoo`` once on all of ``train``: the models one deploys.
 
     No row is held out, so there is no early stopping (each trains its ``epochs``) and no
     out-of-fold prediction; the model is saved to ``OUT/<member id>/model/`` and its
     predictions of ``test`` to ``OUT/<member id>/predictions/`` (a store with a ``test``
-    split only). ``teacher``, resume and failures are as in `fit_oof`; a member's seeds are
-    those of its fold 0.
+    split only). ``teacher``, ``labels``, ``sample_weight`` (rows of weight 0 left out),
+    resume and failures are as in `fit_oof`; a member's seeds are those of its fold 0.
     """
     if test is None:
         raise ConfigError("training on every row needs a test split to predict; pass one")
     members = plan_zoo(zoo, train, test)
     teacher_hash = _check_teacher(teacher, members, train)
+    override = _check_override(labels, sample_weight, members, train)
     everything = np.zeros(len(train), dtype=np.int8)
     out = Path(out)
     results = []
     for member in members:
-        digest = config_hash(member, zoo, everything, train, test, teacher_hash)
+        digest = config_hash(
+            member, zoo, everything, train, test, teacher_hash, **override.hashes()
+        )
         results.append(
-            _fit_member(member, zoo, train, test, None, out / member.id, digest, teacher)
+            _fit_member(member, zoo, train, test, None, out / member.id, digest, teacher, override)
         )
     return ZooResult(results)
+
+
+@dataclass(frozen=True, eq=False)
+class _Override:
+    """The labels and sample weights members train on in place of the store's, if any.
+
+    ``labels`` (n, C) float32 in [0, 1] or None; ``weight`` (n,) float32, a schedule or None;
+    ``scored`` (n, C) 0/1 labels of the validation and the store's metrics; ``used`` (n,) bool
+    rows that train and are scored (weight > 0).
+    """
+
+    labels: sp.csr_matrix | None
+    weight: np.ndarray | WeightSchedule | None
+    scored: sp.csr_matrix
+    used: np.ndarray
+
+    def hashes(self) -> dict[str, str | None]:
+        """`config_hash`'s ``labels`` and ``sample_weight`` entries."""
+        weight = None
+        if self.weight is not None:
+            text = json.dumps(weight_settings(self.weight), sort_keys=True)
+            weight = hashlib.sha256(text.encode()).hexdigest()
+        labels = matrix_digest(self.labels) if self.labels is not None else None
+        return {"labels": labels, "sample_weight": weight}
+
+    def rows(self, rows: np.ndarray) -> np.ndarray:
+        """Those of ``rows`` that are used."""
+        return rows[self.used[rows]]
+
+    def fit_options(self, rows: np.ndarray, valid_rows: np.ndarray) -> dict[str, Any]:
+        """`fit`'s ``labels``, ``valid_labels`` and ``sample_weight`` for training ``rows``
+        validated on ``valid_rows``; None where nothing replaces the store's."""
+        labels = self.labels
+        return {
+            "labels": labels[rows] if labels is not None else None,
+            "valid_labels": (
+                self.scored[valid_rows] if labels is not None and valid_rows.size else None
+            ),
+            "sample_weight": (
+                self.weight.subset(rows)
+                if isinstance(self.weight, WeightSchedule)
+                else (self.weight[rows] if self.weight is not None else None)
+            ),
+        }
+
+
+def _check_override(
+    labels: sp.csr_matrix | None,
+    sample_weight: np.ndarray | WeightSchedule | None,
+    members: list[Member],
+    train: Dataset,
+) -> _Override:
+    """The `_Override` of ``labels`` and ``sample_weight`` once they fit ``train`` and the
+    members (trees take 0/1 labels and weights only)."""
+    n = len(train)
+    given = check_labels("labels", labels, (n, train.n_classes)) if labels is not None else None
+    weight = check_sample_weight(sample_weight, n) if sample_weight is not None else None
+    used = np.ones(n, dtype=bool)
+    if isinstance(weight, np.ndarray):
+        used = weight > 0
+        if not used.any():
+            raise DataError("sample_weight is 0 for every row; keep at least some rows")
+    trees = [m.id for m in members if m.level == "gbdt"]
+    soft = given is not None and bool((given.data < 1).any())
+    graded = isinstance(weight, WeightSchedule) or (
+        isinstance(weight, np.ndarray) and bool(((weight > 0) & (weight < 1)).any())
+    )  # fmt: skip
+    if trees and (soft or graded):
+        raise ConfigError(
+            f"member(s) {', '.join(trees)} are gradient-boosted trees, which take 0/1 labels and "
+            "0/1 sample weights only (0 drops a row); give network members the soft labels or "
+            "weights"
+        )
+    scored = hard_labels(given) if given is not None else train.labels
+    return _Override(given, weight, scored, used)
 
 
 def _check_teacher(
@@ -217,10 +326,7 @@ def _check_teacher(
             "targets; distil into network members"
         )
     teacher = sp.csr_matrix(teacher, dtype=np.float32)
-    digest = hashlib.sha256()
-    for part in (teacher.indptr, teacher.indices, teacher.data):
-        digest.update(np.ascontiguousarray(part).tobytes())
-    return digest.hexdigest()
+    return array_digest(teacher.indptr, teacher.indices, teacher.data)
 
 
 def _check_folds(folds: np.ndarray, zoo: Zoo, train: Dataset) -> np.ndarray:
@@ -254,6 +360,7 @@ def _fit_member(
     folder: Path,
     digest: str,
     teacher: sp.csr_matrix | None,
+    override: _Override,
 ) -> MemberResult:
     """Train (``folds`` None: on every row, `_train_full`) or find finished one member."""
     multilabel = train.task == "multilabel"
@@ -270,9 +377,11 @@ def _fit_member(
     _claim(folder, member, digest)
     try:
         if folds is None:
-            store = _train_full(member, zoo, train, test, folder, digest, teacher)
+            store = _train_full(member, zoo, train, test, folder, digest, teacher, override)
         else:
-            store = _train_member(member, zoo, train, test, folds, folder, digest, teacher)
+            store = _train_member(
+                member, zoo, train, test, folds, folder, digest, teacher, override
+            )
     except WeblyError as err:
         return replace(base, error=str(err))
     return _from_store(base, store, skipped=False)
@@ -287,8 +396,9 @@ def _train_member(
     folder: Path,
     digest: str,
     teacher: sp.csr_matrix | None,
+    override: _Override,
 ) -> Predictions:
-    n_classes, labels = train.n_classes, train.labels
+    n_classes, labels = train.n_classes, override.scored
     n_rows = {"oof": len(train)} | ({"test": len(test)} if test is not None else {})
     model_info = {
         "name": member.name,
@@ -296,6 +406,7 @@ def _train_member(
         "config": member.config,
         "config_hash": digest,
         "distilled": teacher is not None,
+        "relabelled": override.labels is not None,
         "folds": zoo.folds,
         "seed": zoo.seed,
     }
@@ -317,26 +428,31 @@ def _train_member(
             held_out = np.flatnonzero(folds == fold)
             started = time.perf_counter()
             model = _fold_model(
-                member, fold, train, held_out, folds, folder / f"fold-{fold}", teacher
+                member, fold, train, held_out, folds, folder / f"fold-{fold}", teacher, override
             )
             seconds = time.perf_counter() - started
             for rows, probs in _scores(model, member, train.subset(held_out)):
                 rows = held_out[rows]
                 writer.write("oof", rows, probs)
                 oof_indices[rows], oof_scores[rows] = select_top_k(probs, top, sort=True)
-                oof_loss += loss_sum(probs, labels[rows], train.task)
-            fold_top = TopK(oof_indices[held_out], oof_scores[held_out])
+                used = override.used[rows]
+                oof_loss += loss_sum(probs[used], labels[rows[used]], train.task)
+            scored = override.rows(held_out)
+            fold_top = TopK(oof_indices[scored], oof_scores[scored])
             fold_metrics[str(fold)] = {
                 "rows": int(held_out.size),
-                "metric": task_metric(fold_top, labels[held_out], train.task, GAP_K),
+                "metric": task_metric(fold_top, labels[scored], train.task, GAP_K),
                 "seconds": seconds,
             }
             if test is not None and test_sum is not None:
                 for rows, probs in _scores(model, member, test):
                     test_sum[rows] += probs
+        used = override.used
         fold_metrics["oof"] = {
-            "metric": task_metric(TopK(oof_indices, oof_scores), labels, train.task, GAP_K),
-            "loss": oof_loss / len(train),
+            "metric": task_metric(
+                TopK(oof_indices[used], oof_scores[used]), labels[used], train.task, GAP_K
+            ),
+            "loss": oof_loss / int(used.sum()),
         }
         if test is not None and test_sum is not None:
             test_sum /= zoo.folds
@@ -355,12 +471,13 @@ def _train_full(
     folder: Path,
     digest: str,
     teacher: sp.csr_matrix | None,
+    override: _Override,
 ) -> Predictions:
     assert test is not None  # fit_full refuses to start without one
     started = time.perf_counter()
     everything = np.zeros(len(train), dtype=np.int8)
     none = np.zeros(0, dtype=np.int64)
-    model = _fold_model(member, -1, train, none, everything, folder / "full", teacher)
+    model = _fold_model(member, -1, train, none, everything, folder / "full", teacher, override)
     seconds = time.perf_counter() - started
     model_info = {
         "name": member.name,
@@ -368,6 +485,7 @@ def _train_full(
         "config": member.config,
         "config_hash": digest,
         "distilled": teacher is not None,
+        "relabelled": override.labels is not None,
         "folds": 0,
         "seed": zoo.seed,
     }
@@ -396,37 +514,41 @@ def _fold_model(
     folds: np.ndarray,
     workdir: Path,
     teacher: sp.csr_matrix | None,
+    override: _Override,
 ) -> Any:
-    """The model of fold ``fold``: loaded when saved, else trained on the other folds (its
-    trainer resumes from a checkpoint in ``workdir``) and saved atomically. Fold -1: trained
-    on every row (``held_out`` empty), seeded as fold 0, without validation."""
+    """The model of fold ``fold``: loaded when saved, else trained on the other folds' used
+    rows (its trainer resumes from a checkpoint in ``workdir``), validated on the held-out
+    fold's, and saved atomically. Fold -1: trained on every used row (``held_out`` empty),
+    seeded as fold 0, without validation."""
     saved = workdir / MODEL_DIR
+    kept = override.rows(np.flatnonzero(folds != fold))
+    valid_rows = override.rows(held_out)
     if member.level == "gbdt":
         if saved.is_dir():
             return LgbmModel.load(saved)
-        kept = np.flatnonzero(folds != fold)
         model = member.build(train.n_classes, max(fold, 0))
+        labels = override.scored
         valid = (
-            (train.features(held_out, member.groups), train.labels[held_out])
-            if held_out.size
+            (train.features(valid_rows, member.groups), labels[valid_rows])
+            if valid_rows.size
             else (None, None)
         )
-        model.fit(train.features(kept, member.groups), train.labels[kept], *valid)
+        model.fit(train.features(kept, member.groups), labels[kept], *valid)
         with atomic_output(saved, overwrite=True) as tmp:
             model.save(tmp)
         return model
     if saved.is_dir():  # predicts where a freshly trained one would, with the same numerics
         return load_network(saved).to(training_device())
     model = member.build(train.n_classes, max(fold, 0))
-    kept = np.flatnonzero(folds != fold)
     fit(
         model,
         train.subset(kept),
-        train.subset(held_out) if held_out.size else None,
+        train.subset(valid_rows) if valid_rows.size else None,
         member.train_config(max(fold, 0)),
         member.groups,
         workdir,
         targets=teacher[kept] if teacher is not None else None,
+        **override.fit_options(kept, valid_rows),
     )
     with atomic_output(saved, overwrite=True) as tmp:
         save_network(model, tmp)

@@ -209,20 +209,24 @@ def config_hash(
     train: Dataset,
     test: Dataset | None,
     teacher: str | None = None,
+    labels: str | None = None,
+    sample_weight: str | None = None,
 ) -> str:
     """SHA-256 of what a member's predictions depend on: its resolved config, the zoo's seed
-    and k, the fold of every row, the manifests of the training and test data and the hash of
-    a teacher's soft targets (distillation)."""
+    and k, the fold of every row, the manifests of the training and test data, and the hashes
+    of a teacher's soft targets (distillation), of labels replacing the store's and of sample
+    weights (cleaning), each when given."""
     blob = {
         "member": member.config,
         "seed": zoo.seed,
         "k": zoo.k,
         "folds": hashlib.sha256(np.ascontiguousarray(folds, dtype=np.int8).tobytes()).hexdigest(),
-        "train": _manifest_hash(train),
-        "test": _manifest_hash(test) if test is not None else None,
+        "train": manifest_hash(train),
+        "test": manifest_hash(test) if test is not None else None,
     }
-    if teacher is not None:  # absent otherwise: the hashes of finished zoos stay valid
-        blob["teacher"] = teacher
+    given = {"teacher": teacher, "labels": labels, "sample_weight": sample_weight}
+    # absent when not given: the hashes of finished zoos stay valid
+    blob |= {key: value for key, value in given.items() if value is not None}
     return hashlib.sha256(json.dumps(blob, sort_keys=True).encode()).hexdigest()
 
 
@@ -324,5 +328,6 @@ def _id_key(member_id: str) -> int:
     return int.from_bytes(hashlib.sha256(member_id.encode()).digest()[:8], "little")
 
 
-def _manifest_hash(ds: Dataset) -> str:
+def manifest_hash(ds: Dataset) -> str:
+    """SHA-256 of a dataset's manifest (its layout, shards and their checksums)."""
     return hashlib.sha256(json.dumps(ds.manifest, sort_keys=True).encode()).hexdigest()

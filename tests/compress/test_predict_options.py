@@ -1,0 +1,126 @@
+"""What an export's ``predict`` section asks of `predict`: test-time views of a frame-level
+model through ONNX Runtime equal `tta_scores` in PyTorch; group aggregation writes one line a
+group, equal to `aggregate_groups` over the rows' probabilities, contiguous groups or not."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tests.compress.conftest import save_model
+from tests.conftest import random_batch
+from webly.compress import export_onnx, load_exported, open_network, predict
+from webly.compress.export import torch_probabilities
+from webly.compress.options import PredictOptions
+from webly.compress.serve import create_app
+from webly.data import Dataset, DatasetWriter, FeatureSpec, Layout
+from webly.ensemble.aggregate import aggregate_groups
+from webly.ensemble.tta import tta_scores
+from webly.errors import ConfigError, DataError
+from webly.metrics.ranking import TopK
+
+
+def read_jsonl(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+@pytest.mark.parametrize(("mode", "sampling"), [("mean", "random"), ("max", "regular")])
+def test_views_through_onnx_runtime_equal_tta_scores(
+    tmp_path: Path, frame_store: Dataset, mode: str, sampling: str
+) -> None:
+    groups = ("rgb", "audio")
+    source = save_model(tmp_path / "net", "dbof", frame_store.layout, groups)
+    options = PredictOptions(tta_views=3, tta_mode=mode, tta_sampling=sampling, tta_max_frames=4)  # type: ignore[arg-type]
+    export_onnx(source, tmp_path / "export", layout=frame_store.layout, predict_options=options)
+    assert load_exported(tmp_path / "export").options == options
+    summary = predict(tmp_path / "export", frame_store.path, tmp_path / "tta.jsonl", top_k=4,
+                      fmt="jsonl", batch_size=16)  # fmt: skip
+    assert summary.views == 3 and "3 views a row" in str(summary)
+    reference = np.concatenate([
+        probs for _, probs in tta_scores(
+            open_network(source), frame_store, groups, views=3, mode=mode, seed=0, batch_size=16,  # type: ignore[arg-type]
+            frame_sampling=sampling, max_frames=4,  # type: ignore[arg-type]
+        )
+    ])  # fmt: skip
+    lines = read_jsonl(tmp_path / "tta.jsonl")
+    order = np.argsort(-reference, axis=1, kind="stable")[:, :4]
+    np.testing.assert_array_equal([line["classes"] for line in lines], order)
+    np.testing.assert_allclose(
+        [line["scores"] for line in lines], np.take_along_axis(reference, order, 1), atol=1e-4
+    )
+    # the views change the figures: one view is the plain prediction
+    plain = export_onnx(source, tmp_path / "plain", layout=frame_store.layout)
+    predict(plain, frame_store.path, tmp_path / "plain.jsonl", top_k=4, fmt="jsonl")
+    once = np.array([line["scores"] for line in read_jsonl(tmp_path / "plain.jsonl")])
+    assert np.abs(once - np.array([line["scores"] for line in lines])).max() > 1e-3
+
+
+def group_store(folder: Path, contiguous: bool) -> Dataset:
+    """Video-level rows in groups of 3 (``g0``, ``g1``, ...); written in two parts whose group
+    ids repeat when not ``contiguous``."""
+    layout = Layout(
+        features=(FeatureSpec("rgb", 16, "uint8"), FeatureSpec("audio", 4, "float32")),
+        n_classes=12,
+        has_group=True,
+    )
+    rng = np.random.default_rng(5)
+    with DatasetWriter(folder, layout) as writer:
+        if contiguous:
+            writer.write_batch(random_batch(rng, layout, 40))
+        else:
+            writer.write_batch(random_batch(rng, layout, 20, prefix="a"))
+            writer.write_batch(random_batch(rng, layout, 22, prefix="b"))
+    return Dataset.open(folder)
+
+
+@pytest.mark.parametrize("contiguous", [True, False])
+@pytest.mark.parametrize("method", ["mean", "belief"])
+def test_group_aggregation_writes_one_line_a_group(
+    tmp_path: Path, contiguous: bool, method: str
+) -> None:
+    store = group_store(tmp_path / "store", contiguous)
+    source = save_model(tmp_path / "net", "mlp", store.layout, ("rgb", "audio"))
+    options = PredictOptions(group_aggregation=method, group_k=6)  # type: ignore[arg-type]
+    export_onnx(source, tmp_path / "export", layout=store.layout, predict_options=options)
+    summary = predict(tmp_path / "export", store.path, tmp_path / "groups.jsonl", top_k=3,
+                      fmt="jsonl", batch_size=7)  # fmt: skip
+    rows = np.arange(len(store))
+    specs = [store.layout.feature(g) for g in ("rgb", "audio")]
+    arrays = [s.encode(store.features(rows, (s.name,))) for s in specs]
+    probs = torch_probabilities(open_network(source), specs, arrays, None, multilabel=True)
+    ids, want = aggregate_groups(TopK.from_dense(probs, 6), store.groups, method, k=3)  # type: ignore[arg-type]
+    lines = read_jsonl(tmp_path / "groups.jsonl")
+    assert summary.groups == len(ids) == len(lines) and summary.rows == len(store)
+    assert f"{len(ids)} groups ({len(store)} rows)" in str(summary)
+    assert [line["id"] for line in lines] == list(ids)
+    np.testing.assert_array_equal([line["classes"] for line in lines], want.indices)
+    np.testing.assert_allclose([line["scores"] for line in lines], want.scores, atol=1e-5)
+
+
+def test_what_the_options_refuse(tmp_path: Path, small_store: Dataset) -> None:
+    source = save_model(tmp_path / "net", "mlp", small_store.layout, ("rgb", "audio"))
+    with pytest.raises(ConfigError, match="test-time views take frame-level models, mlp is video"):
+        export_onnx(source, tmp_path / "export", predict_options=PredictOptions(tta_views=2))
+    with pytest.raises(ConfigError, match="group_aggregation 'median' is unknown"):
+        PredictOptions(group_aggregation="median")  # type: ignore[arg-type]
+    with pytest.raises(ConfigError, match="unknown predict option 'views'"):
+        PredictOptions.from_json({"views": 3})
+    options = PredictOptions(group_aggregation="mean")
+    export_onnx(source, tmp_path / "export", layout=small_store.layout, predict_options=options)
+    out = tmp_path / "out"
+    out.mkdir()
+    with pytest.raises(DataError, match="has no group column, and the model aggregates rows"):
+        predict(tmp_path / "export", small_store.path, out / "p.csv")
+    with pytest.raises(ConfigError, match="TFRecord files have no group column"):
+        predict(tmp_path / "export", str(tmp_path / "*.tfrecord"), out / "p.csv")
+    with pytest.warns(UserWarning, match=r"group aggregation \(mean\); the service predicts each"):
+        create_app(load_exported(tmp_path / "export"))
+    info = json.loads((tmp_path / "export" / "model.json").read_text())
+    info["predict"]["tta_views"] = 0
+    (tmp_path / "export" / "model.json").write_text(json.dumps(info))
+    with pytest.raises(DataError, match=r"model\.json: tta_views is 0; .* re-export the model"):
+        load_exported(tmp_path / "export")
+    assert list(out.iterdir()) == []

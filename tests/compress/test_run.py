@@ -1,0 +1,105 @@
+"""Compress and export from a run directory: the final network exported with the run's figures
+and training store, predicting what the run predicted; ``webly compress RUN --max-size``;
+a run without a final model is one line and exit 2, nothing written."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tests.compress.test_commands import assert_user_error, webly
+from webly.compress import open_network, predict
+from webly.compress.run import export_run, run_final
+from webly.data import Dataset
+from webly.errors import ConfigError
+from webly.predictions import Predictions
+
+
+def test_export_run_records_the_runs_figures_and_store(tiny_run: Path, tmp_path: Path) -> None:
+    exported = export_run(tiny_run, tmp_path / "export")
+    info = exported.info
+    results = json.loads((tiny_run / "evaluate" / "results.json").read_text())
+    row = next(r for r in results["rows"] if r["model"] == "final: logistic")
+    assert info["metrics"] == {"GAP@20": row["GAP@20"], "BCE": row["BCE"]}
+    train = Dataset.open(tiny_run / "data" / "train")
+    assert info["run"] == {
+        "folder": str(tiny_run.resolve()),
+        "final": "logistic",
+        "model_folder": str((tiny_run / "distill/final/logistic/full/model").resolve()),
+        "training_store": str((tiny_run / "data" / "train").resolve()),
+        "metrics_on": "test split, clean labels, 50 rows",
+    }
+    assert [f.name for f in exported.features] == ["mean_rgb", "mean_audio"]
+    assert [f.dtype for f in exported.features] == [
+        train.layout.feature(f.name).dtype for f in exported.features
+    ]
+    # it predicts the test split as the run's final model did (stored in float16)
+    test = tiny_run / "data" / "test"
+    predict(exported, test, tmp_path / "top.jsonl", top_k=5, fmt="jsonl")
+    lines = [json.loads(line) for line in (tmp_path / "top.jsonl").read_text().splitlines()]
+    stored = Predictions.open(tiny_run / "distill/final/logistic/predictions").test.topk()
+    np.testing.assert_allclose([line["scores"] for line in lines], stored.scores[:, :5], atol=2e-3)
+    assert run_final(tiny_run).folder == tiny_run / "distill/final/logistic/full/model"
+
+
+def without_final(run: Path, dest: Path) -> Path:
+    """A copy of ``run`` as if its recipe had no distill.final."""
+    shutil.copytree(run, dest)
+    manifest = dest / "distill" / "manifest.json"
+    manifest.write_text(json.dumps(json.loads(manifest.read_text()) | {"outputs": {}}))
+    return dest
+
+
+def test_a_run_without_a_final_model_is_one_line(
+    tiny_run: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    run = without_final(tiny_run, tmp_path / "run")
+    out = tmp_path / "out"
+    out.mkdir()
+    with pytest.raises(ConfigError, match=r"made no final model.*add distill\.final to the recipe"):
+        export_run(run, out / "export")
+    assert_user_error(
+        webly(capsys, "export", str(run), str(out / "export")), "has no final model",
+        "add distill.final to the recipe",
+    )  # fmt: skip
+    assert_user_error(webly(capsys, "compress", str(run), str(out / "small")), "add distill.final")
+    shutil.rmtree(run / "distill")
+    assert_user_error(webly(capsys, "export", str(run), str(out / "e")), "distill stage never ran")
+    assert list(out.iterdir()) == []
+
+
+def test_cli_on_a_run(tiny_run: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    status, printed, err = webly(capsys, "export", str(tiny_run), str(tmp_path / "export"))
+    assert status == 0, err
+    assert "inputs mean_rgb float32 x1024, mean_audio float32 x128 -> probabilities x10" in printed
+    assert "metrics GAP@20 0." in printed
+    status, printed, err = webly(capsys, "compress", str(tiny_run), str(tmp_path / "small"),
+                                 "--method", "fp16", "--min-elements", "0")  # fmt: skip
+    assert status == 0, err
+    assert "fp16 compression of" in printed and "distill/final/logistic/full/model" in printed
+    assert open_network(tmp_path / "small").config["name"] == "logistic"
+    status, printed, err = webly(capsys, "compress", str(tiny_run), "--max-size", "1GB",
+                                 str(tmp_path / "chosen"))  # fmt: skip
+    assert status == 0, err
+    words = " ".join(printed.split())  # the title wraps
+    assert "accuracy/size frontier of" in words and "(GAP@20 on test split, clean labels" in words
+    assert "final logistic" in words and "on the frontier" in words and "<-" in words
+    assert (tmp_path / "chosen" / "frontier.json").is_file()
+    status, printed, err = webly(capsys, "compress", str(tiny_run), "--max-size", "1GB")
+    assert status == 0 and "nothing written (no OUT given)" in printed
+    out = tmp_path / "out"
+    out.mkdir()
+    assert_user_error(
+        webly(capsys, "compress", str(tiny_run), "--max-size", "2KB", str(out / "c")),
+        "max size 2 KB (2,000 bytes) is below every candidate; the smallest is",
+    )
+    assert_user_error(
+        webly(capsys, "compress", str(tiny_run / "zoo"), "--max-size", "1GB", str(out / "c")),
+        "is not a run directory",
+    )
+    assert_user_error(webly(capsys, "compress", str(tiny_run)), "OUT is missing")
+    assert list(out.iterdir()) == []
