@@ -51,7 +51,7 @@ def main() -> None:
     parser.add_argument("--data", choices=tuple(ZOOS), default="yt8m-like")
     parser.add_argument("--out", type=Path, required=True, help="data, zoo and students here")
     parser.add_argument("--zoo", type=Path, help="zoo file (default: by --data)")
-    parser.add_argument("--student", default="resnet_av", help="zoo member id to distil into")
+    parser.add_argument("--student", default="dbof_cg15", help="zoo member id to distil into")
     parser.add_argument("--lam", type=float, default=0.5, help="weight of the label loss")
     parser.add_argument("--rounds", type=int, default=300, help="stacker boosting rounds")
     args = parser.parse_args()

@@ -11,7 +11,7 @@ import torch
 
 from tests.conftest import random_batch
 from webly.data import Dataset, DatasetWriter, FeatureSpec, Layout
-from webly.ensemble.tta import _frame_view, scores_topk, tta_scores
+from webly.ensemble.tta import frame_view, scores_topk, tta_scores
 from webly.errors import ConfigError
 from webly.metrics.ranking import TopK
 from webly.models import create_model
@@ -90,13 +90,13 @@ def test_frame_views_pick_by_hand() -> None:
     x = torch.arange(10, dtype=torch.float32).repeat(3, 1)[:, :, None]  # frame t holds t
     lengths = torch.tensor([10, 3, 0])
     rng = np.random.default_rng(0)
-    first, kept = _frame_view(x, lengths, 1, 3, "regular", 5, rng)
-    second, _ = _frame_view(x, lengths, 2, 3, "regular", 5, rng)
+    first, kept = frame_view(x, lengths, 1, 3, "regular", 5, rng)
+    second, _ = frame_view(x, lengths, 2, 3, "regular", 5, rng)
     assert kept.tolist() == [5, 5, 0]
     assert first[0, :, 0].tolist() == [0, 2, 4, 6, 8]  # offset 0 of an interval of 2
     assert second[0, :, 0].tolist() == [1, 3, 5, 7, 9]  # offset 1/2
     assert first[1, :, 0].tolist() == [0, 0, 1, 1, 2]  # 3 frames spread over 5
-    drawn, _ = _frame_view(x, lengths, 1, 3, "random", 6, rng)
+    drawn, _ = frame_view(x, lengths, 1, 3, "random", 6, rng)
     picks = drawn[0, :, 0].numpy()
     assert picks.shape == (6,) and np.all(np.diff(picks) >= 0) and picks.max() <= 9
 

@@ -26,7 +26,7 @@ from webly.compress.outputs import OutputFormat, topk_file
 from webly.data.store import MANIFEST, Dataset
 from webly.data.yt8m import Names
 from webly.ensemble.aggregate import aggregate_groups, group_index
-from webly.ensemble.tta import _frame_view
+from webly.ensemble.tta import frame_view
 from webly.errors import ConfigError, DataError
 from webly.metrics.ranking import TopK, select_top_k
 
@@ -127,7 +127,7 @@ def view_probabilities(
     frames = torch.arange(n_frames).expand(n_rows, n_frames).unsqueeze(-1)  # (B, T, 1)
     lengths = torch.from_numpy(batch.lengths)
     for view in range(1, options.tta_views):
-        picked, kept = _frame_view(
+        picked, kept = frame_view(
             frames, lengths, view, options.tta_views, options.tta_sampling,
             options.tta_max_frames, rng,
         )  # fmt: skip

@@ -83,7 +83,7 @@ def tta_scores(
         for view in range(1, views):
             if frame_level:
                 assert lengths is not None
-                vx, vlengths = _frame_view(x, lengths, view, views, frame_sampling, max_frames, rng)
+                vx, vlengths = frame_view(x, lengths, view, views, frame_sampling, max_frames, rng)
                 probs = predict_probs(model, vx, vlengths, ds.task)
             else:
                 probs = predict_probs(model, _feature_view(x, dropout, noise, rng), None, ds.task)
@@ -110,7 +110,7 @@ def scores_topk(batches: Iterable[tuple[np.ndarray, np.ndarray]], k: int) -> Top
 # --------------------------------------------------------------------------- views
 
 
-def _frame_view(
+def frame_view(
     x: torch.Tensor,
     lengths: torch.Tensor,
     view: int,
