@@ -82,7 +82,15 @@ def test_demo_end_to_end(tmp_path: Path) -> None:
     text = console.export_text()
     assert "400 train / 100 test rows, 12 classes" in text and "labels per row" in text
     members = ["logistic", "mlp", "resnet_av", "mlp_audio", "dbof", "netvlad"]
-    assert list(rows) == [*members, "zoo average", "logistic regression on true labels"]
+    second = ["blend: mean", "blend: weighted", "blend: greedy", "stacker"]
+    distilled = ["student: resnet_av_student", "final: resnet_av"]
+    assert list(rows) == [
+        *members,
+        "zoo average",
+        *second,
+        *distilled,
+        "logistic regression on true labels",
+    ]
     assert [rows[m]["frame-level"] for m in members] == [False] * 4 + [True] * 2
     for model, row in rows.items():
         assert 0.0 < row["GAP@20"] <= 1.0, model
@@ -90,9 +98,10 @@ def test_demo_end_to_end(tmp_path: Path) -> None:
     # Training on the true labels does better than on the noisy ones.
     assert rows["logistic regression on true labels"]["GAP@20"] > rows["logistic"]["GAP@20"]
     assert len(Dataset.open(tmp_path / "data" / "test")) == 100
+    assert "cleaning the training labels" in text and "precision" in text
     again = Console(record=True, width=120)
     rerun = run_demo(tmp_path, console=again, overrides=[*small, "zoo.train.epochs=3"])
-    assert again.export_text().count("done, skipped") == 4  # a re-run only prints the tables
+    assert again.export_text().count("done, skipped") == 9  # a re-run only prints the tables
     for model in [*members, "zoo average"]:
         assert rerun[model] == rows[model]
 
@@ -252,6 +261,15 @@ def test_train_a_zoo_then_ensemble_and_distill(tmp_path: Path) -> None:
     bad = webly("distill", str(students), "--teacher", str(tmp_path / "zoo"), *splits,
                 "--out", str(tmp_path / "bad"))  # fmt: skip
     assert_user_error(bad, "no manifest.json")
+    assert not (tmp_path / "bad").exists()
+
+    # one round of cleaning on the same zoo file: its table, then a bad method
+    cleaned = webly("clean", str(students), *splits, "--out", str(tmp_path / "clean"))
+    assert cleaned.returncode == 0, cleaned.stderr
+    assert "| round |" in cleaned.stdout and "precision" in cleaned.stdout
+    assert (tmp_path / "clean" / "round-0" / "report").is_dir()
+    bad = webly("clean", str(students), *splits, "--out", str(tmp_path / "bad"), "--method", "x")
+    assert_user_error(bad, "unknown", "'x'")
     assert not (tmp_path / "bad").exists()
 
 

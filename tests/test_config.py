@@ -48,6 +48,10 @@ def test_demo_recipe_is_the_demo_zoo_on_the_frame_level_benchmark() -> None:
     assert recipe.zoo.members[3].options is not None
     assert recipe.zoo.members[3].options.groups == ["mean_audio"]
     assert [m.train.get("max_frames") for m in recipe.zoo.members[4:]] == [30, 30]
+    assert recipe.clean is not None and recipe.clean.rounds == 1
+    assert recipe.ensemble is not None and recipe.ensemble.blends == ["mean", "weighted", "greedy"]
+    assert recipe.distill is not None and recipe.distill.final is not None
+    assert [s["id"] for s in recipe.distill.students] == ["resnet_av_student"]
 
 
 def test_seed_and_folds_flow_into_the_zoo(tmp_path: Path) -> None:
@@ -127,7 +131,7 @@ def test_relative_paths_resolve_against_the_current_folder(
     ("overrides", "message"),
     [
         (["zoo.kk=3"], r"zoo\.kk: unknown key; zoo accepts: k, train, members$"),
-        (["kk=3"], r"kk: unknown key; the recipe accepts: seed, data, folds, zoo, ensemble"),
+        (["kk=3"], r"kk: unknown key; the recipe accepts: seed, data, folds, zoo, clean"),
         (["zoo.members.1.hparms.x=3"], r"members\.1\.hparms: unknown key; .* hparams, options"),
         (["zoo.members.0.options.gating=1"], r"options\.gating: unknown key; .*context_gating"),
         (["folds.seed=1"], r"folds\.seed: unknown key; folds accepts: n$"),
@@ -149,6 +153,9 @@ def test_relative_paths_resolve_against_the_current_folder(
         (["folds.n"], r"--set 'folds\.n': write KEY=VALUE"),
         (["=3"], r"--set '=3': write KEY=VALUE"),
         (["zoo.k=[1"], r"--set zoo\.k: the value '\[1' is not YAML"),
+        (["clean.method=guess"], r"clean\.method: unknown method 'guess'; known: "),
+        (["clean.rules.drop_fraction=2"], r"clean\.rules: drop_fraction is 2; pass a number in"),
+        (["clean.rounds=0"], r"clean\.rounds: Input should be greater than or equal to 1"),
         (["ensemble.blends=[best]"], r"ensemble\.blends: unknown blend 'best'; known: mean, "),
         (["ensemble.stacker.leaves=3"], r"ensemble\.stacker\.leaves: unknown field; it accepts: "),
         (["ensemble.stacker.seed=3"], r"ensemble\.stacker\.seed: .*the recipe's seed sets it"),

@@ -88,8 +88,8 @@ def copy(base: tuple[Path, RunResult, str], tmp_path: Path) -> Path:
 def test_fresh_run_writes_every_stage(base: tuple[Path, RunResult, str]) -> None:
     out, result, printed = base
     assert [s.name for s in result.stages] == NAMES
-    assert NAMES[:6] == ["data", "folds", "zoo", "ensemble", "distill", "evaluate"]
-    assert NAMES[6:] == ["compress", "export"]
+    assert NAMES[:4] == ["data", "folds", "zoo", "clean"]
+    assert NAMES[4:] == ["ensemble", "distill", "evaluate", "compress", "export"]
     assert all(s.state == "done" and not s.skipped for s in result.stages)
     assert not result.failed
     for name in NAMES:
@@ -123,17 +123,16 @@ def test_fresh_run_writes_every_stage(base: tuple[Path, RunResult, str]) -> None
     expected = gap_at_k(average, test.clean_labels, k=20)
     assert results["rows"][-1]["GAP@20"] == pytest.approx(expected, abs=1e-6)
     assert results["rows"][-1]["BCE"] is not None  # 10 classes <= k: stored dense, loss exact
-    assert [s.state for s in run_status(out)] == ["done"] * 8
-    assert (
-        manifest(out, "ensemble")["key"] == manifest(out, "distill")["key"] == "not in the recipe"
-    )
+    assert [s.state for s in run_status(out)] == ["done"] * 9
+    for stage in ("clean", "ensemble", "distill", "compress", "export"):
+        assert manifest(out, stage)["key"] == "not in the recipe"
 
 
 def test_rerun_skips_everything_and_writes_nothing(copy: Path, tmp_path: Path) -> None:
     before = files(copy)
     result, printed = run(tmp_path, copy)
     assert all(s.skipped for s in result.stages) and not result.failed
-    assert printed.count("done, skipped") == 8
+    assert printed.count("done, skipped") == 9
     assert files(copy) == before
     assert result.results is not None and result.results["rows"][-1]["model"] == "zoo average"
 
@@ -141,7 +140,7 @@ def test_rerun_skips_everything_and_writes_nothing(copy: Path, tmp_path: Path) -
 def test_changing_one_member_retrains_only_that_member(copy: Path, tmp_path: Path) -> None:
     before = files(copy)
     result, _ = run(tmp_path, copy, "zoo.members.1.hparams.hidden=[32]")
-    assert [s.skipped for s in result.stages] == [True, True] + [False] * 6
+    assert [s.skipped for s in result.stages] == [True, True] + [False] * 7
     after = files(copy)
     for name in ("logistic", "mlp"):
         store = [f for f in before if f.startswith(f"zoo/{name}/predictions/")]
@@ -158,7 +157,7 @@ def test_changing_one_member_retrains_only_that_member(copy: Path, tmp_path: Pat
 def test_changing_folds_reruns_folds_zoo_and_evaluate(copy: Path, tmp_path: Path) -> None:
     before = files(copy)
     result, _ = run(tmp_path, copy, "folds.n=4")
-    assert [s.skipped for s in result.stages] == [True] + [False] * 7
+    assert [s.skipped for s in result.stages] == [True] + [False] * 8
     after = files(copy)
     assert after["data/manifest.json"] == before["data/manifest.json"]
     assert np.load(copy / "folds" / "folds.npy").max() == 3
@@ -172,7 +171,7 @@ def test_evaluate_k_rescores_members_from_their_stored_predictions(
     copy: Path, tmp_path: Path
 ) -> None:
     result, _ = run(tmp_path, copy, "evaluate.k=5")
-    assert [s.skipped for s in result.stages] == [True] * 5 + [False] * 3
+    assert [s.skipped for s in result.stages] == [True] * 6 + [False] * 3
     assert result.results is not None and result.results["metric"] == "GAP@5"
     test = Dataset.open(copy / "data" / "test")
     store = Predictions.open(copy / "zoo" / "logistic" / "predictions")
@@ -204,7 +203,7 @@ def test_failed_member_fails_the_zoo_and_the_run_goes_on(copy: Path, tmp_path: P
     result, _ = run(tmp_path, copy, f"zoo.members=[{{name: logistic}}, {json.dumps(wild)}]")
     assert result.failed and "member wild failed" in result.errors[0]
     assert "training loss is nan" in result.errors[0]
-    assert [s.state for s in result.stages] == ["done", "done", "failed"] + ["done"] * 5
+    assert [s.state for s in result.stages] == ["done", "done", "failed"] + ["done"] * 6
     zoo = manifest(copy, "zoo")
     assert zoo["state"] == "failed" and zoo["errors"] == result.errors
     assert "1 of 2 members done, 1 failed" in zoo["key"]
@@ -212,24 +211,24 @@ def test_failed_member_fails_the_zoo_and_the_run_goes_on(copy: Path, tmp_path: P
     rows = {row["model"]: row for row in result.results["rows"]}
     assert "training loss is nan" in rows["wild"]["error"] and "GAP@20" not in rows["wild"]
     assert rows["zoo average"]["GAP@20"] == pytest.approx(rows["logistic"]["GAP@20"], abs=2e-3)
-    assert [s.state for s in run_status(copy)] == ["done", "done", "failed"] + ["done"] * 5
+    assert [s.state for s in run_status(copy)] == ["done", "done", "failed"] + ["done"] * 6
     # a failed stage is not skipped: the next run retries the failed member only
     before = files(copy / "zoo" / "logistic")
     again, _ = run(tmp_path, copy, f"zoo.members=[{{name: logistic}}, {json.dumps(wild)}]")
-    assert [s.skipped for s in again.stages] == [True, True] + [False] * 6
+    assert [s.skipped for s in again.stages] == [True, True] + [False] * 7
     assert files(copy / "zoo" / "logistic") == before
 
 
 def test_status_tells_stale_and_not_run_stages(copy: Path) -> None:
     recipe = (copy / "recipe.yaml").read_text()
     (copy / "recipe.yaml").write_text(recipe.replace("evaluate: {k: 20}", "evaluate: {k: 10}"))
-    assert [s.state for s in run_status(copy)] == ["done"] * 5 + ["stale"] * 3
+    assert [s.state for s in run_status(copy)] == ["done"] * 6 + ["stale"] * 3
     (copy / "recipe.yaml").write_text(recipe.replace("hidden: [16]", "hidden: [8]"))
-    assert [s.state for s in run_status(copy)] == ["done", "done"] + ["stale"] * 6
+    assert [s.state for s in run_status(copy)] == ["done", "done"] + ["stale"] * 7
     (copy / "recipe.yaml").write_text(recipe)
     shutil.rmtree(copy / "folds")
     statuses = run_status(copy)
-    assert [s.state for s in statuses] == ["done", "not run"] + ["stale"] * 6
+    assert [s.state for s in statuses] == ["done", "not run"] + ["stale"] * 7
     assert statuses[0].key == "200 train / 50 test rows, 10 classes (multilabel)"
     assert statuses[1].finished is None and statuses[2].seconds is not None
 
@@ -265,7 +264,7 @@ def test_stores_are_read_in_place(base: tuple[Path, RunResult, str], tmp_path: P
     # a store changed in place makes the data stage and everything after it stale
     store_manifest = stores / "train" / "manifest.json"
     store_manifest.write_text(store_manifest.read_text().replace("{", "{ ", 1))
-    assert [s.state for s in run_status(out)] == ["stale"] * 8
+    assert [s.state for s in run_status(out)] == ["stale"] * 9
 
 
 def test_missing_store_fails_before_anything_is_written(tmp_path: Path) -> None:
@@ -311,17 +310,16 @@ def test_killed_run_resumes_with_the_same_command(tmp_path: Path) -> None:
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     assert finished.exists()
-    assert [s.state for s in run_status(out)] == ["done", "done", "unfinished"] + ["not run"] * 5
+    assert [s.state for s in run_status(out)] == ["done", "done", "unfinished"] + ["not run"] * 6
     logistic = files(out / "zoo" / "logistic")
     data = files(out / "data")
     result = subprocess.run(command, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr
     assert "data: done, skipped" in result.stdout and "folds: done, skipped" in result.stdout
     assert files(out / "zoo" / "logistic") == logistic and files(out / "data") == data
-    assert [s.state for s in run_status(out)] == ["done"] * 8
-    assert (
-        manifest(out, "ensemble")["key"] == manifest(out, "distill")["key"] == "not in the recipe"
-    )
+    assert [s.state for s in run_status(out)] == ["done"] * 9
+    for stage in ("clean", "ensemble", "distill", "compress", "export"):
+        assert manifest(out, stage)["key"] == "not in the recipe"
     assert Predictions.open(out / "zoo" / "slow" / "predictions").model["id"] == "slow"
 
 
@@ -335,7 +333,7 @@ SECOND_LEVEL = [
 
 def test_ensemble_and_distill_stages(copy: Path, tmp_path: Path) -> None:
     result, _ = run(tmp_path, copy, *SECOND_LEVEL)
-    assert [s.skipped for s in result.stages] == [True] * 3 + [False] * 5
+    assert [s.skipped for s in result.stages] == [True] * 4 + [False] * 5
     assert not result.failed
     ensemble = manifest(copy, "ensemble")
     assert set(ensemble["outputs"]["stores"]) == {"mean", "greedy", "stacker"}
@@ -361,7 +359,7 @@ def test_ensemble_and_distill_stages(copy: Path, tmp_path: Path) -> None:
 
     # another teacher re-trains the students and the final model, nothing upstream
     result, _ = run(tmp_path, copy, *SECOND_LEVEL, "distill.teacher=mean")
-    assert [s.skipped for s in result.stages] == [True] * 4 + [False] * 4
+    assert [s.skipped for s in result.stages] == [True] * 5 + [False] * 4
 
 
 def test_student_above_the_size_budget_fails_before_training(copy: Path, tmp_path: Path) -> None:
@@ -400,3 +398,24 @@ def test_export_without_a_final_model_is_refused(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="export: the export stage exports the final distilled"):
         run_recipe(path, tmp_path / "run")
     assert not (tmp_path / "run").exists()
+
+
+def test_clean_stage_reuses_the_zoo_as_round_0_and_feeds_the_ensemble(
+    copy: Path, tmp_path: Path
+) -> None:
+    zoo_files = files(copy / "zoo")
+    result, _ = run(
+        tmp_path, copy, "clean.rounds=1", "ensemble.blends=[mean]", "ensemble.stacker=null"
+    )
+    assert not result.failed and files(copy / "zoo") == zoo_files  # round 0 trained nothing
+    assert (copy / "clean" / "round-0" / "zoo").is_symlink()
+    clean = manifest(copy, "clean")
+    assert [row["round"] for row in clean["summary"]["rounds"]] == [0, 1]
+    assert clean["summary"]["rounds"][1]["dropped"] > 0
+    assert set(clean["outputs"]["members"]) == {"logistic", "mlp"}
+    assert all(p.startswith("clean/round-1/zoo/") for p in clean["outputs"]["members"].values())
+    assert manifest(copy, "ensemble")["summary"]["members"] == ["logistic", "mlp"]
+    mean = Predictions.open(copy / "ensemble" / "blend-mean")
+    cleaned = [Predictions.open(copy / p) for p in clean["outputs"]["members"].values()]
+    expected = (cleaned[0].dense("test") + cleaned[1].dense("test")) / 2
+    np.testing.assert_allclose(mean.dense("test"), expected, atol=2e-3)

@@ -371,6 +371,36 @@ def _print_zoo(result: Any, title: str) -> None:
         raise typer.Exit(1)
 
 
+@app.command("clean")
+def clean(
+    zoo: Annotated[Path, typer.Argument(metavar="ZOO.yaml", help="The zoo retrained each round.")],
+    data: Annotated[Path, typer.Option(help="Training dataset folder (its labels are judged).")],
+    dest: Annotated[Path, typer.Option("--out", help="Folder for the rounds (resumed).")],
+    test: Annotated[Path | None, typer.Option(help="Test dataset folder to score.")] = None,
+    rounds: Annotated[int, typer.Option(help="Rounds of detect -> act -> retrain.")] = 1,
+    method: Annotated[
+        str, typer.Option(help="Detection method (webly.clean.list_methods()).")
+    ] = "confident_learning",
+    drop_fraction: Annotated[float, typer.Option(help="Most rows dropped a round.")] = 0.1,
+    relabel_threshold: Annotated[
+        float, typer.Option(help="Probability needed to repair a label.")
+    ] = 0.9,
+) -> None:
+    """Find noisy labels with the zoo's out-of-fold predictions, repair them, retrain; per round
+    a table (rows dropped and relabelled, noise estimate, metrics, precision/recall vs truth)."""
+    from webly.clean.actions import ActionRules
+    from webly.clean.iterate import clean_iteratively
+    from webly.data import Dataset
+    from webly.train.zoo import load_zoo
+
+    rules = ActionRules(drop_fraction=drop_fraction, relabel_threshold=relabel_threshold)
+    result = clean_iteratively(
+        load_zoo(zoo), Dataset.open(data), Dataset.open(test) if test is not None else None,
+        dest, rounds=rounds, method=method, rules=rules,
+    )  # fmt: skip
+    out.print(result.format(), highlight=False)
+
+
 @app.command("ensemble")
 def ensemble(
     zoo_dir: Annotated[

@@ -192,6 +192,43 @@ class EvaluateConfig(BaseModel):
     k: int = Field(default=20, ge=1)
 
 
+class CleanConfig(BaseModel):
+    """The ``clean`` stage (`webly.clean.iterate.clean_iteratively`): the zoo's out-of-fold
+    predictions judged by ``method`` (`webly.clean.find_noisy_labels`, with ``options``),
+    ``rules`` (`webly.clean.ActionRules` fields) turning the verdict into actions, and the zoo
+    trained again on the cleaned labels, ``rounds`` times. The last round's zoo is what the
+    ensemble stage combines."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    method: str = "confident_learning"
+    rounds: int = Field(default=1, ge=1, le=10)
+    rules: dict[str, Any] = Field(default_factory=dict)
+    options: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("method")
+    @classmethod
+    def _known_method(cls, method: str) -> str:
+        from webly.clean import list_methods
+
+        if method not in list_methods():
+            raise ValueError(
+                f"clean.method: unknown method {method!r}; known: {', '.join(list_methods())}"
+            )
+        return method
+
+    @field_validator("rules")
+    @classmethod
+    def _rules(cls, rules: dict[str, Any]) -> dict[str, Any]:
+        from webly.clean import ActionRules
+
+        try:
+            ActionRules(**rules)
+        except (ConfigError, TypeError) as err:
+            raise ValueError(f"clean.rules: {err}") from None
+        return rules
+
+
 class EnsembleConfig(BaseModel):
     """The ``ensemble`` stage: blends of the zoo's out-of-fold predictions and the stacker.
 
@@ -349,6 +386,7 @@ class Recipe(BaseModel):
     data: DataConfig
     folds: FoldsConfig = FoldsConfig()
     zoo: Zoo
+    clean: CleanConfig | None = None
     ensemble: EnsembleConfig | None = None
     distill: DistillConfig | None = None
     evaluate: EvaluateConfig = EvaluateConfig()

@@ -1,8 +1,9 @@
 """What ``make demo`` runs: the recipe ``recipes/demo.yaml`` through the pipeline (a generated
 YouTube-8M-like benchmark, frame level, noisy tags -> 3 folds -> a six-member zoo of both
-levels -> evaluation on the clean test split), the training split's statistics, and the results
-table like the seeds', with the zoo's plain average and, for contrast, logistic regression
-trained on the true labels."""
+levels -> one round of label cleaning -> blends and the LightGBM stacker -> a distilled student
+and final model -> evaluation on the clean test split), the training split's statistics, the
+results table like the seeds', with, for contrast, logistic regression trained on the true
+labels, and the cleaning rounds with their precision and recall against the truth."""
 
 from __future__ import annotations
 
@@ -21,7 +22,7 @@ from webly.data import Dataset
 from webly.data.stats import dataset_stats
 from webly.errors import ConfigError
 from webly.metrics import gap_at_k
-from webly.pipeline import run_pipeline, stage_outputs
+from webly.pipeline import run_pipeline, stage_outputs, stage_summary
 from webly.stages import results_table
 
 DEMO_RECIPE = Path(__file__).resolve().parents[1] / "recipes" / "demo.yaml"
@@ -73,6 +74,9 @@ def run_demo(
         f"{len(test):,} clean test videos"
     )
     console.print(results_table({**result.results, "rows": list(rows.values())}, title))
+    rounds = stage_summary(out, "clean").get("rounds")
+    if rounds:
+        console.print(_cleaning_table(rounds))
     for error in result.errors:
         console.print(error)
     console.print(
@@ -80,3 +84,30 @@ def run_demo(
         f"the generator's true labels. Demo finished in {time.perf_counter() - started:.1f} s."
     )
     return rows
+
+
+def _cleaning_table(rounds: list[dict[str, Any]]) -> Table:
+    """The clean stage's rounds: what was dropped and relabelled, the noise estimate, and the
+    detection's precision and recall against the generator's truth."""
+    table = Table(
+        title="cleaning the training labels (round 0: the zoo on the given labels; precision "
+        "and recall of the rows cleaning touched, against the generator's truth)",
+        title_justify="left",
+    )
+    columns = {
+        "round": "round", "rows_trained": "rows trained", "dropped": "dropped",
+        "relabelled": "relabelled", "noise_estimate": "noise est.", "true_noise": "true noise",
+        "precision": "precision", "recall": "recall",
+        "test_metric": "test GAP@20",
+    }  # fmt: skip
+    for title in columns.values():
+        table.add_column(title, justify="right")
+    for row in rounds:
+        table.add_row(*(_cell(row.get(key)) for key in columns))
+    return table
+
+
+def _cell(value: Any) -> str:
+    if value is None:
+        return ""
+    return f"{value:.4f}" if isinstance(value, float) else f"{value:,}"

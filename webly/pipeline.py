@@ -1,6 +1,7 @@
 """The stage pipeline: ``webly run RECIPE.yaml --out RUN`` (`run_recipe`) and ``webly status
 RUN`` (`run_status`). The only module that knows the order of the stages:
-data -> folds -> zoo -> ensemble -> distill -> evaluate -> compress -> export (what each does:
+data -> folds -> zoo -> clean -> ensemble -> distill -> evaluate -> compress -> export (what
+each does:
 `webly.stages`).
 
 The run directory::
@@ -49,6 +50,7 @@ from webly.stages import (
     StageContext,
     StageResult,
     check_data,
+    clean_config,
     compress_config,
     data_config,
     distill_config,
@@ -59,6 +61,7 @@ from webly.stages import (
     export_model,
     file_hash,
     folds_config,
+    make_clean,
     make_compress,
     make_data,
     make_distill,
@@ -91,8 +94,9 @@ STAGES = (
     Stage("data", (), data_config, make_data),
     Stage("folds", ("data",), folds_config, make_folds),
     Stage("zoo", ("data", "folds"), zoo_config, train_zoo),
-    Stage("ensemble", ("data", "folds", "zoo"), ensemble_config, make_ensemble),
-    Stage("distill", ("data", "folds", "zoo", "ensemble"), distill_config, make_distill),
+    Stage("clean", ("data", "folds", "zoo"), clean_config, make_clean),
+    Stage("ensemble", ("data", "folds", "zoo", "clean"), ensemble_config, make_ensemble),
+    Stage("distill", ("data", "folds", "zoo", "clean", "ensemble"), distill_config, make_distill),
     Stage("evaluate", ("data", "zoo", "ensemble", "distill"), evaluate_config, evaluate_zoo),
     Stage("compress", ("zoo", "ensemble", "distill", "evaluate"), compress_config, make_compress),
     Stage("export", ("data", "distill", "compress"), export_config, export_model),
@@ -210,6 +214,14 @@ def stage_outputs(out: str | Path, stage: str) -> dict[str, Path]:
     manifest = _read_stage(run, stage)
     outputs = manifest.get("outputs", {}) if manifest is not None else {}
     return {key: run / value for key, value in outputs.items() if isinstance(value, str)}
+
+
+def stage_summary(out: str | Path, stage: str) -> dict[str, Any]:
+    """The summary a finished stage of the run in ``out`` recorded (e.g. the clean stage's
+    rounds); empty before the stage ran."""
+    manifest = _read_stage(Path(out), stage)
+    summary: dict[str, Any] = manifest.get("summary", {}) if manifest is not None else {}
+    return summary
 
 
 def read_results(out: str | Path) -> dict[str, Any] | None:

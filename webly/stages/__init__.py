@@ -8,6 +8,7 @@ is done; a stage function makes its artifact and says what it made (`StageResult
                 ``store`` source: its stores are read in place, never copied or modified)
     folds/      folds.npy: (n_samples,) int8 fold of every training row
     zoo/        one folder per member (`webly.train.oof.fit_oof`), resumed in place
+    clean/      round-<r>/: the zoo trained on labels cleaned r times, its NoiseReport
     ensemble/   blend-<method>/ and stacker/ prediction stores (`webly.stages.ensemble`)
     distill/    students/ (out-of-fold, like the zoo) and final/ (one model on every row)
     evaluate/   results.json: every model's figures and the zoo average's
@@ -19,6 +20,7 @@ its manifest hash covers. Adding a stage: a config model in `webly.config` (a `R
 a config function and a stage function here, and a line in `webly.pipeline.STAGES`.
 """
 
+from webly.stages.clean import clean_config, make_clean
 from webly.stages.context import StageContext, StageResult, file_hash, splits, write_atomic
 from webly.stages.data import check_data, data_config, folds_config, make_data, make_folds
 from webly.stages.deploy import compress_config, export_config, export_model, make_compress
@@ -31,6 +33,7 @@ __all__ = [
     "StageContext",
     "StageResult",
     "check_data",
+    "clean_config",
     "compress_config",
     "data_config",
     "distill_config",
@@ -41,6 +44,7 @@ __all__ = [
     "export_model",
     "file_hash",
     "folds_config",
+    "make_clean",
     "make_compress",
     "make_data",
     "make_distill",

@@ -61,8 +61,10 @@ def make_ensemble(ctx: StageContext) -> StageResult:
 
 
 def stage_members(ctx: StageContext, names: list[str] | None, with_test: bool) -> Members:
-    """The zoo members the run trained (or ``names`` of them), opened and checked."""
-    trained = ctx.inputs["zoo"]["outputs"]["members"]
+    """The zoo members the run trained (or ``names`` of them), opened and checked: the clean
+    stage's last round when it ran, else the zoo stage's."""
+    cleaned = ctx.inputs.get("clean", {}).get("outputs", {}).get("members")
+    trained = cleaned if cleaned is not None else ctx.inputs["zoo"]["outputs"]["members"]
     wanted = names if names is not None else list(trained)
     missing = [name for name in wanted if name not in trained]
     if missing:
