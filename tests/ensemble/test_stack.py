@@ -203,3 +203,15 @@ def test_bad_inputs_fail_before_training(zoo: Zoo, tmp_path: Path) -> None:
         result.stacker.predict_topk(zoo.members.topk("test"))
     with pytest.raises(DataError, match="not a saved stacker"):
         Stacker.load(tmp_path)
+
+
+def test_blocks_with_fewer_candidates_than_the_widest_row() -> None:
+    from webly.ensemble.stack import _TopKBuffer
+
+    buffer = _TopKBuffer(keep=10, task="multilabel")
+    buffer.put(np.array([[0, 1, 2], [3, -1, -1]]), np.array([0.1, 0.9, 0.5, 0.7], np.float32))
+    buffer.put(np.array([[4, 5]]), np.array([0.2, 0.3], np.float32))
+    top = buffer.topk()
+    np.testing.assert_array_equal(top.indices, [[1, 2, 0], [3, -1, -1], [5, 4, -1]])
+    np.testing.assert_allclose(top.scores[2, :2], [0.3, 0.2])
+    assert np.isneginf(top.scores[2, 2])

@@ -804,8 +804,9 @@ class _TopKBuffer:
         while self.blocks:  # release each block once copied
             block_indices, block_scores = self.blocks.pop(0)
             stop = start + block_indices.shape[0]
-            indices[start:stop] = block_indices[:, :width]
-            scores[start:stop] = block_scores[:, :width]
+            cut = min(width, block_indices.shape[1])  # a block may hold fewer candidates
+            indices[start:stop, :cut] = block_indices[:, :cut]
+            scores[start:stop, :cut] = block_scores[:, :cut]
             start = stop
         return TopK(indices, scores)
 
