@@ -11,6 +11,7 @@ import torch
 import yaml
 
 from tests.conftest import random_batch
+from tests.test_pipeline import RECIPE
 from webly.data import Dataset, DatasetWriter, FeatureSpec, Layout
 from webly.models import create_model, save_network
 from webly.pipeline import run_recipe
@@ -65,25 +66,13 @@ def frame_store(tmp_path: Path, frame_layout: Layout) -> Dataset:
 
 # tests/test_pipeline.py's recipe with an ensemble and a final distilled model.
 RUN_RECIPE: dict[str, Any] = {
-    "seed": 0,
-    "data": {
-        "synth": {
-            "kind": "yt8m-like", "videos": 200, "classes": 10, "max_frames": 8,
-            "unlabeled_videos": 0,
-        }
-    },
-    "folds": {"n": 3},
-    "zoo": {
-        "k": 20,
-        "train": {"epochs": 1, "batch_size": 64},
-        "members": [{"name": "logistic"}, {"name": "mlp", "hparams": {"hidden": [16]}}],
-    },
+    **RECIPE,
     "ensemble": {
         "blends": ["mean", "greedy"],
         "stacker": {"rounds": 5, "min_data_in_leaf": 5, "threads": 1},
     },
     "distill": {"final": {"name": "logistic"}},
-}  # fmt: skip
+}
 
 
 @pytest.fixture(scope="session")

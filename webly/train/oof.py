@@ -400,16 +400,7 @@ def _train_member(
 ) -> Predictions:
     n_classes, labels = train.n_classes, override.scored
     n_rows = {"oof": len(train)} | ({"test": len(test)} if test is not None else {})
-    model_info = {
-        "name": member.name,
-        "id": member.id,
-        "config": member.config,
-        "config_hash": digest,
-        "distilled": teacher is not None,
-        "relabelled": override.labels is not None,
-        "folds": zoo.folds,
-        "seed": zoo.seed,
-    }
+    model_info = _model_info(member, zoo.folds, zoo.seed, digest, teacher, override)
     top = min(GAP_K, n_classes)
     oof_indices = np.full((len(train), top), -1, dtype=np.int32)
     oof_scores = np.full((len(train), top), -np.inf, dtype=np.float32)
@@ -479,16 +470,7 @@ def _train_full(
     none = np.zeros(0, dtype=np.int64)
     model = _fold_model(member, -1, train, none, everything, folder / "full", teacher, override)
     seconds = time.perf_counter() - started
-    model_info = {
-        "name": member.name,
-        "id": member.id,
-        "config": member.config,
-        "config_hash": digest,
-        "distilled": teacher is not None,
-        "relabelled": override.labels is not None,
-        "folds": 0,
-        "seed": zoo.seed,
-    }
+    model_info = _model_info(member, 0, zoo.seed, digest, teacher, override)
     test_probs = np.zeros((len(test), train.n_classes), np.float32)
     for rows, probs in _scores(model, member, test):
         test_probs[rows] = probs
@@ -504,6 +486,27 @@ def _train_full(
         return writer.commit(
             {"full": {"seconds": seconds}, "test": _test_figures(test_probs, test)}
         )
+
+
+def _model_info(
+    member: Member,
+    folds: int,
+    seed: int,
+    digest: str,
+    teacher: sp.csr_matrix | None,
+    override: _Override,
+) -> dict[str, Any]:
+    """The model record of a member's prediction store (``folds`` 0: trained on every row)."""
+    return {
+        "name": member.name,
+        "id": member.id,
+        "config": member.config,
+        "config_hash": digest,
+        "distilled": teacher is not None,
+        "relabelled": override.labels is not None,
+        "folds": folds,
+        "seed": seed,
+    }
 
 
 def _fold_model(
