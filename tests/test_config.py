@@ -89,7 +89,7 @@ def test_dump_is_resolved_and_loads_back(tmp_path: Path) -> None:
     recipe = load_recipe(write(tmp_path, RECIPE), ["zoo.members.1.hparams.hidden=[32]"])
     text = dump_recipe(recipe)
     raw = yaml.safe_load(text)
-    assert list(raw) == ["seed", "data", "folds", "zoo", "evaluate"]
+    assert list(raw) == ["seed", "data", "folds", "zoo", "evaluate", "report", "executor"]
     assert list(raw["data"]) == ["synth"]  # only the source in use
     assert "folds" not in raw["zoo"] and "seed" not in raw["zoo"]  # one place for each key
     assert raw["data"]["synth"]["test_videos"] == 50  # generator defaults filled in
@@ -130,12 +130,27 @@ def test_relative_paths_resolve_against_the_current_folder(
 @pytest.mark.parametrize(
     ("overrides", "message"),
     [
-        (["zoo.kk=3"], r"zoo\.kk: unknown key; zoo accepts: k, train, members$"),
+        (["zoo.kk=3"], r"zoo\.kk: unknown key; did you mean 'k'\? zoo accepts: k, train, members$"),
         (["kk=3"], r"kk: unknown key; the recipe accepts: seed, data, folds, zoo, clean"),
-        (["zoo.members.1.hparms.x=3"], r"members\.1\.hparms: unknown key; .* hparams, options"),
+        (["ensembel={}"], r"^[^:]*: ensembel: unknown key; did you mean 'ensemble'\? the recipe"),
+        (
+            ["zoo.members.1.hparms.x=3"],
+            r"members\[1\]\.hparms: unknown key; did you mean 'hparams'",
+        ),
+        (
+            ["zoo.members.1.hparams.dropout=high"],
+            r": zoo\.members\[1\]\.hparams\.dropout: expected float, got 'high' \(str\)",
+        ),
+        (
+            ["zoo.members.1.hparams.hiden=[3]"],
+            r"zoo\.members\[1\]\.hparams\.hiden: .*no such hyper-parameter; did you mean 'hidden'",
+        ),
+        (["zoo.train.epochs=2.5"], r": zoo\.train\.epochs: expected int, got 2\.5 \(float\)"),
+        (["zoo.members.0.train.lr=[1]"], r"zoo\.members\[0\]\.train\.lr: expected float, got"),
+        (["zoo.train.epohcs=3"], r"zoo\.train\.epohcs: unknown setting; did you mean 'epochs'"),
         (["zoo.members.0.options.gating=1"], r"options\.gating: unknown key; .*context_gating"),
         (["folds.seed=1"], r"folds\.seed: unknown key; folds accepts: n$"),
-        (["data.synth.vidoes=3"], r"data\.synth\.vidoes: unknown field of yt8m-like; it accepts"),
+        (["data.synth.vidoes=3"], r"data\.synth\.vidoes: unknown .*; did you mean 'videos'\? it"),
         (["data.synth.seed=3"], r"data\.synth\.seed: .*the recipe's seed sets it"),
         (["data.synth.videos=0"], r"data\.synth: videos is 0; generate at least 1 video"),
         (["data.synth.videos=many"], r"data\.synth\.videos: Input should be a valid integer"),
@@ -145,8 +160,8 @@ def test_relative_paths_resolve_against_the_current_folder(
         (["zoo.folds=5"], r"zoo\.folds: remove it; folds\.n of the recipe sets it"),
         (["folds.n=1"], r"folds\.n: Input should be greater than or equal to 2 \(got 1\)"),
         (["evaluate.k=200"], r"evaluate\.k is 200 but the zoo keeps k=100 predictions a row"),
-        (["zoo.members.0.name=resnet"], r"zoo: unknown model 'resnet'; known models: "),
-        (["zoo.members.1.id=logistic"], r"zoo: member 'logistic': id is used twice"),
+        (["zoo.members.0.name=resnet"], r"zoo\.members\[0\]\.name: unknown model 'resnet'; did y"),
+        (["zoo.members.1.id=logistic"], r"zoo\.members\[1\]: id 'logistic' is used twice"),
         (["zoo.members.2.name=x"], r"2\.name: zoo\.members is a list of 2 items; .*0\.\.1"),
         (["zoo.members.mlp.name=x"], r"zoo\.members is a list of 2 items; address an item"),
         (["seed.x=1"], r"--set seed\.x: seed is 3, not a mapping or list; set seed whole"),
@@ -157,7 +172,7 @@ def test_relative_paths_resolve_against_the_current_folder(
         (["clean.rules.drop_fraction=2"], r"clean\.rules: drop_fraction is 2; pass a number in"),
         (["clean.rounds=0"], r"clean\.rounds: Input should be greater than or equal to 1"),
         (["ensemble.blends=[best]"], r"ensemble\.blends: unknown blend 'best'; known: mean, "),
-        (["ensemble.stacker.leaves=3"], r"ensemble\.stacker\.leaves: unknown field; it accepts: "),
+        (["ensemble.stacker.leaves=3"], r"ensemble\.stacker\.leaves: unknown field; did you mean"),
         (["ensemble.stacker.seed=3"], r"ensemble\.stacker\.seed: .*the recipe's seed sets it"),
         (["ensemble.stacker.rounds=0"], r"ensemble\.stacker: stacker rounds is 0; it must be >= 1"),
         (["ensemble.members=[lgbm]"], r"ensemble\.members: 'lgbm' is not a zoo member; the zoo "),
@@ -173,7 +188,7 @@ def test_relative_paths_resolve_against_the_current_folder(
         ),
         (
             ["ensemble.blends=[mean]", "distill.final={name: mlp, hparams: {x: 1}}"],
-            r"distill: model 'mlp' takes no hyper-parameter 'x'",
+            r"distill\.final\[0\]\.hparams\.x: model 'mlp' takes no such hyper-parameter",
         ),
         (["ensemble.blends=[mean]", "distill.teacher=best"], r"distill: no students and no final"),
     ],

@@ -44,6 +44,18 @@ RECIPE: dict[str, Any] = {
     },
 }  # fmt: skip
 NAMES = [stage.name for stage in STAGES]
+OPTIONAL = ("clean", "ensemble", "distill", "longtail", "compress", "export")
+"""The stages a recipe without their section records as "not in the recipe"."""
+
+
+def from_stage(stage: str) -> list[str]:
+    """``stage`` and every stage after it."""
+    return NAMES[NAMES.index(stage) :]
+
+
+def ran(result: RunResult) -> list[str]:
+    """The stages a run ran (did not skip), in order."""
+    return [s.name for s in result.stages if not s.skipped]
 
 
 def run(
@@ -89,7 +101,9 @@ def test_fresh_run_writes_every_stage(base: tuple[Path, RunResult, str]) -> None
     out, result, printed = base
     assert [s.name for s in result.stages] == NAMES
     assert NAMES[:4] == ["data", "folds", "zoo", "clean"]
-    assert NAMES[4:] == ["ensemble", "distill", "evaluate", "compress", "export"]
+    assert NAMES[4:] == [
+        "ensemble", "distill", "longtail", "evaluate", "compress", "export", "report"
+    ]  # fmt: skip
     assert all(s.state == "done" and not s.skipped for s in result.stages)
     assert not result.failed
     for name in NAMES:
@@ -123,8 +137,8 @@ def test_fresh_run_writes_every_stage(base: tuple[Path, RunResult, str]) -> None
     expected = gap_at_k(average, test.clean_labels, k=20)
     assert results["rows"][-1]["GAP@20"] == pytest.approx(expected, abs=1e-6)
     assert results["rows"][-1]["BCE"] is not None  # 10 classes <= k: stored dense, loss exact
-    assert [s.state for s in run_status(out)] == ["done"] * 9
-    for stage in ("clean", "ensemble", "distill", "compress", "export"):
+    assert [s.state for s in run_status(out)] == ["done"] * len(NAMES)
+    for stage in OPTIONAL:
         assert manifest(out, stage)["key"] == "not in the recipe"
 
 
@@ -132,7 +146,7 @@ def test_rerun_skips_everything_and_writes_nothing(copy: Path, tmp_path: Path) -
     before = files(copy)
     result, printed = run(tmp_path, copy)
     assert all(s.skipped for s in result.stages) and not result.failed
-    assert printed.count("done, skipped") == 9
+    assert printed.count("done, skipped") == len(NAMES)
     assert files(copy) == before
     assert result.results is not None and result.results["rows"][-1]["model"] == "zoo average"
 
@@ -140,7 +154,7 @@ def test_rerun_skips_everything_and_writes_nothing(copy: Path, tmp_path: Path) -
 def test_changing_one_member_retrains_only_that_member(copy: Path, tmp_path: Path) -> None:
     before = files(copy)
     result, _ = run(tmp_path, copy, "zoo.members.1.hparams.hidden=[32]")
-    assert [s.skipped for s in result.stages] == [True, True] + [False] * 7
+    assert ran(result) == from_stage("zoo")
     after = files(copy)
     for name in ("logistic", "mlp"):
         store = [f for f in before if f.startswith(f"zoo/{name}/predictions/")]
@@ -157,7 +171,7 @@ def test_changing_one_member_retrains_only_that_member(copy: Path, tmp_path: Pat
 def test_changing_folds_reruns_folds_zoo_and_evaluate(copy: Path, tmp_path: Path) -> None:
     before = files(copy)
     result, _ = run(tmp_path, copy, "folds.n=4")
-    assert [s.skipped for s in result.stages] == [True] + [False] * 8
+    assert ran(result) == from_stage("folds")
     after = files(copy)
     assert after["data/manifest.json"] == before["data/manifest.json"]
     assert np.load(copy / "folds" / "folds.npy").max() == 3
@@ -171,7 +185,7 @@ def test_evaluate_k_rescores_members_from_their_stored_predictions(
     copy: Path, tmp_path: Path
 ) -> None:
     result, _ = run(tmp_path, copy, "evaluate.k=5")
-    assert [s.skipped for s in result.stages] == [True] * 6 + [False] * 3
+    assert ran(result) == from_stage("evaluate")
     assert result.results is not None and result.results["metric"] == "GAP@5"
     test = Dataset.open(copy / "data" / "test")
     store = Predictions.open(copy / "zoo" / "logistic" / "predictions")
@@ -203,7 +217,9 @@ def test_failed_member_fails_the_zoo_and_the_run_goes_on(copy: Path, tmp_path: P
     result, _ = run(tmp_path, copy, f"zoo.members=[{{name: logistic}}, {json.dumps(wild)}]")
     assert result.failed and "member wild failed" in result.errors[0]
     assert "training loss is nan" in result.errors[0]
-    assert [s.state for s in result.stages] == ["done", "done", "failed"] + ["done"] * 6
+    assert [s.state for s in result.stages] == ["done", "done", "failed"] + ["done"] * (
+        len(NAMES) - 3
+    )
     zoo = manifest(copy, "zoo")
     assert zoo["state"] == "failed" and zoo["errors"] == result.errors
     assert "1 of 2 members done, 1 failed" in zoo["key"]
@@ -211,24 +227,27 @@ def test_failed_member_fails_the_zoo_and_the_run_goes_on(copy: Path, tmp_path: P
     rows = {row["model"]: row for row in result.results["rows"]}
     assert "training loss is nan" in rows["wild"]["error"] and "GAP@20" not in rows["wild"]
     assert rows["zoo average"]["GAP@20"] == pytest.approx(rows["logistic"]["GAP@20"], abs=2e-3)
-    assert [s.state for s in run_status(copy)] == ["done", "done", "failed"] + ["done"] * 6
+    assert [s.state for s in run_status(copy)] == [s.state for s in result.stages]
     # a failed stage is not skipped: the next run retries the failed member only
     before = files(copy / "zoo" / "logistic")
     again, _ = run(tmp_path, copy, f"zoo.members=[{{name: logistic}}, {json.dumps(wild)}]")
-    assert [s.skipped for s in again.stages] == [True, True] + [False] * 7
+    assert ran(again) == from_stage("zoo")
     assert files(copy / "zoo" / "logistic") == before
 
 
 def test_status_tells_stale_and_not_run_stages(copy: Path) -> None:
     recipe = (copy / "recipe.yaml").read_text()
     (copy / "recipe.yaml").write_text(recipe.replace("evaluate: {k: 20}", "evaluate: {k: 10}"))
-    assert [s.state for s in run_status(copy)] == ["done"] * 6 + ["stale"] * 3
+    stale = len(from_stage("evaluate"))
+    assert [s.state for s in run_status(copy)] == ["done"] * (len(NAMES) - stale) + [
+        "stale"
+    ] * stale
     (copy / "recipe.yaml").write_text(recipe.replace("hidden: [16]", "hidden: [8]"))
-    assert [s.state for s in run_status(copy)] == ["done", "done"] + ["stale"] * 7
+    assert [s.state for s in run_status(copy)] == ["done", "done"] + ["stale"] * (len(NAMES) - 2)
     (copy / "recipe.yaml").write_text(recipe)
     shutil.rmtree(copy / "folds")
     statuses = run_status(copy)
-    assert [s.state for s in statuses] == ["done", "not run"] + ["stale"] * 7
+    assert [s.state for s in statuses] == ["done", "not run"] + ["stale"] * (len(NAMES) - 2)
     assert statuses[0].key == "200 train / 50 test rows, 10 classes (multilabel)"
     assert statuses[1].finished is None and statuses[2].seconds is not None
 
@@ -264,7 +283,7 @@ def test_stores_are_read_in_place(base: tuple[Path, RunResult, str], tmp_path: P
     # a store changed in place makes the data stage and everything after it stale
     store_manifest = stores / "train" / "manifest.json"
     store_manifest.write_text(store_manifest.read_text().replace("{", "{ ", 1))
-    assert [s.state for s in run_status(out)] == ["stale"] * 9
+    assert [s.state for s in run_status(out)] == ["stale"] * len(NAMES)
 
 
 def test_missing_store_fails_before_anything_is_written(tmp_path: Path) -> None:
@@ -310,15 +329,17 @@ def test_killed_run_resumes_with_the_same_command(tmp_path: Path) -> None:
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     assert finished.exists()
-    assert [s.state for s in run_status(out)] == ["done", "done", "unfinished"] + ["not run"] * 6
+    assert [s.state for s in run_status(out)] == ["done", "done", "unfinished"] + ["not run"] * (
+        len(NAMES) - 3
+    )
     logistic = files(out / "zoo" / "logistic")
     data = files(out / "data")
     result = subprocess.run(command, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr
     assert "data: done, skipped" in result.stdout and "folds: done, skipped" in result.stdout
     assert files(out / "zoo" / "logistic") == logistic and files(out / "data") == data
-    assert [s.state for s in run_status(out)] == ["done"] * 9
-    for stage in ("clean", "ensemble", "distill", "compress", "export"):
+    assert [s.state for s in run_status(out)] == ["done"] * len(NAMES)
+    for stage in OPTIONAL:
         assert manifest(out, stage)["key"] == "not in the recipe"
     assert Predictions.open(out / "zoo" / "slow" / "predictions").model["id"] == "slow"
 
@@ -333,7 +354,7 @@ SECOND_LEVEL = [
 
 def test_ensemble_and_distill_stages(copy: Path, tmp_path: Path) -> None:
     result, _ = run(tmp_path, copy, *SECOND_LEVEL)
-    assert [s.skipped for s in result.stages] == [True] * 4 + [False] * 5
+    assert ran(result) == from_stage("ensemble")
     assert not result.failed
     ensemble = manifest(copy, "ensemble")
     assert set(ensemble["outputs"]["stores"]) == {"mean", "greedy", "stacker"}
@@ -359,7 +380,7 @@ def test_ensemble_and_distill_stages(copy: Path, tmp_path: Path) -> None:
 
     # another teacher re-trains the students and the final model, nothing upstream
     result, _ = run(tmp_path, copy, *SECOND_LEVEL, "distill.teacher=mean")
-    assert [s.skipped for s in result.stages] == [True] * 5 + [False] * 4
+    assert ran(result) == from_stage("distill")
 
 
 def test_student_above_the_size_budget_fails_before_training(copy: Path, tmp_path: Path) -> None:
@@ -373,7 +394,7 @@ def test_student_above_the_size_budget_fails_before_training(copy: Path, tmp_pat
 
 def test_compress_and_export_stages(copy: Path, tmp_path: Path) -> None:
     result, _ = run(tmp_path, copy, *SECOND_LEVEL, "compress.max_size=1GB", "export={}")
-    assert not result.failed and [s.name for s in result.stages][-2:] == ["compress", "export"]
+    assert not result.failed and ran(result) == from_stage("ensemble")
     choice = json.loads((copy / "compress" / "choice" / "choice.json").read_text())
     frontier = json.loads((copy / "compress" / "choice" / "frontier.json").read_text())
     assert frontier["chosen"] == choice["name"] and frontier["max_bytes"] == 10**9
@@ -387,7 +408,7 @@ def test_compress_and_export_stages(copy: Path, tmp_path: Path) -> None:
     # a budget only the final network's 8-bit form fits: compress writes it, export takes it
     small = min(c["size"] for c in frontier["candidates"] if c["name"].startswith("final"))
     result, _ = run(tmp_path, copy, *SECOND_LEVEL, f"compress.max_size={small}", "export={}")
-    assert [s.skipped for s in result.stages][-3:] == [True, False, False]
+    assert ran(result) == from_stage("compress")
     assert manifest(copy, "compress")["outputs"]["kind"] == "final"
     assert "compressed logistic exported" in manifest(copy, "export")["key"]
 

@@ -544,6 +544,21 @@ def status(
     out.print(table)
 
 
+@app.command("report")
+def report(
+    run_dir: Annotated[Path, typer.Argument(metavar="RUN", help="A run directory.")],
+    dest: Annotated[
+        Path | None,
+        typer.Option("--out", help="The HTML file to write (default RUN/report/report.html)."),
+    ] = None,
+) -> None:
+    """Build a run's HTML report again from its run directory: one static page that opens
+    offline."""
+    from webly.report import build_report
+
+    out.print(f"wrote {build_report(run_dir, dest)}", highlight=False, soft_wrap=True)
+
+
 @app.command("eval")
 def evaluate(
     predictions: Annotated[

@@ -16,6 +16,7 @@ A recipe::
         - {name: logistic}
         - {name: mlp, hparams: {hidden: [512]}}
     evaluate: {k: 20}             # GAP@k of the members and of their plain average
+    executor: {kind: ray, address: 10.0.0.1:6379}   # optional: fold models as Ray tasks
 
 Each key is read in one place: ``seed`` and ``folds.n`` feed the zoo (a ``zoo.seed`` or
 ``zoo.folds`` is refused), so `Recipe.zoo` comes out of validation with them filled in.
@@ -32,6 +33,7 @@ there. `dump_recipe` writes the resolved recipe, which loads back to the same `R
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 from pathlib import Path
 from types import UnionType
@@ -55,7 +57,9 @@ from webly.data.store import Dtype, Level
 from webly.data.synth import YT8MLikeConfig
 from webly.data.yt8m import Names
 from webly.errors import ConfigError
+from webly.executor import ExecutorConfig
 from webly.train.zoo import Zoo, parse_zoo
+from webly.validate import did_you_mean, key_path, unknown_key
 from webly.yaml_file import Loader, read_yaml
 
 GENERATORS: dict[str, type[YT8MLikeConfig] | type[ProductsLikeConfig]] = {
@@ -276,7 +280,7 @@ def stacker_config(fields: dict[str, Any], seed: int) -> Any:
             hint = (
                 "the recipe's seed sets it"
                 if key == "seed"
-                else f"it accepts: {', '.join(accepted)}"
+                else f"{did_you_mean(key, accepted)}it accepts: {', '.join(accepted)}"
             )
             raise ValueError(f"ensemble.stacker.{key}: unknown field; {hint}")
     try:
@@ -330,6 +334,63 @@ class DistillConfig(BaseModel):
         return self
 
 
+class CrtConfig(BaseModel):
+    """``longtail.crt``: how `webly.longtail.retrain_classifier` re-trains the final network's
+    classifier (the rest frozen): ``sampler`` (``class``-balanced, Kang et al.'s cRT, or
+    ``sqrt``), ``epochs`` (the best on the held-out rows is kept), ``lr``, ``batch_size``."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    sampler: Literal["class", "sqrt"] = "class"
+    epochs: int = Field(default=10, ge=1)
+    lr: float = Field(default=0.01, gt=0)
+    batch_size: int = Field(default=256, ge=1)
+
+
+class LongtailConfig(BaseModel):
+    """The ``longtail`` stage (`webly.stages.longtail`): the final distilled network's
+    classifier re-balanced for the long tail, the choice made on held-out rows.
+
+    ``method``: ``tau_norm`` (weights divided by their norm to the power tau, the best of
+    ``taus`` and the classifier as trained; ``bias``: ``zero`` as Kang et al., or ``keep``) or
+    ``crt`` (classifier re-trained with ``crt`` settings, kept when it beats the trained one).
+    ``metric`` picks among them (`webly.longtail.tau_sweep`: ``auto`` is GAP@20 multi-label,
+    mean class error multi-class); ``head`` and ``tail``: training counts bounding the
+    head / medium / tail bands of the figures.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    method: Literal["tau_norm", "crt"] = "tau_norm"
+    taus: list[float] = Field(
+        default_factory=lambda: [round(0.2 * i, 6) for i in range(11)], min_length=1
+    )
+    bias: Literal["zero", "keep"] = "zero"
+    metric: Literal["auto", "gap@20", "accuracy", "mean_class_error"] = "auto"
+    crt: CrtConfig = CrtConfig()
+    head: int = Field(default=100, ge=0)
+    tail: int = Field(default=20, ge=0)
+
+    @field_validator("taus")
+    @classmethod
+    def _taus(cls, taus: list[float]) -> list[float]:
+        bad = [t for t in taus if not (math.isfinite(t) and t >= 0)]
+        if bad:
+            raise ValueError(
+                f"longtail.taus: {bad[0]} is not a finite value >= 0; list taus like [0, 0.5, 1]"
+            )
+        return taus
+
+    @model_validator(mode="after")
+    def _bands(self) -> LongtailConfig:
+        if self.tail > self.head + 1:
+            raise ValueError(
+                f"longtail: tail {self.tail} > head {self.head} + 1 makes the bands overlap; "
+                "lower tail or raise head"
+            )
+        return self
+
+
 class CompressConfig(BaseModel):
     """The ``compress`` stage (`webly.compress.budget.choose_under_budget`): among the final
     model (float32 and each of ``methods``), the zoo members, subsets of them and the stacker,
@@ -377,8 +438,39 @@ class ExportConfig(BaseModel):
         return predict
 
 
+class ReportConfig(BaseModel):
+    """The ``report`` stage (`webly.report.build_report`), always run: ``RUN/report/report.html``
+    with the ``suspicious_rows`` most suspicious training rows of the clean stage's verdict
+    and its ``confused_pairs`` most frequent (given, true) class pairs."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    suspicious_rows: int = Field(default=50, ge=0, le=10_000)
+    confused_pairs: int = Field(default=12, ge=1, le=100)
+
+
+class TrackingConfig(BaseModel):
+    """Experiment tracking (`webly.tracking`): ``kind`` (``mlflow``; the shorthand
+    ``tracking: mlflow`` means ``{kind: mlflow}``), ``uri`` (MLflow tracking URI; null: a file
+    store in ``RUN/mlruns``) and the MLflow ``experiment``."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    kind: Literal["mlflow"]
+    uri: str | None = None
+    experiment: str = "webly"
+
+    @model_validator(mode="before")
+    @classmethod
+    def _shorthand(cls, raw: Any) -> Any:
+        return {"kind": raw} if isinstance(raw, str) else raw
+
+
 class Recipe(BaseModel):
-    """A whole recipe: the seed and one section per stage, in stage order."""
+    """A whole recipe: the seed and one section per stage, in stage order, and ``executor``
+    (`webly.executor.ExecutorConfig`: where the zoo's, the clean rounds' and the students'
+    fold models train, ``local`` by default or Ray tasks on a cluster). The executor does not
+    change any result, so it is part of no stage's config hash: a run resumes under another."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -389,9 +481,13 @@ class Recipe(BaseModel):
     clean: CleanConfig | None = None
     ensemble: EnsembleConfig | None = None
     distill: DistillConfig | None = None
+    longtail: LongtailConfig | None = None
     evaluate: EvaluateConfig = EvaluateConfig()
     compress: CompressConfig | None = None
     export: ExportConfig | None = None
+    report: ReportConfig = ReportConfig()
+    executor: ExecutorConfig = ExecutorConfig()
+    tracking: TrackingConfig | None = None
 
     @field_validator("zoo", mode="before")
     @classmethod
@@ -410,7 +506,7 @@ class Recipe(BaseModel):
     @classmethod
     def _zoo_rules(cls, zoo: Zoo) -> Zoo:
         try:
-            return parse_zoo(zoo.model_dump(), "zoo")
+            return parse_zoo(zoo.model_dump(), "zoo", members_at="zoo.members")
         except ConfigError as err:  # the model registry's messages do not say where
             message = str(err)
             raise ValueError(message if message.startswith("zoo") else f"zoo: {message}") from None
@@ -475,10 +571,12 @@ class Recipe(BaseModel):
         zoos = {}
         if distill.students:
             zoos["students"] = parse_zoo(
-                {**shared, "members": distill.students}, "distill.students"
+                {**shared, "members": distill.students}, "distill", members_at="distill.students"
             )
         if distill.final is not None:
-            zoos["final"] = parse_zoo({**shared, "members": [distill.final]}, "distill.final")
+            zoos["final"] = parse_zoo(
+                {**shared, "members": [distill.final]}, "distill", members_at="distill.final"
+            )
         return zoos
 
     @model_validator(mode="after")
@@ -487,6 +585,25 @@ class Recipe(BaseModel):
             raise ValueError(
                 "export: the export stage exports the final distilled model; add distill.final "
                 "to the recipe or drop export"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _longtail_needs_a_final_network(self) -> Recipe:
+        if self.longtail is None:
+            return self
+        final = self.distill.final if self.distill is not None else None
+        if final is None:
+            raise ValueError(
+                "longtail: the longtail stage adjusts the final distilled model; add "
+                "distill.final to the recipe or drop longtail"
+            )
+        from webly.models._registry import model_entry
+
+        if model_entry(str(final.get("name"))).level == "gbdt":
+            raise ValueError(
+                f"longtail: distill.final is {final.get('name')!r}, a gradient-boosted model "
+                "with no linear classifier to re-balance; use a network final or drop longtail"
             )
         return self
 
@@ -548,7 +665,7 @@ def _generator_config(
             hint = (
                 "the recipe's seed sets it"
                 if key == "seed"
-                else f"it accepts: kind, {', '.join(accepted)}"
+                else f"{did_you_mean(key, accepted)}it accepts: kind, {', '.join(accepted)}"
             )
             raise ValueError(f"data.synth.{key}: unknown field of {kind}; {hint}")
     try:
@@ -607,13 +724,12 @@ def _describe(err: ValidationError) -> str:
     """The first problem of a validation error in one line: where, what, how to fix it."""
     first = err.errors()[0]
     loc = first["loc"]
-    where = ".".join(str(part) for part in loc) or "top level"
+    where = key_path(loc)
     if first["type"] == "value_error":
         return str(first["ctx"]["error"])  # our validators' messages say where and how
     if first["type"] == "extra_forbidden":
-        accepted = _accepted_keys(loc[:-1])
-        parent = ".".join(str(part) for part in loc[:-1]) or "the recipe"
-        return f"{where}: unknown key; {parent} accepts: {', '.join(accepted)}"
+        parent = key_path(loc[:-1]) if loc[:-1] else "the recipe"
+        return unknown_key(where, str(loc[-1]), _accepted_keys(loc[:-1]), parent)
     got = "" if first["type"] == "missing" else f" (got {first.get('input')!r})"
     return f"{where}: {first['msg']}{got}; fix the recipe or its --set"
 

@@ -83,6 +83,11 @@ def run_demo(
         "Members and their average train on the given (noisy) labels; the last row trains on "
         f"the generator's true labels. Demo finished in {time.perf_counter() - started:.1f} s."
     )
+    report = stage_outputs(out, "report").get("report")
+    if report is not None:
+        console.print(
+            f"The report, to open in a browser: {report.resolve()}", highlight=False, soft_wrap=True
+        )
     return rows
 
 

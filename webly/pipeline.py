@@ -1,8 +1,7 @@
 """The stage pipeline: ``webly run RECIPE.yaml --out RUN`` (`run_recipe`) and ``webly status
 RUN`` (`run_status`). The only module that knows the order of the stages:
-data -> folds -> zoo -> clean -> ensemble -> distill -> evaluate -> compress -> export (what
-each does:
-`webly.stages`).
+data -> folds -> zoo -> clean -> ensemble -> distill -> longtail -> evaluate -> compress ->
+export -> report (what each does: `webly.stages`).
 
 The run directory::
 
@@ -41,11 +40,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import yaml
 from rich.console import Console
 
 from webly.config import Recipe, dump_recipe, load_recipe
 from webly.data.store import MANIFEST, read_manifest
 from webly.errors import DataError, WeblyError
+from webly.executor import Executor, make_executor
+from webly.progress import RunDisplay, run_display
 from webly.stages import (
     StageContext,
     StageResult,
@@ -61,16 +63,21 @@ from webly.stages import (
     export_model,
     file_hash,
     folds_config,
+    longtail_config,
     make_clean,
     make_compress,
     make_data,
     make_distill,
     make_ensemble,
     make_folds,
+    make_longtail,
+    make_report,
+    report_config,
     train_zoo,
     write_atomic,
     zoo_config,
 )
+from webly.tracking import Tracker, open_tracker
 
 FORMAT = "webly-stage"
 FORMAT_VERSION = 1
@@ -97,9 +104,37 @@ STAGES = (
     Stage("clean", ("data", "folds", "zoo"), clean_config, make_clean),
     Stage("ensemble", ("data", "folds", "zoo", "clean"), ensemble_config, make_ensemble),
     Stage("distill", ("data", "folds", "zoo", "clean", "ensemble"), distill_config, make_distill),
-    Stage("evaluate", ("data", "zoo", "ensemble", "distill"), evaluate_config, evaluate_zoo),
-    Stage("compress", ("zoo", "ensemble", "distill", "evaluate"), compress_config, make_compress),
-    Stage("export", ("data", "distill", "compress"), export_config, export_model),
+    Stage("longtail", ("data", "folds", "distill"), longtail_config, make_longtail),
+    Stage(
+        "evaluate",
+        ("data", "zoo", "ensemble", "distill", "longtail"),
+        evaluate_config,
+        evaluate_zoo,
+    ),
+    Stage(
+        "compress",
+        ("zoo", "ensemble", "distill", "longtail", "evaluate"),
+        compress_config,
+        make_compress,
+    ),
+    Stage("export", ("data", "distill", "longtail", "compress"), export_config, export_model),
+    Stage(
+        "report",
+        (
+            "data",
+            "folds",
+            "zoo",
+            "clean",
+            "ensemble",
+            "distill",
+            "longtail",
+            "evaluate",
+            "compress",
+            "export",
+        ),
+        report_config,
+        make_report,
+    ),
 )
 
 
@@ -150,13 +185,40 @@ def run_pipeline(recipe: Recipe, out: str | Path, console: Console | None = None
     console = console or Console(quiet=True)
     run = Path(out)
     check_data(recipe)
+    executor = make_executor(recipe.executor)  # a Ray head that does not answer fails here
     _claim(run)
     text = RECIPE_HEADER + dump_recipe(recipe)
     recipe_path = run / RECIPE_FILE
     if not recipe_path.is_file() or recipe_path.read_text() != text:
         write_atomic(recipe_path, text.encode())
+    tracker = open_tracker(recipe.tracking, run, yaml.safe_load(dump_recipe(recipe)))
+    failed = True
+    try:
+        with run_display(console) as display:
+            stages, errors = _run_stages(recipe, run, console, executor, display, tracker)
+        results = read_results(run)
+        if results is not None:
+            tracker.results(results)
+        for report in sorted((run / "report").glob("*.html")):
+            tracker.artifact(report, "report")
+        failed = bool(errors)
+    finally:
+        tracker.end(failed)
+    return RunResult(run, stages, errors, results)
+
+
+def _run_stages(
+    recipe: Recipe,
+    run: Path,
+    console: Console,
+    executor: Executor,
+    display: RunDisplay,
+    tracker: Tracker,
+) -> tuple[list[StageStatus], list[str]]:
+    """Every stage in order, skipping what is done: their statuses and members' failures."""
     stages, errors = [], []
-    for stage in STAGES:
+    for index, stage in enumerate(STAGES):
+        display.stage(stage.name, index, len(STAGES))
         config, inputs, digest = _plan(stage, recipe, run)
         manifest = _read_stage(run, stage.name)
         if (
@@ -165,17 +227,19 @@ def run_pipeline(recipe: Recipe, out: str | Path, console: Console | None = None
             and manifest["config_hash"] == digest
         ):
             console.print(f"{stage.name}: done, skipped: {manifest['key']}", highlight=False)
+            tracker.stage(stage.name, manifest)
             stages.append(_status(manifest, "done", skipped=True))
             continue
         console.print(f"{stage.name}: running", highlight=False)
-        manifest = _run_stage(stage, recipe, run, config, inputs, digest, console)
+        manifest = _run_stage(stage, recipe, run, config, inputs, digest, console, executor)
         console.print(
             f"{stage.name}: {manifest['state']} in {manifest['seconds']:.1f} s: {manifest['key']}",
             highlight=False,
         )
+        tracker.stage(stage.name, manifest)
         stages.append(_status(manifest, manifest["state"]))
         errors += manifest["errors"]
-    return RunResult(run, stages, errors, read_results(run))
+    return stages, errors
 
 
 def run_status(out: str | Path) -> list[StageStatus]:
@@ -272,6 +336,7 @@ def _run_stage(
     inputs: dict[str, Any],
     digest: str,
     console: Console,
+    executor: Executor,
 ) -> dict[str, Any]:
     """Run one stage between a ``running`` manifest and its final one; returns the latter."""
     manifest: dict[str, Any] = {
@@ -288,7 +353,7 @@ def _run_stage(
     started = time.perf_counter()
     read = {name: _read_stage(run, name) or {} for name in stage.reads}
     try:
-        result = stage.run(StageContext(recipe, run, stage.name, read, console))
+        result = stage.run(StageContext(recipe, run, stage.name, read, console, executor))
     except WeblyError as err:
         failed = {"state": "failed", "key": str(err), "errors": [str(err)]}
         _write_stage(run, stage.name, {**manifest, **_finished(started), **failed})

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import json
+import pickle
 import signal
 import subprocess
 import sys
@@ -119,6 +120,17 @@ def test_subset_is_a_view_in_subset_coordinates(small_store: Dataset) -> None:
     assert nested.ids[0] == small_store.ids[150]
     with pytest.raises(DataError, match="out of range for a dataset of 3 rows"):
         sub.features([3])
+
+
+def test_pickles_as_its_folder_and_rows(small_store: Dataset) -> None:
+    """What a Ray worker gets: a few hundred bytes that open the same files again."""
+    sub = small_store.subset(np.array([10, 5, 150]))
+    blob = pickle.dumps(sub)
+    assert len(blob) < 1000  # the folder and 3 row numbers, not the data
+    back = pickle.loads(blob)
+    assert back.path == small_store.path and len(back) == 3
+    np.testing.assert_array_equal(back.features([0, 1, 2]), sub.features([0, 1, 2]))
+    assert len(pickle.loads(pickle.dumps(small_store))) == len(small_store)
 
 
 def test_frame_sampling(tmp_path: Path) -> None:

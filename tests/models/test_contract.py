@@ -124,7 +124,10 @@ def test_gbdt_fit_predict_save_load(name: str, tmp_path: Path) -> None:
 
 
 def test_unknown_model_lists_known_ones() -> None:
-    with pytest.raises(ConfigError, match=r"unknown model 'resnet'; known models: .*resnet_av"):
+    with pytest.raises(
+        ConfigError,
+        match=r"unknown model 'resnet'; did you mean 'resnet_av'\? known models: .*resnet_av",
+    ):
         create_model("resnet", N_CLASSES, INPUT_DIMS)
 
 
@@ -133,7 +136,10 @@ def test_unknown_model_lists_known_ones() -> None:
     [("mlp", "activation, batchnorm, dropout, hidden"), ("lgbm", "early_stopping_rounds")],
 )
 def test_unknown_hyper_parameter_names_accepted_ones(name: str, accepted: str) -> None:
-    with pytest.raises(ConfigError, match=f"no hyper-parameter 'widht'; it accepts: .*{accepted}"):
+    with pytest.raises(
+        ConfigError,
+        match=f"hparams.widht: model .* takes no such hyper-parameter; it accepts: .*{accepted}",
+    ):
         create_model(name, N_CLASSES, INPUT_DIMS, widht=3)
 
 

@@ -161,17 +161,37 @@ def test_saved_fold_models_are_loaded_not_retrained(
 @pytest.mark.parametrize(
     ("members", "settings", "message"),
     [
-        ([{"name": "resnet"}], {}, r"unknown model 'resnet'; known models: .*logistic"),
-        ([{"name": "mlp", "hparams": {"width": 3}}], {}, r"no hyper-parameter 'width'.*hidden"),
-        ([{"name": "mlp", "train": {"epoch": 3}}], {}, r"unknown setting 'epoch'.*epochs"),
-        ([{"name": "logistic"}], {"train": {"seed": 1}}, r"'seed'; the zoo's seed drives"),
-        ([{"name": "logistic"}, {"name": "logistic"}], {}, r"'logistic': id is used twice"),
+        (
+            [{"name": "resnet"}],
+            {},
+            r"zoo: members\[1\]\.name: unknown model 'resnet'; did you mean 'resnet_av'",
+        ),
+        (
+            [{"name": "mlp", "hparams": {"width": 3}}],
+            {},
+            r"zoo: members\[1\]\.hparams\.width: .*no such hyper-parameter.*hidden",
+        ),
+        (
+            [{"name": "mlp", "train": {"epoch": 3}}],
+            {},
+            r"zoo: members\[1\]\.train\.epoch: unknown setting; did you mean 'epochs'",
+        ),
+        (
+            [{"name": "logistic"}],
+            {"train": {"seed": 1}},
+            r"zoo: train\.seed: remove it; the zoo's seed drives",
+        ),
+        (
+            [{"name": "logistic"}, {"name": "logistic"}],
+            {},
+            r"members\[2\]: id 'logistic' is used twice",
+        ),
         ([{"name": "logistic", "groups": ["text"]}], {}, r"group 'text' but the data lacks"),
         ([{"name": "dbof"}], {}, r"frame-level but the data has no frame-level feature groups"),
         ([{"name": "logistic"}], {"folds": 1}, r"folds is 1; use 2..127"),
         ([{"name": "mlp", "options": {"gating": True}}], {}, r"options.gating: Extra inputs"),
         ([{"name": "lgbm", "hparams": {"n_estimators": 0}}], {}, r"n_estimators is 0"),
-        ([{"name": "logistic", "id": "../x"}], {}, r"id is not a folder name"),
+        ([{"name": "logistic", "id": "../x"}], {}, r"members\[1\]\.id: .* is not a folder name"),
     ],
 )
 def test_bad_zoo_fails_before_training(

@@ -45,6 +45,7 @@ from webly.clean.report import NoiseReport
 from webly.data.store import Dataset
 from webly.ensemble.members import open_members, zoo_members
 from webly.errors import ConfigError, DataError
+from webly.executor import Executor
 from webly.metrics.evaluate import task_metric
 from webly.metrics.noise import detection_scores, noisy_rows
 from webly.metrics.ranking import TopK
@@ -159,6 +160,7 @@ def clean_iteratively(
     rules: ActionRules | None = None,
     folds: np.ndarray | None = None,
     options: Mapping[str, Any] | None = None,
+    executor: Executor | None = None,
 ) -> IterationResult:
     """Train -> detect -> act, ``rounds`` times, then train once more; see the module docstring.
 
@@ -178,6 +180,7 @@ def clean_iteratively(
     options : the method's options and inputs (`find_noisy_labels` ``**options``); the inputs
         with one entry a row (``features``, ``texts``) are given for every training row and cut
         to the rows in play
+    executor : where the rounds' fold models train (`fit_oof`'s ``executor``); None: here
 
     Returns
     -------
@@ -203,8 +206,9 @@ def clean_iteratively(
             row, report = finished
         else:
             row, report = _run_round(
-                r, zoo, train, test, folder, folds, labels, weight, method, options, rules, truth
-            )
+                r, zoo, train, test, folder, folds, labels, weight, method, options, rules, truth,
+                executor,
+            )  # fmt: skip
             _write_round(folder, digest, row)
         rows.append(row)
         reports.append(folder / REPORT_DIR)
@@ -235,6 +239,7 @@ def _run_round(
     options: dict[str, Any],
     rules: ActionRules,
     truth: np.ndarray | None,
+    executor: Executor | None,
 ) -> tuple[RoundRow, NoiseReport]:
     """Train the round's zoo, detect on the rows in play, save the report; its table row."""
     started = time.perf_counter()
@@ -242,6 +247,7 @@ def _run_round(
     result = fit_oof(
         zoo, train, test, folder / ZOO_DIR, folds=folds,
         labels=None if first else labels, sample_weight=None if first else weight,
+        executor=executor,
     )  # fmt: skip
     done = [m.id for m in result.members if m.error is None]
     if not done:

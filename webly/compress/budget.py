@@ -4,7 +4,8 @@ The YouTube-8M 2018 challenge capped the model at 1 GB; its winners kept their b
 quantizing them, and chose which members to keep by their gain per byte. `choose_under_budget`
 weighs every deployable product of a run (`webly.compress.run`) against one budget:
 
-- the final distilled network (``distill.final``) as it is (``fp32``) and compressed
+- the final distilled network (``distill.final``; its long-tail-adjusted form when the run has
+  a ``longtail`` stage) as it is (``fp32``) and compressed
   (`webly.compress.compress_network`: ``fp16``, partial 8-bit ``int8_partial`` by default),
   each variant predicting the scoring split again, so its figure includes what compression
   cost;
@@ -50,7 +51,7 @@ from webly.compress.quantize import (
     compress_network,
     open_network,
 )
-from webly.compress.run import is_run, run_results, run_store, stage_output
+from webly.compress.run import final_stage, is_run, run_results, run_store, stage_output
 from webly.data.store import Dataset, atomic_output
 from webly.ensemble.budget import BudgetPoint, format_size, pareto_frontier, parse_size
 from webly.ensemble.budget import select_under_budget as select_subsets
@@ -312,13 +313,13 @@ def _final_candidates(
     work: Path,
 ) -> list[tuple[Candidate, Path]]:
     """The final network as it is and compressed by each of ``methods``, each with its folder."""
-    relative = stage_output(run, "distill", "model")
-    if relative is None:
+    stage = final_stage(run)
+    if stage is None:
         return []
-    (final_id,) = stage_output(run, "distill", "final")
-    folder = run / relative
+    (final_id,) = stage_output(run, stage, "final")
+    folder = run / stage_output(run, stage, "model")
     if (folder / LGBM_FILE).is_file():  # a LightGBM final: scored by its own predictions
-        store = Predictions.open(run / stage_output(run, "distill", "final")[final_id])
+        store = Predictions.open(run / stage_output(run, stage, "final")[final_id])
         metric = scoring.score(store.topk("test")) if scoring.split == "test" else None
         size = folder_bytes(folder)
         return [(Candidate(f"final {final_id}", "final", size, metric, "fp32"), folder)]

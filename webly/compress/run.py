@@ -11,6 +11,8 @@ for stores read in place):
   ``stacker/predictions`` beside its fold models ``stacker/model``);
 - ``distill``: ``model``, the final network's folder (``distill/final/<id>/full/model``) and
   ``final``, its id -> its prediction store;
+- ``longtail``: the same two for the final network with its classifier re-balanced
+  (``longtail/final/model``), which a run deploys in place of distill's (`final_stage`);
 - ``evaluate``: ``results``, the run's figures (``results.json``: the split and labels they
   were measured on, and one row per model).
 
@@ -63,13 +65,31 @@ def stage_output(run: Path, stage: str, key: str) -> Any:
     return manifest.get("outputs", {}).get(key)
 
 
+FINAL_STAGES = ("longtail", "distill")
+"""Stages that record a final network (outputs ``model`` and ``final``); a run deploys the
+first one that did."""
+RESULT_ROW = {"longtail": "longtail", "distill": "final"}
+"""The label of each final stage's row in ``results.json``: ``"<label>: <id>"``."""
+
+
+def final_stage(run: str | Path) -> str | None:
+    """The stage whose final network the run in ``run`` deploys: ``longtail`` when that stage
+    finished with one (distill's network, re-balanced), else ``distill`` when it made one;
+    None when neither did."""
+    for stage in FINAL_STAGES:
+        if stage_output(Path(run), stage, "model") is not None:
+            return stage
+    return None
+
+
 @dataclass(frozen=True)
 class RunFinal:
     """The final distilled network of a run: its id, folder and the run's figures for it.
 
     ``metrics``: its row of ``results.json`` (e.g. ``{"GAP@20": 0.81, "BCE": 0.05}``), None
     when the run measured none (no test labels: it has no out-of-fold predictions);
-    ``measured_on``: the split, labels and rows they were measured on, in words.
+    ``measured_on``: the split, labels and rows they were measured on, in words; ``stage``:
+    the stage that made the network (`final_stage`).
     """
 
     run: Path
@@ -77,23 +97,27 @@ class RunFinal:
     folder: Path
     metrics: dict[str, float] | None
     measured_on: str | None
+    stage: str = "distill"
 
 
 def run_final(run: str | Path) -> RunFinal:
-    """The final network of the run in ``run``; a `ConfigError` when it has none."""
+    """The final network of the run in ``run`` (its long-tail-adjusted form when the run made
+    one); a `ConfigError` when it has none."""
     run = Path(run)
-    folder = stage_output(run, "distill", "model")
-    if folder is None:
+    stage = final_stage(run)
+    if stage is None:
         manifest = stage_manifest(run, "distill")
         state = "never ran" if manifest is None else f"is {manifest.get('state')}"
         if manifest is not None and manifest.get("state") == "done":
             state = "made no final model"
         raise ConfigError(f"{run} has no final model (its distill stage {state}); {_NO_FINAL}")
-    (final_id,) = stage_output(run, "distill", "final")
+    folder = stage_output(run, stage, "model")
+    (final_id,) = stage_output(run, stage, "final")
     results = run_results(run)
     metrics = measured_on = None
     if results is not None:
-        row = next((r for r in results["rows"] if r["model"] == f"final: {final_id}"), None)
+        label = f"{RESULT_ROW[stage]}: {final_id}"
+        row = next((r for r in results["rows"] if r["model"] == label), None)
         if row is not None:
             metrics = {
                 name: float(row[name])
@@ -104,7 +128,7 @@ def run_final(run: str | Path) -> RunFinal:
                 f"{results['split']} split, {results['labels']} labels, "
                 f"{results['rows_scored']} rows"
             )
-    return RunFinal(run, final_id, run / folder, metrics or None, measured_on)
+    return RunFinal(run, final_id, run / folder, metrics or None, measured_on, stage)
 
 
 def run_results(run: Path) -> dict[str, Any] | None:

@@ -752,6 +752,11 @@ class Dataset:
         """A view of ``rows`` (positions in this view), sharing the memory maps."""
         return Dataset(self.path, self.manifest, self._chunks, self._global(rows))
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        """Pickled as its folder and rows, never its data: unpickling opens the folder again,
+        so another process on a shared file system (a Ray worker) maps the same files."""
+        return _reopen, (str(self.path), self._rows)
+
     # ---- whole columns (small per row)
 
     @property
@@ -946,6 +951,12 @@ class Dataset:
             self._cache[key] = matrix
         matrix = self._cache[key]
         return matrix if self._rows is None else matrix[self._rows]
+
+
+def _reopen(path: str, rows: np.ndarray | None) -> Dataset:
+    """The `Dataset` at ``path``, or its view of ``rows``: what a pickled one loads as."""
+    ds = Dataset.open(path)
+    return ds if rows is None else ds.subset(rows)
 
 
 def _pick_frames(

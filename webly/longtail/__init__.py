@@ -3,7 +3,8 @@ fine-tune subset, classifier re-training (cRT) and tau-normalization, with head 
 figures for each (the AliProducts solution; Kang et al. 2020).
 
 Every function over labels and scores is pure; `apply_tau` and `retrain_classifier` change a
-network in place, `tau_sweep` leaves it as it is.
+network in place, `tau_sweep` (one network on validation rows), `tau_sweep_folds` (fold models,
+each on its held-out rows) and `score_network` leave it as it is.
 """
 
 from webly.longtail.bands import BandReport, band_report
@@ -12,7 +13,17 @@ from webly.longtail.crt import retrain_classifier
 from webly.longtail.oversample import oversample_top
 from webly.longtail.reweight import class_weights
 from webly.longtail.subset import balanced_subset
-from webly.longtail.taunorm import TauRow, TauSweep, apply_tau, tau_normalize, tau_sweep
+from webly.longtail.taunorm import (
+    TauRow,
+    TauSweep,
+    apply_tau,
+    lower_is_better,
+    resolve_metric,
+    score_network,
+    tau_normalize,
+    tau_sweep,
+    tau_sweep_folds,
+)
 
 __all__ = [
     "BandReport",
@@ -23,8 +34,12 @@ __all__ = [
     "band_report",
     "class_weights",
     "linear_classifier",
+    "lower_is_better",
     "oversample_top",
+    "resolve_metric",
     "retrain_classifier",
+    "score_network",
     "tau_normalize",
     "tau_sweep",
+    "tau_sweep_folds",
 ]

@@ -23,7 +23,7 @@ from torch import nn
 
 from webly.data.store import Dataset
 from webly.errors import ConfigError, DataError
-from webly.longtail.bands import BandReport, band_report
+from webly.longtail.bands import BandReport, Task, band_report
 from webly.longtail.classifier import linear_classifier, network_groups
 from webly.longtail.labels import label_matrix
 from webly.metrics.classification import mean_class_error
@@ -173,45 +173,108 @@ def tau_sweep(
     TauSweep
     """
     _check_bias(bias)
-    metric_name = _metric_name(metric, valid.task)
-    tau_values = np.asarray(taus, dtype=np.float64).ravel()
-    if tau_values.size == 0 or not np.all(np.isfinite(tau_values)) or np.any(tau_values < 0):
-        raise ConfigError(f"taus are {tau_values.tolist()}; pass one or more finite values >= 0")
-    classifier = linear_classifier(network)
-    if classifier.out_features != valid.n_classes:
-        raise DataError(
-            f"the classifier predicts {classifier.out_features} classes, the validation data has "
-            f"{valid.n_classes}; use the network trained on this dataset"
-        )
+    metric_name = resolve_metric(metric, valid.task)
+    tau_values = _check_taus(taus)
+    _check_classes(network, valid.n_classes)
     train = label_matrix(train_labels, valid.n_classes)
-    inputs = _classifier_inputs(network, valid, network_groups(network, groups), batch_size)
-    weight = classifier.weight.detach().float().cpu()  # (C, width)
-    trained_bias = (
-        classifier.bias.detach().float().cpu()
-        if classifier.bias is not None
-        else torch.zeros(weight.shape[0])
-    )  # (C,)
+    tops = _candidate_tops(network, valid, tau_values, bias, groups, batch_size)
+    return _table(tops, valid.labels, train, valid.task, metric_name, tau_values, bias, head, tail)
 
-    def row(tau: float | None) -> TauRow:
-        w = weight if tau is None else tau_normalize(weight, tau)
-        b = trained_bias if tau is None or bias == "keep" else torch.zeros_like(trained_bias)
-        top = _top_k(inputs, w, b, valid.task)
-        return TauRow(
-            tau=tau,
-            metric=_score(top, valid.labels, metric_name),
-            bands=band_report(top, valid.labels, train, task=valid.task, head=head, tail=tail),
+
+def tau_sweep_folds(
+    networks: Sequence[nn.Module],
+    train: Dataset,
+    folds: np.ndarray,
+    *,
+    taus: Sequence[float] | np.ndarray = DEFAULT_TAUS,
+    metric: SweepMetric = "auto",
+    bias: Bias = "zero",
+    groups: Sequence[str] | None = None,
+    head: int = 100,
+    tail: int = 20,
+    batch_size: int = 1024,
+) -> TauSweep:
+    """`tau_sweep` out of fold: each fold model scores only the rows it was not trained on.
+
+    ``networks[f]`` (e.g. the fold models of `webly.train.oof.fit_oof`) scores the rows of
+    ``train`` in fold ``f``; the rows' top lists are pooled, so every figure is over all of
+    ``train``'s rows, each predicted by the one network that did not see it, against
+    ``train.labels``, whose class counts also define the bands. No network is changed.
+
+    Parameters
+    ----------
+    networks : one `webly.models.Network` with an ``nn.Linear`` classifier per fold
+    train : the store the fold models were trained on, out of fold
+    folds : (n_samples,) int fold of every row of ``train``, in ``0..len(networks) - 1``
+    taus, metric, bias, groups, head, tail, batch_size : as for `tau_sweep`
+
+    Returns
+    -------
+    TauSweep
+        Its rows' top lists take ``(len(taus) + 1) * n_samples * 20 * 8`` bytes while it runs.
+    """
+    _check_bias(bias)
+    metric_name = resolve_metric(metric, train.task)
+    tau_values = _check_taus(taus)
+    folds = np.asarray(folds)
+    if (
+        not networks
+        or folds.shape != (len(train),)
+        or folds.dtype.kind not in "iu"
+        or (folds.size and (folds.min() < 0 or folds.max() >= len(networks)))
+    ):
+        raise DataError(
+            f"folds of shape {folds.shape}, dtype {folds.dtype} do not give each of the "
+            f"{len(train)} rows one of the {len(networks)} fold models; pass the folds the "
+            "models were trained with"
         )
+    k = min(GAP_K, train.n_classes)
+    indices = np.zeros((tau_values.size + 1, len(train), k), dtype=np.int32)
+    scores = np.zeros((tau_values.size + 1, len(train), k), dtype=np.float32)
+    for fold, network in enumerate(networks):
+        _check_classes(network, train.n_classes)
+        rows = np.flatnonzero(folds == fold)
+        if rows.size == 0:
+            continue
+        held_out = train.subset(rows)
+        for i, top in enumerate(
+            _candidate_tops(network, held_out, tau_values, bias, groups, batch_size)
+        ):
+            indices[i, rows], scores[i, rows] = top.indices, top.scores
+    tops = [TopK(indices[i], scores[i]) for i in range(tau_values.size + 1)]
+    labels = train.labels
+    return _table(tops, labels, labels, train.task, metric_name, tau_values, bias, head, tail)
 
-    rows = tuple(row(float(t)) for t in tau_values)
-    sign = -1.0 if metric_name == "mean_class_error" else 1.0
-    best = max(range(len(rows)), key=lambda i: (sign * rows[i].metric, -i))
-    return TauSweep(
-        metric=metric_name,
-        baseline=row(None),
-        rows=rows,
-        best_tau=float(tau_values[best]),
-        bias=bias,
-    )
+
+def score_network(
+    network: nn.Module,
+    ds: Dataset,
+    metric: str = "auto",
+    groups: Sequence[str] | None = None,
+    batch_size: int = 1024,
+) -> float:
+    """The sweep's ``metric`` (see `tau_sweep`) of ``network`` as it is, on ``ds``: e.g. to
+    compare a re-trained classifier with the trained one on held-out rows."""
+    _check_classes(network, ds.n_classes)
+    (top,) = _candidate_tops(network, ds, np.zeros(0), "keep", groups, batch_size)
+    return _score(top, ds.labels, resolve_metric(metric, ds.task))
+
+
+def resolve_metric(metric: str, task: str) -> str:
+    """The metric ``metric`` stands for on ``task`` data: ``"auto"`` is ``"gap@20"``
+    (multi-label) or ``"mean_class_error"`` (multi-class); the others are themselves."""
+    if metric == "auto":
+        return "gap@20" if task == "multilabel" else "mean_class_error"
+    if metric not in ("gap@20", "accuracy", "mean_class_error"):
+        raise ConfigError(
+            f"tau sweep metric is {metric!r}; use auto, gap@20, accuracy or mean_class_error"
+        )
+    return metric
+
+
+def lower_is_better(metric: str) -> bool:
+    """Whether a smaller ``metric`` (a `resolve_metric` name) is better: mean class error."""
+    return metric == "mean_class_error"
 
 
 # --------------------------------------------------------------------------- internals
@@ -222,14 +285,74 @@ def _check_bias(bias: str) -> None:
         raise ConfigError(f"tau-norm bias is {bias!r}; use 'zero' (Kang et al.) or 'keep'")
 
 
-def _metric_name(metric: str, task: str) -> str:
-    if metric == "auto":
-        return "gap@20" if task == "multilabel" else "mean_class_error"
-    if metric not in ("gap@20", "accuracy", "mean_class_error"):
-        raise ConfigError(
-            f"tau sweep metric is {metric!r}; use auto, gap@20, accuracy or mean_class_error"
+def _check_taus(taus: Sequence[float] | np.ndarray) -> np.ndarray:
+    tau_values = np.asarray(taus, dtype=np.float64).ravel()
+    if tau_values.size == 0 or not np.all(np.isfinite(tau_values)) or np.any(tau_values < 0):
+        raise ConfigError(f"taus are {tau_values.tolist()}; pass one or more finite values >= 0")
+    return tau_values
+
+
+def _check_classes(network: nn.Module, n_classes: int) -> None:
+    classifier = linear_classifier(network)
+    if classifier.out_features != n_classes:
+        raise DataError(
+            f"the classifier predicts {classifier.out_features} classes, the validation data has "
+            f"{n_classes}; use the network trained on this dataset"
         )
-    return metric
+
+
+def _candidate_tops(
+    network: nn.Module,
+    ds: Dataset,
+    taus: np.ndarray,
+    bias: Bias,
+    groups: Sequence[str] | None,
+    batch_size: int,
+) -> list[TopK]:
+    """Each row's `GAP_K` most probable classes over ``ds`` under the classifier as trained,
+    then under each of ``taus`` (one forward pass over ``ds``)."""
+    classifier = linear_classifier(network)
+    inputs = _classifier_inputs(network, ds, network_groups(network, groups), batch_size)
+    weight = classifier.weight.detach().float().cpu()  # (C, width)
+    trained_bias = (
+        classifier.bias.detach().float().cpu()
+        if classifier.bias is not None
+        else torch.zeros(weight.shape[0])
+    )  # (C,)
+    tops = [_top_k(inputs, weight, trained_bias, ds.task)]
+    for tau in taus:
+        b = trained_bias if bias == "keep" else torch.zeros_like(trained_bias)
+        tops.append(_top_k(inputs, tau_normalize(weight, float(tau)), b, ds.task))
+    return tops
+
+
+def _table(
+    tops: list[TopK],
+    labels: sp.csr_matrix,
+    train: sp.csr_matrix,
+    task: Task,
+    metric: str,
+    taus: np.ndarray,
+    bias: Bias,
+    head: int,
+    tail: int,
+) -> TauSweep:
+    """The `TauSweep` of ``tops`` (as trained, then one per tau) scored against ``labels``."""
+
+    def row(tau: float | None, top: TopK) -> TauRow:
+        return TauRow(
+            tau=tau,
+            metric=_score(top, labels, metric),
+            bands=band_report(top, labels, train, task=task, head=head, tail=tail),
+        )
+
+    baseline = row(None, tops[0])
+    rows = tuple(row(float(t), top) for t, top in zip(taus, tops[1:], strict=True))
+    sign = -1.0 if lower_is_better(metric) else 1.0
+    best = max(range(len(rows)), key=lambda i: (sign * rows[i].metric, -i))
+    return TauSweep(
+        metric=metric, baseline=baseline, rows=rows, best_tau=float(taus[best]), bias=bias
+    )
 
 
 def _classifier_inputs(

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from typing import Any, Literal, TypeVar
 
 from webly.errors import ConfigError
+from webly.validate import check_values, did_you_mean
 
 Level = Literal["video", "frame", "gbdt"]
 Builder = TypeVar("Builder", bound=Callable[..., Any])
@@ -54,7 +55,10 @@ def model_entry(name: str) -> ModelEntry:
     """The entry of ``name``; an unknown name lists the known ones."""
     _load_builtin_models()
     if name not in _REGISTRY:
-        raise ConfigError(f"unknown model {name!r}; known models: {', '.join(list_models())}")
+        known = list_models()
+        raise ConfigError(
+            f"unknown model {name!r}; {did_you_mean(name, known)}known models: {', '.join(known)}"
+        )
     return _REGISTRY[name]
 
 
@@ -64,14 +68,18 @@ def list_models(level: Level | None = None) -> list[str]:
     return sorted(n for n, e in _REGISTRY.items() if level is None or e.level == level)
 
 
-def check_hparams(entry: ModelEntry, hparams: Mapping[str, Any]) -> None:
-    """Refuse a hyper-parameter the model does not take, naming the accepted ones."""
+def check_hparams(entry: ModelEntry, hparams: Mapping[str, Any], where: str = "hparams") -> None:
+    """Refuse a hyper-parameter the model does not take (naming the nearest and the accepted
+    ones) or a value of another type than its builder's annotation; ``where`` starts the
+    message (e.g. ``zoo.members[3].hparams``)."""
     unknown = sorted(set(hparams) - set(entry.defaults))
     if unknown:
-        accepted = ", ".join(sorted(entry.defaults)) or "none"
+        accepted = sorted(entry.defaults)
         raise ConfigError(
-            f"model {entry.name!r} takes no hyper-parameter {unknown[0]!r}; it accepts: {accepted}"
+            f"{where}.{unknown[0]}: model {entry.name!r} takes no such hyper-parameter; "
+            f"{did_you_mean(unknown[0], accepted)}it accepts: {', '.join(accepted) or 'none'}"
         )
+    check_values(hparams, entry.builder, where)
 
 
 def _load_builtin_models() -> None:

@@ -11,9 +11,11 @@ is done; a stage function makes its artifact and says what it made (`StageResult
     clean/      round-<r>/: the zoo trained on labels cleaned r times, its NoiseReport
     ensemble/   blend-<method>/ and stacker/ prediction stores (`webly.stages.ensemble`)
     distill/    students/ (out-of-fold, like the zoo) and final/ (one model on every row)
+    longtail/   final/: the final network with its classifier re-balanced (tau-norm or cRT)
     evaluate/   results.json: every model's figures and the zoo average's
     compress/   choice/: frontier.json, choice.json (and the chosen network when it is one)
     export/     model/: ONNX, safetensors and model.json of the final network
+    report/     report.html: the run's figures in one static page, opens offline
 
 Each stage also has a config function: the part of the recipe its artifact depends on, which
 its manifest hash covers. Adding a stage: a config model in `webly.config` (a `Recipe` field),
@@ -27,6 +29,8 @@ from webly.stages.deploy import compress_config, export_config, export_model, ma
 from webly.stages.distill import distill_config, make_distill
 from webly.stages.ensemble import ensemble_config, make_ensemble
 from webly.stages.evaluate import evaluate_config, evaluate_zoo, results_table
+from webly.stages.longtail import longtail_config, make_longtail
+from webly.stages.report import make_report, report_config
 from webly.stages.zoo import train_zoo, zoo_config
 
 __all__ = [
@@ -44,12 +48,16 @@ __all__ = [
     "export_model",
     "file_hash",
     "folds_config",
+    "longtail_config",
     "make_clean",
     "make_compress",
     "make_data",
     "make_distill",
     "make_ensemble",
     "make_folds",
+    "make_longtail",
+    "make_report",
+    "report_config",
     "results_table",
     "splits",
     "train_zoo",

@@ -4,6 +4,10 @@ the zoo trained again on the repaired labels (`webly.clean.iterate.clean_iterati
 ``RUN/clean/round-<r>/`` holds round r's zoo, `NoiseReport` and table row; round 0 is the zoo
 stage's own zoo (``round-0/zoo`` links to ``RUN/zoo``: its members are found finished, not
 trained again). The last round's members are what the ensemble stage combines.
+
+Methods that judge rows by data rather than predictions take it from the training store, as a
+recipe cannot write it: ``cluster`` its video-level features, ``semantic`` its text column and
+class descriptions (`store_inputs`).
 """
 
 from __future__ import annotations
@@ -13,9 +17,11 @@ from typing import Any
 
 import numpy as np
 
+from webly.clean._registry import method_entry
 from webly.clean.actions import ActionRules
 from webly.clean.iterate import REPORT_DIR, ZOO_DIR, clean_iteratively
 from webly.config import Recipe
+from webly.data.store import Dataset
 from webly.stages.context import StageContext, StageResult, splits
 
 
@@ -39,7 +45,9 @@ def make_clean(ctx: StageContext) -> StageResult:
         os.symlink(os.path.relpath(ctx.run / "zoo", first), link)
     result = clean_iteratively(
         ctx.recipe.zoo, train, test, ctx.folder, rounds=section.rounds, method=section.method,
-        rules=ActionRules(**section.rules), folds=np.load(folds_file), options=section.options,
+        rules=ActionRules(**section.rules), folds=np.load(folds_file),
+        options={**store_inputs(section.method, section.options, train), **section.options},
+        executor=ctx.executor,
     )  # fmt: skip
     last = result.rows[-1]
     zoo_dir = f"{ctx.name}/round-{last.round}/{ZOO_DIR}"
@@ -63,3 +71,20 @@ def make_clean(ctx: StageContext) -> StageResult:
         },
         summary={"metric": result.metric, "rounds": result.table()},
     )
+
+
+def store_inputs(method: str, given: dict[str, Any], train: Dataset) -> dict[str, Any]:
+    """The data inputs of ``method`` that ``given`` lacks, read from ``train``: ``features``
+    ``(n_samples, d)`` float32, its video-level groups concatenated; ``texts`` ``(n_samples,)``
+    (when the store has a text column); ``class_descriptions`` ``(n_classes,)`` str, the
+    manifest's descriptions, else the class names."""
+    wanted = method_entry(method).inputs - set(given)
+    found: dict[str, Any] = {}
+    if "features" in wanted:
+        groups = [f.name for f in train.layout.features if f.level == "video"]
+        found["features"] = train.features(np.arange(len(train)), groups)
+    if "texts" in wanted and train.texts is not None:
+        found["texts"] = train.texts
+    if "class_descriptions" in wanted:
+        found["class_descriptions"] = list(train.layout.class_descriptions or train.class_names)
+    return found

@@ -13,20 +13,23 @@ from rich.console import Console
 
 from webly.config import Recipe
 from webly.data.store import Dataset
+from webly.executor import Executor, LocalExecutor
 
 SPLITS = ("train", "test", "unlabeled")
 
 
 @dataclass(frozen=True)
 class StageContext:
-    """What a stage function gets: the recipe, the run directory, its own name and the
-    manifests of the stages it reads, by name."""
+    """What a stage function gets: the recipe, the run directory, its own name, the
+    manifests of the stages it reads, by name, and where its fold models train (the recipe's
+    executor, made once a run)."""
 
     recipe: Recipe
     run: Path
     name: str
     inputs: dict[str, dict[str, Any]]
     console: Console
+    executor: Executor = field(default_factory=LocalExecutor)
 
     @property
     def folder(self) -> Path:

@@ -65,7 +65,7 @@ def export_model(ctx: StageContext) -> StageResult:
         folder, ctx.folder / MODEL, layout=train.layout, metrics=metrics,
         predict_options=PredictOptions(**section.predict), opset=section.opset, overwrite=True,
         run={
-            "folder": str(ctx.run.resolve()), "final": final.id,
+            "folder": str(ctx.run.resolve()), "final": final.id, "final_stage": final.stage,
             "model_folder": str(folder.resolve()), "metrics_on": final.measured_on,
         },
     )  # fmt: skip

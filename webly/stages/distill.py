@@ -59,7 +59,15 @@ def make_distill(ctx: StageContext) -> StageResult:
     if "students" in zoos:
         taught = _teachers(ctx, zoos["students"], with_test=test is not None)
         parts = [
-            fit_oof(zoo, train, test, ctx.folder / "students", folds, targets(teacher))
+            fit_oof(
+                zoo,
+                train,
+                test,
+                ctx.folder / "students",
+                folds,
+                targets(teacher),
+                executor=ctx.executor,
+            )
             for zoo, teacher in taught
         ]
         students = ZooResult([m for part in parts for m in part.members])
@@ -75,7 +83,10 @@ def make_distill(ctx: StageContext) -> StageResult:
             teacher = merge_topk([store.oof.topk() for store in stores])
         else:
             (_, teacher), *_ = _teachers(ctx, zoos["final"], with_test=test is not None)
-        final = fit_full(zoos["final"], train, test, ctx.folder / "final", targets(teacher))
+        final = fit_full(
+            zoos["final"], train, test, ctx.folder / "final", targets(teacher),
+            executor=ctx.executor,
+        )  # fmt: skip
         results += final.members
         (member,) = final.members
         if member.error is None:

@@ -29,9 +29,9 @@ def evaluate_config(recipe: Recipe) -> dict[str, Any]:
 
 def evaluate_zoo(ctx: StageContext) -> StageResult:
     """Every member's metric and loss, those of the members' plain average (``zoo average``),
-    of every blend, the stacker, the students and the final model, on the test split (its
-    clean labels when the store has them) or, without test labels, out-of-fold on the given
-    training labels: ``results.json``.
+    of every blend, the stacker, the students, the final model and its long-tail-adjusted form,
+    on the test split (its clean labels when the store has them) or, without test labels,
+    out-of-fold on the given training labels: ``results.json``.
 
     Members' figures are the ones in their prediction stores (computed from the full
     probabilities in training); GAP@k for another k than 20 is computed from the stored top-k.
@@ -116,7 +116,8 @@ def _in_ensemble(ctx: StageContext) -> set[str] | None:
 
 
 def _second_level(ctx: StageContext) -> list[tuple[str, str]]:
-    """(table label, store path) of every blend, the stacker, the students and the final model."""
+    """(table label, store path) of every blend, the stacker, the students, the final model and
+    its long-tail-adjusted form."""
     ensemble = ctx.inputs["ensemble"]["outputs"].get("stores", {})
     entries = [
         (name if name == STACKER else f"blend: {name}", path) for name, path in ensemble.items()
@@ -127,6 +128,8 @@ def _second_level(ctx: StageContext) -> list[tuple[str, str]]:
             (f"{kind[:-1] if kind == 'students' else kind}: {m}", p)
             for m, p in distill.get(kind, {}).items()
         ]
+    longtail = ctx.inputs["longtail"]["outputs"]
+    entries += [(f"longtail: {m}", p) for m, p in longtail.get("final", {}).items()]
     return entries
 
 

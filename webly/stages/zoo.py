@@ -23,7 +23,7 @@ def train_zoo(ctx: StageContext) -> StageResult:
     folds_file = ctx.output("folds", "folds")
     assert folds_file is not None
     zoo = ctx.recipe.zoo
-    result = fit_oof(zoo, train, test, ctx.folder, folds=np.load(folds_file))
+    result = fit_oof(zoo, train, test, ctx.folder, folds=np.load(folds_file), executor=ctx.executor)
     listed = {spec.member_id for spec in zoo.members}
     others = sorted(
         p.name

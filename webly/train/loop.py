@@ -18,7 +18,6 @@ import contextlib
 import hashlib
 import math
 import os
-import sys
 import time
 from collections import deque
 from collections.abc import Callable, Generator, Iterator
@@ -30,12 +29,12 @@ from typing import TYPE_CHECKING, Any, Literal, Protocol, runtime_checkable
 import numpy as np
 import scipy.sparse as sp
 import torch
-from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 from torch import nn
 
 from webly.data.store import Dataset
 from webly.errors import ConfigError, DataError
 from webly.metrics.ranking import TopK, gap_at_k, hit_at_1
+from webly.progress import epoch_reporter
 from webly.train.ema import EMA
 from webly.train.frames import FRAME_SAMPLINGS, FrameSampling, gather_frames
 from webly.train.losses import classification_loss
@@ -78,7 +77,10 @@ class TrainConfig:
     ``epochs``. ``max_frames``/``frame_sampling``/``cosine_threshold`` apply to frame-level
     models in training (`webly.train.frames`); evaluation sees all frames. ``workers``: loader
     threads gathering batches from the store ahead of the step (each batch is the same for any
-    number, so it is left out of `results_settings`).
+    number, so it is left out of `results_settings`). ``class_weight_power``: per-class loss
+    weights ``n_c ** -power`` from the training labels' class counts (`webly.longtail.
+    class_weights`, mean 1 over the labelled entries; WebVision's class re-weighting), used when
+    `fit` is given no ``class_weight``; None (default): none.
     """
 
     epochs: int = 10
@@ -93,6 +95,7 @@ class TrainConfig:
     mixup_alpha: float = 0.0
     ema_decay: float | None = None
     smoothing: float = 0.0
+    class_weight_power: float | None = None
     distill_lam: float = 0.5
     patience: int | None = None
     sampler: Sampler = "instance"
@@ -131,11 +134,19 @@ class TrainConfig:
             raise ConfigError(f"clip_norm is {self.clip_norm}; use a value > 0 or None")
         if self.patience is not None and self.patience < 1:
             raise ConfigError(f"patience is {self.patience}; use a value >= 1 or None")
+        power = self.class_weight_power
+        if power is not None and not (math.isfinite(power) and power >= 0):
+            raise ConfigError(
+                f"class_weight_power is {power}; use a value >= 0 (0.5: inverse square root of "
+                "the class frequency, 1: inverse frequency) or None"
+            )
 
     def results_settings(self) -> dict[str, Any]:
         """The settings the results depend on (all but ``workers``), as a JSON-able dict."""
         settings = asdict(self)
         settings.pop("workers")
+        if settings["class_weight_power"] is None:  # absent when unset: earlier hashes hold
+            settings.pop("class_weight_power")
         return settings
 
 
@@ -207,7 +218,8 @@ def fit(
         ``distill_lam * loss(labels) + (1 - distill_lam) * loss(targets)``
     sample_weight : (n_train,) per-row loss weights >= 0, or a `WeightSchedule` (e.g. a
         `webly.clean.Curriculum`) asked for epoch ``t``'s weights before the epoch, optional
-    class_weight : (n_classes,) per-class loss weights, optional
+    class_weight : (n_classes,) per-class loss weights, optional; default those of
+        ``config.class_weight_power`` when it is set
     on_epoch_end : called with each finished epoch's stats after its checkpoint is written
     pseudo : pseudo-labeled rows of an unlabeled store (`webly.distill.pseudo.PseudoLabels`),
         optional. In epoch ``t`` (1-based) with ``alpha = pseudo.weight(t) > 0``, every batch
@@ -233,6 +245,12 @@ def fit(
     _check_inputs(model, train, valid, targets, sample_weight, class_weight, pseudo)
     if labels is not None:
         labels = check_labels("labels", labels, (len(train), train.n_classes))
+    if class_weight is None and config.class_weight_power is not None:
+        # imported here: webly.longtail builds on the trainer (cRT calls fit)
+        from webly.longtail.reweight import class_weights
+
+        counted = hard_labels(labels) if labels is not None else train.labels
+        class_weight = class_weights(counted, config.class_weight_power, n_classes=train.n_classes)
     if valid_labels is not None:
         if valid is None:
             raise ConfigError("valid_labels given without valid data; pass valid too, or neither")
@@ -909,69 +927,5 @@ class _Trainer:
 
     # ---- progress
 
-    def _reporter(self) -> Any:
-        return (
-            _RichReport(len(self.train), self.config.epochs, self.metric)
-            if (sys.stderr.isatty())
-            else _LineReport(self.metric)
-        )
-
-
-class _LineReport:
-    """One plain line per epoch on stderr (logs, pipes)."""
-
-    def __init__(self, metric: str) -> None:
-        self.metric = metric
-
-    def __enter__(self) -> Callable[..., None]:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        return None
-
-    def __call__(self, stats: EpochStats | None = None, **_: Any) -> None:
-        if stats is not None:
-            shown = "-" if stats.metric is None else f"{stats.metric:.4f}"
-            print(
-                f"epoch {stats.epoch}: loss {stats.loss:.4f}  {self.metric} {shown}  "
-                f"{stats.samples_per_s:,.0f} samples/s  {stats.seconds:.1f}s",
-                file=sys.stderr,
-            )
-
-
-class _RichReport:
-    """A Rich progress bar over the epoch's samples: loss, samples/s, last validation metric."""
-
-    def __init__(self, n_rows: int, epochs: int, metric: str) -> None:
-        self.n_rows, self.epochs, self.metric = n_rows, epochs, metric
-        self.progress = Progress(
-            TextColumn("{task.description}"),
-            BarColumn(),
-            TextColumn("loss {task.fields[loss]:.4f}  {task.fields[speed]:,.0f}/s  "
-                       f"{metric} " "{task.fields[valid]}"),
-            TimeRemainingColumn(),
-            transient=False,
-        )  # fmt: skip
-        self.task = self.progress.add_task("epoch 1", total=n_rows, loss=0.0, speed=0.0, valid="-")
-        self.epoch = 1
-
-    def __enter__(self) -> Callable[..., None]:
-        self.progress.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.progress.stop()
-
-    def __call__(self, stats: EpochStats | None = None, **batch: Any) -> None:
-        if stats is not None:
-            shown = "-" if stats.metric is None else f"{stats.metric:.4f}"
-            self.epoch = stats.epoch + 1
-            if self.epoch <= self.epochs:
-                self.progress.reset(
-                    self.task, description=f"epoch {self.epoch}", loss=0.0, speed=0.0, valid=shown
-                )
-            else:
-                self.progress.update(self.task, valid=shown)
-            return
-        speed = batch["seen"] / max(time.perf_counter() - batch["started"], 1e-9)
-        self.progress.update(self.task, advance=batch["advance"], loss=batch["loss"], speed=speed)
+    def _reporter(self) -> contextlib.AbstractContextManager[Callable[..., None]]:
+        return epoch_reporter(len(self.train), self.config.epochs, self.metric)

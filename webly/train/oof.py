@@ -35,6 +35,12 @@ Resume: a member whose prediction store exists with the same ``config_hash`` is 
 whose model was saved is loaded instead of trained; an unfinished fold resumes from its trainer
 checkpoint. A member whose config changed starts over in an emptied folder. A member whose
 training fails (NaN loss: `DataError`) is recorded in the result and the others go on.
+
+Executors (`webly.executor`): the fold models still missing are jobs (`FoldJob`); the default
+`LocalExecutor` leaves them to the loop above, which trains each fold as it reaches it, while a
+`RayExecutor` trains them first as Ray tasks across a cluster, each saving its model into the
+same folder (and ``task.json`` beside it: where and how long it ran), so the loop only loads
+them. The results are the same either way.
 """
 
 from __future__ import annotations
@@ -54,11 +60,13 @@ import scipy.sparse as sp
 
 from webly.data.store import Dataset, atomic_output
 from webly.errors import ConfigError, DataError, WeblyError
+from webly.executor import Executor, LocalExecutor
 from webly.metrics.evaluate import loss_sum, task_metric
 from webly.metrics.ranking import TopK, select_top_k
 from webly.models.gbdt import LgbmModel
 from webly.models.network import load_network, save_network
 from webly.predictions import Predictions, PredictionWriter
+from webly.progress import model_started
 from webly.train.loop import (
     GAP_K,
     WeightSchedule,
@@ -75,7 +83,7 @@ from webly.train.loop import (
 from webly.train.zoo import Member, Zoo, config_hash, load_zoo, plan_zoo
 
 TEST_SUM_BYTES = 8 << 30
-CONFIG_FILE, MODEL_DIR, STORE_DIR = "config.json", "model", "predictions"
+CONFIG_FILE, MODEL_DIR, STORE_DIR, FULL_DIR = "config.json", "model", "predictions", "full"
 _BLOCK_ROWS = 8192
 
 
@@ -150,6 +158,7 @@ def fit_oof(
     teacher: sp.csr_matrix | None = None,
     labels: sp.csr_matrix | None = None,
     sample_weight: np.ndarray | WeightSchedule | None = None,
+    executor: Executor | None = None,
 ) -> ZooResult:
     """Train every member of ``zoo`` out-of-fold on ``train``; predict ``test``.
 
@@ -171,6 +180,8 @@ def fit_oof(
     sample_weight : (n_samples,) loss weights >= 0 (0 leaves the row out of training), or a
         `WeightSchedule` such as a `webly.clean.Curriculum`, optional. Gradient-boosted members
         take 0/1 weights only.
+    executor : where the fold models train (`webly.executor`); None: `LocalExecutor`, in
+        this process as the loop reaches them. The results do not depend on it.
 
     Returns
     -------
@@ -188,13 +199,13 @@ def fit_oof(
     teacher_hash = _check_teacher(teacher, members, train)
     override = _check_override(labels, sample_weight, members, train)
     out = Path(out)
-    results = []
-    for member in members:
-        digest = config_hash(member, zoo, folds, train, test, teacher_hash, **override.hashes())
-        results.append(
-            _fit_member(member, zoo, train, test, folds, out / member.id, digest, teacher, override)
-        )
-    return ZooResult(results)
+    digests = [
+        config_hash(member, zoo, folds, train, test, teacher_hash, **override.hashes())
+        for member in members
+    ]
+    inputs = FoldInputs(train, folds, teacher, override)
+    failed = _train_ahead(executor, inputs, members, digests, out, list(range(zoo.folds)))
+    return _fit_members(members, digests, zoo, inputs, test, out, failed, every_row=False)
 
 
 def fit_full(
@@ -205,14 +216,16 @@ def fit_full(
     teacher: sp.csr_matrix | None = None,
     labels: sp.csr_matrix | None = None,
     sample_weight: np.ndarray | WeightSchedule | None = None,
+    executor: Executor | None = None,
 ) -> ZooResult:
     """Train every member of ``zoo`` once on all of ``train``: the models one deploys.
 
     No row is held out, so there is no early stopping (each trains its ``epochs``) and no
-    out-of-fold prediction; the model is saved to ``OUT/<member id>/model/`` and its
+    out-of-fold prediction; the model is saved to ``OUT/<member id>/full/model/`` and its
     predictions of ``test`` to ``OUT/<member id>/predictions/`` (a store with a ``test``
     split only). ``teacher``, ``labels``, ``sample_weight`` (rows of weight 0 left out),
-    resume and failures are as in `fit_oof`; a member's seeds are those of its fold 0.
+    ``executor``, resume and failures are as in `fit_oof`; a member's seeds are those of its
+    fold 0.
     """
     if test is None:
         raise ConfigError("training on every row needs a test split to predict; pass one")
@@ -221,15 +234,84 @@ def fit_full(
     override = _check_override(labels, sample_weight, members, train)
     everything = np.zeros(len(train), dtype=np.int8)
     out = Path(out)
-    results = []
-    for member in members:
-        digest = config_hash(
-            member, zoo, everything, train, test, teacher_hash, **override.hashes()
-        )
-        results.append(
-            _fit_member(member, zoo, train, test, None, out / member.id, digest, teacher, override)
-        )
-    return ZooResult(results)
+    digests = [
+        config_hash(member, zoo, everything, train, test, teacher_hash, **override.hashes())
+        for member in members
+    ]
+    inputs = FoldInputs(train, everything, teacher, override)
+    failed = _train_ahead(executor, inputs, members, digests, out, [-1])
+    return _fit_members(members, digests, zoo, inputs, test, out, failed, every_row=True)
+
+
+@dataclass(frozen=True, eq=False)
+class FoldInputs:
+    """What every fold model of one `fit_oof` or `fit_full` call trains from, shared by its
+    jobs (`FoldJob`): the training store (pickled as its folder, so a Ray worker maps the files
+    itself), the ``(n_samples,)`` int8 fold of every row (all 0 for `fit_full`), the teacher's
+    ``(n_samples, n_classes)`` soft targets or None, and the labels and weights in place of the
+    store's."""
+
+    train: Dataset
+    folds: np.ndarray
+    teacher: sp.csr_matrix | None
+    override: _Override
+
+
+@dataclass(frozen=True)
+class FoldJob:
+    """One fold model to train: ``member``'s fold ``fold`` (-1: on every row, `fit_full`),
+    trained in ``workdir`` (``OUT/<member id>/fold-<f>`` or ``OUT/<member id>/full``) and saved
+    to ``workdir/model``."""
+
+    member: Member
+    fold: int
+    workdir: Path
+
+    @property
+    def name(self) -> str:
+        """``<member id>/fold-<f>`` or ``<member id>/full``."""
+        return f"{self.member.id}/{self.workdir.name}"
+
+
+def fold_dir(fold: int) -> str:
+    """The folder name of fold ``fold``'s model and checkpoints: ``fold-<f>``, ``full`` for -1."""
+    return FULL_DIR if fold < 0 else f"fold-{fold}"
+
+
+def train_fold(inputs: FoldInputs, job: FoldJob) -> None:
+    """Train ``job``'s fold model (resuming from its trainer checkpoint) and save it
+    atomically; a saved one is left as it is. `DataError` when training fails (NaN loss)."""
+    held_out = np.flatnonzero(inputs.folds == job.fold)
+    _fold_model(
+        job.member, job.fold, inputs.train, held_out, inputs.folds, job.workdir, inputs.teacher,
+        inputs.override,
+    )  # fmt: skip
+
+
+def _train_ahead(
+    executor: Executor | None,
+    inputs: FoldInputs,
+    members: list[Member],
+    digests: list[str],
+    out: Path,
+    fold_ids: list[int],
+) -> dict[str, str]:
+    """Hand the models of ``fold_ids`` (-1: every row) still missing of the unfinished members
+    to ``executor``, each member's folder claimed for its digest first; returns the
+    executor's ``{member id: error}`` of members whose training failed there."""
+    jobs = []
+    for member, digest in zip(members, digests, strict=True):
+        folder = out / member.id
+        if _finished(folder / STORE_DIR, digest) is not None:
+            continue
+        _claim(folder, member, digest)
+        workdirs = {fold: folder / fold_dir(fold) for fold in fold_ids}
+        jobs += [
+            FoldJob(member, fold, workdir)
+            for fold, workdir in workdirs.items()
+            if not (workdir / MODEL_DIR).is_dir()
+        ]
+    return (executor or LocalExecutor()).train_folds(inputs, jobs) if jobs else {}
 
 
 @dataclass(frozen=True, eq=False)
@@ -351,6 +433,30 @@ def _check_folds(folds: np.ndarray, zoo: Zoo, train: Dataset) -> np.ndarray:
 # --------------------------------------------------------------------------- one member
 
 
+def _fit_members(
+    members: list[Member],
+    digests: list[str],
+    zoo: Zoo,
+    inputs: FoldInputs,
+    test: Dataset | None,
+    out: Path,
+    failed: dict[str, str],
+    every_row: bool,
+) -> ZooResult:
+    """`_fit_member` for each member in order (``every_row``: `fit_full`'s single model)."""
+    folds = None if every_row else inputs.folds
+    results = []
+    for member, digest in zip(members, digests, strict=True):
+        folder, error = out / member.id, failed.get(member.id)
+        results.append(
+            _fit_member(
+                member, zoo, inputs.train, test, folds, folder, digest, inputs.teacher,
+                inputs.override, error,
+            )
+        )  # fmt: skip
+    return ZooResult(results)
+
+
 def _fit_member(
     member: Member,
     zoo: Zoo,
@@ -361,8 +467,10 @@ def _fit_member(
     digest: str,
     teacher: sp.csr_matrix | None,
     override: _Override,
+    error: str | None = None,
 ) -> MemberResult:
-    """Train (``folds`` None: on every row, `_train_full`) or find finished one member."""
+    """Train (``folds`` None: on every row, `_train_full`) or find finished one member;
+    ``error``: its training already failed (in an executor), recorded as it is."""
     multilabel = train.task == "multilabel"
     base = MemberResult(
         id=member.id,
@@ -374,6 +482,8 @@ def _fit_member(
     finished = _finished(folder / STORE_DIR, digest)
     if finished is not None:
         return _from_store(base, finished)
+    if error is not None:
+        return replace(base, error=error)
     _claim(folder, member, digest)
     try:
         if folds is None:
@@ -419,7 +529,7 @@ def _train_member(
             held_out = np.flatnonzero(folds == fold)
             started = time.perf_counter()
             model = _fold_model(
-                member, fold, train, held_out, folds, folder / f"fold-{fold}", teacher, override
+                member, fold, train, held_out, folds, folder / fold_dir(fold), teacher, override
             )
             seconds = time.perf_counter() - started
             for rows, probs in _scores(model, member, train.subset(held_out)):
@@ -468,7 +578,9 @@ def _train_full(
     started = time.perf_counter()
     everything = np.zeros(len(train), dtype=np.int8)
     none = np.zeros(0, dtype=np.int64)
-    model = _fold_model(member, -1, train, none, everything, folder / "full", teacher, override)
+    model = _fold_model(
+        member, -1, train, none, everything, folder / fold_dir(-1), teacher, override
+    )
     seconds = time.perf_counter() - started
     model_info = _model_info(member, 0, zoo.seed, digest, teacher, override)
     test_probs = np.zeros((len(test), train.n_classes), np.float32)
@@ -526,6 +638,8 @@ def _fold_model(
     saved = workdir / MODEL_DIR
     kept = override.rows(np.flatnonzero(folds != fold))
     valid_rows = override.rows(held_out)
+    if not saved.is_dir():
+        model_started(member.id, fold, int(folds.max()) + 1)
     if member.level == "gbdt":
         if saved.is_dir():
             return LgbmModel.load(saved)

@@ -42,6 +42,7 @@ from webly.errors import ConfigError
 from webly.models import create_model
 from webly.models._registry import Level, check_hparams, model_entry
 from webly.train.loop import TrainConfig
+from webly.validate import check_values, did_you_mean, key_path
 from webly.yaml_file import read_yaml
 
 _ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
@@ -149,19 +150,27 @@ def load_zoo(path: str | Path) -> Zoo:
     return parse_zoo(raw, str(path))
 
 
-def parse_zoo(raw: Any, source: str = "zoo") -> Zoo:
-    """Check a zoo given as parsed YAML (a dict) and its data-independent rules."""
+def parse_zoo(raw: Any, source: str = "zoo", members_at: str | None = None) -> Zoo:
+    """Check a zoo given as parsed YAML (a dict) and its data-independent rules.
+
+    Messages start with ``source`` (a file); a member's problem is located as
+    ``{members_at}[i]...`` when the zoo sits inside a recipe (e.g. ``zoo.members``), else as
+    ``{source}: members[i]...``.
+    """
     if not isinstance(raw, dict):
         raise ConfigError(f"{source}: holds {type(raw).__name__}; write a mapping with members:")
     try:
         zoo = Zoo.model_validate(raw)
     except ValidationError as err:
         first = err.errors()[0]
-        where = ".".join(str(p) for p in first["loc"]) or "top level"
         raise ConfigError(
-            f"{source}: {where}: {first['msg']} (got {first.get('input')!r}); fix the zoo file"
+            f"{source}: {key_path(first['loc'])}: {first['msg']} (got {first.get('input')!r}); "
+            "fix the zoo file"
         ) from None
-    _check_zoo(zoo, source)
+    if members_at is None:
+        _check_zoo(zoo, source, f"{source}: train", f"{source}: members")
+    else:
+        _check_zoo(zoo, source, f"{source}.train", members_at)
     return zoo
 
 
@@ -233,28 +242,34 @@ def config_hash(
 # --------------------------------------------------------------------------- internals
 
 
-def _check_zoo(zoo: Zoo, source: str) -> None:
+def _check_zoo(zoo: Zoo, source: str, train_at: str, members_at: str) -> None:
     if not 2 <= zoo.folds <= 127:
         raise ConfigError(f"{source}: folds is {zoo.folds}; use 2..127 folds")
     if zoo.k < 1:
         raise ConfigError(f"{source}: k is {zoo.k}; keep at least 1 prediction a row")
     if not zoo.members:
         raise ConfigError(f"{source}: members is empty; list at least one model")
-    _check_train_keys(zoo.train, f"{source}: train")
+    _check_train(zoo.train, train_at)
     seen: set[str] = set()
-    for spec in zoo.members:
+    for i, spec in enumerate(zoo.members):
         member_id = spec.member_id
-        where = f"{source}: member {member_id!r}"
+        where = f"{members_at}[{i}]"
         if not _ID.match(member_id):
             raise ConfigError(
-                f"{where}: id is not a folder name; use letters, digits, '_', '-' and '.'"
+                f"{where}.id: {member_id!r} is not a folder name; use letters, digits, '_', "
+                "'-' and '.'"
             )
         if member_id in seen:
-            raise ConfigError(f"{where}: id is used twice; give one of them another id")
+            raise ConfigError(
+                f"{where}: id {member_id!r} is used twice; give one of them another id"
+            )
         seen.add(member_id)
-        entry = model_entry(spec.name)
-        check_hparams(entry, spec.hparams)
-        _check_train_keys(spec.train, f"{where}: train")
+        try:
+            entry = model_entry(spec.name)
+        except ConfigError as err:
+            raise ConfigError(f"{where}.name: {err}") from None
+        check_hparams(entry, spec.hparams, f"{where}.hparams")
+        _check_train(spec.train, f"{where}.train")
         if entry.level == "gbdt" and (spec.options is not None or spec.train):
             raise ConfigError(
                 f"{where}: {spec.name} is a gbdt model and takes only hparams; remove its "
@@ -262,13 +277,17 @@ def _check_zoo(zoo: Zoo, source: str) -> None:
             )
 
 
-def _check_train_keys(train: dict[str, Any], where: str) -> None:
+def _check_train(train: dict[str, Any], where: str) -> None:
+    """Refuse an unknown training setting (naming the nearest) or a value of the wrong type."""
     unknown = sorted(set(train) - set(_TRAIN_KEYS))
     if unknown:
-        hint = "the zoo's seed drives training" if unknown[0] == "seed" else "it accepts"
+        if unknown[0] == "seed":
+            raise ConfigError(f"{where}.seed: remove it; the zoo's seed drives training")
         raise ConfigError(
-            f"{where}: unknown setting {unknown[0]!r}; {hint}: {', '.join(_TRAIN_KEYS)}"
+            f"{where}.{unknown[0]}: unknown setting; {did_you_mean(unknown[0], _TRAIN_KEYS)}"
+            f"it accepts: {', '.join(_TRAIN_KEYS)}"
         )
+    check_values(train, TrainConfig, where)
 
 
 def _train_config(settings: dict[str, Any], member_id: str) -> TrainConfig:

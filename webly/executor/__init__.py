@@ -1,0 +1,88 @@
+"""Where a zoo's fold models train: the recipe's ``executor:`` section.
+
+::
+
+    executor:
+      kind: ray              # local (the default): in the calling process
+      address: 10.0.0.1:6379 # the Ray head's GCS address (ray start --head), auto, or null
+      cpus_per_task: 1       # CPUs (and torch threads) of each fold's task
+      gpus_per_task: 0       # GPUs of each fold's task (fractions share one GPU)
+      max_retries: 3         # a task whose worker or node dies is run again this many times
+
+`fit_oof` and `fit_full` (`webly.train.oof`) hand an executor the fold models still missing,
+one `webly.train.oof.FoldJob` each. `LocalExecutor` leaves them to `fit_oof`'s loop, which
+trains each fold as it reaches it (webly's behaviour without an executor). `RayExecutor`
+(`webly.executor.ray`) trains them first as Ray tasks spread over a cluster's nodes: each
+task opens the training store from its folder (a path every node sees), trains, and saves the
+model atomically into the run directory, which `fit_oof` then only loads.
+
+A fold trained in a Ray worker equals one trained locally (the trainer is seeded, and a task
+runs torch on ``cpus_per_task`` threads: compare with a local run on as many), so the executor
+is part of no stage's config hash: a run started locally resumes under Ray, skipping what is
+done, and the other way round.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Literal, Protocol
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from webly.executor.local import LocalExecutor
+
+if TYPE_CHECKING:
+    from webly.train.oof import FoldInputs, FoldJob
+
+__all__ = ["Executor", "ExecutorConfig", "LocalExecutor", "make_executor"]
+
+_HOST_PORT = re.compile(r"^[A-Za-z0-9_.\-]+:(\d{1,5})$")
+
+
+class ExecutorConfig(BaseModel):
+    """The ``executor`` section of a recipe (see the module docstring). ``address``,
+    ``cpus_per_task``, ``gpus_per_task`` and ``max_retries`` are read by ``kind: ray`` only;
+    ``address`` null starts a Ray instance inside this process (one machine), ``auto`` joins
+    the cluster started on this machine (``ray start``)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    kind: Literal["local", "ray"] = "local"
+    address: str | None = None
+    cpus_per_task: int = Field(default=1, ge=1)
+    gpus_per_task: float = Field(default=0.0, ge=0.0)
+    max_retries: int = Field(default=3, ge=0)
+
+    @field_validator("address")
+    @classmethod
+    def _host_port(cls, address: str | None) -> str | None:
+        if address is None or address == "auto":
+            return address
+        match = _HOST_PORT.match(address)
+        if match is None or not 0 < int(match.group(1)) < 65536:
+            raise ValueError(
+                f"executor.address: {address!r} is not HOST:PORT; give the Ray head's address "
+                "as ray start --head prints it (e.g. 10.0.0.1:6379), auto, or null"
+            )
+        return address
+
+
+class Executor(Protocol):
+    """Trains fold models ahead of `fit_oof`'s loop (or leaves them to it)."""
+
+    def train_folds(self, inputs: FoldInputs, jobs: Sequence[FoldJob]) -> dict[str, str]:
+        """Train and save the models of ``jobs`` (or none, leaving them to the caller);
+        ``{member id: error message}`` of members whose training failed."""
+        ...
+
+
+def make_executor(config: ExecutorConfig) -> Executor:
+    """The executor of ``config``. ``kind: ray`` checks at once that ray is installed and the
+    head at ``address`` answers (`ConfigError` naming it, within seconds), connecting when it
+    is first given jobs."""
+    if config.kind == "local":
+        return LocalExecutor()
+    from webly.executor.ray import RayExecutor
+
+    return RayExecutor(config)

@@ -1,0 +1,267 @@
+"""The results section: every model of ``results.json`` with its level, figures, size, time and
+place in the final ensemble, and the ensemble / distillation / compression gains as a waterfall.
+
+Sizes are the bytes of the files that load a model: a member's (or student's) fold models, the
+final network, a blend's members of non-zero weight, the stacker's members and boosters.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from webly.compress.run import RESULT_ROW, final_stage
+from webly.ensemble.budget import format_size
+from webly.metrics.evaluate import format_cell
+from webly.report.blocks import Chart, Note, Section, Table
+from webly.report.plots import Step, waterfall
+from webly.report.run_files import RunFiles
+
+AVERAGE = "zoo average"  # the evaluate stage's row of the members' plain mean
+BLEND, STACKER, STUDENT = "blend: ", "stacker", "student: "
+FINAL, LONGTAIL = (f"{RESULT_ROW[stage]}: " for stage in ("distill", "longtail"))
+NETWORKS = {
+    STUDENT: ("distill", "students"),
+    FINAL: ("distill", "final"),
+    LONGTAIL: ("longtail", "final"),
+}
+"""Row prefix of each single network of ``results.json`` -> (stage, outputs key of its stores)."""
+
+
+def results_section(files: RunFiles) -> Section:
+    """The results table and the gains waterfall, or what is missing for them."""
+    section = Section(
+        "results",
+        "Results",
+        "Every model the run trained or fitted, scored the same way; the waterfall follows the "
+        "best zoo member through the ensemble, distillation and compression.",
+    )
+    results = files.results
+    if results is None:
+        section.blocks.append(
+            Note(
+                "No results yet: the evaluate stage has not finished (webly run RECIPE --out "
+                "RUN makes them).",
+                missing=True,
+            )
+        )
+        return section
+    metric, loss = results["metric"], results["loss"]
+    sizes = model_sizes(files, results["rows"])
+    teacher = _teacher_label(files)
+    columns = ("model", "level", metric, loss, "size", "time", "in final ensemble")
+    rows = []
+    for row in results["rows"]:
+        label = row["model"]
+        in_ensemble = {True: "yes", False: "no"}.get(row.get("in ensemble"), "")
+        if label == teacher:
+            in_ensemble = "teacher"
+        figure = "failed" if row.get("error") else format_cell(metric, row.get(metric))
+        size = sizes.get(label)
+        rows.append(
+            (
+                label,
+                _level(files, row),
+                figure,
+                format_cell(loss, row.get(loss)),
+                format_size(size) if size else "",
+                _duration(row.get("seconds")),
+                in_ensemble,
+            )
+        )
+    scored = (
+        f"{metric} and {loss} on {results['rows_scored']:,} {results['split']} rows "
+        f"({results['labels']} labels); time: training and predicting, all folds"
+    )
+    section.blocks.append(
+        Table("Every model", columns, rows, frozenset(columns[2:6]), scored, wide=True)
+    )
+    failed = [f"{r['model']}: {r['error']}" for r in results["rows"] if r.get("error")]
+    if failed:
+        section.blocks.append(Note("Failed: " + "; ".join(failed)))
+    steps = gain_steps(files, results)
+    if len(steps) > 1:
+        section.blocks.append(
+            Chart(
+                "Gains: ensemble, distillation, compression",
+                waterfall(steps, metric, "result"),
+                f"{metric} on the {results['split']} split after each step: grey the best "
+                "member, green a gain, red a loss, blue where the run ends.",
+            )
+        )
+        section.blocks.append(_second_level(files, metric, teacher))
+    else:
+        section.blocks.append(
+            Note(
+                "No gains to show: the recipe has no ensemble or distill stage, so there is "
+                "only the zoo (add ensemble: {} and distill: {final: ...}).",
+                missing=True,
+            )
+        )
+    return section
+
+
+def _second_level(files: RunFiles, metric: str, teacher: str | None) -> Table | Note:
+    """The ensemble's entries, out of fold (what chose the teacher) and on the test split."""
+    entries = files.summary("ensemble").get("entries", {})
+    if not entries:
+        return Note(
+            "No ensemble stage in this recipe: no blends and no stacker (add ensemble: {}).",
+            missing=True,
+        )
+    columns = ("entry", f"OOF {metric}", f"test {metric}", "time", "role")
+    rows = [
+        (
+            name,
+            format_cell(metric, e.get("oof_metric")),
+            format_cell(metric, e.get("test_metric")),
+            _duration(e.get("seconds")),
+            "teacher" if teacher in (name, BLEND + name) else "",
+        )
+        for name, e in entries.items()
+    ]
+    return Table(
+        "Second level: chosen out of fold",
+        columns,
+        rows,
+        frozenset(columns[1:4]),
+        "The distill stage's teacher is the entry of best out-of-fold figure; the test figure "
+        "shows how that choice held up.",
+    )
+
+
+def gain_steps(files: RunFiles, results: dict[str, Any]) -> list[Step]:
+    """The waterfall: best zoo member, the ensemble's teacher, the distilled final model (or
+    best student), its long-tail form and the compressed form compress chose: each step the
+    run has, with its figure in ``results`` (the compressed one: in ``frontier.json``)."""
+    metric = results["metric"]
+    by_label = {r["model"]: r for r in results["rows"] if r.get(metric) is not None}
+    members = [
+        r for r in by_label.values() if r["model"] in files.outputs("zoo").get("members", {})
+    ]
+    if not members:
+        return []
+    best = max(members, key=lambda r: r[metric])
+    steps = [Step(f"best member: {best['model']}", best[metric])]
+    teacher = _teacher_label(files)
+    if teacher is not None and teacher in by_label:
+        steps.append(Step(f"ensemble: {teacher.removeprefix(BLEND)}", by_label[teacher][metric]))
+    finals = [r for label, r in by_label.items() if label.startswith(FINAL)]
+    students = [r for label, r in by_label.items() if label.startswith(STUDENT)]
+    distilled = finals or sorted(students, key=lambda r: r[metric])[-1:]
+    if distilled:
+        name = distilled[0]["model"].split(": ", 1)[1]
+        steps.append(Step(f"distilled: {name}", distilled[0][metric]))
+    balanced = [r for label, r in by_label.items() if label.startswith(LONGTAIL)]
+    if balanced:
+        method = files.summary("longtail").get("method", "")
+        steps.append(Step(f"long tail: {method}".rstrip(": "), balanced[0][metric]))
+    chosen = _chosen_candidate(files)
+    if finals and chosen is not None and chosen["kind"] == "final" and chosen["method"] != "fp32":
+        steps.append(Step(f"compressed: {chosen['method']}", chosen["metric"]))
+    return steps
+
+
+def model_sizes(files: RunFiles, rows: list[dict[str, Any]]) -> dict[str, int]:
+    """Bytes of the files that load the model of each ``results.json`` row, by its label."""
+    zoo = {
+        m: _fold_models_bytes(files.path(p))
+        for m, p in files.outputs("zoo").get("members", {}).items()
+    }
+    used = {m: _fold_models_bytes(files.path(p)) for m, p in files.member_stores().items()}
+    stores = files.outputs("ensemble").get("stores", {})
+    sizes: dict[str, int] = {AVERAGE: sum(zoo.values())} if zoo else {}
+    for row in rows:
+        label = row["model"]
+        if label in zoo:
+            sizes[label] = zoo[label]
+        elif label == STACKER and STACKER in stores:
+            store = files.path(stores[STACKER])
+            members = files.store(stores[STACKER]).model["members"]
+            sizes[label] = sum(used.get(m, 0) for m in members) + _tree_bytes(
+                store.parent / "model"
+            )
+        elif label.startswith(BLEND) and label.removeprefix(BLEND) in stores:
+            blend = files.store(stores[label.removeprefix(BLEND)]).model["blend"]
+            pairs = zip(blend["names"], blend["weights"], strict=True)
+            sizes[label] = sum(used.get(m, 0) for m, w in pairs if w > 0)
+        else:
+            recorded = network_store(files, label)
+            if recorded is not None:
+                sizes[label] = _fold_models_bytes(files.path(recorded))
+    return sizes
+
+
+def _fold_models_bytes(store: Path) -> int:
+    """Bytes of the models beside a network's prediction store: its fold models
+    (``fold-<f>/model``) or, for a model trained on every row, ``full/model`` (``model`` for
+    the longtail stage's)."""
+    folder = store.parent
+    models = [*folder.glob("fold-*/model"), *folder.glob("full/model"), *folder.glob("model")]
+    return sum(_tree_bytes(m) for m in models)
+
+
+def _tree_bytes(folder: Path) -> int:
+    return sum(f.stat().st_size for f in folder.rglob("*") if f.is_file())
+
+
+def network_store(files: RunFiles, label: str) -> str | None:
+    """The recorded prediction store of a student's, the final model's or its long-tail
+    form's ``results.json`` row; None for other rows."""
+    for prefix, (stage, key) in NETWORKS.items():
+        if label.startswith(prefix):
+            recorded: str | None = files.outputs(stage).get(key, {}).get(label.removeprefix(prefix))
+            return recorded
+    return None
+
+
+def final_label(files: RunFiles) -> str | None:
+    """The ``results.json`` row of the network the run deploys (its long-tail form when the
+    longtail stage made one), None without one."""
+    stage = final_stage(files.run)
+    if stage is None:
+        return None
+    (final_id,) = files.outputs(stage)["final"]
+    return f"{RESULT_ROW[stage]}: {final_id}"
+
+
+def _teacher_label(files: RunFiles) -> str | None:
+    """The results row of the ensemble entry the distill stage learnt from."""
+    teacher = files.outputs("ensemble").get("teacher")
+    if teacher is None:
+        return None
+    return teacher if teacher == STACKER else BLEND + teacher
+
+
+def _chosen_candidate(files: RunFiles) -> dict[str, Any] | None:
+    """The candidate the compress stage chose, None without one."""
+    frontier = files.frontier
+    if frontier is None:
+        return None
+    chosen: dict[str, Any] = next(
+        c for c in frontier["candidates"] if c["name"] == frontier["chosen"]
+    )
+    return chosen
+
+
+def _level(files: RunFiles, row: dict[str, Any]) -> str:
+    """``video`` or ``frame`` for a network, ``2nd level`` for a blend or the stacker."""
+    label = row["model"]
+    if "frame-level" in row:
+        return "frame" if row["frame-level"] else "video"
+    if label in (STACKER, AVERAGE) or label.startswith(BLEND):
+        return "2nd level"
+    recorded = network_store(files, label)
+    if recorded is not None:
+        level: str = files.store(recorded).model.get("config", {}).get("level", "")
+        return level
+    return ""
+
+
+def _duration(seconds: float | None) -> str:
+    if seconds is None:
+        return ""
+    if seconds < 60:
+        return f"{seconds:.1f} s"
+    minutes, rest = divmod(round(seconds), 60)
+    return f"{minutes} min {rest:02d} s"

@@ -1,0 +1,92 @@
+"""The summary at the top of the report: a card per headline figure the run has."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from webly.ensemble.budget import format_size
+from webly.report.blocks import Card
+from webly.report.results import final_label, model_sizes
+from webly.report.run_files import RunFiles
+
+
+def summary_cards(files: RunFiles) -> list[Card]:
+    """Data, best model, final model, deployable choice, cleaning and stages: those the run
+    has figures for."""
+    cards = [_data(files)]
+    results = files.results
+    if results is not None:
+        cards += _models(files, results)
+    frontier = files.frontier
+    if frontier is not None:
+        chosen = next(c for c in frontier["candidates"] if c["name"] == frontier["chosen"])
+        cards.append(
+            Card(
+                "Deploy under the budget",
+                chosen["name"],
+                f"{frontier['metric']} {chosen['metric']:.4f}, {format_size(chosen['size'])} "
+                f"within {format_size(frontier['max_bytes'])}",
+            )
+        )
+    rounds = files.summary("clean").get("rounds")
+    if rounds:
+        first, last = rounds[0], rounds[-1]
+        cards.append(
+            Card(
+                "Label cleaning",
+                f"{last['dropped']:,} dropped, {last['relabelled']:,} relabelled",
+                f"{len(rounds) - 1} round(s); noise estimate {first['noise_estimate']:.1%} → "
+                f"{last['noise_estimate']:.1%}",
+            )
+        )
+    done = [s for s in files.statuses if s.state == "done"]
+    seconds = sum(s.seconds or 0.0 for s in files.statuses)
+    finished = max((s.finished for s in files.statuses if s.finished), default="")
+    finished = finished.replace("T", " ").removesuffix("Z")
+    cards.append(
+        Card(
+            "Stages",
+            f"{len(done)} of {len(files.statuses)} done",
+            f"{seconds:,.1f} s in all" + (f"; last finished {finished} UTC" if finished else ""),
+        )
+    )
+    return cards
+
+
+def _data(files: RunFiles) -> Card:
+    summary = files.summary("data")
+    rows = summary.get("rows", {})
+    if not rows:
+        return Card("Data", "not made yet", "the data stage has not finished")
+    detail = f"{summary.get('classes', '?'):,} classes, {summary.get('task', '')}"
+    if rows.get("test"):
+        detail += f"; {rows['test']:,} test rows"
+    changed = summary.get("noise", {}).get("rows_changed")
+    if changed is not None:
+        detail += f"; {changed:.1%} of the labels made noisy"
+    return Card("Data", f"{rows.get('train', 0):,} training rows", detail)
+
+
+def _models(files: RunFiles, results: dict[str, Any]) -> list[Card]:
+    metric = results["metric"]
+    scored = [r for r in results["rows"] if r.get(metric) is not None]
+    if not scored:
+        return []
+    on = f"{results['rows_scored']:,} {results['split']} rows ({results['labels']} labels)"
+    best = max(scored, key=lambda r: r[metric])
+    cards = [Card("Best model", f"{metric} {best[metric]:.4f}", f"{best['model']}, on {on}")]
+    label = final_label(files)
+    final = next((r for r in scored if r["model"] == label), None)
+    if final is not None:
+        size = model_sizes(files, [final]).get(final["model"])
+        exported = "; exported (RUN/export/model)" if files.outputs("export").get("model") else ""
+        cards.append(
+            Card(
+                "Final model",
+                f"{metric} {final[metric]:.4f}",
+                f"{final['model']}, one network"
+                + (f" of {format_size(size)}" if size else "")
+                + exported,
+            )
+        )
+    return cards
