@@ -137,7 +137,9 @@ class LocalCluster:
             *options, "--worker-port-list", workers,
         ]  # fmt: skip
         log = open(self._temp / f"node-{index}.log", "wb")  # noqa: SIM115 (the node holds it)
-        env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0"}
+        # a token in ~/.ray/auth_token would otherwise turn on token authentication on these
+        # nodes, which this process's driver does not send
+        env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", "RAY_AUTH_MODE": "disabled"}
         proc = subprocess.Popen(
             command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True, env=env
         )
