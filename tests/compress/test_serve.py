@@ -249,3 +249,14 @@ def test_a_port_in_use_is_one_line_and_exit_2(
     assert "serving" not in result[1]
     with pytest.raises(ConfigError, match=r"cannot listen on 203\.0\.113\.9:80"):
         open_socket("203.0.113.9", 80)  # an address of no interface here
+
+
+def test_accepted_connections_send_without_nagle_delay() -> None:
+    # asyncio sets TCP_NODELAY only on sockets whose proto says TCP; an accepted socket takes
+    # the listening one's. Without it every response waited ~40 ms for a delayed ACK.
+    with open_socket("127.0.0.1", 0) as listening:
+        listening.listen()
+        with socket.create_connection(listening.getsockname()[:2]):
+            accepted, _ = listening.accept()
+            with accepted:
+                assert accepted.proto == socket.IPPROTO_TCP

@@ -377,7 +377,9 @@ def open_socket(host: str = "127.0.0.1", port: int = 8000) -> socket.socket:
     itself would log a traceback-free line and exit 1 only once the model is loaded).
     """
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
+    # IPPROTO_TCP named, not 0: asyncio turns Nagle off (TCP_NODELAY) only on connections
+    # whose socket says TCP, and with Nagle on every response waits ~40 ms for a delayed ACK
+    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn binds
     try:
         sock.bind((host, port))
