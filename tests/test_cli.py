@@ -323,3 +323,15 @@ def test_bad_recipes_write_nothing(tmp_path: Path) -> None:
         assert_user_error(webly("run", path, "--out", str(run), *overrides), needle)
         assert not run.exists()
     assert_user_error(webly("status", str(tmp_path)), "not a run directory (no recipe.yaml")
+
+
+def test_output_to_a_file_or_pipe_is_wide_enough_for_the_tables(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from webly.cli import LOG_WIDTH, _console
+
+    monkeypatch.delenv("COLUMNS", raising=False)
+    monkeypatch.setattr(sys.stdout, "isatty", lambda: False)
+    assert _console().width == LOG_WIDTH  # Rich alone would assume 80
+    monkeypatch.setenv("COLUMNS", "90")
+    assert _console().width == 90

@@ -6,6 +6,7 @@ line each. Library imports happen inside the commands so ``webly --help`` stays 
 
 from __future__ import annotations
 
+import os
 import sys
 import warnings
 from pathlib import Path
@@ -35,8 +36,20 @@ app.add_typer(models_app, name="models")
 data_app.add_typer(synth_app, name="synth")
 data_app.add_typer(builtin_app, name="builtin")
 
-out = Console()
-err = Console(stderr=True)
+LOG_WIDTH = 120
+"""Columns of output written to a file or a pipe (logs, CI), where Rich would assume 80 and cut
+the results tables' headers; ``COLUMNS`` in the environment still wins."""
+
+
+def _console(stderr: bool = False) -> Console:
+    console = Console(stderr=stderr)
+    if not console.is_terminal and "COLUMNS" not in os.environ:
+        console.width = LOG_WIDTH
+    return console
+
+
+out = _console()
+err = _console(stderr=True)
 
 Overwrite = Annotated[bool, typer.Option("--overwrite", help="Replace OUT if it exists.")]
 Seed = Annotated[int, typer.Option(help="The one seed of everything generated.")]
