@@ -48,8 +48,8 @@ def _console(stderr: bool = False) -> Console:
     return console
 
 
-out = _console()
-err = _console(stderr=True)
+out = Console()
+err = Console(stderr=True)  # both made again by `main`, for where its output goes
 
 Overwrite = Annotated[bool, typer.Option("--overwrite", help="Replace OUT if it exists.")]
 Seed = Annotated[int, typer.Option(help="The one seed of everything generated.")]
@@ -882,6 +882,8 @@ def serve(
 
 def main() -> None:
     """Entry point: run the app, turning user errors into one line and exit status 2."""
+    global out, err
+    out, err = _console(), _console(stderr=True)
     warnings.showwarning = _show_warning
     try:
         app()
