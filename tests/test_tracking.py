@@ -7,13 +7,12 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+import mlflow
 import pytest
 
 from tests.test_pipeline import RECIPE, run
 from webly.config import TrackingConfig, parse_recipe
 from webly.errors import ConfigError
-
-mlflow = pytest.importorskip("mlflow")
 
 
 def test_a_run_is_logged_to_mlflow_and_resumes_its_mlflow_run(tmp_path: Path) -> None:

@@ -18,7 +18,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import psutil
 import pytest
+import ray
 import yaml
 
 from webly.data import Dataset
@@ -29,9 +31,6 @@ from webly.pipeline import RunResult, run_recipe
 from webly.predictions import Predictions
 from webly.train.oof import ZooResult, fit_oof
 from webly.train.zoo import Zoo, parse_zoo
-
-ray = pytest.importorskip("ray", reason="ray is not installed (pip install -r requirements.txt)")
-psutil = pytest.importorskip("psutil", reason="psutil is not installed (requirements-dev.txt)")
 
 RECIPE: dict[str, Any] = {
     "seed": 0,
