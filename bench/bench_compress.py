@@ -18,7 +18,10 @@ against ONNX Runtime (CPU provider, dequantization in the graph), both with the 
 intra-op threads (each of ``--threads``), one after the other in one run, best of
 ``--repeats`` passes each after a warm-up pass (goal: ONNX Runtime >= 1.5x). The engines are
 not interleaved pass by pass: each one's idle threads spin for a while after a call and would
-slow the other down.
+slow the other down. For video-level models a third figure, the GEMM ceiling: rows/s of the
+model's ``nn.Linear`` layers alone, replayed as ``torch.mm`` calls of the same shapes on the
+same threads, what an engine doing nothing but those float32 GEMMs with PyTorch's kernels
+would reach.
 
 Service: ``webly serve`` on the exported fp32 ``resnet_av`` in a second process on loopback,
 loaded by ``--concurrency`` clients at a time (threads of this process, one keep-alive
@@ -113,8 +116,9 @@ def run(args: argparse.Namespace, out: Path) -> None:
           f"{train.n_classes} classes, {args.epochs} epochs\n")  # fmt: skip
     sizes = ["| model | weights | weights file | model.onnx | GAP@20 (clean test) | vs fp32 |",
              "|---|---|---:|---:|---:|---:|"]  # fmt: skip
-    speed = ["| model | threads | batch | PyTorch eager rows/s | ONNX Runtime rows/s | ratio |",
-             "|---|---:|---:|---:|---:|---:|"]  # fmt: skip
+    speed = ["| model | threads | batch | PyTorch eager rows/s | ONNX Runtime rows/s | ratio | "
+             "GEMM ceiling rows/s | eager / ceiling |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|"]  # fmt: skip
     for name, spec in MODELS.items():
         folders = train_and_compress(name, spec, train, args, out / "models" / name)
         base_size = base_gap = 0.0
@@ -189,11 +193,35 @@ def throughput(
             batches = list(store_batches(test.subset(np.arange(rows)), exported.features,
                                          exported.level, size))  # fmt: skip
             rates = engine_rates(network, exported, batches, args.repeats)
+            ceiling = "| |"
+            if exported.level == "video":
+                gemm = gemm_ceiling(network, size, rows, args.repeats)
+                ceiling = f"{gemm:,.0f} | {rates['torch'] / gemm:.0%} |"
             lines.append(
                 f"| {name} | {threads} | {size} | {rates['torch']:,.0f} | {rates['ort']:,.0f} | "
-                f"{rates['ort'] / rates['torch']:.2f}x |"
+                f"{rates['ort'] / rates['torch']:.2f}x | {ceiling}"
             )
     return lines
+
+
+def gemm_ceiling(network: Network, size: int, rows: int, repeats: int) -> float:
+    """Rows/s of the network's ``nn.Linear`` layers alone: ``torch.mm`` of random (size, in) by
+    (in, out) float32 matrices for each layer in turn, ``rows // size`` batches, best of
+    ``repeats`` passes after a warm-up one."""
+    generator = torch.Generator().manual_seed(0)
+    shapes = [m.weight.shape for m in network.modules() if isinstance(m, torch.nn.Linear)]
+    inputs = [torch.randn(size, d_in, generator=generator) for _, d_in in shapes]
+    weights = [torch.randn(d_in, d_out, generator=generator) for d_out, d_in in shapes]
+    n_batches = max(1, rows // size)
+    best = float("inf")
+    with torch.no_grad():
+        for _ in range(repeats + 1):
+            started = time.perf_counter()
+            for _ in range(n_batches):
+                for x, w in zip(inputs, weights, strict=True):
+                    torch.mm(x, w)
+            best = min(best, time.perf_counter() - started)
+    return n_batches * size / best
 
 
 def engine_rates(

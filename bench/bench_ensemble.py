@@ -16,6 +16,9 @@ stacker over candidate classes (K-fold on the zoo's folds). Distillation, with t
 out-of-fold predictions as soft labels (``lam`` 0.5): the ``--student`` member trained
 out-of-fold like the zoo (beside the same member on labels alone), and the final single model,
 the same architecture trained once on every row (beside its twin trained on labels alone).
+With ``--unlabeled N`` (yt8m-like only), the final model once more, also taught the stacker's
+predictions of N unlabeled videos of the same generator (`webly.distill.unlabeled`), and with
+``--unlabeled-students`` the 3-fold student too.
 Run:
 
     .venv/bin/python bench/bench_ensemble.py --out /tmp/quality-cpu [--data real --out DIR]
@@ -30,16 +33,20 @@ import time
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from webly.data import Dataset
 from webly.data.synth import YT8MLikeConfig, synth_yt8m_like
 from webly.data.yt8m import import_yt8m
 from webly.distill.soft_labels import soft_targets
+from webly.distill.unlabeled import teach_unlabeled
 from webly.ensemble.blend import fit_blend
 from webly.ensemble.members import open_members, zoo_members
-from webly.ensemble.stack import StackerConfig, fit_stacker
+from webly.ensemble.stack import Stacker, StackerConfig, fit_stacker
 from webly.metrics.evaluate import task_metric
-from webly.train.oof import fit_full, fit_oof
-from webly.train.zoo import load_zoo, parse_zoo
+from webly.metrics.ranking import TopK
+from webly.train.oof import fit_full, fit_oof, predict_zoo
+from webly.train.zoo import Zoo, load_zoo, parse_zoo
 
 BENCH = Path(__file__).parent
 REAL = BENCH.resolve().parents[1] / "shared" / "data" / "yt8m-2018-validate"
@@ -54,7 +61,12 @@ def main() -> None:
     parser.add_argument("--student", default="dbof_cg15", help="zoo member id to distil into")
     parser.add_argument("--lam", type=float, default=0.5, help="weight of the label loss")
     parser.add_argument("--rounds", type=int, default=300, help="stacker boosting rounds")
+    parser.add_argument("--unlabeled", type=int, default=0, help="unlabeled videos to distil on")
+    parser.add_argument("--unlabeled-students", action="store_true",
+                        help="with --unlabeled: the 3-fold student on them too (slow)")  # fmt: skip
     args = parser.parse_args()
+    if args.unlabeled and args.data != "yt8m-like":
+        parser.error("--unlabeled: only the generated yt8m-like data has unlabeled videos")
     print(f"`{shlex.join(['.venv/bin/python', *sys.argv])}`\n")
     train, test = load_data(args)
     zoo = load_zoo(args.zoo or ZOOS[args.data])
@@ -111,6 +123,24 @@ def main() -> None:
         (member,) = result.members
         rows.append({"model": f"{kind}: {args.student}", "gap": member.test_metric,
                      "bce": member.test_loss, "s": member.seconds})  # fmt: skip
+    if args.unlabeled:
+        unlabeled = unlabeled_split(args)
+        teacher_u = unlabeled_teacher(args, zoo, train, unlabeled, stacked.stacker)
+        taught = teach_unlabeled(teacher_u, unlabeled, np.arange(len(unlabeled)))
+        kind = f"final (every row + {len(unlabeled):,} unlabeled, soft labels)"
+        twin = {**student, "id": f"{args.student}_u{len(unlabeled)}_lam{args.lam}"}
+        (final_u,) = fit_full(parse_zoo({**shared, "members": [twin]}), train, test,
+                              args.out / "final-u", teacher, pseudo=taught).members  # fmt: skip
+        rows.append({"model": f"{kind}: {args.student}", "gap": final_u.test_metric,
+                     "bce": final_u.test_loss, "s": final_u.seconds})  # fmt: skip
+        if args.unlabeled_students:
+            kind = f"student (3-fold + {len(unlabeled):,} unlabeled, soft labels)"
+            twin = {**student, "id": f"{args.student}_student_u{len(unlabeled)}_lam{args.lam}"}
+            (student_u,) = fit_oof(parse_zoo({**shared, "members": [twin]}), train, test,
+                                   args.out / "students-u", folds, teacher,
+                                   pseudo=taught).members  # fmt: skip
+            rows.append({"model": f"{kind}: {args.student}", "gap": student_u.test_metric,
+                         "bce": student_u.test_loss, "s": student_u.seconds})  # fmt: skip
 
     chosen = {n for n, w in zip(blends["greedy"].names, blends["greedy"].weights, strict=True)
               if w > 0}  # fmt: skip
@@ -118,9 +148,9 @@ def main() -> None:
     print("|---|---:|---:|---|---:|")
     for row in rows:
         bce = f"{row['bce']:.4f}" if row.get("bce") is not None else ""
-        member = "yes" if row["model"] in chosen else ("no" if row["model"] in names else "")
+        chosen_mark = "yes" if row["model"] in chosen else ("no" if row["model"] in names else "")
         seconds = f"{row['s']:.0f}" if "s" in row else ""
-        print(f"| {row['model']} | {row['gap']:.4f} | {bce} | {member} | {seconds} |")
+        print(f"| {row['model']} | {row['gap']:.4f} | {bce} | {chosen_mark} | {seconds} |")
     figures = {row["model"]: row["gap"] for row in rows}
     logistic = figures.get("logistic")
     print(
@@ -132,11 +162,15 @@ def main() -> None:
     zoo_twin = figures[args.student]
     distilled = figures[f"student (3-fold, soft labels): {args.student}"]
     print(f"- student on soft labels - same member on labels: {distilled - zoo_twin:+.4f}")
-    final = figures[f"final (every row, soft labels): {args.student}"]
-    if logistic is not None:
-        kept = (final - logistic) / (stacker_gap - logistic)
-        print(f"- final single model keeps {kept:.1%} of the stacker's GAP above logistic "
-              f"({final:.4f} vs {stacker_gap:.4f}, logistic {logistic:.4f})")  # fmt: skip
+    for name in [row["model"] for row in rows if row["model"].startswith("student (3-fold +")]:
+        print(f"- {name} - same member on labels: {figures[name] - zoo_twin:+.4f}")
+    finals = [row["model"] for row in rows if row["model"].startswith("final (every row")]
+    for name in finals:
+        if logistic is None:
+            break
+        kept = (figures[name] - logistic) / (stacker_gap - logistic)
+        print(f"- {name} keeps {kept:.1%} of the stacker's GAP above logistic "
+              f"({figures[name]:.4f} vs {stacker_gap:.4f}, logistic {logistic:.4f})")  # fmt: skip
     stacker_weights = ", ".join(
         f"{n} {w:.2f}" for n, w in zip(blends["weighted"].names, blends["weighted"].weights,
                                        strict=True) if w >= 0.01
@@ -146,6 +180,38 @@ def main() -> None:
         f"- stacker fold metrics: {[round(f['metric'], 4) for f in stacked.fold_metrics]}, "
         f"seconds {dict((k, round(v, 1)) for k, v in stacked.seconds.items())}"
     )
+
+
+def unlabeled_teacher(
+    args: argparse.Namespace, zoo: Zoo, train: Dataset, unlabeled: Dataset, stacker: Stacker
+) -> TopK:
+    """The stacker's predictions of the unlabeled videos, kept in ``OUT/yt8m-like-u`` (a
+    second run reuses them, so its students find the targets they were trained on: inference
+    is not bit-stable across thread counts). Delete the file when the zoo changes."""
+    kept = args.out / "yt8m-like-u" / f"stacker-teacher-{len(unlabeled)}.npz"
+    if not kept.is_file():
+        begin = time.perf_counter()
+        predicted = predict_zoo(zoo, train, unlabeled, args.out / "zoo")
+        top = stacker.predict_topk([predicted[name] for name in stacker.members])
+        np.savez(kept.with_suffix(".tmp.npz"), indices=top.indices, scores=top.scores)
+        kept.with_suffix(".tmp.npz").replace(kept)
+        print(f"stacker's predictions of {len(unlabeled):,} unlabeled videos: "
+              f"{time.perf_counter() - begin:.0f} s\n")  # fmt: skip
+    with np.load(kept) as saved:
+        return TopK(saved["indices"], saved["scores"])
+
+
+def unlabeled_split(args: argparse.Namespace) -> Dataset:
+    """``args.unlabeled`` videos of the yt8m-like generator's unlabeled split (the train and
+    test splits written beside them are the same videos as ``load_data``'s)."""
+    data = args.out / "yt8m-like-u"
+    manifest = data / "unlabeled" / "manifest.json"
+    if not manifest.is_file() or len(Dataset.open(data / "unlabeled")) != args.unlabeled:
+        config = YT8MLikeConfig(
+            videos=4000, classes=200, max_frames=60, unlabeled_videos=args.unlabeled
+        )
+        synth_yt8m_like(data, config, overwrite=True)
+    return Dataset.open(data / "unlabeled")
 
 
 def load_data(args: argparse.Namespace) -> tuple[Dataset, Dataset]:

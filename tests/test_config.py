@@ -191,6 +191,27 @@ def test_relative_paths_resolve_against_the_current_folder(
             r"distill\.final\[0\]\.hparams\.x: model 'mlp' takes no such hyper-parameter",
         ),
         (["ensemble.blends=[mean]", "distill.teacher=best"], r"distill: no students and no final"),
+        (
+            [
+                "ensemble.blends=[mean]",
+                "distill.final={name: mlp}",
+                "distill.unlabeled={soft: false}",
+            ],
+            r"distill\.unlabeled: hard targets \(soft: false\) need a threshold; give one",
+        ),
+        (
+            ["ensemble.blends=[mean]", "distill.final={name: mlp}", "distill.unlabeled.t1=3"],
+            r"distill\.unlabeled: t2 is 0\.0 < t1 3\.0; .* use t1 <= t2",
+        ),
+        (
+            [
+                "ensemble.blends=[mean]",
+                "distill.final={name: mlp}",
+                "data.synth.unlabeled_videos=0",
+                "distill.unlabeled.max_rows=10",
+            ],
+            r"distill\.unlabeled: the data has no unlabeled split; give data\.store\.unlabeled",
+        ),
     ],
 )
 def test_bad_recipe_or_override_is_one_line(

@@ -18,7 +18,9 @@ import pytest
 import yaml
 from rich.console import Console
 
+import webly.stages.distill as distill_stage
 from tests.data.test_yt8m import make_video_files
+from tests.train.test_oof import spy_fit
 from webly.config import load_recipe
 from webly.data import Dataset
 from webly.errors import ConfigError, DataError
@@ -381,6 +383,49 @@ def test_ensemble_and_distill_stages(copy: Path, tmp_path: Path) -> None:
     # another teacher re-trains the students and the final model, nothing upstream
     result, _ = run(tmp_path, copy, *SECOND_LEVEL, "distill.teacher=mean")
     assert ran(result) == from_stage("distill")
+
+
+def test_students_learn_the_teachers_predictions_of_unlabeled_rows(
+    base: tuple[Path, RunResult, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    taught = spy_fit(monkeypatch, "pseudo")
+    stores = {split: str(base[0] / "data" / split) for split in ("train", "test")}
+    # the test rows again as unlabeled ones: the teacher's predictions of them are known
+    recipe = {**RECIPE, "data": {"store": {**stores, "unlabeled": stores["test"]}}}
+    out = tmp_path / "run"
+    result, _ = run(tmp_path, out, *SECOND_LEVEL, "distill.unlabeled={max_rows: 30}",
+                    recipe=recipe)  # fmt: skip
+    assert not result.failed
+    students, final = taught[-4:-1], taught[-1]  # 3 folds of mlp_student, then the final model
+    assert all(p is students[0] for p in students) and students[0].rows.tolist() == list(range(30))
+    ensemble = manifest(out, "ensemble")["outputs"]
+    teacher = Predictions.open(out / ensemble["stores"][ensemble["teacher"]])
+    np.testing.assert_allclose(
+        students[0].targets.toarray(), teacher.test.dense(np.arange(30)), atol=2e-3
+    )
+    student = Predictions.open(out / "distill" / "students" / "mlp_student" / "predictions")
+    assert student.model["pseudo_rows"] == 30
+    np.testing.assert_allclose(  # the second round: taught by the student's own predictions
+        final.targets.toarray(), student.test.dense(np.arange(30)), atol=2e-3
+    )
+    final_store = Predictions.open(out / manifest(out, "distill")["outputs"]["final"]["logistic"])
+    assert final_store.model["pseudo_rows"] == 30
+    assert manifest(out, "distill")["summary"]["unlabeled_rows"] == 30
+    report = (out / "report" / "report.html").read_text()
+    assert "also learnt the teacher&#39;s predictions of 30 unlabeled rows" in report
+    # a distill stage killed before its manifest: predicted rows and trained models are reused
+    (out / "distill" / "manifest.json").unlink()
+    trained, predicted = len(taught), []
+    monkeypatch.setattr(distill_stage, "predict_zoo", lambda *a, **k: predicted.append(a))
+    result, _ = run(tmp_path, out, *SECOND_LEVEL, "distill.unlabeled={max_rows: 30}",
+                    recipe=recipe)  # fmt: skip
+    assert ran(result) == from_stage("distill") and not predicted and len(taught) == trained
+
+
+def test_unlabeled_distillation_needs_an_unlabeled_split(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"distill\.unlabeled: the data has no unlabeled split"):
+        run(tmp_path, tmp_path / "run", *SECOND_LEVEL, "distill.unlabeled={}")
+    assert not (tmp_path / "run").exists()
 
 
 def test_student_above_the_size_budget_fails_before_training(copy: Path, tmp_path: Path) -> None:

@@ -13,6 +13,7 @@ import yaml
 from webly.config import load_recipe
 from webly.data import tfrecord as tr
 from webly.pipeline import RunResult, run_recipe, stage_summary
+from webly.predictions import Predictions
 
 RECIPES = Path(__file__).resolve().parents[1] / "recipes"
 READY = ("demo.yaml", "yt8m.yaml", "products.yaml", "webvision.yaml")
@@ -128,6 +129,7 @@ def write_frame_files(folder: Path, prefix: str, n_files: int, per_file: int) ->
 def test_yt8m_recipe_runs_on_frame_level_tfrecord_files(tmp_path: Path) -> None:
     train = write_frame_files(tmp_path / "tf", "train", n_files=2, per_file=20)
     test = write_frame_files(tmp_path / "tf", "validate", n_files=1, per_file=12)
+    unlabeled = write_frame_files(tmp_path / "tf", "test", n_files=1, per_file=10)
     raw = yaml.safe_load((RECIPES / "yt8m.yaml").read_text())
     shrink = [
         f"{where}.hparams={json.dumps(SMALL_FRAME_MODELS[member['name']])}"
@@ -139,6 +141,7 @@ def test_yt8m_recipe_runs_on_frame_level_tfrecord_files(tmp_path: Path) -> None:
     ]
     result = run(
         "yt8m.yaml", tmp_path / "run", f"data.yt8m.train={train}", f"data.yt8m.test={test}",
+        f"data.yt8m.unlabeled={unlabeled}",
         "data.yt8m.n_classes=10", "folds.n=2", "zoo.train.epochs=1", "zoo.train.max_frames=4",
         "ensemble.stacker.rounds=5", "ensemble.blend_options={weighted: {n_trials: 20}}",
         f"distill.final.hparams={json.dumps(SMALL_FRAME_MODELS['netvlad'])}", *shrink,
@@ -147,3 +150,6 @@ def test_yt8m_recipe_runs_on_frame_level_tfrecord_files(tmp_path: Path) -> None:
     assert {r["model"] for r in result.results["rows"]} >= {*SMALL_FRAME_MODELS, "stacker"}
     assert stage_summary(tmp_path / "run", "longtail") == {}  # not in this recipe
     assert (tmp_path / "run" / "export" / "model" / "model.json").is_file()
+    final = json.loads((tmp_path / "run" / "distill" / "manifest.json").read_text())["outputs"]
+    (store,) = final["final"].values()
+    assert Predictions.open(tmp_path / "run" / store).model["pseudo_rows"] == 10

@@ -110,19 +110,21 @@ class BuiltinData(BaseModel):
 
 
 class YT8MData(BaseModel):
-    """YouTube-8M TFRecord files (`webly.data.yt8m.import_yt8m`): one glob a split."""
+    """YouTube-8M TFRecord files (`webly.data.yt8m.import_yt8m`): one glob a split (the
+    ``unlabeled`` one's labels, if any, are not used)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     train: str
     test: str | None = None
+    unlabeled: str | None = None
     level: Level = "video"
     names: Names = "2018"
     n_classes: int = 3862
     video_dtype: Dtype = "float32"
     skip_corrupt: bool = False
 
-    @field_validator("train", "test")
+    @field_validator("train", "test", "unlabeled")
     @classmethod
     def _absolute(cls, pattern: str | None) -> str | None:
         return os.path.abspath(os.path.expanduser(pattern)) if pattern is not None else None
@@ -140,8 +142,9 @@ class StoreData(BaseModel):
 
     train: Path
     test: Path | None = None
+    unlabeled: Path | None = None
 
-    @field_validator("train", "test")
+    @field_validator("train", "test", "unlabeled")
     @classmethod
     def _absolute(cls, path: Path | None) -> Path | None:
         return path.expanduser().absolute() if path is not None else None
@@ -289,6 +292,43 @@ def stacker_config(fields: dict[str, Any], seed: int) -> Any:
         raise ValueError(f"ensemble.stacker: {err}") from None
 
 
+class UnlabeledConfig(BaseModel):
+    """``distill.unlabeled``: the students also train on the data's unlabeled split, with their
+    teacher's predictions of it as targets (`webly.distill.unlabeled`).
+
+    ``max_rows``: the first rows of the split only. ``threshold``: keep only the rows the
+    teacher is confident about (top-1 probability, any class for multi-label, ``>=``
+    threshold: the Cdiscount team's pseudo-labels); every row when absent (distillation).
+    ``soft``: the teacher's probabilities as targets (its top ``distill.k`` above
+    ``distill.min_score``), or the confident classes as 1 (needs ``threshold``). ``alpha``,
+    ``t1``, ``t2``: the weight of their loss by epoch (`webly.distill.pseudo.alpha_schedule`),
+    ``alpha`` from the first epoch by default.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    max_rows: int | None = Field(default=None, ge=1)
+    threshold: float | None = Field(default=None, gt=0.0, le=1.0)
+    soft: bool = True
+    alpha: float = Field(default=1.0, ge=0.0)
+    t1: float = Field(default=0.0, ge=0.0)
+    t2: float = Field(default=0.0, ge=0.0)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> UnlabeledConfig:
+        if not self.soft and self.threshold is None:
+            raise ValueError(
+                "distill.unlabeled: hard targets (soft: false) need a threshold; give one, "
+                "e.g. threshold: 0.9"
+            )
+        if self.t2 < self.t1:
+            raise ValueError(
+                f"distill.unlabeled: t2 is {self.t2} < t1 {self.t1}; the weight rises from t1 "
+                "to t2, so use t1 <= t2"
+            )
+        return self
+
+
 class DistillConfig(BaseModel):
     """The ``distill`` stage: students trained on soft labels (`webly.distill`).
 
@@ -302,6 +342,8 @@ class DistillConfig(BaseModel):
     mean of the students' out-of-fold predictions (a second round) or, without students, by
     the teacher: the model to compress and export. ``max_size`` (bytes or e.g. ``50MB``):
     a student whose float32 weights are larger is refused before anything trains.
+    ``unlabeled`` (`UnlabeledConfig`): students and final model also learn the teacher's
+    predictions of the data's unlabeled split.
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -314,6 +356,7 @@ class DistillConfig(BaseModel):
     students: list[dict[str, Any]] = Field(default_factory=list)
     final: dict[str, Any] | None = None
     max_size: int | str | None = None
+    unlabeled: UnlabeledConfig | None = None
 
     @field_validator("max_size")
     @classmethod
@@ -554,7 +597,23 @@ class Recipe(BaseModel):
                         f"distill.family: student {orphans[0]!r} has no family in the zoo (its "
                         f"models: {', '.join(sorted(names))}); add one or set family: false"
                     )
+        if distill.unlabeled is not None and not self._has_unlabeled():
+            raise ValueError(
+                "distill.unlabeled: the data has no unlabeled split; give data.store.unlabeled "
+                "or data.yt8m.unlabeled, generate one (data.synth unlabeled_videos > 0), or "
+                "remove distill.unlabeled"
+            )
         return self
+
+    def _has_unlabeled(self) -> bool:
+        """Whether the data stage makes or points at an unlabeled split."""
+        _, source = self.data.source
+        if isinstance(source, StoreData | YT8MData):
+            return source.unlabeled is not None
+        if isinstance(source, SynthData):
+            config = source.generator_config(self.seed)
+            return isinstance(config, YT8MLikeConfig) and bool(config.unlabeled_videos)
+        return False
 
     def student_zoos(self) -> dict[str, Zoo]:
         """The distill stage's students and final model as zoos sharing the zoo's training

@@ -10,12 +10,13 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 
+from webly.ensemble.fit import fit_ensemble, load_entry
 from webly.ensemble.members import Members, open_members
 from webly.ensemble.stack import Stacker, StackerConfig, feature_names, fit_stacker
 from webly.errors import ConfigError, DataError
 from webly.metrics.evaluate import task_metric
 from webly.metrics.ranking import TopK
-from webly.predictions import PredictionWriter, merge_topk
+from webly.predictions import Predictions, PredictionWriter, merge_topk
 
 N_TRAIN, N_TEST, N_CLASSES, K = 900, 300, 12, 6
 FAST = {"rounds": 40, "num_leaves": 7, "min_data_in_leaf": 20, "threads": 1, "top_n": K}
@@ -215,3 +216,23 @@ def test_blocks_with_fewer_candidates_than_the_widest_row() -> None:
     np.testing.assert_array_equal(top.indices, [[1, 2, 0], [3, -1, -1], [5, 4, -1]])
     np.testing.assert_allclose(top.scores[2, :2], [0.3, 0.2])
     assert np.isneginf(top.scores[2, 2])
+
+
+def test_a_saved_entry_predicts_other_rows_as_it_predicted_the_test_split(
+    zoo: Zoo, tmp_path: Path
+) -> None:
+    entries = fit_ensemble(
+        zoo.members, zoo.labels, "multilabel", tmp_path, blends=("mean", "weighted"),
+        blend_options={"weighted": {"n_trials": 20}}, stacker=StackerConfig(**FAST),
+        folds=zoo.folds, k=N_CLASSES,
+    )  # fmt: skip
+    test = dict(zip(zoo.members.names, zoo.members.topk("test"), strict=True))
+    for entry in entries:
+        fitted = load_entry(entry.path)
+        assert set(fitted.members) == {"a", "b"}
+        again = fitted.predict([test[name] for name in fitted.members])
+        stored = Predictions.open(entry.path).test
+        expected = np.take_along_axis(stored.dense(), again.indices.astype(np.int64), axis=1)
+        np.testing.assert_allclose(again.scores, expected, atol=1e-3, err_msg=entry.name)
+    with pytest.raises(DataError, match="store of 'a', not of a blend or the stacker"):
+        load_entry(zoo.members.stores[0].path)

@@ -12,12 +12,14 @@ import scipy.sparse as sp
 
 import webly.train.oof as oof_module
 from webly.data import Batch, Dataset, DatasetWriter, FeatureSpec, Layout
+from webly.distill.pseudo import PseudoLabels
 from webly.errors import ConfigError, DataError
+from webly.metrics.ranking import TopK
 from webly.models.gbdt import LgbmModel
 from webly.models.network import load_network
 from webly.predictions import Predictions
 from webly.train import iter_scores
-from webly.train.oof import ZooResult, fit_full, fit_oof, train_zoo
+from webly.train.oof import ZooResult, fit_full, fit_oof, predict_zoo, train_zoo
 from webly.train.zoo import parse_zoo
 
 N_CLASSES = 6
@@ -109,13 +111,14 @@ def test_same_seed_same_predictions(data: tuple[Dataset, Dataset], tmp_path: Pat
         np.testing.assert_array_equal(a.scores, b.scores)
 
 
-def _spy_fit(monkeypatch: pytest.MonkeyPatch) -> list[str]:
-    """Record the workdir of every trainer run by fit_oof."""
-    calls: list[str] = []
+def spy_fit(monkeypatch: pytest.MonkeyPatch, keyword: str | None = None) -> list[Any]:
+    """Record, for every trainer run by fit_oof / fit_full, its ``keyword`` argument (the
+    member id, from the workdir, when None)."""
+    calls: list[Any] = []
     real = oof_module.fit
 
     def spy(*args: Any, **kwargs: Any) -> Any:
-        calls.append(Path(args[5]).parent.name)
+        calls.append(Path(args[5]).parent.name if keyword is None else kwargs[keyword])
         return real(*args, **kwargs)
 
     monkeypatch.setattr(oof_module, "fit", spy)
@@ -126,7 +129,7 @@ def test_resume_skips_finished_members_and_retrains_only_a_changed_one(
     data: tuple[Dataset, Dataset], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     train, test = data
-    calls = _spy_fit(monkeypatch)
+    calls = spy_fit(monkeypatch)
     logistic, mlp = {"name": "logistic"}, {"name": "mlp", "hparams": {"hidden": [8]}}
     first = fit_oof(_zoo(logistic, mlp), train, test, tmp_path)
     assert calls == ["logistic"] * 3 + ["mlp"] * 3
@@ -151,7 +154,7 @@ def test_saved_fold_models_are_loaded_not_retrained(
     fit_oof(zoo, train, test, tmp_path)
     before = Predictions.open(tmp_path / "logistic" / "predictions").oof.topk()
     (tmp_path / "logistic" / "predictions" / "manifest.json").unlink()  # killed before commit
-    calls = _spy_fit(monkeypatch)
+    calls = spy_fit(monkeypatch)
     fit_oof(zoo, train, test, tmp_path)
     assert calls == []
     after = Predictions.open(tmp_path / "logistic" / "predictions").oof.topk()
@@ -280,14 +283,7 @@ def test_teacher_targets_reach_each_fold_and_change_the_hash(
     data: tuple[Dataset, Dataset], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     train, test = data
-    seen: list[Any] = []
-    real = oof_module.fit
-
-    def spy(*args: Any, **kwargs: Any) -> Any:
-        seen.append(kwargs["targets"])
-        return real(*args, **kwargs)
-
-    monkeypatch.setattr(oof_module, "fit", spy)
+    seen = spy_fit(monkeypatch, "targets")
     teacher = sp.csr_matrix(np.full((len(train), N_CLASSES), 0.25, dtype=np.float32))
     teacher[0, 0] = 0.9
     zoo = _zoo({"name": "logistic"})
@@ -319,7 +315,7 @@ def test_fit_full_trains_once_on_every_row_and_resumes(
     data: tuple[Dataset, Dataset], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     train, test = data
-    calls = _spy_fit(monkeypatch)
+    calls = spy_fit(monkeypatch)
     zoo = _zoo({"name": "logistic"}, {"name": "lgbm", "hparams": {"n_estimators": 5}})
     result = fit_full(zoo, train, test, tmp_path)
     assert calls == ["logistic"] and not result.failed
@@ -336,3 +332,70 @@ def test_fit_full_trains_once_on_every_row_and_resumes(
     assert fit_full(zoo, train, test, tmp_path).members[0].skipped and calls == ["logistic"]
     with pytest.raises(ConfigError, match="needs a test split"):
         fit_full(_zoo({"name": "mlp"}), train, None, tmp_path / "none")
+
+
+def _dense(top: TopK, n_classes: int) -> np.ndarray:
+    dense = np.zeros((top.n_samples, n_classes), np.float32)
+    np.put_along_axis(dense, top.indices.astype(np.int64), top.scores, axis=1)
+    return dense
+
+
+def test_predict_zoo_is_each_members_fold_mean_like_the_test_split(
+    data: tuple[Dataset, Dataset], tmp_path: Path
+) -> None:
+    train, test = data
+    zoo = _zoo({"name": "logistic"}, {"name": "lgbm", "hparams": {"n_estimators": 5}})
+    fit_oof(zoo, train, test, tmp_path)
+    predicted = predict_zoo(zoo, train, test.subset(np.arange(30)), tmp_path)
+    assert list(predicted) == ["logistic", "lgbm"]
+    for name, top in predicted.items():
+        assert top.indices.shape == (30, 4)
+        assert (np.diff(top.scores, axis=1) <= 0).all()  # best first
+        stored = Predictions.open(tmp_path / name / "predictions").test.dense()[:30]
+        np.testing.assert_allclose(_dense(top, N_CLASSES), stored, atol=2e-3)
+
+
+def test_predict_zoo_needs_the_trained_fold_models(
+    data: tuple[Dataset, Dataset], tmp_path: Path
+) -> None:
+    train, test = data
+    with pytest.raises(DataError, match=r"member logistic has no fold model in .*fold-0"):
+        predict_zoo(_zoo({"name": "logistic"}), train, test, tmp_path)
+
+
+def _pseudo(ds: Dataset, n: int) -> PseudoLabels:
+    targets = sp.csr_matrix(np.full((n, ds.n_classes), 0.5, np.float32))
+    return PseudoLabels(ds, np.arange(n), targets, t1=0, t2=0, alpha_f=1.0)
+
+
+def test_pseudo_rows_reach_every_fold_model_and_change_the_hash(
+    data: tuple[Dataset, Dataset], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    train, test = data
+    seen = spy_fit(monkeypatch, "pseudo")
+    zoo = _zoo({"name": "logistic"})
+    pseudo = _pseudo(test, 12)
+    fit_full(zoo, train, test, tmp_path)
+    taught = fit_full(zoo, train, test, tmp_path, pseudo=pseudo)
+    assert not taught.members[0].skipped  # a new hash: trained again
+    assert seen == [None, pseudo]
+    assert Predictions.open(tmp_path / "logistic" / "predictions").model["pseudo_rows"] == 12
+    assert fit_full(zoo, train, test, tmp_path, pseudo=_pseudo(test, 12)).members[0].skipped
+    fit_oof(zoo, train, test, tmp_path / "oof", pseudo=pseudo)
+    assert seen[2:] == [pseudo] * 3
+
+
+def test_pseudo_rows_for_trees_or_of_another_dataset_are_refused(
+    data: tuple[Dataset, Dataset], tmp_path: Path
+) -> None:
+    train, test = data
+    with pytest.raises(ConfigError, match=r"lgbm are gradient-boosted trees.*pseudo-labeled"):
+        fit_full(_zoo({"name": "lgbm"}), train, test, tmp_path, pseudo=_pseudo(test, 4))
+    wide = Layout(train.layout.features, n_classes=N_CLASSES + 1)
+    with DatasetWriter(tmp_path / "wide", wide) as writer:
+        features = {"rgb": np.zeros((1, 8), np.float32), "audio": np.zeros((1, 4), np.float32)}
+        writer.write_batch(Batch(["a"], [[0]], features=features))
+    with pytest.raises(DataError, match="pseudo-labeled data has 7 multilabel classes"):
+        fit_oof(_zoo({"name": "logistic"}), train, test, tmp_path / "wide-run",
+                pseudo=_pseudo(Dataset.open(tmp_path / "wide"), 1))  # fmt: skip
+    assert not (tmp_path / "lgbm").exists() and not (tmp_path / "wide-run").exists()

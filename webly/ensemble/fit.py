@@ -16,7 +16,7 @@ figure is a little optimistic; the stacker's is not.
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,13 +24,13 @@ from typing import Any
 import numpy as np
 import scipy.sparse as sp
 
-from webly.ensemble.blend import METHODS, fit_blend
+from webly.ensemble.blend import METHODS, Blend, fit_blend
 from webly.ensemble.members import Members
-from webly.ensemble.stack import StackerConfig, fit_stacker
-from webly.errors import ConfigError
+from webly.ensemble.stack import Stacker, StackerConfig, fit_stacker
+from webly.errors import ConfigError, DataError
 from webly.metrics.evaluate import task_metric
 from webly.metrics.ranking import TopK
-from webly.predictions import write_predictions
+from webly.predictions import Predictions, write_predictions
 from webly.train.loop import GAP_K
 
 STACKER = "stacker"
@@ -113,6 +113,32 @@ def fit_ensemble(
                    test_labels, k, started)
         )  # fmt: skip
     return entries
+
+
+@dataclass(frozen=True)
+class FittedEntry:
+    """A saved blend or stacker, ready to predict other rows: ``members`` (the member names
+    it reads, in order) and ``predict`` (one TopK per member, in that order -> its TopK)."""
+
+    members: tuple[str, ...]
+    predict: Callable[[Sequence[TopK]], TopK]
+
+
+def load_entry(store: str | Path) -> FittedEntry:
+    """The fitted model behind an entry's prediction store (``OUT/blend-<method>`` or
+    ``OUT/stacker/predictions``, see the module docstring)."""
+    store = Path(store)
+    model = Predictions.open(store).model
+    if model.get("name") == STACKER:
+        stacker = Stacker.load(store.parent / "model")
+        return FittedEntry(tuple(stacker.members), stacker.predict_topk)
+    if model.get("name") == "blend":
+        blend = Blend.from_json(model["blend"])
+        return FittedEntry(blend.names, blend.apply)
+    raise DataError(
+        f"{store} is the store of {model.get('name')!r}, not of a blend or the stacker; pass an "
+        "ensemble entry's store"
+    )
 
 
 def _write(

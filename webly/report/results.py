@@ -120,14 +120,17 @@ def _second_level(files: RunFiles, metric: str, teacher: str | None) -> Table | 
         )
         for name, e in entries.items()
     ]
-    return Table(
-        "Second level: chosen out of fold",
-        columns,
-        rows,
-        frozenset(columns[1:4]),
+    note = (
         "The distill stage's teacher is the entry of best out-of-fold figure; the test figure "
-        "shows how that choice held up.",
+        "shows how that choice held up."
     )
+    taught = files.summary("distill").get("unlabeled_rows", 0)
+    if taught:
+        note += (
+            f" The students and the final model also learnt the teacher's predictions of "
+            f"{taught:,} unlabeled rows."
+        )
+    return Table("Second level: chosen out of fold", columns, rows, frozenset(columns[1:4]), note)
 
 
 def gain_steps(files: RunFiles, results: dict[str, Any]) -> list[Step]:

@@ -118,11 +118,11 @@ def _make_splits(source: DataSource, seed: int, out: Path) -> dict[str, float]:
 
 
 def _store_paths(source: StoreData) -> dict[str, Path]:
-    return {"train": source.train} | ({"test": source.test} if source.test is not None else {})
+    return {split: getattr(source, split) for split in SPLITS if getattr(source, split)}
 
 
 def _yt8m_patterns(source: YT8MData) -> dict[str, str]:
-    return {"train": source.train} | ({"test": source.test} if source.test is not None else {})
+    return {split: getattr(source, split) for split in SPLITS if getattr(source, split)}
 
 
 def _tfrecords(pattern: str) -> list[Path]:

@@ -14,7 +14,7 @@ from webly.ensemble.members import Members, open_members
 from webly.errors import DataError
 from webly.stages.context import StageContext, StageResult, scoring, splits
 
-__all__ = ["STACKER", "ensemble_config", "make_ensemble", "stage_members"]
+__all__ = ["STACKER", "ensemble_config", "make_ensemble", "stage_members", "trained_members"]
 
 
 def ensemble_config(recipe: Recipe) -> dict[str, Any]:
@@ -60,11 +60,17 @@ def make_ensemble(ctx: StageContext) -> StageResult:
     )
 
 
+def trained_members(ctx: StageContext) -> dict[str, str]:
+    """``{member id: store path relative to the run}`` of the zoo members the run trained: the
+    clean stage's last round when it ran, else the zoo stage's."""
+    cleaned = ctx.inputs.get("clean", {}).get("outputs", {}).get("members")
+    return dict(cleaned if cleaned is not None else ctx.inputs["zoo"]["outputs"]["members"])
+
+
 def stage_members(ctx: StageContext, names: list[str] | None, with_test: bool) -> Members:
     """The zoo members the run trained (or ``names`` of them), opened and checked: the clean
     stage's last round when it ran, else the zoo stage's."""
-    cleaned = ctx.inputs.get("clean", {}).get("outputs", {}).get("members")
-    trained = cleaned if cleaned is not None else ctx.inputs["zoo"]["outputs"]["members"]
+    trained = trained_members(ctx)
     wanted = names if names is not None else list(trained)
     missing = [name for name in wanted if name not in trained]
     if missing:

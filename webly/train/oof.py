@@ -53,7 +53,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import scipy.sparse as sp
@@ -81,6 +81,9 @@ from webly.train.loop import (
     weight_settings,
 )
 from webly.train.zoo import Member, Zoo, config_hash, load_zoo, plan_zoo
+
+if TYPE_CHECKING:  # the trainer only reads its fields; importing it would tie train to distill
+    from webly.distill.pseudo import PseudoLabels
 
 TEST_SUM_BYTES = 8 << 30
 CONFIG_FILE, MODEL_DIR, STORE_DIR, FULL_DIR = "config.json", "model", "predictions", "full"
@@ -159,6 +162,7 @@ def fit_oof(
     labels: sp.csr_matrix | None = None,
     sample_weight: np.ndarray | WeightSchedule | None = None,
     executor: Executor | None = None,
+    pseudo: PseudoLabels | None = None,
 ) -> ZooResult:
     """Train every member of ``zoo`` out-of-fold on ``train``; predict ``test``.
 
@@ -182,6 +186,10 @@ def fit_oof(
         take 0/1 weights only.
     executor : where the fold models train (`webly.executor`); None: `LocalExecutor`, in
         this process as the loop reaches them. The results do not depend on it.
+    pseudo : rows of another split with targets (`webly.distill.pseudo.PseudoLabels`, e.g. a
+        teacher's predictions of unlabeled rows), optional: every fold model also trains on
+        them (`webly.train.loop.fit`); their digest joins the members' config hashes. Network
+        members only.
 
     Returns
     -------
@@ -197,7 +205,7 @@ def fit_oof(
         )
     folds = train.folds(zoo.folds, zoo.seed) if folds is None else _check_folds(folds, zoo, train)
     teacher_hash = _check_teacher(teacher, members, train)
-    override = _check_override(labels, sample_weight, members, train)
+    override = _check_override(labels, sample_weight, pseudo, members, train)
     out = Path(out)
     digests = [
         config_hash(member, zoo, folds, train, test, teacher_hash, **override.hashes())
@@ -217,6 +225,7 @@ def fit_full(
     labels: sp.csr_matrix | None = None,
     sample_weight: np.ndarray | WeightSchedule | None = None,
     executor: Executor | None = None,
+    pseudo: PseudoLabels | None = None,
 ) -> ZooResult:
     """Train every member of ``zoo`` once on all of ``train``: the models one deploys.
 
@@ -224,14 +233,14 @@ def fit_full(
     out-of-fold prediction; the model is saved to ``OUT/<member id>/full/model/`` and its
     predictions of ``test`` to ``OUT/<member id>/predictions/`` (a store with a ``test``
     split only). ``teacher``, ``labels``, ``sample_weight`` (rows of weight 0 left out),
-    ``executor``, resume and failures are as in `fit_oof`; a member's seeds are those of its
-    fold 0.
+    ``pseudo``, ``executor``, resume and failures are as in `fit_oof`; a member's seeds are
+    those of its fold 0.
     """
     if test is None:
         raise ConfigError("training on every row needs a test split to predict; pass one")
     members = plan_zoo(zoo, train, test)
     teacher_hash = _check_teacher(teacher, members, train)
-    override = _check_override(labels, sample_weight, members, train)
+    override = _check_override(labels, sample_weight, pseudo, members, train)
     everything = np.zeros(len(train), dtype=np.int8)
     out = Path(out)
     digests = [
@@ -241,6 +250,46 @@ def fit_full(
     inputs = FoldInputs(train, everything, teacher, override)
     failed = _train_ahead(executor, inputs, members, digests, out, [-1])
     return _fit_members(members, digests, zoo, inputs, test, out, failed, every_row=True)
+
+
+def predict_zoo(
+    zoo: Zoo, train: Dataset, data: Dataset, out: str | Path, *, k: int | None = None
+) -> dict[str, TopK]:
+    """Every member's prediction of another split ``data`` (e.g. unlabeled rows), the mean of
+    its saved fold models as for ``test`` in `fit_oof`, which must have trained them in ``out``.
+
+    Streamed in blocks of rows: memory holds one block's probabilities, not the split's.
+
+    Returns
+    -------
+    dict
+        ``{member id: TopK (len(data), k)}`` in member order, best first; ``k`` defaults to
+        ``zoo.k`` (at most the number of classes).
+    """
+    members = plan_zoo(zoo, train, data)
+    top = min(k or zoo.k, train.n_classes)
+    out = Path(out)
+    predicted = {}
+    for member in members:
+        workdirs = [out / member.id / fold_dir(fold) for fold in range(zoo.folds)]
+        missing = [str(w) for w in workdirs if not (w / MODEL_DIR).is_dir()]
+        if missing:
+            raise DataError(
+                f"member {member.id} has no fold model in {missing[0]}; train the zoo into "
+                f"{out} (fit_oof) before predicting other rows with it"
+            )
+        models = [_load_fold_model(member, w / MODEL_DIR) for w in workdirs]
+        indices = np.empty((len(data), top), np.int32)
+        scores = np.empty((len(data), top), np.float32)
+        for start in range(0, len(data), _BLOCK_ROWS):
+            block = np.arange(start, min(start + _BLOCK_ROWS, len(data)))
+            total = np.zeros((block.size, train.n_classes), np.float32)
+            for model in models:
+                for rows, probs in _scores(model, member, data.subset(block)):
+                    total[rows] += probs
+            indices[block], scores[block] = select_top_k(total / len(models), top, sort=True)
+        predicted[member.id] = TopK(indices, scores)
+    return predicted
 
 
 @dataclass(frozen=True, eq=False)
@@ -327,6 +376,7 @@ class _Override:
     weight: np.ndarray | WeightSchedule | None
     scored: sp.csr_matrix
     used: np.ndarray
+    pseudo: PseudoLabels | None = None
 
     def hashes(self) -> dict[str, str | None]:
         """`config_hash`'s ``labels`` and ``sample_weight`` entries."""
@@ -335,15 +385,19 @@ class _Override:
             text = json.dumps(weight_settings(self.weight), sort_keys=True)
             weight = hashlib.sha256(text.encode()).hexdigest()
         labels = matrix_digest(self.labels) if self.labels is not None else None
-        return {"labels": labels, "sample_weight": weight}
+        pseudo = None
+        if self.pseudo is not None:
+            text = json.dumps(self.pseudo.settings(), sort_keys=True)
+            pseudo = hashlib.sha256(text.encode()).hexdigest()
+        return {"labels": labels, "sample_weight": weight, "pseudo": pseudo}
 
     def rows(self, rows: np.ndarray) -> np.ndarray:
         """Those of ``rows`` that are used."""
         return rows[self.used[rows]]
 
     def fit_options(self, rows: np.ndarray, valid_rows: np.ndarray) -> dict[str, Any]:
-        """`fit`'s ``labels``, ``valid_labels`` and ``sample_weight`` for training ``rows``
-        validated on ``valid_rows``; None where nothing replaces the store's."""
+        """`fit`'s ``labels``, ``valid_labels``, ``sample_weight`` and ``pseudo`` for training
+        ``rows`` validated on ``valid_rows``; None where nothing replaces the store's."""
         labels = self.labels
         return {
             "labels": labels[rows] if labels is not None else None,
@@ -355,17 +409,19 @@ class _Override:
                 if isinstance(self.weight, WeightSchedule)
                 else (self.weight[rows] if self.weight is not None else None)
             ),
+            "pseudo": self.pseudo,
         }
 
 
 def _check_override(
     labels: sp.csr_matrix | None,
     sample_weight: np.ndarray | WeightSchedule | None,
+    pseudo: PseudoLabels | None,
     members: list[Member],
     train: Dataset,
 ) -> _Override:
-    """The `_Override` of ``labels`` and ``sample_weight`` once they fit ``train`` and the
-    members (trees take 0/1 labels and weights only)."""
+    """The `_Override` of ``labels``, ``sample_weight`` and ``pseudo`` once they fit ``train``
+    and the members (trees take 0/1 labels and weights only, and no pseudo rows)."""
     n = len(train)
     given = check_labels("labels", labels, (n, train.n_classes)) if labels is not None else None
     weight = check_sample_weight(sample_weight, n) if sample_weight is not None else None
@@ -385,8 +441,21 @@ def _check_override(
             "0/1 sample weights only (0 drops a row); give network members the soft labels or "
             "weights"
         )
+    if trees and pseudo is not None:
+        raise ConfigError(
+            f"member(s) {', '.join(trees)} are gradient-boosted trees, which do not train on "
+            "pseudo-labeled rows; give them to network members"
+        )
+    if pseudo is not None and (
+        pseudo.dataset.n_classes != train.n_classes or pseudo.dataset.task != train.task
+    ):
+        raise DataError(
+            f"pseudo-labeled data has {pseudo.dataset.n_classes} {pseudo.dataset.task} classes, "
+            f"training data {train.n_classes} {train.task}; pseudo-label a split of the same "
+            "dataset"
+        )
     scored = hard_labels(given) if given is not None else train.labels
-    return _Override(given, weight, scored, used)
+    return _Override(given, weight, scored, used, pseudo)
 
 
 def _check_teacher(
@@ -616,6 +685,7 @@ def _model_info(
         "config_hash": digest,
         "distilled": teacher is not None,
         "relabelled": override.labels is not None,
+        "pseudo_rows": int(override.pseudo.rows.size) if override.pseudo is not None else 0,
         "folds": folds,
         "seed": seed,
     }
@@ -640,9 +710,9 @@ def _fold_model(
     valid_rows = override.rows(held_out)
     if not saved.is_dir():
         model_started(member.id, fold, int(folds.max()) + 1)
+    if saved.is_dir():  # predicts where a freshly trained one would, with the same numerics
+        return _load_fold_model(member, saved)
     if member.level == "gbdt":
-        if saved.is_dir():
-            return LgbmModel.load(saved)
         model = member.build(train.n_classes, max(fold, 0))
         labels = override.scored
         valid = (
@@ -654,8 +724,6 @@ def _fold_model(
         with atomic_output(saved, overwrite=True) as tmp:
             model.save(tmp)
         return model
-    if saved.is_dir():  # predicts where a freshly trained one would, with the same numerics
-        return load_network(saved).to(training_device())
     model = member.build(train.n_classes, max(fold, 0))
     fit(
         model,
@@ -670,6 +738,13 @@ def _fold_model(
     with atomic_output(saved, overwrite=True) as tmp:
         save_network(model, tmp)
     return model
+
+
+def _load_fold_model(member: Member, saved: Path) -> Any:
+    """A saved fold model, a network on the training device."""
+    if member.level == "gbdt":
+        return LgbmModel.load(saved)
+    return load_network(saved).to(training_device())
 
 
 def _scores(model: Any, member: Member, ds: Dataset) -> Iterator[tuple[np.ndarray, np.ndarray]]:

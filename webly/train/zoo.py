@@ -220,11 +220,12 @@ def config_hash(
     teacher: str | None = None,
     labels: str | None = None,
     sample_weight: str | None = None,
+    pseudo: str | None = None,
 ) -> str:
     """SHA-256 of what a member's predictions depend on: its resolved config, the zoo's seed
     and k, the fold of every row, the manifests of the training and test data, and the hashes
     of a teacher's soft targets (distillation), of labels replacing the store's and of sample
-    weights (cleaning), each when given."""
+    weights (cleaning) and of pseudo-labeled rows, each when given."""
     blob = {
         "member": member.config,
         "seed": zoo.seed,
@@ -233,7 +234,7 @@ def config_hash(
         "train": manifest_hash(train),
         "test": manifest_hash(test) if test is not None else None,
     }
-    given = {"teacher": teacher, "labels": labels, "sample_weight": sample_weight}
+    given = {"teacher": teacher, "labels": labels, "sample_weight": sample_weight, "pseudo": pseudo}
     # absent when not given: the hashes of finished zoos stay valid
     blob |= {key: value for key, value in given.items() if value is not None}
     return hashlib.sha256(json.dumps(blob, sort_keys=True).encode()).hexdigest()
