@@ -61,6 +61,8 @@ def main() -> None:
     parser.add_argument("--student", default="dbof_cg15", help="zoo member id to distil into")
     parser.add_argument("--lam", type=float, default=0.5, help="weight of the label loss")
     parser.add_argument("--rounds", type=int, default=300, help="stacker boosting rounds")
+    parser.add_argument("--members", help="comma-separated member ids the second level uses "
+                        "(default: every member; the others are still listed)")  # fmt: skip
     parser.add_argument("--unlabeled", type=int, default=0, help="unlabeled videos to distil on")
     parser.add_argument("--unlabeled-students", action="store_true",
                         help="with --unlabeled: the 3-fold student on them too (slow)")  # fmt: skip
@@ -74,7 +76,14 @@ def main() -> None:
     started = time.perf_counter()
     fit_oof(zoo, train, test, args.out / "zoo", folds)
     names = [m.member_id for m in zoo.members]
-    members = open_members(zoo_members(args.out / "zoo", names), ("oof", "test"))
+    chosen_ids = args.members.split(",") if args.members else names
+    unknown = sorted(set(chosen_ids) - set(names))
+    if unknown:
+        parser.error(f"--members: {', '.join(unknown)} not in the zoo ({', '.join(names)})")
+    everyone = open_members(zoo_members(args.out / "zoo", names), ("oof", "test"))
+    members = everyone.select(chosen_ids)
+    # second-level students of a member subset go to their own folders
+    second = args.out if not args.members else args.out / f"members-{len(chosen_ids)}"
     truth = test.clean_labels if test.clean_labels is not None else test.labels
     task = train.task
     print(
@@ -85,10 +94,10 @@ def main() -> None:
     )
 
     rows: list[dict[str, Any]] = []
-    for name, store in zip(members.names, members.stores, strict=True):
+    for name, store in zip(everyone.names, everyone.stores, strict=True):
         figures = store.fold_metrics["test"]
         rows.append({"model": name, "gap": figures["metric"], "bce": figures["loss"]})
-    best = max(rows, key=lambda r: r["gap"])
+    best = max((r for r in rows if r["model"] in chosen_ids), key=lambda r: r["gap"])
     oof, test_topk = members.topk("oof"), members.topk("test")
     blends = {}
     for method in ("mean", "weighted", "greedy"):
@@ -112,13 +121,13 @@ def main() -> None:
               "train": {**zoo.train, "distill_lam": args.lam}}  # fmt: skip
     students = parse_zoo({**shared, "members": [student]})
     for kind, result in (
-        ("student (3-fold, soft labels)", fit_oof(students, train, test, args.out / "students",
+        ("student (3-fold, soft labels)", fit_oof(students, train, test, second / "students",
                                                  folds, teacher)),
-        ("final (every row, soft labels)", fit_full(students, train, test, args.out / "final",
+        ("final (every row, soft labels)", fit_full(students, train, test, second / "final",
                                                    teacher)),
         ("final twin (every row, labels)", fit_full(
             parse_zoo({**shared, "members": [{**student, "id": f"{args.student}_labels"}]}),
-            train, test, args.out / "final", None)),
+            train, test, second / "final", None)),
     ):  # fmt: skip
         (member,) = result.members
         rows.append({"model": f"{kind}: {args.student}", "gap": member.test_metric,
@@ -130,14 +139,14 @@ def main() -> None:
         kind = f"final (every row + {len(unlabeled):,} unlabeled, soft labels)"
         twin = {**student, "id": f"{args.student}_u{len(unlabeled)}_lam{args.lam}"}
         (final_u,) = fit_full(parse_zoo({**shared, "members": [twin]}), train, test,
-                              args.out / "final-u", teacher, pseudo=taught).members  # fmt: skip
+                              second / "final-u", teacher, pseudo=taught).members  # fmt: skip
         rows.append({"model": f"{kind}: {args.student}", "gap": final_u.test_metric,
                      "bce": final_u.test_loss, "s": final_u.seconds})  # fmt: skip
         if args.unlabeled_students:
             kind = f"student (3-fold + {len(unlabeled):,} unlabeled, soft labels)"
             twin = {**student, "id": f"{args.student}_student_u{len(unlabeled)}_lam{args.lam}"}
             (student_u,) = fit_oof(parse_zoo({**shared, "members": [twin]}), train, test,
-                                   args.out / "students-u", folds, teacher,
+                                   second / "students-u", folds, teacher,
                                    pseudo=taught).members  # fmt: skip
             rows.append({"model": f"{kind}: {args.student}", "gap": student_u.test_metric,
                          "bce": student_u.test_loss, "s": student_u.seconds})  # fmt: skip
@@ -188,7 +197,8 @@ def unlabeled_teacher(
     """The stacker's predictions of the unlabeled videos, kept in ``OUT/yt8m-like-u`` (a
     second run reuses them, so its students find the targets they were trained on: inference
     is not bit-stable across thread counts). Delete the file when the zoo changes."""
-    kept = args.out / "yt8m-like-u" / f"stacker-teacher-{len(unlabeled)}.npz"
+    subset = f"-members-{len(stacker.members)}" if args.members else ""
+    kept = args.out / "yt8m-like-u" / f"stacker-teacher-{len(unlabeled)}{subset}.npz"
     if not kept.is_file():
         begin = time.perf_counter()
         predicted = predict_zoo(zoo, train, unlabeled, args.out / "zoo")
