@@ -303,6 +303,7 @@ def test_yt8m_source_imports_one_glob_a_split(tmp_path: Path) -> None:
     recipe = load_recipe(recipe_file)
     check_data(recipe)
     assert [len(files) for files in data_config(recipe)["files"].values()] == [2, 1]
+    assert "unlabeled" not in data_config(recipe)["yt8m"]  # the hash of runs made before it
     context = StageContext(recipe, tmp_path / "run", "data", {}, Console(quiet=True))
     result = make_data(context)
     assert result.outputs == {"train": "data/train", "test": "data/test"}

@@ -28,7 +28,10 @@ def data_config(recipe: Recipe) -> dict[str, Any]:
     """The source section; the seed for generated data; the stores' manifest hashes or the
     TFRecord files (name and size) read, so a changed input re-runs the stage."""
     name, source = recipe.data.source
-    config: dict[str, Any] = {name: source.model_dump(mode="json")}
+    dumped = source.model_dump(mode="json")
+    if dumped.get("unlabeled", "") is None:  # absent: runs made before the field stay valid
+        del dumped["unlabeled"]
+    config: dict[str, Any] = {name: dumped}
     if isinstance(source, SynthData | BuiltinData):
         config["seed"] = recipe.seed
     elif isinstance(source, StoreData):
