@@ -36,12 +36,12 @@ def data_config(recipe: Recipe) -> dict[str, Any]:
         config["seed"] = recipe.seed
     elif isinstance(source, StoreData):
         config["manifests"] = {
-            split: file_hash(path / MANIFEST) for split, path in _store_paths(source).items()
+            split: file_hash(path / MANIFEST) for split, path in _given_splits(source).items()
         }
     else:
         config["files"] = {
             split: [[str(p), p.stat().st_size] for p in _tfrecords(pattern)]
-            for split, pattern in _yt8m_patterns(source).items()
+            for split, pattern in _given_splits(source).items()
         }
     return config
 
@@ -51,10 +51,10 @@ def check_data(recipe: Recipe) -> None:
     anything."""
     _, source = recipe.data.source
     if isinstance(source, StoreData):
-        for path in _store_paths(source).values():
+        for path in _given_splits(source).values():
             Dataset.open(path)
     elif isinstance(source, YT8MData):
-        for split, pattern in _yt8m_patterns(source).items():
+        for split, pattern in _given_splits(source).items():
             if not _tfrecords(pattern):
                 raise DataError(
                     f"data.yt8m.{split}: no files match {pattern!r}; check the path and the glob"
@@ -68,7 +68,7 @@ def make_data(ctx: StageContext) -> StageResult:
     with atomic_output(ctx.folder, overwrite=True) as tmp:
         noise = _make_splits(source, ctx.recipe.seed, tmp)
     if isinstance(source, StoreData):
-        paths = {split: str(path) for split, path in _store_paths(source).items()}
+        paths = {split: str(path) for split, path in _given_splits(source).items()}
     else:
         paths = {s: f"{ctx.name}/{s}" for s in SPLITS if (ctx.folder / s).is_dir()}
     stores = {split: Dataset.open(ctx.run / path) for split, path in paths.items()}
@@ -107,7 +107,7 @@ def _make_splits(source: DataSource, seed: int, out: Path) -> dict[str, float]:
         )
         return summary.noise
     if isinstance(source, YT8MData):
-        for split, pattern in _yt8m_patterns(source).items():
+        for split, pattern in _given_splits(source).items():
             import_yt8m(
                 pattern,
                 out / split,
@@ -120,11 +120,8 @@ def _make_splits(source: DataSource, seed: int, out: Path) -> dict[str, float]:
     return {}
 
 
-def _store_paths(source: StoreData) -> dict[str, Path]:
-    return {split: getattr(source, split) for split in SPLITS if getattr(source, split)}
-
-
-def _yt8m_patterns(source: YT8MData) -> dict[str, str]:
+def _given_splits(source: StoreData | YT8MData) -> dict[str, Any]:
+    """``{split: store path or TFRecord glob}`` of the splits a source names, in split order."""
     return {split: getattr(source, split) for split in SPLITS if getattr(source, split)}
 
 

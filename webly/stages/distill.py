@@ -87,7 +87,7 @@ def make_distill(ctx: StageContext) -> StageResult:
     results: list[MemberResult] = []
     students: ZooResult | None = None
     if "students" in zoos:
-        taught = _teachers(ctx, zoos["students"], with_test=test is not None)
+        taught = _teachers(ctx, zoos["students"], train, with_test=test is not None)
         parts = [
             fit_oof(
                 zoo,
@@ -120,7 +120,9 @@ def make_distill(ctx: StageContext) -> StageResult:
                 _students_mean, ctx, trained, train, ctx.folder / "students"
             )
         else:
-            (_, teacher, predict), *_ = _teachers(ctx, zoos["final"], with_test=test is not None)
+            (_, teacher, predict), *_ = _teachers(
+                ctx, zoos["final"], train, with_test=test is not None
+            )
         final = fit_full(
             zoos["final"], train, test, ctx.folder / "final", targets(teacher),
             executor=ctx.executor, pseudo=pseudo(predict),
@@ -164,12 +166,11 @@ def _check_size(zoo: Zoo, train: Dataset, max_bytes: int, where: str) -> None:
 Teacher = tuple[Zoo, TopK, Callable[[Dataset], TopK]]
 
 
-def _teachers(ctx: StageContext, zoo: Zoo, with_test: bool) -> list[Teacher]:
+def _teachers(ctx: StageContext, zoo: Zoo, train: Dataset, with_test: bool) -> list[Teacher]:
     """The students of ``zoo`` split by teacher: one (zoo, out-of-fold teacher, the teacher's
     prediction of other rows) triple, or one per model family when ``distill.family``."""
     section = ctx.recipe.distill
     assert section is not None
-    train, _ = splits(ctx)
     if not section.family:
         stores = ctx.inputs["ensemble"]["outputs"]["stores"]
         name = ctx.inputs["ensemble"]["outputs"]["teacher"] if section.teacher == "best" else None
@@ -237,10 +238,11 @@ def _predict_kept(
     stage predicts nothing twice, and its students find the very targets they were hashed
     with (inference is not bit-stable across thread counts)."""
     kept = ctx.folder / UNLABELED_DIR
+    rows = f"{manifest_hash(data)}:{len(data)}"
     files = {}
     for member in zoo.members:
         store = Predictions.open(folder / member.member_id / "predictions")
-        text = f"{store.model['config_hash']}:{manifest_hash(data)}:{len(data)}"
+        text = f"{store.model['config_hash']}:{rows}"
         digest = hashlib.sha256(text.encode()).hexdigest()[:16]
         files[member.member_id] = kept / f"{member.member_id}-{digest}.npz"
     missing = [m for m in zoo.members if not files[m.member_id].is_file()]
