@@ -13,6 +13,9 @@ split's clean labels, the products-like test split (its labels are the truth).
 * ``products`` (multi-class, long-tailed): the same, scored by mean class error (AliProducts'
   metric) and accuracy on the test split; `ActionRules` defaults (relabel at probability 0.9),
   and relabelling at 0.7.
+* Both: which round is kept when the rounds stop at the first that does not improve the
+  validation metric (the out-of-fold predictions against the given labels, no truth used;
+  ``clean_iteratively(..., patience=1)``).
 * ``longtail`` (products-like): one ``mlp`` trained on the raw labels (instance-balanced, SGD as
   Kang et al. 2020), then class re-weighting (``class_weights``, power 0.5 and 1, trained from
   scratch), tau-normalization (tau picked by `tau_sweep` on the validation half by mean class
@@ -152,11 +155,13 @@ def yt8m(args: argparse.Namespace, out: Path) -> None:
         f"videos, {train.n_classes} classes; zoo {member_names(zoo)}, {zoo.folds} folds, "
         f"{zoo.train['epochs']} epochs; confident learning\n"
     )
-    figures = compare_rules(
+    figures, best = compare_rules(
         zoo, train, test, out / "yt8m-clean", YT8M_RULES, args.rounds,
         lambda result, folder: [row.test_metric or 0.0 for row in result.rows],
     )  # fmt: skip
-    summary(figures, "GAP@20 on the clean test labels", higher_is_better=True, rounds=args.rounds)
+    summary(
+        figures, best, "GAP@20 on the clean test labels", higher_is_better=True, rounds=args.rounds
+    )
 
 
 def products_data(args: argparse.Namespace, out: Path) -> tuple[Dataset, Dataset]:
@@ -190,12 +195,13 @@ def products(args: argparse.Namespace, out: Path, train: Dataset, test: Dataset)
         print()
         return values
 
-    figures = compare_rules(
+    figures, best = compare_rules(
         zoo, train, test, out / "products-clean", PRODUCTS_RULES, args.rounds, errors
     )
     summary(
-        figures, "mean class error on the test split", higher_is_better=False, rounds=args.rounds
-    )
+        figures, best, "mean class error on the test split", higher_is_better=False,
+        rounds=args.rounds,
+    )  # fmt: skip
 
 
 def compare_rules(
@@ -206,10 +212,13 @@ def compare_rules(
     rules: dict[str, ActionRules],
     rounds: int,
     figure: Callable[[IterationResult, Path], list[float]],
-) -> dict[str, list[float]]:
-    """``figure`` of every round of `clean_iteratively` under each set of ``rules``; round 0
-    trains on the raw labels whatever the rules, so its zoo is trained once and copied."""
+) -> tuple[dict[str, list[float]], dict[str, int]]:
+    """``figure`` of every round of `clean_iteratively` under each set of ``rules``, and the
+    round kept when the rounds stop at the first that does not improve the validation metric
+    (``patience=1``: the finished rounds are read back); round 0 trains on the raw labels
+    whatever the rules, so its zoo is trained once and copied."""
     figures: dict[str, list[float]] = {}
+    best: dict[str, int] = {}
     for i, (name, variant) in enumerate(rules.items()):
         print(f"### rules: {name}\n")
         folder = out.with_name(f"{out.name}-{i}")
@@ -218,7 +227,14 @@ def compare_rules(
             shutil.copytree(first, folder / "round-0" / "zoo", dirs_exist_ok=True)
         result = iterate(zoo, train, test, folder, rounds, variant)
         figures[name] = figure(result, folder)
-    return figures
+        stopped = clean_iteratively(
+            zoo, train, test, folder, rounds=rounds, method="confident_learning", rules=variant,
+            patience=1,
+        )  # fmt: skip
+        best[name] = stopped.best
+        print(f"stopped by validation (patience 1) after round {stopped.rows[-1].round}: "
+              f"round {stopped.best} kept\n")  # fmt: skip
+    return figures, best
 
 
 def iterate(
@@ -235,25 +251,40 @@ def iterate(
 
 
 def summary(
-    figures: dict[str, list[float]], metric: str, *, higher_is_better: bool, rounds: int
+    figures: dict[str, list[float]],
+    best: dict[str, int],
+    metric: str,
+    *,
+    higher_is_better: bool,
+    rounds: int,
 ) -> None:
-    """Raw vs cleaned once vs cleaned ``rounds`` times, one column per set of rules."""
+    """Raw vs cleaned once vs cleaned ``rounds`` times vs the round kept when the rounds stop
+    on the validation metric (``best``), one column per set of rules."""
     names = list(figures)
     print(f"\n{metric}:\n")
     print("| training labels | " + " | ".join(names) + " |\n|---|" + "---:|" * len(names))
+
+    def cell(name: str, r: int) -> str:
+        value = figures[name][r]
+        return f"{value:.4f}" + ("" if r == 0 else f" ({value - figures[name][0]:+.4f})")
+
     for label, r in (("raw", 0), ("cleaned once", 1), (f"cleaned {rounds} times", rounds)):
-        cells = [
-            f"{figures[n][r]:.4f}" + ("" if r == 0 else f" ({figures[n][r] - figures[n][0]:+.4f})")
-            for n in names
-        ]
-        print(f"| {label} | " + " | ".join(cells) + " |")
+        print(f"| {label} | " + " | ".join(cell(n, r) for n in names) + " |")
+    print(
+        "| stopped by validation (patience 1) | "
+        + " | ".join(f"round {best[n]}: {cell(n, best[n])}" for n in names)
+        + " |"
+    )
     sign = 1 if higher_is_better else -1
     for name in names:
         raw, one, last = figures[name][0], figures[name][1], figures[name][rounds]
+        picked = figures[name][best[name]]
         print(
             f"- {name}: cleaning beats raw: {'yes' if sign * (one - raw) > 0 else 'NO'} "
             f"({one - raw:+.4f}); iterative beats one round: "
-            f"{'yes' if sign * (last - one) > 0 else 'NO'} ({last - one:+.4f})"
+            f"{'yes' if sign * (last - one) > 0 else 'NO'} ({last - one:+.4f}); stopped by "
+            f"validation (round {best[name]}) vs one round: {picked - one:+.4f}, vs raw: "
+            f"{picked - raw:+.4f}"
         )
 
 

@@ -184,9 +184,11 @@ def loader_rows_per_s(
 ) -> float:
     """Rows/s of ``fit``'s batch gathering alone with ``config.workers`` loader threads
     (uncontended by training), batches delivered to ``device``."""
-    trainer = _Trainer(model, ds, None, config, GROUPS, workdir, device, None, None, None, None)
+    trainer = _Trainer(
+        model, ds, None, config, GROUPS, workdir, device, None, None, None, None, None, None, None
+    )
     rows = epoch_rows(ds.labels, config.sampler, np.random.default_rng(1))
-    calls = [(b, i) for i, b in enumerate(trainer._split(rows)[:max_batches])]
+    calls = [(b, i, None) for i, b in enumerate(trainer._split(rows)[:max_batches])]
     trainer._gather(*calls[0])  # maps the shards in
     started = time.perf_counter()
     seen = sum(int(b["x"].shape[0]) for b in _load_ahead(trainer._gather, calls, config.workers))

@@ -171,6 +171,7 @@ def test_relative_paths_resolve_against_the_current_folder(
         (["clean.method=guess"], r"clean\.method: unknown method 'guess'; known: "),
         (["clean.rules.drop_fraction=2"], r"clean\.rules: drop_fraction is 2; pass a number in"),
         (["clean.rounds=0"], r"clean\.rounds: Input should be greater than or equal to 1"),
+        (["clean.patience=0"], r"clean\.patience: Input should be greater than or equal to 1"),
         (["ensemble.blends=[best]"], r"ensemble\.blends: unknown blend 'best'; known: mean, "),
         (["ensemble.stacker.leaves=3"], r"ensemble\.stacker\.leaves: unknown field; did you mean"),
         (["ensemble.stacker.seed=3"], r"ensemble\.stacker\.seed: .*the recipe's seed sets it"),

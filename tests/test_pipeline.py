@@ -480,7 +480,11 @@ def test_clean_stage_reuses_the_zoo_as_round_0_and_feeds_the_ensemble(
     assert [row["round"] for row in clean["summary"]["rounds"]] == [0, 1]
     assert clean["summary"]["rounds"][1]["dropped"] > 0
     assert set(clean["outputs"]["members"]) == {"logistic", "mlp"}
-    assert all(p.startswith("clean/round-1/zoo/") for p in clean["outputs"]["members"].values())
+    valid = [row["valid_metric"] for row in clean["summary"]["rounds"]]
+    best = clean["summary"]["best"]
+    assert best == int(np.argmax(valid))  # the round the given labels validate best
+    kept = f"clean/round-{best}/zoo/"
+    assert all(p.startswith(kept) for p in clean["outputs"]["members"].values())
     assert manifest(copy, "ensemble")["summary"]["members"] == ["logistic", "mlp"]
     mean = Predictions.open(copy / "ensemble" / "blend-mean")
     cleaned = [Predictions.open(copy / p) for p in clean["outputs"]["members"].values()]

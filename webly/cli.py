@@ -398,9 +398,14 @@ def clean(
     relabel_threshold: Annotated[
         float, typer.Option(help="Probability needed to repair a label.")
     ] = 0.9,
+    patience: Annotated[
+        int | None,
+        typer.Option(help="Stop after this many rounds without a better validation metric."),
+    ] = None,
 ) -> None:
     """Find noisy labels with the zoo's out-of-fold predictions, repair them, retrain; per round
-    a table (rows dropped and relabelled, noise estimate, metrics, precision/recall vs truth)."""
+    a table (rows dropped and relabelled, noise estimate, metrics, precision/recall vs truth)
+    and the round whose out-of-fold predictions best match the given labels."""
     from webly.clean.actions import ActionRules
     from webly.clean.iterate import clean_iteratively
     from webly.data import Dataset
@@ -409,9 +414,15 @@ def clean(
     rules = ActionRules(drop_fraction=drop_fraction, relabel_threshold=relabel_threshold)
     result = clean_iteratively(
         load_zoo(zoo), Dataset.open(data), Dataset.open(test) if test is not None else None,
-        dest, rounds=rounds, method=method, rules=rules,
+        dest, rounds=rounds, method=method, rules=rules, patience=patience,
     )  # fmt: skip
     out.print(result.format(), highlight=False)
+    out.print(
+        f"best: round {result.best} (valid {result.metric} "
+        f"{result.rows[result.best].valid_metric:.4f}; round 0 "
+        f"{result.rows[0].valid_metric:.4f})",
+        highlight=False,
+    )
 
 
 @app.command("ensemble")

@@ -203,13 +203,16 @@ class CleanConfig(BaseModel):
     """The ``clean`` stage (`webly.clean.iterate.clean_iteratively`): the zoo's out-of-fold
     predictions judged by ``method`` (`webly.clean.find_noisy_labels`, with ``options``),
     ``rules`` (`webly.clean.ActionRules` fields) turning the verdict into actions, and the zoo
-    trained again on the cleaned labels, ``rounds`` times. The last round's zoo is what the
-    ensemble stage combines."""
+    trained again on the cleaned labels, up to ``rounds`` times (``patience``: stop once that
+    many rounds in a row have not improved the validation metric, the out-of-fold predictions
+    against the given labels; null: run every round). The zoo of the round with the best
+    validation metric is what the ensemble stage combines."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     method: str = "confident_learning"
     rounds: int = Field(default=1, ge=1, le=10)
+    patience: int | None = Field(default=1, ge=1)
     rules: dict[str, Any] = Field(default_factory=dict)
     options: dict[str, Any] = Field(default_factory=dict)
 

@@ -103,7 +103,7 @@ def _cleaning_table(rounds: list[dict[str, Any]]) -> Table:
         "round": "round", "rows_trained": "rows trained", "dropped": "dropped",
         "relabelled": "relabelled", "noise_estimate": "noise est.", "true_noise": "true noise",
         "precision": "precision", "recall": "recall",
-        "test_metric": "test GAP@20",
+        "valid_metric": "valid GAP@20", "test_metric": "test GAP@20",
     }  # fmt: skip
     for title in columns.values():
         table.add_column(title, justify="right")

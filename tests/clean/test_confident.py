@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 
+import webly.clean.confident as confident_module
 from tests.clean.conftest import Planted, planted_multiclass
 from webly.clean import find_noisy_labels
 from webly.clean.confident import calibrate, confident_joint
@@ -56,6 +57,36 @@ def test_counts_match_a_hand_computed_example() -> None:
     np.testing.assert_array_equal(verdict.predicted, PROBS.argmax(axis=1))
 
 
+def test_a_pair_quota_reaching_a_row_the_model_agrees_with_goes_unused() -> None:
+    # Class 0: rows 3 and 4 are confidently class 2; rows 2 and 5, beaten by class 1 but below
+    # its threshold, are confident in nothing, so calibration scales class 0's counts by 6/4:
+    # Q[0] = [3, 0, 3]. By margin p_2 - p_0 the pair (0, 2) ranks rows 4, 3, then row 1, whose
+    # given label is still its top class: it is left unflagged and row 5 (margin -0.2) does not
+    # take its place. By class (quota 6 - 3) the beaten rows rank first: 4, 3, 5.
+    given = np.array([0] * 6 + [1] * 3 + [2] * 3)
+    probs = np.array(
+        [
+            [0.90, 0.05, 0.05],
+            [0.50, 0.05, 0.45],
+            [0.35, 0.55, 0.10],
+            [0.10, 0.05, 0.85],
+            [0.05, 0.05, 0.90],
+            [0.30, 0.60, 0.10],
+            [0.10, 0.85, 0.05],
+            [0.05, 0.90, 0.05],
+            [0.10, 0.80, 0.10],
+            [0.05, 0.05, 0.90],
+            [0.10, 0.10, 0.80],
+            [0.05, 0.15, 0.80],
+        ]
+    )
+    flagged = {
+        prune: np.flatnonzero(find_noisy_labels(given, probs, prune=prune).is_noisy).tolist()
+        for prune in ("by_noise_rate", "by_class", "both")
+    }
+    assert flagged == {"by_noise_rate": [3, 4], "by_class": [3, 4, 5], "both": [3, 4]}
+
+
 @pytest.mark.parametrize("prune", ["by_noise_rate", "by_class", "both"])
 def test_recovers_planted_noise(multiclass: Planted, prune: str) -> None:
     verdict = find_noisy_labels(multiclass.given, multiclass.probs, prune=prune)
@@ -64,6 +95,16 @@ def test_recovers_planted_noise(multiclass: Planted, prune: str) -> None:
     true_rate = np.bincount(multiclass.given[multiclass.given != multiclass.true], minlength=10)
     true_rate = true_rate / np.bincount(multiclass.given, minlength=10)
     np.testing.assert_allclose(verdict.class_noise_rate, true_rate, atol=0.06)
+
+
+def test_pairs_found_by_table_or_by_search_agree(
+    multiclass: Planted, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    table = find_noisy_labels(multiclass.given, multiclass.probs, prune="by_noise_rate")
+    monkeypatch.setattr(confident_module, "_DENSE_PAIRS", 0)  # as for a very large class space
+    search = find_noisy_labels(multiclass.given, multiclass.probs, prune="by_noise_rate")
+    assert table.is_noisy.sum() > 0
+    np.testing.assert_array_equal(table.is_noisy, search.is_noisy)
 
 
 def test_both_is_the_intersection(multiclass: Planted) -> None:

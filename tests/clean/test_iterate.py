@@ -16,6 +16,7 @@ from webly.clean.actions import DROP
 from webly.clean.iterate import IterationResult, clean_iteratively
 from webly.data import Batch, Dataset, DatasetWriter, FeatureSpec, Layout
 from webly.errors import ConfigError
+from webly.metrics.ranking import hit_at_1
 from webly.predictions import Predictions
 from webly.train.zoo import parse_zoo
 
@@ -99,12 +100,27 @@ def test_reports_cover_every_row_and_give_the_next_round_its_labels(
     assert (second.action[dropped] == DROP).all() and second.is_noisy[dropped].all()
     assert (second.predicted[dropped] == -1).all()
     np.testing.assert_array_equal(second.labels.toarray(), first.cleaned_labels().toarray())
-    np.testing.assert_array_equal(cleaned.labels.toarray(), second.cleaned_labels().toarray())
-    np.testing.assert_array_equal(cleaned.sample_weight, second.sample_weights())
+    assert cleaned.best == 1  # round 2 dropped rows the valid metric (given labels) still liked
+    np.testing.assert_array_equal(cleaned.labels.toarray(), first.cleaned_labels().toarray())
+    np.testing.assert_array_equal(cleaned.sample_weight, first.sample_weights())
     store = Predictions.open(root / "out" / "round-1" / "zoo" / "logistic" / "predictions")
     assert store.model["relabelled"] is True and len(store.oof) == len(train)
     table = cleaned.format().splitlines()
     assert len(table) == 5 and "| true noise | precision | recall |" in table[0]
+    assert "(best)" in table[3] and "(best)" not in table[2] + table[4]
+
+
+def test_valid_metric_scores_every_round_against_the_given_labels(
+    planted: tuple[Dataset, Dataset, Path], cleaned: IterationResult
+) -> None:
+    train, _, root = planted
+    for row in cleaned.rows:
+        zoo = root / "out" / f"round-{row.round}" / "zoo"
+        oof = Predictions.open(zoo / "logistic" / "predictions").topk("oof")
+        assert row.valid_metric == pytest.approx(hit_at_1(oof, train.labels))
+    assert cleaned.rows[1].oof_metric != cleaned.rows[1].valid_metric  # its own labels differ
+    values = [row.valid_metric for row in cleaned.rows]
+    assert cleaned.best == int(np.argmax(values))
 
 
 def test_finished_rounds_are_read_back_not_trained(
@@ -123,6 +139,12 @@ def test_finished_rounds_are_read_back_not_trained(
     np.testing.assert_array_equal(again.labels.toarray(), cleaned.labels.toarray())
     with pytest.raises(AssertionError, match="trained again"):  # other rules: round 0 re-judged
         clean_iteratively(_zoo(), train, test, root / "out", rounds=2, rules=ActionRules())
+    # round 2 did not beat round 1: with patience 1 a third round of cleaning is never trained
+    stopped = clean_iteratively(
+        _zoo(), train, test, root / "out", rounds=3, rules=RULES, patience=1
+    )
+    assert stopped.rows == cleaned.rows and stopped.best == cleaned.best
+    assert not (root / "out" / "round-3").exists()
 
 
 def test_cluster_method_gets_the_features_of_the_rows_in_play(
@@ -155,4 +177,6 @@ def test_bad_rounds_or_method_fail_before_training(
         clean_iteratively(_zoo(), train, test, tmp_path / "a", rounds=0)
     with pytest.raises(ConfigError, match="unknown"):
         clean_iteratively(_zoo(), train, test, tmp_path / "b", method="nope")
+    with pytest.raises(ConfigError, match="patience is 0; pass an integer >= 1, or None"):
+        clean_iteratively(_zoo(), train, test, tmp_path / "c", patience=0)
     assert not any(tmp_path.iterdir())

@@ -66,12 +66,12 @@ def test_gains_follow_the_results(full_run: Path) -> None:
     rows = {r["model"]: r["accuracy"] for r in files.results["rows"]}
     steps = gain_steps(files, files.results)
     assert [s.label for s in steps] == [
-        "best member: mlp", "ensemble: greedy", "distilled: mlp", "long tail: tau_norm",
-        "compressed: fp16",
+        "best member: mlp", "ensemble: stacker", "distilled: mlp", "long tail: tau_norm",
+        "compressed: int8_partial",
     ]  # fmt: skip
     assert steps[0].value == max(rows["logistic"], rows["mlp"])
     teacher = manifest(full_run, "ensemble")["outputs"]["teacher"]
-    assert steps[1].value == rows[f"blend: {teacher}"]
+    assert teacher == "stacker" and steps[1].value == rows["stacker"]
     assert (steps[2].value, steps[3].value) == (rows["final: mlp"], rows["longtail: mlp"])
     frontier = json.loads((full_run / "compress" / "choice" / "frontier.json").read_text())
     chosen = next(c for c in frontier["candidates"] if c["name"] == frontier["chosen"])

@@ -11,11 +11,15 @@ Multi-class:
    ``Q[i][j]`` estimates how many rows given ``i`` are truly ``j``. A class with no confident
    row keeps all its rows (``Q[i][i]`` = its count).
 4. Prune: ``Q`` is rounded (largest remainder, row totals kept) to counts; ``by_noise_rate``
-   flags, for each off-diagonal ``(i, j)``, the ``Q[i][j]`` rows given ``i`` with the largest
-   margin ``p_j - p_i``; ``by_class`` flags, per class ``i``, the ``n_i - Q[i][i]`` rows with
+   picks, for each off-diagonal ``(i, j)``, the ``Q[i][j]`` rows given ``i`` with the largest
+   margin ``p_j - p_i``; ``by_class`` picks, per class ``i``, the ``n_i - Q[i][i]`` rows with
    the largest margin ``max_{j != i} p_j - p_i``; ``both`` flags rows that both flag.
-   Only rows whose given label some other class beats are candidates (a row the model agrees
-   with, or ties with, is never flagged and never fills a quota).
+   A row the model agrees with (no class more probable than its given one) is never flagged:
+   by class it is never picked (every row some class beats ranks first), by noise rate it may
+   be picked and then left unflagged, so a pair's quota can go partly unused. (Filling the
+   quotas from the beaten rows alone flagged more rows at lower precision, F1 0.849 vs 0.852
+   on the digits with pair noise, though it read fewer entries: 1.6 s vs 4.7 s at 1M rows x
+   1,000 classes, `bench/bench_clean.py`.)
 
 Multi-label: each class is a binary one-vs-rest problem (given / not given) with thresholds
 ``t1_j`` = mean ``p_j`` over rows given ``j`` and ``t0_j`` = mean ``1 - p_j`` over the others;
@@ -61,6 +65,7 @@ from webly.errors import ConfigError, WeblyWarning
 PRUNE = ("by_noise_rate", "by_class", "both")
 _EPS = 1e-6  # slack on ``p >= t``: a mean of equal probabilities may round just above them
 _BLOCK_ROWS = 1 << 16  # rows processed at a time where a pass needs (rows, width) temporaries
+_DENSE_PAIRS = 1 << 24  # (given, class) pairs up to which a dense lookup table is used (128 MB)
 
 
 @register_method("confident_learning")
@@ -106,7 +111,8 @@ def _multiclass(problem: NoiseProblem, prune: str, min_class_rows: int) -> Detec
     off = (coo.row != coo.col) & (rounded > 0)
 
     _, top_prob = probs.top1()
-    rows = np.flatnonzero((top_prob > p_given) & ~frozen[given])
+    beaten = top_prob > p_given  # (n_samples,): some class is more probable than the given one
+    rows = np.flatnonzero(beaten & ~frozen[given])
     others = np.where(hits[rows], np.float32(0), probs.values[rows])  # (m, width) not given
     noisy = np.ones(problem.n_samples, dtype=bool)
     if prune in ("by_class", "both"):
@@ -118,16 +124,32 @@ def _multiclass(problem: NoiseProblem, prune: str, min_class_rows: int) -> Detec
         pair_codes = coo.row[off].astype(np.int64) * n_classes + coo.col[off]
         order = np.argsort(pair_codes)
         pair_codes, pair_quota = pair_codes[order], rounded[off][order]
-        local, slots = np.nonzero(others > 0)
-        codes = given[rows[local]].astype(np.int64) * n_classes + probs.indices[rows[local], slots]
-        where, match = find_codes(pair_codes, codes)
+        pool = np.flatnonzero(~frozen[given])
+        listed = np.where(hits[pool], np.float32(0), probs.values[pool])
+        local, slots = np.nonzero(listed > 0)
+        codes = given[pool[local]].astype(np.int64) * n_classes + probs.indices[pool[local], slots]
+        where, match = _find_pairs(pair_codes, codes, n_classes)
         local, slots, where = local[match], slots[match], where[match]
-        key = others[local, slots] - p_given[rows[local]]
+        key = listed[local, slots] - p_given[pool[local]]
         chosen = top_per_group(where, key, pair_quota)
-        noisy &= _mark(rows[local[chosen]], problem.n_samples)
+        noisy &= _mark(pool[local[chosen]], problem.n_samples) & beaten
     return multiclass_detection(
         problem, 1 - p_given, noisy, pairs=calibrated, class_thresholds=thresholds
     )
+
+
+def _find_pairs(
+    pair_codes: np.ndarray, codes: np.ndarray, n_classes: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """`find_codes` for (given, class) codes ``given * n_classes + class``: a dense lookup
+    table where the (n_classes, n_classes) grid is small (one gather, not a binary search per
+    entry: 1M rows x 20 entries take 0.1 s instead of 1.2 s at 1,000 classes)."""
+    if n_classes * n_classes > _DENSE_PAIRS:
+        return find_codes(pair_codes, codes)
+    table = np.full(n_classes * n_classes, -1, dtype=np.int64)
+    table[pair_codes] = np.arange(pair_codes.size)
+    where = table[codes]
+    return where, where >= 0
 
 
 def _multilabel(problem: NoiseProblem, min_class_rows: int) -> Detection:

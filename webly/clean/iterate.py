@@ -9,6 +9,14 @@ store's), averages the members' out-of-fold predictions (`webly.predictions.merg
 trains on. So round ``r`` measures a zoo trained after ``r`` rounds of cleaning, and the last
 round's report (saved, not applied) estimates the noise they left.
 
+Which round to keep: each round's ``valid_metric`` scores its averaged out-of-fold predictions
+against the store's labels on every training row, the same rows and labels every round (the
+``oof_metric`` is against the round's own labels, which come to agree with the model as cleaning
+goes on, so it rises whether or not the model improves). Held-out accuracy on noisy labels ranks
+models as clean accuracy does when the noise does not depend on the model, so the round with the
+best ``valid_metric`` is `IterationResult.best` (round 0 when cleaning did not help), and
+``patience`` stops the rounds once that many in a row have not beaten it.
+
 Drops are final: a row dropped (weight 0) is left out of training, validation and later
 detection; the report of a later round lists it as ``drop`` with score 1, flagged, predicted
 -1. Down-weighting and repairs are judged again each round from the current labels.
@@ -74,6 +82,8 @@ class RoundRow:
     down_weighted : rows of weight strictly between 0 and 1
     oof_metric : GAP@20 (multi-label) or accuracy (multi-class) of the averaged out-of-fold
         predictions against the round's labels, on the rows trained
+    valid_metric : the same against the store's labels, on every training row (comparable
+        across rounds; see the module docstring)
     test_metric : the same of the averaged test predictions against the test split's clean
         labels (its labels when it has none); None without a labelled test split
     noise_estimate : mean estimated noise rate over the classes labelled in the rows trained
@@ -93,6 +103,7 @@ class RoundRow:
     relabelled: int
     down_weighted: int
     oof_metric: float
+    valid_metric: float
     test_metric: float | None
     noise_estimate: float
     flagged: int
@@ -109,8 +120,9 @@ class IterationResult:
     Attributes
     ----------
     metric : ``"gap@20"`` or ``"accuracy"`` (the table's metric columns)
-    rows : one `RoundRow` per round, round 0 first
-    labels : (n_samples, n_classes) float32 csr_matrix, the labels the last round trained on
+    rows : one `RoundRow` per round run, round 0 first
+    best : the round with the highest ``valid_metric`` (the earlier on ties)
+    labels : (n_samples, n_classes) float32 csr_matrix, the labels round ``best`` trained on
         (rows of weight 0 empty), for `fit`/`fit_oof`/`fit_full` ``labels=``
     sample_weight : (n_samples,) float32, its sample weights (``sample_weight=``)
     reports : the folder of each round's `NoiseReport`
@@ -118,6 +130,7 @@ class IterationResult:
 
     metric: str
     rows: tuple[RoundRow, ...]
+    best: int
     labels: sp.csr_matrix
     sample_weight: np.ndarray
     reports: tuple[Path, ...]
@@ -131,7 +144,8 @@ class IterationResult:
         truth = self.rows[0].true_noise is not None
         head = [
             "round", "members", "rows trained", "dropped", "relabelled", "down-weighted",
-            f"OOF {self.metric}", f"test {self.metric}", "noise est.", "flagged",
+            f"OOF {self.metric}", f"valid {self.metric}", f"test {self.metric}", "noise est.",
+            "flagged",
         ]  # fmt: skip
         if truth:
             head += ["true noise", "precision", "recall"]
@@ -140,6 +154,7 @@ class IterationResult:
             cells = [
                 str(row.round), str(row.members), f"{row.rows_trained:,}", f"{row.dropped:,}",
                 f"{row.relabelled:,}", f"{row.down_weighted:,}", f"{row.oof_metric:.4f}",
+                f"{row.valid_metric:.4f}" + (" (best)" if row.round == self.best else ""),
                 "-" if row.test_metric is None else f"{row.test_metric:.4f}",
                 f"{row.noise_estimate:.4f}", f"{row.flagged:,}",
             ]  # fmt: skip
@@ -161,6 +176,7 @@ def clean_iteratively(
     folds: np.ndarray | None = None,
     options: Mapping[str, Any] | None = None,
     executor: Executor | None = None,
+    patience: int | None = None,
 ) -> IterationResult:
     """Train -> detect -> act, ``rounds`` times, then train once more; see the module docstring.
 
@@ -181,6 +197,8 @@ def clean_iteratively(
         with one entry a row (``features``, ``texts``) are given for every training row and cut
         to the rows in play
     executor : where the rounds' fold models train (`fit_oof`'s ``executor``); None: here
+    patience : stop once this many rounds in a row have not beaten the best ``valid_metric``
+        so far (>= 1); None: run every round
 
     Returns
     -------
@@ -188,6 +206,10 @@ def clean_iteratively(
     """
     if isinstance(rounds, bool) or not isinstance(rounds, int) or rounds < 1:
         raise ConfigError(f"rounds is {rounds!r}; pass an integer >= 1 (rounds of cleaning)")
+    if patience is not None and (
+        isinstance(patience, bool) or not isinstance(patience, int) or patience < 1
+    ):
+        raise ConfigError(f"patience is {patience!r}; pass an integer >= 1, or None")
     method_entry(method)  # an unknown method fails before any training
     rules = rules or ActionRules()
     options = dict(options or {})
@@ -198,6 +220,7 @@ def clean_iteratively(
     labels, weight = given, np.ones(len(train), dtype=np.float32)
     rows: list[RoundRow] = []
     reports: list[Path] = []
+    trained_on: list[tuple[sp.csr_matrix, np.ndarray]] = []
     for r in range(rounds + 1):
         folder = out / f"round-{r}"
         digest = _round_digest(zoo, train, test, folds, labels, weight, method, options, rules)
@@ -212,15 +235,25 @@ def clean_iteratively(
             _write_round(folder, digest, row)
         rows.append(row)
         reports.append(folder / REPORT_DIR)
-        if r < rounds:
-            labels, weight = report.cleaned_labels(), report.sample_weights()
+        trained_on.append((labels, weight))
+        best = _best_round(rows)
+        if r == rounds or (patience is not None and r - best >= patience):
+            break
+        labels, weight = report.cleaned_labels(), report.sample_weights()
+    best_labels, best_weight = trained_on[best]
     return IterationResult(
         metric="gap@20" if train.task == "multilabel" else "accuracy",
         rows=tuple(rows),
-        labels=sp.csr_matrix(labels, dtype=np.float32),
-        sample_weight=weight,
+        best=best,
+        labels=sp.csr_matrix(best_labels, dtype=np.float32),
+        sample_weight=best_weight,
         reports=tuple(reports),
     )
+
+
+def _best_round(rows: list[RoundRow]) -> int:
+    """The round of the highest ``valid_metric``, the earlier on ties."""
+    return int(np.argmax([row.valid_metric for row in rows]))
 
 
 # --------------------------------------------------------------------------- one round
@@ -283,6 +316,7 @@ def _run_round(
         relabelled=int(relabelled.sum()),
         down_weighted=int(((weight > 0) & (weight < 1)).sum()),
         oof_metric=task_metric(_take(oof, active), labels[active], train.task, GAP_K),
+        valid_metric=task_metric(oof, train.labels, train.task, GAP_K),
         test_metric=test_metric,
         noise_estimate=_mean_noise_rate(report, labels[active]),
         flagged=int(report.is_noisy[active].sum()),

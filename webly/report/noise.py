@@ -36,6 +36,7 @@ _ROUND_COLUMNS = {
     "true_noise": "true noise",
     "precision": "precision",
     "recall": "recall",
+    "valid_metric": "valid {metric}",
     "test_metric": "test {metric}",
 }
 _RATES = ("noise_estimate", "true_noise", "precision", "recall")  # shown as percentages
@@ -154,15 +155,15 @@ def _rounds(files: RunFiles) -> Table:
     keys = [k for k in _ROUND_COLUMNS if any(r.get(k) is not None for r in rounds)]
     columns = tuple(_ROUND_COLUMNS[k].format(metric=metric) for k in keys)
     rows = [tuple(_cell(r.get(k), percent=k in _RATES) for k in keys) for r in rounds]
-    return Table(
-        "Cleaning rounds",
-        columns,
-        rows,
-        frozenset(columns),
+    caption = (
         "Round 0 is the zoo on the given labels; rows: those trained on. Precision and recall "
-        "of the rows cleaning touched, against the true labels when the data has them; test: "
-        "the zoo's average.",
+        "of the rows cleaning touched, against the true labels when the data has them; valid: "
+        "the out-of-fold predictions against the given labels, the same rows every round; "
+        "test: the zoo's average."
     )
+    if summary.get("best") is not None:
+        caption += f" Round {summary['best']}, the best valid, is the zoo the ensemble uses."
+    return Table("Cleaning rounds", columns, rows, frozenset(columns), caption, wide=True)
 
 
 def _class_noise(report: NoiseReport, train: Dataset) -> Chart:

@@ -28,15 +28,16 @@ def summary_cards(files: RunFiles) -> list[Card]:
                 f"within {format_size(frontier['max_bytes'])}",
             )
         )
-    rounds = files.summary("clean").get("rounds")
+    clean = files.summary("clean")
+    rounds = clean.get("rounds")
     if rounds:
-        first, last = rounds[0], rounds[-1]
+        first, kept = rounds[0], rounds[clean.get("best", len(rounds) - 1)]
         cards.append(
             Card(
                 "Label cleaning",
-                f"{last['dropped']:,} dropped, {last['relabelled']:,} relabelled",
-                f"{len(rounds) - 1} round(s); noise estimate {first['noise_estimate']:.1%} → "
-                f"{last['noise_estimate']:.1%}",
+                f"{kept['dropped']:,} dropped, {kept['relabelled']:,} relabelled",
+                f"round {kept['round']} of {len(rounds) - 1} kept; noise estimate "
+                f"{first['noise_estimate']:.1%} → {kept['noise_estimate']:.1%}",
             )
         )
     done = [s for s in files.statuses if s.state == "done"]

@@ -3,7 +3,8 @@ the zoo trained again on the repaired labels (`webly.clean.iterate.clean_iterati
 
 ``RUN/clean/round-<r>/`` holds round r's zoo, `NoiseReport` and table row; round 0 is the zoo
 stage's own zoo (``round-0/zoo`` links to ``RUN/zoo``: its members are found finished, not
-trained again). The last round's members are what the ensemble stage combines.
+trained again). The members of the round with the best validation metric (out-of-fold, against
+the store's labels; round 0 when cleaning did not help) are what the ensemble stage combines.
 
 Methods that judge rows by data rather than predictions take it from the training store, as a
 recipe cannot write it: ``cluster`` its video-level features, ``semantic`` its text column and
@@ -31,7 +32,8 @@ def clean_config(recipe: Recipe) -> dict[str, Any]:
 
 
 def make_clean(ctx: StageContext) -> StageResult:
-    """Clean ``clean.rounds`` times; record each round's figures and the last zoo's stores."""
+    """Clean up to ``clean.rounds`` times; record each round's figures and the stores of the
+    best round's zoo."""
     section = ctx.recipe.clean
     if section is None:
         return StageResult(key="not in the recipe")
@@ -47,10 +49,10 @@ def make_clean(ctx: StageContext) -> StageResult:
         ctx.recipe.zoo, train, test, ctx.folder, rounds=section.rounds, method=section.method,
         rules=ActionRules(**section.rules), folds=np.load(folds_file),
         options={**store_inputs(section.method, section.options, train), **section.options},
-        executor=ctx.executor,
+        executor=ctx.executor, patience=section.patience,
     )  # fmt: skip
-    last = result.rows[-1]
-    zoo_dir = f"{ctx.name}/round-{last.round}/{ZOO_DIR}"
+    best = result.rows[result.best]
+    zoo_dir = f"{ctx.name}/round-{best.round}/{ZOO_DIR}"
     members = {
         m.member_id: f"{zoo_dir}/{m.member_id}/predictions"
         for m in ctx.recipe.zoo.members
@@ -58,18 +60,21 @@ def make_clean(ctx: StageContext) -> StageResult:
     }
     first_row = result.rows[0]
     key = (
-        f"{section.rounds} round(s): {last.dropped:,} rows dropped, {last.relabelled:,} "
-        f"relabelled; noise estimate {first_row.noise_estimate:.3f} -> {last.noise_estimate:.3f}"
+        f"round {best.round} of {len(result.rows) - 1} kept (valid {result.metric} "
+        f"{first_row.valid_metric:.4f} -> {best.valid_metric:.4f}): {best.dropped:,} rows "
+        f"dropped, {best.relabelled:,} relabelled; noise estimate "
+        f"{first_row.noise_estimate:.3f} -> {best.noise_estimate:.3f}"
     )
-    if last.test_metric is not None and first_row.test_metric is not None:
-        key += f"; test {result.metric} {first_row.test_metric:.4f} -> {last.test_metric:.4f}"
+    if best.test_metric is not None and first_row.test_metric is not None:
+        key += f"; test {result.metric} {first_row.test_metric:.4f} -> {best.test_metric:.4f}"
     return StageResult(
         key=key,
         outputs={
             "members": members,
-            "report": f"{ctx.name}/round-{last.round - 1}/{REPORT_DIR}",
+            # the detection whose actions round ``best`` trained on (round 0: what was found)
+            "report": f"{ctx.name}/round-{max(best.round - 1, 0)}/{REPORT_DIR}",
         },
-        summary={"metric": result.metric, "rounds": result.table()},
+        summary={"metric": result.metric, "rounds": result.table(), "best": result.best},
     )
 
 
