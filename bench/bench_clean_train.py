@@ -27,7 +27,8 @@ split's clean labels, the products-like test split (its labels are the truth).
   baseline uses SGD: under AdamW the classifier's row norms hardly follow class frequency, and
   tau-normalization has little to undo.
 
-Run (about 13 minutes at one thread):
+Run (about 13 minutes at one thread; ``--only yt8m --videos 20000`` about 13 more, the scale at
+which cleaning multi-label data pays):
 
     OMP_NUM_THREADS=1 .venv/bin/python bench/bench_clean_train.py [--only yt8m,products,longtail]
         [--videos 4000] [--video-classes 200] [--products 6000] [--product-classes 200]

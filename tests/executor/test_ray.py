@@ -1,7 +1,8 @@
 """The Ray executor on a real cluster of two nodes on this machine (`LocalCluster`, one CPU
 each): a recipe's fold tasks run on both nodes and give exactly the prediction stores of a local
-run; a worker killed mid-task is retried and nothing is lost; an unreachable head fails within
-seconds, before anything is written."""
+run, also with a teacher, replaced labels, sample weights and pseudo-labeled rows; a worker
+killed mid-task is retried and nothing is lost; an unreachable head fails within seconds, before
+anything is written."""
 
 from __future__ import annotations
 
@@ -21,9 +22,11 @@ import numpy as np
 import psutil
 import pytest
 import ray
+import scipy.sparse as sp
 import yaml
 
 from webly.data import Dataset
+from webly.distill.pseudo import PseudoLabels
 from webly.executor import ExecutorConfig, make_executor
 from webly.executor.local_cluster import LocalCluster
 from webly.executor.ray import TASK_FILE
@@ -123,6 +126,39 @@ SLOW_ZOO = {
     "folds": 2, "seed": 0, "k": 8, "train": {"epochs": 60, "batch_size": 16},
     "members": [{"name": "mlp", "hparams": {"hidden": [64]}}],
 }  # fmt: skip
+
+
+def test_per_row_inputs_travel_to_the_tasks(
+    cluster: LocalCluster, local_run: Path, tmp_path: Path
+) -> None:
+    """A teacher, replaced labels, sample weights and pseudo-labeled rows of another split reach
+    the Ray tasks: the stores equal a local run's with the same inputs, and differ from a run
+    without them."""
+    train = Dataset.open(local_run / "data" / "train")
+    unlabeled = Dataset.open(local_run / "data" / "test")
+    zoo = parse_zoo({**SLOW_ZOO, "train": {"epochs": 2, "batch_size": 16}})
+    rng = np.random.default_rng(0)
+    n, c = len(train), train.n_classes
+    soft = sp.csr_matrix(rng.random((n, c), dtype=np.float32) * (rng.random((n, c)) < 0.3))
+    inputs = {
+        "teacher": soft,
+        "labels": sp.csr_matrix(train.labels[rng.permutation(n)], dtype=np.float32),
+        "sample_weight": rng.random(n).astype(np.float32) + 0.5,
+        "pseudo": PseudoLabels(
+            unlabeled, np.arange(20), sp.csr_matrix(soft[:20]), t1=0.0, t2=1.0, alpha_f=0.5
+        ),
+    }
+    config = ExecutorConfig(kind="ray", address=cluster.address)
+    assert not fit_oof(
+        zoo, train, None, tmp_path / "ray", executor=make_executor(config), **inputs
+    ).failed
+    assert not fit_oof(zoo, train, None, tmp_path / "local", **inputs).failed
+    assert len(task_records(tmp_path / "ray")) == 2
+    assert_same_stores(tmp_path / "local", tmp_path / "ray", ["mlp"])
+    fit_oof(zoo, train, None, tmp_path / "plain")
+    plain = Predictions.open(tmp_path / "plain" / "mlp" / "predictions").dense("oof")
+    taught = Predictions.open(tmp_path / "ray" / "mlp" / "predictions").dense("oof")
+    assert not np.allclose(plain, taught)
 
 
 def test_worker_killed_mid_task_is_retried_and_nothing_is_lost(
