@@ -271,9 +271,12 @@ def test_train_a_zoo_then_ensemble_and_distill(tmp_path: Path) -> None:
     cleaned = webly("clean", str(students), *splits, "--out", str(tmp_path / "clean"))
     assert cleaned.returncode == 0, cleaned.stderr
     assert "| round |" in cleaned.stdout and "precision" in cleaned.stdout
+    assert "| valid gap@20 |" in cleaned.stdout and "best: round " in cleaned.stdout
     assert (tmp_path / "clean" / "round-0" / "report").is_dir()
     bad = webly("clean", str(students), *splits, "--out", str(tmp_path / "bad"), "--method", "x")
     assert_user_error(bad, "unknown", "'x'")
+    bad = webly("clean", str(students), *splits, "--out", str(tmp_path / "bad"), "--patience", "0")
+    assert_user_error(bad, "patience is 0; pass an integer >= 1")
     assert not (tmp_path / "bad").exists()
 
 
