@@ -112,10 +112,10 @@ def _multiclass(problem: NoiseProblem, prune: str, min_class_rows: int) -> Detec
 
     _, top_prob = probs.top1()
     beaten = top_prob > p_given  # (n_samples,): some class is more probable than the given one
-    rows = np.flatnonzero(beaten & ~frozen[given])
-    others = np.where(hits[rows], np.float32(0), probs.values[rows])  # (m, width) not given
     noisy = np.ones(problem.n_samples, dtype=bool)
     if prune in ("by_class", "both"):
+        rows = np.flatnonzero(beaten & ~frozen[given])
+        others = np.where(hits[rows], np.float32(0), probs.values[rows])  # (m, width) not given
         quota = np.bincount(coo.row[off], weights=rounded[off], minlength=n_classes)
         key = others.max(axis=1) - p_given[rows]
         chosen = top_per_group(given[rows], key, quota.astype(np.int64))
