@@ -15,6 +15,7 @@ from webly.demo import run_demo
 from webly.io import write_submission
 from webly.metrics import TopK
 from webly.pipeline import STAGES
+from webly.predictions import Predictions
 
 
 def webly(*args: str) -> subprocess.CompletedProcess[str]:
@@ -259,6 +260,15 @@ def test_train_a_zoo_then_ensemble_and_distill(tmp_path: Path) -> None:
                    "--out", str(tmp_path / "st"), "--full")  # fmt: skip
     assert result.returncode == 0, result.stderr
     assert (tmp_path / "st" / "mlp" / "full" / "model" / "model.json").is_file()
+    unlabeled = ("--unlabeled", str(data / "unlabeled"), "--zoo-dir", str(tmp_path / "zoo"))
+    result = webly("distill", str(students), "--teacher", str(teacher), *splits, *unlabeled,
+                   "--out", str(tmp_path / "st-u"), "--full")  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    taught = Predictions.open(tmp_path / "st-u" / "mlp" / "predictions").model
+    assert taught["pseudo_rows"] == len(Dataset.open(data / "unlabeled")) == 60
+    bad = webly("distill", str(students), "--teacher", str(teacher), *splits, *unlabeled[:2],
+                "--out", str(tmp_path / "bad"))  # fmt: skip
+    assert_user_error(bad, "trained zoo behind the teacher", "--zoo-dir")
     bad = webly("ensemble", str(tmp_path / "zoo"), *splits, "--out", str(tmp_path / "bad"),
                 "--blend", "median")  # fmt: skip
     assert_user_error(bad, "unknown blend method 'median'", "known: mean")

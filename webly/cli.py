@@ -501,14 +501,30 @@ def distill(
     full: Annotated[
         bool, typer.Option("--full", help="Train once on every row (the model to export).")
     ] = False,
+    unlabeled: Annotated[
+        Path | None,
+        typer.Option(help="Unlabeled dataset folder: also learn the teacher's predictions of it."),
+    ] = None,
+    zoo_dir: Annotated[
+        Path | None,
+        typer.Option(help="The zoo behind the teacher (webly train --out), for --unlabeled."),
+    ] = None,
+    threshold: Annotated[
+        float | None,
+        typer.Option(
+            min=0.0, max=1.0, help="With --unlabeled: keep rows the teacher is this sure of."
+        ),
+    ] = None,
 ) -> None:
-    """Train students on a teacher's soft labels, out-of-fold or on every row."""
+    """Train students on a teacher's soft labels, out-of-fold or on every row; with
+    --unlabeled also on the teacher's predictions of rows nobody labeled."""
     from webly.data import Dataset
     from webly.distill.student import train_students
 
     result = train_students(
         zoo, teacher, Dataset.open(data), Dataset.open(test) if test is not None else None, dest,
-        lam=lam, full=full,
+        lam=lam, full=full, unlabeled=Dataset.open(unlabeled) if unlabeled is not None else None,
+        zoo_dir=zoo_dir, threshold=threshold,
     )  # fmt: skip
     _print_zoo(result, f"students in {dest}")
 

@@ -13,14 +13,22 @@ import scipy.sparse as sp
 import webly.train.oof as oof_module
 from webly.data import Batch, Dataset, DatasetWriter, FeatureSpec, Layout
 from webly.distill.pseudo import PseudoLabels
+from webly.ensemble.members import zoo_members
 from webly.errors import ConfigError, DataError
 from webly.metrics.ranking import TopK
 from webly.models.gbdt import LgbmModel
 from webly.models.network import load_network
 from webly.predictions import Predictions
 from webly.train import iter_scores
-from webly.train.oof import ZooResult, fit_full, fit_oof, predict_zoo, train_zoo
-from webly.train.zoo import parse_zoo
+from webly.train.oof import (
+    ZooResult,
+    fit_full,
+    fit_oof,
+    predict_zoo,
+    recorded_zoo,
+    train_zoo,
+)
+from webly.train.zoo import parse_zoo, plan_zoo
 
 N_CLASSES = 6
 TRAIN = {"epochs": 2, "batch_size": 32, "lr": 0.05}
@@ -353,6 +361,36 @@ def test_predict_zoo_is_each_members_fold_mean_like_the_test_split(
         assert (np.diff(top.scores, axis=1) <= 0).all()  # best first
         stored = Predictions.open(tmp_path / name / "predictions").test.dense()[:30]
         np.testing.assert_allclose(_dense(top, N_CLASSES), stored, atol=2e-3)
+
+
+def test_recorded_zoo_rebuilds_the_zoo_a_folder_was_trained_from(
+    data: tuple[Dataset, Dataset], tmp_path: Path
+) -> None:
+    train, test = data
+    zoo = _zoo(
+        {"name": "logistic", "train": {"lr": 0.1}},
+        {"name": "mlp", "id": "mlp_cg", "hparams": {"hidden": [8]}, "groups": ["rgb"],
+         "options": {"context_gating": True}},
+        {"name": "lgbm", "hparams": {"n_estimators": 5}},
+    )  # fmt: skip
+    fit_oof(zoo, train, None, tmp_path / "zoo")
+    rebuilt = recorded_zoo(zoo_members(tmp_path / "zoo", ["mlp_cg", "lgbm", "logistic"]))
+    assert [m.member_id for m in rebuilt.members] == ["mlp_cg", "lgbm", "logistic"]
+    assert (rebuilt.folds, rebuilt.seed) == (3, 0)
+    original = {m.id: m.config for m in plan_zoo(zoo, train)}
+    configs = {m.id: m.config for m in plan_zoo(rebuilt, train)}
+    assert configs["lgbm"]["hparams"] == original.pop("lgbm")["hparams"]  # no train settings
+    assert {name: configs[name] for name in original} == original
+    rows = test.subset(np.arange(10))
+    again = predict_zoo(rebuilt, train, rows, tmp_path / "zoo")
+    for name, top in predict_zoo(zoo, train, rows, tmp_path / "zoo").items():
+        np.testing.assert_array_equal(again[name].scores, top.scores)
+
+    fit_oof(_zoo({"name": "logistic"}, folds=2), train, None, tmp_path / "other")
+    stores = {"mlp_cg": tmp_path / "zoo" / "mlp_cg" / "predictions",
+              "logistic": tmp_path / "other" / "logistic" / "predictions"}  # fmt: skip
+    with pytest.raises(DataError, match=r"mlp_cg: 3 folds, seed 0; logistic: 2 folds.*one zoo"):
+        recorded_zoo(stores)
 
 
 def test_predict_zoo_needs_the_trained_fold_models(

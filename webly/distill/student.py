@@ -6,16 +6,28 @@ targets (`webly.distill.soft_labels.soft_targets`) of every member of the studen
 train with ``lam * loss(labels) + (1 - lam) * loss(teacher)``: out-of-fold like the zoo
 (comparable with the members trained on labels alone), or once on every row (``full``: the
 model to compress and export).
+
+With ``unlabeled`` the students also learn the teacher's predictions of rows nobody labeled
+(`webly.distill.unlabeled`): the teacher, an ensemble entry or a zoo member, is applied to
+those rows through the fold models of the zoo it was fitted on (`predict_teacher`).
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
+
+import numpy as np
 
 from webly.data.store import Dataset
 from webly.distill.soft_labels import soft_targets
+from webly.distill.unlabeled import teach_unlabeled
+from webly.ensemble.fit import ENTRIES, load_entry
+from webly.ensemble.members import zoo_members
+from webly.errors import ConfigError
+from webly.metrics.ranking import TopK
 from webly.predictions import Predictions
-from webly.train.oof import ZooResult, fit_full, fit_oof
+from webly.train.oof import ZooResult, fit_full, fit_oof, predict_zoo, recorded_zoo
 from webly.train.zoo import Zoo, load_zoo, parse_zoo
 
 
@@ -30,6 +42,9 @@ def train_students(
     full: bool = False,
     k: int = 20,
     min_score: float = 1e-3,
+    unlabeled: Dataset | None = None,
+    zoo_dir: str | Path | None = None,
+    threshold: float | None = None,
 ) -> ZooResult:
     """Train the students of ``zoo`` (a zoo file or `Zoo`) on the soft labels of ``teacher``.
 
@@ -42,6 +57,11 @@ def train_students(
     lam : weight of the label loss (`TrainConfig.distill_lam`, set for every student)
     full : train each student once on every row instead of out-of-fold
     k, min_score : teacher classes kept per row (`soft_targets`)
+    unlabeled : a store of the same classes whose rows the students also learn, with the
+        teacher's predictions of them as targets (loss weight 1 from the first epoch)
+    zoo_dir : the trained zoo behind the teacher (`fit_oof`'s OUT); required with ``unlabeled``
+    threshold : with ``unlabeled``, keep only the rows the teacher is this confident about
+        (`teach_unlabeled`: the Cdiscount pseudo-labels); None keeps every row
     """
     students = load_zoo(zoo) if not isinstance(zoo, Zoo) else zoo
     students = parse_zoo(
@@ -49,6 +69,55 @@ def train_students(
     )
     store = Predictions.open(teacher)
     targets = soft_targets(store.oof.topk(), train.n_classes, train.task, k=k, min_score=min_score)
+    pseudo = None
+    if unlabeled is not None:
+        if zoo_dir is None:
+            raise ConfigError(
+                "unlabeled rows need the trained zoo behind the teacher to predict them; pass "
+                "its folder (--zoo-dir, the --out of webly train)"
+            )
+        if unlabeled.n_classes != train.n_classes or unlabeled.task != train.task:
+            raise ConfigError(
+                f"unlabeled data {unlabeled.path} has {unlabeled.n_classes} {unlabeled.task} "
+                f"classes, training data {train.n_classes} {train.task}; pass an unlabeled "
+                "split of the same dataset"
+            )
+        predicted = predict_teacher(teacher, zoo_dir, train, unlabeled)
+        pseudo = teach_unlabeled(
+            predicted, unlabeled, np.arange(len(unlabeled)), threshold=threshold, k=k,
+            min_score=min_score,
+        )  # fmt: skip
     if full:
-        return fit_full(students, train, test, out, targets)
-    return fit_oof(students, train, test, out, teacher=targets)
+        return fit_full(students, train, test, out, targets, pseudo=pseudo)
+    return fit_oof(students, train, test, out, teacher=targets, pseudo=pseudo)
+
+
+def predict_teacher(
+    teacher: str | Path, zoo_dir: str | Path, train: Dataset, data: Dataset
+) -> TopK:
+    """A teacher's prediction of other rows ``data`` (e.g. an unlabeled split).
+
+    ``teacher`` is the prediction store of an ensemble entry (a blend or the stacker,
+    `webly.ensemble.fit.load_entry`), re-applied to its members' predictions of ``data``, or
+    of one zoo member; the members' predictions are the mean of their fold models in
+    ``zoo_dir`` (`predict_zoo`), trained on ``train``.
+
+    Returns
+    -------
+    TopK
+        (len(data), k) the teacher's top-k probabilities of every row of ``data``.
+    """
+    model = Predictions.open(teacher).model
+    if model.get("name") in ENTRIES:
+        entry = load_entry(teacher)
+        names, combine = entry.members, entry.predict
+    else:
+        names, combine = (str(model["id"]),), _only
+    stores = zoo_members(zoo_dir, names)
+    predicted = predict_zoo(recorded_zoo(stores), train, data, zoo_dir)
+    return combine([predicted[name] for name in names])
+
+
+def _only(predictions: Sequence[TopK]) -> TopK:
+    (prediction,) = predictions
+    return prediction

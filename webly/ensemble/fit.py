@@ -34,6 +34,8 @@ from webly.predictions import Predictions, write_predictions
 from webly.train.loop import GAP_K
 
 STACKER = "stacker"
+BLEND = "blend"
+ENTRIES = (BLEND, STACKER)  # the model names of the stores `load_entry` re-applies
 
 
 @dataclass(frozen=True)
@@ -96,7 +98,7 @@ def fit_ensemble(
         predictions = {"oof": blend.apply(oof)}
         if test is not None:
             predictions["test"] = blend.apply(test)
-        model = {"name": "blend", "id": method, "blend": blend.to_json()}
+        model = {"name": BLEND, "id": method, "blend": blend.to_json()}
         entries.append(
             _write(method, out / f"blend-{method}", predictions, model, labels, task,
                    test_labels, k, started)
@@ -132,7 +134,7 @@ def load_entry(store: str | Path) -> FittedEntry:
     if model.get("name") == STACKER:
         stacker = Stacker.load(store.parent / "model")
         return FittedEntry(tuple(stacker.members), stacker.predict_topk)
-    if model.get("name") == "blend":
+    if model.get("name") == BLEND:
         blend = Blend.from_json(model["blend"])
         return FittedEntry(blend.names, blend.apply)
     raise DataError(

@@ -80,7 +80,7 @@ from webly.train.loop import (
     training_device,
     weight_settings,
 )
-from webly.train.zoo import Member, Zoo, config_hash, load_zoo, plan_zoo
+from webly.train.zoo import Member, Zoo, config_hash, load_zoo, parse_zoo, plan_zoo
 
 if TYPE_CHECKING:  # the trainer only reads its fields; importing it would tie train to distill
     from webly.distill.pseudo import PseudoLabels
@@ -290,6 +290,38 @@ def predict_zoo(
             indices[block], scores[block] = select_top_k(total / len(models), top, sort=True)
         predicted[member.id] = TopK(indices, scores)
     return predicted
+
+
+def recorded_zoo(stores: dict[str, Path]) -> Zoo:
+    """The zoo that trained these members, rebuilt from what each prediction store records
+    (`fit_oof`'s model record: name, id, resolved config, folds, seed; and top-k): `predict_zoo`
+    with it and the stores' folder finds their fold models. ``stores`` maps member ids to their
+    stores, as `webly.ensemble.members.zoo_members` gives them.
+    """
+    opened = {name: Predictions.open(path) for name, path in stores.items()}
+    models = {name: store.model for name, store in opened.items()}
+    shared = {(int(m["folds"]), int(m["seed"])) for m in models.values()}
+    if len(shared) != 1 or min(shared)[0] < 2:
+        found = "; ".join(f"{name}: {m['folds']} folds, seed {m['seed']}"
+                          for name, m in models.items())  # fmt: skip
+        raise DataError(
+            f"members ({found}) were not trained out-of-fold together; pass the members of one "
+            "zoo folder (webly train --out)"
+        )
+    ((folds, seed),) = shared
+    specs = []
+    for name, model in models.items():
+        config = model["config"]
+        spec = {"name": model["name"], "id": name, "hparams": config["hparams"],
+                "groups": config["groups"]}  # fmt: skip
+        if config["level"] != "gbdt":  # trees take hparams only
+            spec["train"] = config["train"]
+        if config["options"]:  # {} when the zoo gave none
+            spec["options"] = config["options"]
+        specs.append(spec)
+    source = str(next(iter(stores.values())).parent.parent)
+    k = max(store.k for store in opened.values())
+    return parse_zoo({"folds": folds, "seed": seed, "k": k, "members": specs}, source)
 
 
 @dataclass(frozen=True, eq=False)
