@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import yaml
 
 from webly.data import Dataset
 from webly.data.synth import YT8MLikeConfig, synth_yt8m_like
@@ -66,6 +67,10 @@ def main() -> None:
     parser.add_argument("--unlabeled", type=int, default=0, help="unlabeled videos to distil on")
     parser.add_argument("--unlabeled-students", action="store_true",
                         help="with --unlabeled: the 3-fold student on them too (slow)")  # fmt: skip
+    parser.add_argument("--unlabeled-train", type=yaml.safe_load, default={},
+                        help="with --unlabeled: training settings of those students, e.g. "
+                        "'{epochs: 10, batch_size: 32}' (a batch carries its share of the "
+                        "unlabeled rows: smaller batches, more steps)")  # fmt: skip
     args = parser.parse_args()
     if args.unlabeled and args.data != "yt8m-like":
         parser.error("--unlabeled: only the generated yt8m-like data has unlabeled videos")
@@ -136,15 +141,18 @@ def main() -> None:
         unlabeled = unlabeled_split(args)
         teacher_u = unlabeled_teacher(args, zoo, train, unlabeled, stacked.stacker)
         taught = teach_unlabeled(teacher_u, unlabeled, np.arange(len(unlabeled)))
-        kind = f"final (every row + {len(unlabeled):,} unlabeled, soft labels)"
-        twin = {**student, "id": f"{args.student}_u{len(unlabeled)}_lam{args.lam}"}
+        settings = "".join(f"_{key}{value}" for key, value in args.unlabeled_train.items())
+        student = {**student, "train": {**student.get("train", {}), **args.unlabeled_train}}
+        kind = f"final (every row + {len(unlabeled):,} unlabeled{settings}, soft labels)"
+        twin = {**student, "id": f"{args.student}_u{len(unlabeled)}_lam{args.lam}{settings}"}
         (final_u,) = fit_full(parse_zoo({**shared, "members": [twin]}), train, test,
                               second / "final-u", teacher, pseudo=taught).members  # fmt: skip
         rows.append({"model": f"{kind}: {args.student}", "gap": final_u.test_metric,
                      "bce": final_u.test_loss, "s": final_u.seconds})  # fmt: skip
         if args.unlabeled_students:
-            kind = f"student (3-fold + {len(unlabeled):,} unlabeled, soft labels)"
-            twin = {**student, "id": f"{args.student}_student_u{len(unlabeled)}_lam{args.lam}"}
+            kind = f"student (3-fold + {len(unlabeled):,} unlabeled{settings}, soft labels)"
+            name = f"{args.student}_student_u{len(unlabeled)}_lam{args.lam}{settings}"
+            twin = {**student, "id": name}
             (student_u,) = fit_oof(parse_zoo({**shared, "members": [twin]}), train, test,
                                    second / "students-u", folds, teacher,
                                    pseudo=taught).members  # fmt: skip

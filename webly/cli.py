@@ -354,17 +354,60 @@ def models_list() -> None:
     )
 
 
+RayAddress = Annotated[
+    str | None,
+    typer.Option(
+        "--ray",
+        metavar="ADDRESS",
+        help="Train the fold models as Ray tasks on the cluster at ADDRESS: the head's "
+        "HOST:PORT, auto (ray start on this machine) or local (Ray inside this process).",
+    ),
+]
+CpusPerTask = Annotated[
+    int, typer.Option(min=1, help="With --ray: CPUs (torch threads) of each fold's task.")
+]
+GpusPerTask = Annotated[
+    float, typer.Option(min=0.0, help="With --ray: GPUs of each fold's task (0.5 shares one).")
+]
+
+
+def _executor(address: str | None, cpus_per_task: int, gpus_per_task: float) -> Any:
+    """The `webly.executor.RayExecutor` of ``--ray ADDRESS``, or None (train here)."""
+    if address is None:
+        return None
+    from pydantic import ValidationError
+
+    from webly.errors import ConfigError
+    from webly.executor import ExecutorConfig, make_executor
+
+    try:
+        config = ExecutorConfig(
+            kind="ray", address=None if address == "local" else address,
+            cpus_per_task=cpus_per_task, gpus_per_task=gpus_per_task,
+        )  # fmt: skip
+    except ValidationError:  # the address: typer checked the numbers
+        raise ConfigError(
+            f"--ray: {address!r} is not HOST:PORT; give the Ray head's address as ray start "
+            "--head prints it (e.g. 10.0.0.1:6379), auto, or local"
+        ) from None
+    return make_executor(config)
+
+
 @app.command("train")
 def train(
     zoo: Annotated[Path, typer.Argument(metavar="ZOO.yaml", help="The zoo: members and folds.")],
     data: Annotated[Path, typer.Option(help="Training dataset folder.")],
     dest: Annotated[Path, typer.Option("--out", help="Folder for members' models + predictions.")],
     test: Annotated[Path | None, typer.Option(help="Test dataset folder to predict.")] = None,
+    ray: RayAddress = None,
+    cpus_per_task: CpusPerTask = 1,
+    gpus_per_task: GpusPerTask = 0.0,
 ) -> None:
     """Train every zoo member K-fold: out-of-fold and test predictions, resumable."""
     from webly.train.oof import train_zoo
 
-    _print_zoo(train_zoo(zoo, data, test, dest), f"zoo in {dest}")
+    executor = _executor(ray, cpus_per_task, gpus_per_task)
+    _print_zoo(train_zoo(zoo, data, test, dest, executor), f"zoo in {dest}")
 
 
 def _print_zoo(result: Any, title: str) -> None:
@@ -402,6 +445,9 @@ def clean(
         int | None,
         typer.Option(help="Stop after this many rounds without a better validation metric."),
     ] = None,
+    ray: RayAddress = None,
+    cpus_per_task: CpusPerTask = 1,
+    gpus_per_task: GpusPerTask = 0.0,
 ) -> None:
     """Find noisy labels with the zoo's out-of-fold predictions, repair them, retrain; per round
     a table (rows dropped and relabelled, noise estimate, metrics, precision/recall vs truth)
@@ -415,6 +461,7 @@ def clean(
     result = clean_iteratively(
         load_zoo(zoo), Dataset.open(data), Dataset.open(test) if test is not None else None,
         dest, rounds=rounds, method=method, rules=rules, patience=patience,
+        executor=_executor(ray, cpus_per_task, gpus_per_task),
     )  # fmt: skip
     out.print(result.format(), highlight=False)
     out.print(
@@ -515,6 +562,9 @@ def distill(
             min=0.0, max=1.0, help="With --unlabeled: keep rows the teacher is this sure of."
         ),
     ] = None,
+    ray: RayAddress = None,
+    cpus_per_task: CpusPerTask = 1,
+    gpus_per_task: GpusPerTask = 0.0,
 ) -> None:
     """Train students on a teacher's soft labels, out-of-fold or on every row; with
     --unlabeled also on the teacher's predictions of rows nobody labeled."""
@@ -524,7 +574,7 @@ def distill(
     result = train_students(
         zoo, teacher, Dataset.open(data), Dataset.open(test) if test is not None else None, dest,
         lam=lam, full=full, unlabeled=Dataset.open(unlabeled) if unlabeled is not None else None,
-        zoo_dir=zoo_dir, threshold=threshold,
+        zoo_dir=zoo_dir, threshold=threshold, executor=_executor(ray, cpus_per_task, gpus_per_task),
     )  # fmt: skip
     _print_zoo(result, f"students in {dest}")
 

@@ -234,3 +234,44 @@ def test_unreachable_head_fails_in_seconds(tmp_path: Path) -> None:
     assert "executor.address 127.0.0.1:1: no Ray head answers there" in result.stderr
     assert "ray start --head" in result.stderr and "executor.kind: local" in result.stderr
     assert not (tmp_path / "run").exists()  # nothing written
+
+
+def webly_cli(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "webly", *args], capture_output=True, text=True, timeout=300
+    )
+
+
+def test_webly_train_with_ray_runs_the_folds_on_the_cluster(
+    cluster: LocalCluster, local_run: Path, tmp_path: Path
+) -> None:
+    """``webly train --ray ADDRESS``: one task a fold on both nodes, the local run's stores."""
+    zoo = tmp_path / "zoo.yaml"
+    zoo.write_text(yaml.safe_dump({"folds": 2, "seed": 0, **RECIPE["zoo"]}))
+    data = local_run / "data"
+    result = webly_cli("train", str(zoo), "--data", str(data / "train"), "--test",
+                       str(data / "test"), "--out", str(tmp_path / "zoo"), "--ray",
+                       cluster.address)  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert_same_stores(local_run / "zoo", tmp_path / "zoo", MEMBERS)
+    records = task_records(tmp_path / "zoo")
+    assert len(records) == len(MEMBERS) * 2
+    assert {r["node_id"] for r in records} == set(cluster.node_ids.values())
+
+
+@pytest.mark.parametrize(
+    ("address", "needle"),
+    [("nowhere", "--ray: 'nowhere' is not HOST:PORT"), ("127.0.0.1:1", "no Ray head answers")],
+)
+def test_webly_train_with_a_bad_or_unreachable_head_writes_nothing(
+    local_run: Path, tmp_path: Path, address: str, needle: str
+) -> None:
+    zoo = tmp_path / "zoo.yaml"
+    zoo.write_text(yaml.safe_dump({"folds": 2, "seed": 0, **RECIPE["zoo"]}))
+    started = time.monotonic()
+    result = webly_cli("train", str(zoo), "--data", str(local_run / "data" / "train"),
+                       "--out", str(tmp_path / "zoo"), "--ray", address)  # fmt: skip
+    assert time.monotonic() - started < 20
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert result.stderr.startswith("error: ") and needle in result.stderr
+    assert not (tmp_path / "zoo").exists()

@@ -25,6 +25,7 @@ from webly.distill.unlabeled import teach_unlabeled
 from webly.ensemble.fit import ENTRIES, load_entry
 from webly.ensemble.members import zoo_members
 from webly.errors import ConfigError
+from webly.executor import Executor
 from webly.metrics.ranking import TopK
 from webly.predictions import Predictions
 from webly.train.oof import ZooResult, fit_full, fit_oof, predict_zoo, recorded_zoo
@@ -45,6 +46,7 @@ def train_students(
     unlabeled: Dataset | None = None,
     zoo_dir: str | Path | None = None,
     threshold: float | None = None,
+    executor: Executor | None = None,
 ) -> ZooResult:
     """Train the students of ``zoo`` (a zoo file or `Zoo`) on the soft labels of ``teacher``.
 
@@ -62,6 +64,7 @@ def train_students(
     zoo_dir : the trained zoo behind the teacher (`fit_oof`'s OUT); required with ``unlabeled``
     threshold : with ``unlabeled``, keep only the rows the teacher is this confident about
         (`teach_unlabeled`: the Cdiscount pseudo-labels); None keeps every row
+    executor : where the students' fold models train (`fit_oof`'s); None: here
     """
     students = load_zoo(zoo) if not isinstance(zoo, Zoo) else zoo
     students = parse_zoo(
@@ -88,8 +91,8 @@ def train_students(
             min_score=min_score,
         )  # fmt: skip
     if full:
-        return fit_full(students, train, test, out, targets, pseudo=pseudo)
-    return fit_oof(students, train, test, out, teacher=targets, pseudo=pseudo)
+        return fit_full(students, train, test, out, targets, executor=executor, pseudo=pseudo)
+    return fit_oof(students, train, test, out, teacher=targets, executor=executor, pseudo=pseudo)
 
 
 def predict_teacher(

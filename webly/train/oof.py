@@ -145,11 +145,17 @@ class ZooResult:
 
 
 def train_zoo(
-    zoo_file: str | Path, data: str | Path, test: str | Path | None, out: str | Path
+    zoo_file: str | Path,
+    data: str | Path,
+    test: str | Path | None,
+    out: str | Path,
+    executor: Executor | None = None,
 ) -> ZooResult:
-    """``webly train ZOO.yaml --data STORE [--test STORE] --out DIR``: open, check, fit."""
+    """``webly train ZOO.yaml --data STORE [--test STORE] --out DIR [--ray ADDRESS]``: open,
+    check, fit (on ``executor``, `fit_oof`'s)."""
     zoo = load_zoo(zoo_file)
-    return fit_oof(zoo, Dataset.open(data), Dataset.open(test) if test is not None else None, out)
+    test_store = Dataset.open(test) if test is not None else None
+    return fit_oof(zoo, Dataset.open(data), test_store, out, executor=executor)
 
 
 def fit_oof(
