@@ -378,7 +378,7 @@ def _executor(address: str | None, cpus_per_task: int, gpus_per_task: float) -> 
     from pydantic import ValidationError
 
     from webly.errors import ConfigError
-    from webly.executor import ExecutorConfig, make_executor
+    from webly.executor import CLI_WORDS, ExecutorConfig, make_executor
 
     try:
         config = ExecutorConfig(
@@ -390,7 +390,7 @@ def _executor(address: str | None, cpus_per_task: int, gpus_per_task: float) -> 
             f"--ray: {address!r} is not HOST:PORT; give the Ray head's address as ray start "
             "--head prints it (e.g. 10.0.0.1:6379), auto, or local"
         ) from None
-    return make_executor(config)
+    return make_executor(config, CLI_WORDS)
 
 
 @app.command("train")

@@ -261,7 +261,10 @@ def test_webly_train_with_ray_runs_the_folds_on_the_cluster(
 
 @pytest.mark.parametrize(
     ("address", "needle"),
-    [("nowhere", "--ray: 'nowhere' is not HOST:PORT"), ("127.0.0.1:1", "no Ray head answers")],
+    [
+        ("nowhere", "--ray: 'nowhere' is not HOST:PORT"),
+        ("127.0.0.1:1", "--ray 127.0.0.1:1: no Ray head answers there"),
+    ],
 )
 def test_webly_train_with_a_bad_or_unreachable_head_writes_nothing(
     local_run: Path, tmp_path: Path, address: str, needle: str
@@ -274,4 +277,5 @@ def test_webly_train_with_a_bad_or_unreachable_head_writes_nothing(
     assert time.monotonic() - started < 20
     assert result.returncode == 2 and "Traceback" not in result.stderr
     assert result.stderr.startswith("error: ") and needle in result.stderr
+    assert "executor." not in result.stderr  # the fix is worded for the command line
     assert not (tmp_path / "zoo").exists()

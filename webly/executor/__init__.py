@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Literal, Protocol
+from typing import TYPE_CHECKING, Literal, NamedTuple, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
@@ -35,7 +35,15 @@ from webly.executor.local import LocalExecutor
 if TYPE_CHECKING:
     from webly.train.oof import FoldInputs, FoldJob
 
-__all__ = ["Executor", "ExecutorConfig", "LocalExecutor", "make_executor"]
+__all__ = [
+    "CLI_WORDS",
+    "RECIPE_WORDS",
+    "Executor",
+    "ExecutorConfig",
+    "LocalExecutor",
+    "Words",
+    "make_executor",
+]
 
 _HOST_PORT = re.compile(r"^[A-Za-z0-9_.\-]+:(\d{1,5})$")
 
@@ -68,6 +76,19 @@ class ExecutorConfig(BaseModel):
         return address
 
 
+class Words(NamedTuple):
+    """How error messages name what asked for Ray, the head's address, and the way back to
+    training in this process: `RECIPE_WORDS` (the recipe's fields) or `CLI_WORDS` (``--ray``)."""
+
+    ray: str
+    address: str
+    local: str
+
+
+RECIPE_WORDS = Words("executor.kind: ray", "executor.address", "set executor.kind: local")
+CLI_WORDS = Words("--ray", "--ray", "leave --ray out")
+
+
 class Executor(Protocol):
     """Trains fold models ahead of `fit_oof`'s loop (or leaves them to it)."""
 
@@ -77,12 +98,12 @@ class Executor(Protocol):
         ...
 
 
-def make_executor(config: ExecutorConfig) -> Executor:
+def make_executor(config: ExecutorConfig, words: Words = RECIPE_WORDS) -> Executor:
     """The executor of ``config``. ``kind: ray`` checks at once that ray is installed and the
-    head at ``address`` answers (`ConfigError` naming it, within seconds), connecting when it
-    is first given jobs."""
+    head at ``address`` answers (`ConfigError` naming it in ``words``, within seconds),
+    connecting when it is first given jobs."""
     if config.kind == "local":
         return LocalExecutor()
     from webly.executor.ray import RayExecutor
 
-    return RayExecutor(config)
+    return RayExecutor(config, words)

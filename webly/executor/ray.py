@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from webly.errors import ConfigError, WeblyError
-from webly.executor import ExecutorConfig
+from webly.executor import RECIPE_WORDS, ExecutorConfig, Words
 from webly.train.oof import FoldInputs, FoldJob, train_fold
 
 TASK_FILE = "task.json"
@@ -41,21 +41,22 @@ class RayExecutor:
     """Trains the fold models of `fit_oof` / `fit_full` as Ray tasks (module docstring).
 
     Construction checks that ray imports and that the head at ``config.address`` accepts a TCP
-    connection within `CONNECT_TIMEOUT_S` (`ConfigError` naming the address and the fix);
-    ``ray.init`` runs when the first jobs come, once per process and address.
+    connection within `CONNECT_TIMEOUT_S` (`ConfigError` naming the address and the fix in
+    ``words``); ``ray.init`` runs when the first jobs come, once per process and address.
     """
 
-    def __init__(self, config: ExecutorConfig) -> None:
+    def __init__(self, config: ExecutorConfig, words: Words = RECIPE_WORDS) -> None:
         try:
             import ray  # noqa: F401
         except ImportError:
             raise ConfigError(
-                "executor.kind: ray needs the ray package, which is not installed; pip install "
-                "the ray of requirements.txt or set executor.kind: local"
+                f"{words.ray} needs the ray package, which is not installed; pip install the "
+                f"ray of requirements.txt or {words.local}"
             ) from None
         if config.address not in (None, "auto"):
-            check_reachable(config.address)
+            check_reachable(config.address, words)
         self.config = config
+        self.words = words
 
     def train_folds(self, inputs: FoldInputs, jobs: Sequence[FoldJob]) -> dict[str, str]:
         """Train ``jobs`` as Ray tasks and wait for all of them; ``{member id: error}`` of the
@@ -105,14 +106,16 @@ class RayExecutor:
             ray.init(address=address, **options)
         except ConnectionError as err:
             raise ConfigError(
-                f"executor.address {address}: no Ray cluster found ({err}); start one with ray "
-                "start --head, give its HOST:PORT, or set executor.kind: local"
+                f"{self.words.address} {address}: no Ray cluster found ({err}); start one with "
+                f"ray start --head, give its HOST:PORT, or {self.words.local}"
             ) from None
         _joined = (address,)
         return ray
 
 
-def check_reachable(address: str, timeout: float = CONNECT_TIMEOUT_S) -> None:
+def check_reachable(
+    address: str, words: Words = RECIPE_WORDS, timeout: float = CONNECT_TIMEOUT_S
+) -> None:
     """`ConfigError` unless something accepts a TCP connection at ``address`` (HOST:PORT, the
     Ray head's GCS port) within ``timeout`` seconds."""
     host, _, port = address.rpartition(":")
@@ -122,8 +125,8 @@ def check_reachable(address: str, timeout: float = CONNECT_TIMEOUT_S) -> None:
     except OSError as err:
         reason = err.strerror or type(err).__name__
         raise ConfigError(
-            f"executor.address {address}: no Ray head answers there ({reason}); start one "
-            f"with ray start --head --port {port}, fix the address, or set executor.kind: local"
+            f"{words.address} {address}: no Ray head answers there ({reason}); start one with "
+            f"ray start --head --port {port}, fix the address, or {words.local}"
         ) from None
 
 
