@@ -18,10 +18,13 @@ against ONNX Runtime (CPU provider, dequantization in the graph), both with the 
 intra-op threads (each of ``--threads``), one after the other in one run, best of
 ``--repeats`` passes each after a warm-up pass (goal: ONNX Runtime >= 1.5x). The engines are
 not interleaved pass by pass: each one's idle threads spin for a while after a call and would
-slow the other down. For video-level models a third figure, the GEMM ceiling: rows/s of the
-model's ``nn.Linear`` layers alone, replayed as ``torch.mm`` calls of the same shapes on the
-same threads, what an engine doing nothing but those float32 GEMMs with PyTorch's kernels
-would reach.
+slow the other down. A third figure, the GEMM ceiling: rows/s of the model's ``nn.Linear``
+layers alone, replayed as ``torch.mm`` calls of the shapes they got on the same batches (for
+a frame-level model the per-frame layer's rows are the batch's real frames) on the same
+threads, what an engine doing nothing but those float32 GEMMs with PyTorch's kernels would
+reach. And one float32 GEMM alone, ``torch.mm`` against a one-node ONNX Runtime ``MatMul``,
+in GFLOP/s: the two engines' GEMM kernels (PyTorch's oneMKL against ONNX Runtime's MLAS) differ
+by CPU, and that difference decides the ratio wherever the models are GEMM-bound.
 
 Service: ``webly serve`` on the exported fp32 ``resnet_av`` in a second process on loopback,
 loaded by ``--concurrency`` clients at a time (threads of this process, one keep-alive
@@ -52,8 +55,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import onnx
 import onnxruntime as ort
 import torch
+from onnx import TensorProto, helper, numpy_helper
 
 from webly.compress import compress_network, export_onnx, load_exported, open_network
 from webly.compress.export import ExportedModel, torch_probabilities
@@ -138,6 +143,13 @@ def run(args: argparse.Namespace, out: Path) -> None:
                             test, args)  # fmt: skip
     print("\n".join(sizes), "\n")
     print("\n".join(speed), "\n")
+    for threads in [int(t) for t in args.threads.split(",")]:
+        rates = gemm_rates(threads, args.repeats)
+        print(
+            f"One float32 GEMM (512 x 1024) @ (1024 x 1024), {threads} thread(s): torch.mm "
+            f"{rates['torch']:.0f} GFLOP/s, ONNX Runtime MatMul {rates['ort']:.0f} GFLOP/s"
+        )
+    print()
     print("\n".join(service_load(out / "exports" / "resnet_av" / "fp32", test, args)))
 
 
@@ -193,35 +205,80 @@ def throughput(
             batches = list(store_batches(test.subset(np.arange(rows)), exported.features,
                                          exported.level, size))  # fmt: skip
             rates = engine_rates(network, exported, batches, args.repeats)
-            ceiling = "| |"
-            if exported.level == "video":
-                gemm = gemm_ceiling(network, size, rows, args.repeats)
-                ceiling = f"{gemm:,.0f} | {rates['torch'] / gemm:.0%} |"
+            gemm = gemm_ceiling(network, exported, batches, args.repeats)
+            eager, onnx = rates["torch"], rates["ort"]
             lines.append(
-                f"| {name} | {threads} | {size} | {rates['torch']:,.0f} | {rates['ort']:,.0f} | "
-                f"{rates['ort'] / rates['torch']:.2f}x | {ceiling}"
+                f"| {name} | {threads} | {size} | {eager:,.0f} | {onnx:,.0f} | "
+                f"{onnx / eager:.2f}x | {gemm:,.0f} | {eager / gemm:.0%} |"
             )
     return lines
 
 
-def gemm_ceiling(network: Network, size: int, rows: int, repeats: int) -> float:
-    """Rows/s of the network's ``nn.Linear`` layers alone: ``torch.mm`` of random (size, in) by
-    (in, out) float32 matrices for each layer in turn, ``rows // size`` batches, best of
-    ``repeats`` passes after a warm-up one."""
-    generator = torch.Generator().manual_seed(0)
-    shapes = [m.weight.shape for m in network.modules() if isinstance(m, torch.nn.Linear)]
-    inputs = [torch.randn(size, d_in, generator=generator) for _, d_in in shapes]
-    weights = [torch.randn(d_in, d_out, generator=generator) for d_out, d_in in shapes]
-    n_batches = max(1, rows // size)
+def gemm_ceiling(
+    network: Network, exported: ExportedModel, batches: list[RowBatch], repeats: int
+) -> float:
+    """Rows/s of the network's ``nn.Linear`` layers alone on ``batches``: one eager pass
+    records the rows each layer multiplied, then ``torch.mm`` replays every call on random
+    float32 matrices of the same shapes (one weight matrix per layer), best of ``repeats``
+    passes after a warm-up one."""
+    layers = [m for m in network.modules() if isinstance(m, torch.nn.Linear)]
+    calls: list[tuple[int, int]] = []  # (layer, rows) in call order
+    hooks = [
+        layer.register_forward_hook(
+            lambda _, inputs, __, i=i: calls.append((i, inputs[0].numel() // inputs[0].shape[-1]))
+        )
+        for i, layer in enumerate(layers)
+    ]
+    for batch in batches:
+        arrays = [batch.groups[s.name] for s in exported.features]
+        torch_probabilities(network, exported.features, arrays, batch.lengths, True)
+    for hook in hooks:
+        hook.remove()
+    seeded = torch.Generator().manual_seed(0)
+    weights = [torch.randn(m.in_features, m.out_features, generator=seeded) for m in layers]
+    most = max(rows for _, rows in calls)
+    inputs = [torch.randn(most, m.in_features, generator=seeded) for m in layers]
     best = float("inf")
     with torch.no_grad():
         for _ in range(repeats + 1):
             started = time.perf_counter()
-            for _ in range(n_batches):
-                for x, w in zip(inputs, weights, strict=True):
-                    torch.mm(x, w)
+            for i, rows in calls:
+                torch.mm(inputs[i][:rows], weights[i])
             best = min(best, time.perf_counter() - started)
-    return n_batches * size / best
+    return sum(len(batch.ids) for batch in batches) / best
+
+
+def gemm_rates(
+    threads: int, repeats: int, m: int = 512, k: int = 1024, n: int = 1024
+) -> dict[str, float]:
+    """GFLOP/s of one float32 ``(m, k) @ (k, n)`` product in ``torch.mm`` and in a one-node
+    ONNX Runtime ``MatMul`` graph on ``threads`` threads, best of ``repeats`` passes of 20
+    calls after a warm-up pass: the two engines' own GEMM kernels on this CPU."""
+    seeded = torch.Generator().manual_seed(0)
+    a, w = torch.randn(m, k, generator=seeded), torch.randn(k, n, generator=seeded)
+    graph = helper.make_graph(
+        [helper.make_node("MatMul", ["a", "w"], ["y"])], "gemm",
+        [helper.make_tensor_value_info("a", TensorProto.FLOAT, [m, k])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [m, n])],
+        [numpy_helper.from_array(w.numpy(), "w")],
+    )  # fmt: skip
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    onnx.checker.check_model(model)
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    session = ort.InferenceSession(model.SerializeToString(), options, ["CPUExecutionProvider"])
+    torch.set_num_threads(threads)
+    calls = {"torch": lambda: torch.mm(a, w), "ort": lambda: session.run(None, {"a": a.numpy()})}
+    rates = {}
+    for key, call in calls.items():
+        best = float("inf")
+        for _ in range(repeats + 1):
+            started = time.perf_counter()
+            for _ in range(20):
+                call()
+            best = min(best, time.perf_counter() - started)
+        rates[key] = 20 * 2 * m * k * n / best / 1e9
+    return rates
 
 
 def engine_rates(
