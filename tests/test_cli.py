@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 from rich.console import Console
 
@@ -148,6 +149,22 @@ def test_import_images_with_a_missing_extractor(tmp_path: Path) -> None:
     )  # fmt: skip
     assert_user_error(result, "model.onnx")
     assert not (tmp_path / "s").exists()
+
+
+def test_import_images_with_views_and_an_unknown_view(tmp_path: Path) -> None:
+    (tmp_path / "imgs" / "cat").mkdir(parents=True)
+    Image.new("RGB", (12, 10), (200, 30, 0)).save(tmp_path / "imgs" / "cat" / "a.png")
+    net = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3 * 8 * 8, 4))
+    torch.jit.save(torch.jit.trace(net, torch.rand(1, 3, 8, 8)), str(tmp_path / "net.pt"))
+    command = ["data", "import-images", str(tmp_path / "imgs"), str(tmp_path / "s"),
+               "--extractor", str(tmp_path / "net.pt"), "--image-size", "8"]  # fmt: skip
+    bad = webly(*command, "--views", "flip,upside_down")
+    assert_user_error(bad, "views: 'upside_down' is unknown; choose from flip, top_left")
+    assert not (tmp_path / "s").exists()
+    result = webly(*command, "--views", "flip, top_left")
+    assert result.returncode == 0, result.stderr
+    groups = [f.name for f in Dataset.open(tmp_path / "s").layout.features]
+    assert groups == ["image", "image_flip", "image_top_left"]
 
 
 @pytest.mark.skipif(not REAL_YT8M.is_dir(), reason="../shared/data/yt8m-2018-validate is absent")

@@ -190,6 +190,13 @@ def import_images(
     label_sep: LabelSep = None,
     task: TaskOption = "multiclass",
     workers: Annotated[int, typer.Option(help="Image decoding threads.")] = 4,
+    views: Annotated[
+        str,
+        typer.Option(
+            help="Test-time views stored beside image, comma-separated: flip, top_left, "
+            "top_right, bottom_left, bottom_right (e.g. flip or all five)."
+        ),
+    ] = "",
     overwrite: Overwrite = False,
 ) -> None:
     """Import images through a feature extractor you supply."""
@@ -207,6 +214,7 @@ def import_images(
         label_sep=label_sep,
         task=task,  # type: ignore[arg-type]
         workers=workers,
+        views=[v.strip() for v in views.split(",") if v.strip()],
         overwrite=overwrite,
     )
     out.print(f"imported {len(ds):,} images into {dest}")
@@ -832,6 +840,13 @@ def export(
         str, typer.Option(help="Frames of views 1..: random (seeded) or regular.")
     ] = "random",
     tta_max_frames: Annotated[int, typer.Option(help="Frames a view keeps.")] = 300,
+    tta_stored: Annotated[
+        str,
+        typer.Option(
+            help="Views kept in the data store instead (any level), comma-separated: e.g. "
+            "flip,top_left of a store imported with webly data import-images --views."
+        ),
+    ] = "",
     group_aggregation: Annotated[
         str | None,
         typer.Option(help="Predict one line per group of a store: mean, belief or first."),
@@ -860,6 +875,7 @@ def export(
         tta_mode=tta_mode,  # type: ignore[arg-type]
         tta_sampling=tta_sampling,  # type: ignore[arg-type]
         tta_max_frames=tta_max_frames,
+        tta_stored=tuple(v.strip() for v in tta_stored.split(",") if v.strip()),
         group_aggregation=group_aggregation,  # type: ignore[arg-type]
     )
     layout = Dataset.open(data).layout if data is not None else None

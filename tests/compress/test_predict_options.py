@@ -58,6 +58,63 @@ def test_views_through_onnx_runtime_equal_tta_scores(
     assert np.abs(once - np.array([line["scores"] for line in lines])).max() > 1e-3
 
 
+def image_store(folder: Path, views: tuple[str, ...]) -> Dataset:
+    """Video-level ``image`` features (float16, as `webly.data.images` stores them) and one
+    group a stored view, e.g. ``image_flip``."""
+    names = ("image", *(f"image_{v}" for v in views))
+    layout = Layout(tuple(FeatureSpec(n, 8, "float16") for n in names), n_classes=6)
+    with DatasetWriter(folder, layout) as writer:
+        writer.write_batch(random_batch(np.random.default_rng(7), layout, 30))
+    return Dataset.open(folder)
+
+
+def test_stored_views_through_onnx_runtime_equal_tta_scores(tmp_path: Path) -> None:
+    store = image_store(tmp_path / "images", ("flip", "top_left"))
+    source = save_model(tmp_path / "net", "mlp", store.layout, ("image",))
+    options = PredictOptions(tta_stored=("flip", "top_left"))
+    export_onnx(source, tmp_path / "export", layout=store.layout, predict_options=options)
+    exported = load_exported(tmp_path / "export")
+    assert exported.options == options and exported.options.tta_stored == ("flip", "top_left")
+    summary = predict(exported, store.path, tmp_path / "tta.jsonl", top_k=6, fmt="jsonl",
+                      batch_size=8)  # fmt: skip
+    assert summary.views == 3 and "3 views a row" in str(summary)
+    reference = np.concatenate([
+        probs for _, probs in tta_scores(open_network(source), store, ("image",), batch_size=8,
+                                         stored_views=("flip", "top_left"))
+    ])  # fmt: skip
+    lines = read_jsonl(tmp_path / "tta.jsonl")
+    got = np.zeros_like(reference)
+    np.put_along_axis(got, np.array([line["classes"] for line in lines]),
+                      np.array([line["scores"] for line in lines]), axis=1)  # fmt: skip
+    np.testing.assert_allclose(got, reference, atol=1e-4)
+    predict(export_onnx(source, tmp_path / "plain", layout=store.layout), store.path,
+            tmp_path / "plain.jsonl", top_k=6, fmt="jsonl")  # fmt: skip
+    once = np.zeros_like(reference)
+    plain = read_jsonl(tmp_path / "plain.jsonl")
+    np.put_along_axis(once, np.array([line["classes"] for line in plain]),
+                      np.array([line["scores"] for line in plain]), axis=1)  # fmt: skip
+    assert np.abs(once - got).max() > 1e-3  # the views change the figures
+
+
+def test_stored_views_refuse_a_store_or_source_without_them(tmp_path: Path) -> None:
+    store = image_store(tmp_path / "images", ("flip",))
+    source = save_model(tmp_path / "net", "mlp", store.layout, ("image",))
+    options = PredictOptions(tta_stored=("top_left",))
+    export_onnx(source, tmp_path / "export", layout=store.layout, predict_options=options)
+    out = tmp_path / "out"
+    out.mkdir()
+    with pytest.raises(DataError, match=r"no feature group image_top_left for the stored "
+                       r"test-time view 'top_left'.*--views top_left"):  # fmt: skip
+        predict(tmp_path / "export", store.path, out / "p.csv")
+    with pytest.raises(DataError, match="which only a data store has"):
+        predict(tmp_path / "export", str(tmp_path / "*.tfrecord"), out / "p.csv")
+    assert list(out.iterdir()) == []
+    with pytest.raises(ConfigError, match="tta_views 2 and tta_stored flip: give one kind"):
+        PredictOptions(tta_views=2, tta_stored=("flip",))
+    with pytest.raises(ConfigError, match="give distinct view names"):
+        PredictOptions.from_json({"tta_stored": ["flip", "flip"]})
+
+
 def group_store(folder: Path, contiguous: bool) -> Dataset:
     """Video-level rows in groups of 3 (``g0``, ``g1``, ...); written in two parts whose group
     ids repeat when not ``contiguous``."""

@@ -14,13 +14,15 @@ from PIL import Image
 from webly.data.images import (
     IMAGENET_MEAN,
     IMAGENET_STD,
+    VIEWS,
     ImageExtractor,
     import_images,
     load_extractor,
     load_image,
     preprocess,
+    view_group,
 )
-from webly.errors import DataError, WeblyWarning
+from webly.errors import ConfigError, DataError, WeblyWarning
 
 pytestmark = pytest.mark.filterwarnings("ignore:.*torch.jit.*:DeprecationWarning")
 
@@ -72,7 +74,7 @@ def _tree(root: Path, rng: np.random.Generator) -> Path:
 
 
 def _expected(files: list[Path], model: Path) -> np.ndarray:
-    batch = np.stack([load_image(f, SIZE) for f in files])
+    batch = np.concatenate([load_image(f, SIZE) for f in files])
     with torch.inference_mode():
         return torch.jit.load(str(model))(torch.from_numpy(batch)).numpy()
 
@@ -92,14 +94,33 @@ def test_preprocess_covers_crops_and_normalises() -> None:
     stripes[:, :10, 0] = 255  # red left quarter
     stripes[:, 10:30, 1] = 255  # green middle
     stripes[:, 30:, 2] = 255  # blue right quarter
-    x = preprocess(Image.fromarray(stripes), (10, 10))
+    x = preprocess(Image.fromarray(stripes), (10, 10))[0]
     assert x.shape == (3, 10, 10) and x.dtype == np.float32
     mean, std = np.array(IMAGENET_MEAN), np.array(IMAGENET_STD)
     green = (np.array([0.0, 1.0, 0.0]) - mean) / std
     np.testing.assert_allclose(x[:, :, 1:9].reshape(3, -1).T, np.tile(green, (80, 1)), atol=1e-5)
     grey = preprocess(Image.new("L", (7, 5), 51), (4, 6), mean=(0.2,) * 3, std=(0.5,) * 3)
     np.testing.assert_allclose(grey, 0.0, atol=1e-6)
-    assert grey.shape == (3, 4, 6)
+    assert grey.shape == (1, 3, 4, 6)
+
+
+def test_preprocess_views_flip_the_centre_and_crop_the_corners_of_a_zoomed_image() -> None:
+    # 14 x 14 pixels whose red channel is the column and green the row: resized to cover
+    # 8/7 of (7, 7) = (8, 8), a corner view keeps 7 of the 8 rows and columns
+    ramp = np.zeros((14, 14, 3), np.uint8)
+    ramp[..., 0] = np.arange(14)[None, :] * 18
+    ramp[..., 1] = np.arange(14)[:, None] * 18
+    image = Image.fromarray(ramp)
+    views = ("centre", "flip", "top_left", "top_right", "bottom_left", "bottom_right")
+    x = preprocess(image, (7, 7), mean=(0.0,) * 3, std=(1.0,) * 3, views=views)
+    assert x.shape == (6, 3, 7, 7)
+    np.testing.assert_array_equal(x[1], x[0][:, :, ::-1])
+    zoomed = np.asarray(image.resize((8, 8), Image.Resampling.BILINEAR), np.float32) / 255
+    for view, (y, x0) in zip(views[2:], [(0, 0), (0, 1), (1, 0), (1, 1)], strict=True):
+        np.testing.assert_allclose(
+            x[views.index(view)], zoomed[y : y + 7, x0 : x0 + 7].transpose(2, 0, 1), atol=1e-6
+        )
+    assert x[3][0].mean() > x[2][0].mean() and x[4][1].mean() > x[2][1].mean()
 
 
 def test_folder_import_onnx_and_torchscript_agree(tmp_path: Path, models: dict[str, Path]) -> None:
@@ -124,6 +145,42 @@ def test_folder_import_onnx_and_torchscript_agree(tmp_path: Path, models: dict[s
     assert via_fixed.layout.feature("image").dim == 16
     onnx = load_extractor(models["onnx"], image_size=99)  # static 16x16 input wins
     assert (onnx.input_size, onnx.dim) == (SIZE, 16)
+
+
+def test_views_are_stored_as_groups_of_the_extractor_run_on_each_crop(
+    tmp_path: Path, models: dict[str, Path]
+) -> None:
+    root = _tree(tmp_path / "imgs", np.random.default_rng(5))
+    views = ("flip", "bottom_right")
+    ds = import_images(root, tmp_path / "ds", extractor=models["ts"], image_size=16,
+                       dtype="float32", batch_size=5, views=views)  # fmt: skip
+    assert [f.name for f in ds.layout.features] == ["image", "image_flip", "image_bottom_right"]
+    files = [root / i for i in ds.ids]
+    crops = np.stack([load_image(f, SIZE, views=("centre", *views)) for f in files])
+    with torch.inference_mode():
+        net = torch.jit.load(str(models["ts"]))
+        for v, group in enumerate(("image", *map(view_group, views))):
+            expected = net(torch.from_numpy(np.ascontiguousarray(crops[:, v]))).numpy()
+            np.testing.assert_allclose(ds.features(np.arange(12), (group,)), expected, atol=1e-5)
+    assert not np.allclose(ds.features([0], ("image",)), ds.features([0], ("image_flip",)))
+    plain = import_images(root, tmp_path / "plain", extractor=models["ts"], image_size=16,
+                          dtype="float32")  # fmt: skip
+    np.testing.assert_array_equal(plain.features(np.arange(12), ("image",)),
+                                  ds.features(np.arange(12), ("image",)))  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("views", "needle"),
+    [(("mirror",), "'mirror' is unknown; choose from " + ", ".join(VIEWS)),
+     (("flip", "flip"), "names a view twice")],
+)  # fmt: skip
+def test_unknown_or_repeated_views_fail_before_anything_is_written(
+    tmp_path: Path, models: dict[str, Path], views: tuple[str, ...], needle: str
+) -> None:
+    root = _tree(tmp_path / "imgs", np.random.default_rng(6))
+    with pytest.raises(ConfigError, match=needle):
+        import_images(root, tmp_path / "ds", extractor=models["ts"], views=views)
+    assert not (tmp_path / "ds").exists()
 
 
 def test_csv_with_groups_and_text(tmp_path: Path, models: dict[str, Path]) -> None:
@@ -211,5 +268,5 @@ def test_any_image_extractor_object(tmp_path: Path) -> None:
 
     assert isinstance(MeanColour(), ImageExtractor)
     ds = import_images(root, tmp_path / "ds", extractor=MeanColour(), dtype="float32")
-    first = load_image(root / "cat" / "img0.jpg", (8, 8)).mean(axis=(1, 2))
+    first = load_image(root / "cat" / "img0.jpg", (8, 8))[0].mean(axis=(1, 2))
     np.testing.assert_allclose(ds.features([0], ("image",))[0], first, atol=1e-6)

@@ -120,3 +120,41 @@ def test_bad_settings_are_refused(tmp_path: Path) -> None:
         next(tta_scores(_model("video"), video, ("rgb",), views=0))
     with pytest.raises(ConfigError, match="needs a network"):
         next(tta_scores(object(), video, ("rgb",)))  # type: ignore[arg-type]
+
+
+def _image_store(path: Path) -> Dataset:
+    """A video-level store: ``image`` and its stored views ``image_flip``, ``image_top_left``."""
+    names = ("image", "image_flip", "image_top_left")
+    layout = Layout(tuple(FeatureSpec(n, 6, "float32") for n in names), n_classes=5,
+                    task="multiclass")  # fmt: skip
+    with DatasetWriter(path, layout) as writer:
+        writer.write_batch(random_batch(np.random.default_rng(1), layout, 20))
+    return Dataset.open(path)
+
+
+def test_stored_views_are_read_from_their_groups_and_combined(tmp_path: Path) -> None:
+    ds = _image_store(tmp_path / "images")
+    with torch.random.fork_rng():
+        torch.manual_seed(0)
+        model = create_model("mlp", 5, {"image": 6}, hidden=[16])
+    each = [
+        np.concatenate([p for _, p in iter_scores(model, ds, (group,), batch_size=8)])
+        for group in ("image", "image_flip", "image_top_left")
+    ]
+    for mode, combine in (("mean", np.mean), ("max", np.max)):
+        batches = list(tta_scores(model, ds, ("image",), mode=mode, batch_size=8,  # type: ignore[arg-type]
+                                  stored_views=("flip", "top_left")))  # fmt: skip
+        assert np.concatenate([rows for rows, _ in batches]).tolist() == list(range(20))
+        got = np.concatenate([scores for _, scores in batches])
+        np.testing.assert_allclose(got, combine(each, axis=0), rtol=1e-6)
+    assert np.abs(each[1] - each[0]).max() > 1e-3  # the views differ
+
+
+def test_stored_views_refuse_a_missing_group_and_another_view_count(tmp_path: Path) -> None:
+    ds = _image_store(tmp_path / "images")
+    model = create_model("mlp", 5, {"image": 6}, hidden=[16])
+    with pytest.raises(ConfigError, match="stored view 'bottom_right': the store has no group "
+                       "image_bottom_right; import the data with that view"):  # fmt: skip
+        list(tta_scores(model, ds, ("image",), stored_views=("flip", "bottom_right")))
+    with pytest.raises(ConfigError, match="views is 4 but 1 stored views make 2"):
+        list(tta_scores(model, ds, ("image",), views=4, stored_views=("flip",)))

@@ -11,6 +11,10 @@ follows it:
   seeded by ``tta_seed``, one child seed per batch of rows, so the figures depend on the batch
   size as they do there; ``regular``: evenly spaced, no randomness). A video-level model has
   no views the graph can take: its inputs are stored values (uint8 codes) the graph decodes.
+- ``tta_stored`` (any level; instead of ``tta_views``): views kept in the data store, e.g. the
+  image route's ``["flip", "top_left"]`` (`webly.data.images` ``views``): view s reads each of
+  the model's groups ``g`` from the store's ``g_s`` where it has one, and the probabilities of
+  view 0 and these are combined by ``tta_mode``. Only a data store has them.
 - ``group_aggregation`` (``mean``, ``belief`` or ``first``, `webly.ensemble.aggregate`): the
   rows of one group (the store's ``group`` column, e.g. a product's images) become one
   prediction, written under the group id; each row contributes its ``group_k`` best classes,
@@ -40,6 +44,7 @@ class PredictOptions:
     tta_sampling: ViewSampling = "random"
     tta_max_frames: int = 300
     tta_seed: int = 0
+    tta_stored: tuple[str, ...] = ()
     group_aggregation: Aggregation | None = None
     group_k: int = 100
     group_z: float = 1.96
@@ -55,6 +60,18 @@ class PredictOptions:
             )
         if self.tta_max_frames < 1:
             raise ConfigError(f"tta_max_frames is {self.tta_max_frames}; use 1 or more")
+        object.__setattr__(self, "tta_stored", tuple(self.tta_stored))  # a list from JSON
+        if not all(isinstance(v, str) and v for v in self.tta_stored) or len(
+            set(self.tta_stored)
+        ) != len(self.tta_stored):
+            raise ConfigError(
+                f"tta_stored {list(self.tta_stored)}: give distinct view names, e.g. flip"
+            )
+        if self.tta_stored and self.tta_views > 1:
+            raise ConfigError(
+                f"tta_views {self.tta_views} and tta_stored {', '.join(self.tta_stored)}: give "
+                "one kind of test-time views"
+            )
         if self.group_aggregation is not None and self.group_aggregation not in AGGREGATIONS:
             raise ConfigError(
                 f"group_aggregation {self.group_aggregation!r} is unknown; use one of "
@@ -67,16 +84,23 @@ class PredictOptions:
             )
 
     @property
+    def views(self) -> int:
+        """Views a row is predicted under (1: once)."""
+        return self.tta_views + len(self.tta_stored)
+
+    @property
     def tta(self) -> bool:
         """Whether rows are predicted under several views."""
-        return self.tta_views > 1
+        return self.views > 1
 
     def check_level(self, level: str, model: str) -> None:
-        """Refuse views for a model of ``level`` other than ``frame`` (``model`` names it)."""
-        if self.tta and level != "frame":
+        """Refuse drawn views for a model of ``level`` other than ``frame`` (``model`` names
+        it)."""
+        if self.tta_views > 1 and level != "frame":
             raise ConfigError(
                 f"--tta-views {self.tta_views}: test-time views take frame-level models, "
-                f"{model} is {level}-level (its inputs are stored values the graph decodes)"
+                f"{model} is {level}-level (its inputs are stored values the graph decodes; "
+                "views kept in the store take --tta-stored)"
             )
 
     def to_json(self) -> dict[str, Any]:

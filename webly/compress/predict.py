@@ -1,28 +1,30 @@
 """Batch prediction with an exported model: data store or TFRecord files in, top-k file out.
 
 What the model's ``model.json`` asks for (`webly.compress.options.PredictOptions`) is applied:
-test-time views of a frame-level model, each run through ONNX Runtime and combined as
-`webly.ensemble.tta.tta_scores` combines them; and group aggregation, one prediction per group
-of a data store's rows (`webly.ensemble.aggregate.aggregate_groups`), written under the group
-id. A group is written once every row of it has been predicted, in order of first appearance,
-so memory holds the rows of the groups still open: one batch and one group when a store's
-groups are contiguous (as `webly.data.products` writes them), at most every row otherwise.
+test-time views of a frame-level model, or views kept in a data store (the image route's flips
+and crops), each run through ONNX Runtime and combined as `webly.ensemble.tta.tta_scores`
+combines them; and group aggregation, one prediction per group of a data store's rows
+(`webly.ensemble.aggregate.aggregate_groups`), written under the group id. A group is written
+once every row of it has been predicted, in order of first appearance, so memory holds the rows
+of the groups still open: one batch and one group when a store's groups are contiguous (as
+`webly.data.products` writes them), at most every row otherwise.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
-from dataclasses import dataclass
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from webly.compress.export import ExportedModel, load_exported
-from webly.compress.inputs import RowBatch, row_batches
+from webly.compress.inputs import RowBatch, row_batches, store_batches
 from webly.compress.options import PredictOptions
 from webly.compress.outputs import OutputFormat, topk_file
+from webly.data.images import view_group
 from webly.data.store import MANIFEST, Dataset
 from webly.data.yt8m import Names
 from webly.ensemble.aggregate import aggregate_groups, group_index
@@ -86,12 +88,15 @@ def predict(
     options = exported.options
     k = min(top_k, exported.n_classes)
     grouping = _grouping(source, options, k, exported.n_classes)
+    stored = [
+        stored_view_batches(source, exported, view, batch_size) for view in options.tta_stored
+    ]
     batches = row_batches(source, exported.features, exported.level, batch_size, names)
     seeds = np.random.SeedSequence(options.tta_seed)
     rows = 0
     with topk_file(out, fmt, exported.class_names) as write:
-        for batch in batches:
-            probs = view_probabilities(exported, batch, options, seeds)  # (B, n_classes)
+        for batch, *views in zip(batches, *stored, strict=True):
+            probs = view_probabilities(exported, batch, options, seeds, views)  # (B, n_classes)
             rows += len(batch.ids)
             if grouping is None:
                 classes, scores = select_top_k(probs, k, sort=True)
@@ -100,8 +105,40 @@ def predict(
             for group_ids, top in grouping.add(TopK(*select_top_k(probs, grouping.row_k))):
                 write(group_ids, top.indices, top.scores)
     groups = grouping.n_groups if grouping is not None else None
-    return PredictSummary(
-        Path(out), rows, k, time.perf_counter() - started, options.tta_views, groups
+    return PredictSummary(Path(out), rows, k, time.perf_counter() - started, options.views, groups)
+
+
+def stored_view_batches(
+    source: str | Path, exported: ExportedModel, view: str, batch_size: int
+) -> Iterator[RowBatch]:
+    """The batches of a data store's view ``view``: each of the model's groups ``g`` read from
+    the store's ``g_view`` where it has one, under the model's group names. A source without
+    the view is refused here, before any row is read."""
+    path = Path(source)
+    if not (path / MANIFEST).is_file():
+        raise DataError(
+            f"{source}: the model asks for the stored test-time view {view!r}, which only a data "
+            "store has; predict a store imported with that view (webly data import-images "
+            f"--views {view})"
+        )
+    store = Dataset.open(path)
+    have = {f.name for f in store.layout.features}
+    specs = [
+        replace(spec, name=view_group(view, spec.name))
+        if view_group(view, spec.name) in have
+        else spec
+        for spec in exported.features
+    ]
+    if specs == list(exported.features):
+        wanted = ", ".join(view_group(view, spec.name) for spec in exported.features)
+        raise DataError(
+            f"{path}: no feature group {wanted} for the stored test-time view {view!r} the model "
+            f"asks for; import the data with --views {view}, or export without it"
+        )
+    names = [(spec.name, read.name) for spec, read in zip(exported.features, specs, strict=True)]
+    return (
+        RowBatch(batch.ids, {name: batch.groups[read] for name, read in names}, batch.lengths)
+        for batch in store_batches(store, specs, exported.level, batch_size)
     )
 
 
@@ -110,17 +147,22 @@ def view_probabilities(
     batch: RowBatch,
     options: PredictOptions,
     seeds: np.random.SeedSequence,
+    stored: Sequence[RowBatch] = (),
 ) -> np.ndarray:
     """Probabilities ``(B, n_classes)`` of a batch under the model's test-time views.
 
-    View 0 is the batch as it is; views 1.. keep ``options.tta_max_frames`` frames of each row
-    (`webly.ensemble.tta`), drawn from one child of ``seeds`` (spawned per call, so successive
-    batches get successive children, as `tta_scores` gives them). Without views (``tta_views``
-    1) nothing is drawn.
+    View 0 is the batch as it is; with ``options.tta_stored`` the other views are ``stored``,
+    the same rows read from the store's view groups (`stored_view_batches`); otherwise views
+    1.. keep ``options.tta_max_frames`` frames of each row (`webly.ensemble.tta`), drawn from
+    one child of ``seeds`` (spawned per call, so successive batches get successive children, as
+    `tta_scores` gives them). Without views nothing is drawn.
     """
     probs = exported.predict(batch.groups, batch.lengths)
     if not options.tta:
         return probs
+    if options.tta_stored:
+        everyone = [probs, *(exported.predict(view.groups, view.lengths) for view in stored)]
+        return np.mean(everyone, axis=0) if options.tta_mode == "mean" else np.max(everyone, 0)
     assert batch.lengths is not None  # views are for frame-level models (checked at export)
     rng = np.random.default_rng(seeds.spawn(1)[0])
     n_rows, n_frames = batch.lengths.size, int(next(iter(batch.groups.values())).shape[1])

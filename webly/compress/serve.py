@@ -302,7 +302,7 @@ def create_app(model: ExportedModel, limits: Limits | None = None) -> FastAPI:
     options = model.options
     if options.tta or options.group_aggregation is not None:
         warnings.warn(
-            f"{model.folder}/model.json asks for test-time views ({options.tta_views}) or group "
+            f"{model.folder}/model.json asks for test-time views ({options.views}) or group "
             f"aggregation ({options.group_aggregation}); the service predicts each row once, as "
             "sent: use webly predict for those",
             stacklevel=2,

@@ -7,6 +7,14 @@ default), then a batch of them goes through an `ImageExtractor`: an ONNX model (
 onnxruntime on the CPU) or a TorchScript model. The features are stored as the video-level
 feature group ``image``. Decoding runs in a thread pool one batch ahead of the model, and
 only two batches of images are held at a time.
+
+Test-time views (``views``): the store holds features, not pixels, so the flips and crops of
+test-time augmentation are taken at import. Each view in `VIEWS` is stored as its own group
+(`view_group`: ``image_flip``, ``image_top_left``, ...) beside ``image``: ``flip`` is the
+centre crop mirrored left to right, the four corner views crop ``(H, W)`` from the image
+resized to cover ``8/7`` of it (256 pixels for a 224 input, as in ten-crop evaluation). A
+network trains on ``image``; `webly.ensemble.tta.tta_scores` (``stored_views``) averages its
+predictions over the stored views.
 """
 
 from __future__ import annotations
@@ -26,13 +34,16 @@ from PIL import Image
 
 from webly.data.store import Batch, Dataset, DatasetWriter, Dtype, FeatureSpec, Layout, Task
 from webly.data.tables import read_class_names
-from webly.errors import DataError, WeblyWarning
+from webly.errors import ConfigError, DataError, WeblyWarning
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"})
 FEATURE_GROUP = "image"
 DEFAULT_IMAGE_SIZE = 224
+CENTRE = "centre"
+VIEWS = ("flip", "top_left", "top_right", "bottom_left", "bottom_right")
+CORNER_ZOOM = 8 / 7
 
 _ONNX_SUFFIXES = (".onnx",)
 _TORCHSCRIPT_SUFFIXES = (".pt", ".ts")
@@ -198,27 +209,68 @@ def load_extractor(
 # --------------------------------------------------------------------------- preprocessing
 
 
+def view_group(view: str, group: str = FEATURE_GROUP) -> str:
+    """The feature group a test-time view of ``group`` is stored in (``image_flip``, ...)."""
+    return f"{group}_{view}"
+
+
+def check_views(views: Sequence[str]) -> tuple[str, ...]:
+    """``views`` as a tuple; `ConfigError` naming an unknown or repeated view."""
+    for view in views:
+        if view not in VIEWS:
+            raise ConfigError(f"views: {view!r} is unknown; choose from {', '.join(VIEWS)}")
+    if len(set(views)) != len(views):
+        raise ConfigError(f"views: {', '.join(views)} names a view twice; give each once")
+    return tuple(views)
+
+
 def preprocess(
     image: Image.Image,
     size: tuple[int, int],
     mean: Sequence[float] = IMAGENET_MEAN,
     std: Sequence[float] = IMAGENET_STD,
+    views: Sequence[str] = (CENTRE,),
 ) -> np.ndarray:
-    """Resize ``image`` to cover ``size`` = ``(H, W)``, centre-crop it to that, and normalise.
+    """Crops of ``image`` of ``size`` = ``(H, W)``, normalised, one per view.
 
-    Returns ``(3, H, W)`` float32: ``(rgb / 255 - mean) / std`` per channel.
+    ``centre``: resized to cover ``(H, W)`` and centre-cropped; ``flip``: that crop mirrored
+    left to right; ``top_left`` ... ``bottom_right``: that corner of the image resized to cover
+    `CORNER_ZOOM` times ``(H, W)``. Returns ``(len(views), 3, H, W)`` float32:
+    ``(rgb / 255 - mean) / std`` per channel.
     """
     height, width = size
     rgb = image.convert("RGB")
-    scale = max(height / rgb.height, width / rgb.width)
-    new_w = max(width, round(rgb.width * scale))
-    new_h = max(height, round(rgb.height * scale))
-    if (new_w, new_h) != rgb.size:
-        rgb = rgb.resize((new_w, new_h), Image.Resampling.BILINEAR)
-    left, top = (new_w - width) // 2, (new_h - height) // 2
-    pixels = np.asarray(rgb.crop((left, top, left + width, top + height)), dtype=np.float32)
+    centre = _crop(_cover(rgb, height, width), height, width, 0.5, 0.5)
+    zoomed = None
+    crops = []
+    for view in views:
+        if view == CENTRE:
+            crops.append(centre)
+        elif view == "flip":
+            crops.append(centre[:, ::-1])
+        else:
+            if zoomed is None:
+                zoomed = _cover(rgb, round(height * CORNER_ZOOM), round(width * CORNER_ZOOM))
+            vertical, horizontal = view.split("_")
+            top, left = float(vertical == "bottom"), float(horizontal == "right")
+            crops.append(_crop(zoomed, height, width, top, left))
+    pixels = np.stack(crops).astype(np.float32)  # (V, H, W, 3)
     scaled = (pixels / 255.0 - np.asarray(mean, np.float32)) / np.asarray(std, np.float32)
-    return np.ascontiguousarray(scaled.transpose(2, 0, 1), dtype=np.float32)  # (3, H, W)
+    return np.ascontiguousarray(scaled.transpose(0, 3, 1, 2), dtype=np.float32)  # (V, 3, H, W)
+
+
+def _cover(rgb: Image.Image, height: int, width: int) -> Image.Image:
+    """``rgb`` resized (bilinear, aspect kept) to the smallest size covering ``(height, width)``."""
+    scale = max(height / rgb.height, width / rgb.width)
+    size = (max(width, round(rgb.width * scale)), max(height, round(rgb.height * scale)))
+    return rgb if size == rgb.size else rgb.resize(size, Image.Resampling.BILINEAR)
+
+
+def _crop(rgb: Image.Image, height: int, width: int, top: float, left: float) -> np.ndarray:
+    """The ``(height, width, 3)`` uint8 window of ``rgb`` at fractions ``top``/``left`` of the
+    free room (0: the first rows/columns, 0.5: centred, 1: the last)."""
+    y, x = int((rgb.height - height) * top), int((rgb.width - width) * left)
+    return np.asarray(rgb.crop((x, y, x + width, y + height)))
 
 
 def load_image(
@@ -226,19 +278,21 @@ def load_image(
     size: tuple[int, int],
     mean: Sequence[float] = IMAGENET_MEAN,
     std: Sequence[float] = IMAGENET_STD,
+    views: Sequence[str] = (CENTRE,),
 ) -> np.ndarray:
-    """Decode the image file at ``path`` and `preprocess` it: ``(3, H, W)`` float32.
+    """Decode the image file at ``path`` and `preprocess` it: ``(len(views), 3, H, W)`` float32.
 
     JPEGs are decoded at a reduced scale when they are much larger than ``size`` (Pillow's
     ``draft``), which is several times faster and keeps at least the covering resolution.
     Raises `DataError` naming the file if it is missing or cannot be decoded.
     """
     path = Path(path)
+    zoom = CORNER_ZOOM if any(v not in (CENTRE, "flip") for v in views) else 1.0
     try:
         with Image.open(path) as image:
-            scale = max(size[0] / image.height, size[1] / image.width)
+            scale = zoom * max(size[0] / image.height, size[1] / image.width)
             image.draft("RGB", (round(image.width * scale), round(image.height * scale)))
-            return preprocess(image, size, mean, std)
+            return preprocess(image, size, mean, std, views)
     except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as err:
         text = str(err).strip().splitlines()
         raise DataError(
@@ -415,6 +469,7 @@ def import_images(
     batch_size: int = 64,
     workers: int = 4,
     skip_bad: bool = False,
+    views: Sequence[str] = (),
     overwrite: bool = False,
 ) -> Dataset:
     """Import images as the features of an image model into a new dataset folder ``out``.
@@ -455,15 +510,22 @@ def import_images(
     skip_bad
         Skip unreadable or corrupt images (with one `WeblyWarning` giving their number)
         instead of failing on the first one.
+    views
+        Test-time views to store beside ``image``, each in its group `view_group` (module
+        docstring): any of `VIEWS`. Each costs one more pass of the model over every image.
     overwrite
         Replace ``out`` if it exists.
 
     Returns
     -------
     Dataset
-        The new dataset, with the ``(n_samples, dim)`` feature group ``image``.
+        The new dataset, with the ``(n_samples, dim)`` feature group ``image`` (and one such
+        group a view).
     """
     src, out = Path(src), Path(out)
+    views = check_views(views)
+    crops = (CENTRE, *views)
+    groups = (FEATURE_GROUP, *(view_group(v) for v in views))
     names = read_class_names(classes) if classes is not None else None
     source = _open_source(src, names, label_sep, task)
     first = next(source.items, None)
@@ -478,7 +540,7 @@ def import_images(
         else load_extractor(extractor, image_size)
     )
     layout = Layout(
-        (FeatureSpec(FEATURE_GROUP, model.dim, dtype),),
+        tuple(FeatureSpec(group, model.dim, dtype) for group in groups),
         len(source.class_names),
         task,
         class_names=source.class_names,
@@ -490,7 +552,7 @@ def import_images(
 
     def load(item: _Item) -> np.ndarray | DataError:
         try:
-            return load_image(item.file, model.input_size, mean, std)
+            return load_image(item.file, model.input_size, mean, std, crops)
         except DataError as err:
             if not skip_bad:
                 raise
@@ -506,19 +568,20 @@ def import_images(
                 kept.append((item, image))
         if not kept:
             return
-        batch = np.stack([image for _, image in kept])  # (B, 3, H, W)
-        features = np.asarray(model(batch))  # (B, dim)
-        if features.shape != (len(kept), model.dim):
+        batch = np.concatenate([image for _, image in kept])  # (B * V, 3, H, W)
+        features = np.asarray(model(batch))  # (B * V, dim)
+        if features.shape != (len(batch), model.dim):
             raise DataError(
                 f"{provenance['extractor']}: the model returned shape {features.shape} for "
-                f"{len(kept)} images; it must return (B, {model.dim})"
+                f"{len(batch)} images; it must return (B, {model.dim})"
             )
+        features = features.reshape(len(kept), len(crops), model.dim)  # (B, V, dim)
         rows = [item for item, _ in kept]
         writer.write_batch(
             Batch(
                 ids=[item.id for item in rows],
                 labels=[item.labels for item in rows],
-                features={FEATURE_GROUP: features},
+                features={group: features[:, v] for v, group in enumerate(groups)},
                 groups=[item.group or "" for item in rows] if source.has_group else None,
                 texts=[item.text or "" for item in rows] if source.has_text else None,
             ),

@@ -12,8 +12,11 @@ mean or their maximum, per class.
 - Video-level models: each view drops each feature with probability ``dropout`` (the kept ones
   scaled by ``1 / (1 - dropout)``, as inverted dropout keeps the expected input) and/or adds
   Gaussian noise of standard deviation ``noise`` (feature units).
-- The image route stores the embeddings of an image model (`webly.data.images`), not pixels, so
-  flips and crops cannot be applied here; its networks are video-level and get dropout/noise.
+- Stored views (``stored_views``): views computed when the data was imported and kept as
+  groups of their own, e.g. the image route's flips and corner crops (`webly.data.images`
+  ``views``: groups ``image_flip``, ``image_top_left``, ...; the store holds an image model's
+  features, not pixels, so they cannot be drawn here). View s reads every group ``g`` the model
+  reads from ``g_s`` where the store has it; the views are view 0 and those.
 
 Views are drawn from ``seed`` (one child seed per batch of ``batch_size`` rows), so a call is
 deterministic given ``(seed, batch_size)``; the probabilities of view 0 are exactly those of
@@ -22,13 +25,14 @@ deterministic given ``(seed, batch_size)``; the probabilities of view 0 are exac
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from typing import Literal
 
 import numpy as np
 import torch
 from torch import nn
 
+from webly.data.images import view_group
 from webly.data.store import Dataset
 from webly.errors import ConfigError
 from webly.metrics.ranking import TopK
@@ -42,7 +46,7 @@ def tta_scores(
     model: nn.Module,
     ds: Dataset,
     groups: tuple[str, ...] | list[str],
-    views: int = 4,
+    views: int | None = None,
     mode: Mode = "mean",
     seed: int = 0,
     batch_size: int = 1024,
@@ -51,6 +55,7 @@ def tta_scores(
     max_frames: int = 300,
     dropout: float = 0.1,
     noise: float = 0.0,
+    stored_views: Sequence[str] = (),
     device: torch.device | None = None,
 ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
     """Probabilities of ``model`` over ``ds`` combined over ``views`` augmented views.
@@ -59,13 +64,16 @@ def tta_scores(
     ----------
     model : a `webly.models.Network` (video- or frame-level), trained
     ds, groups : the store and the feature groups the model reads
-    views : views per row, >= 1 (1: exactly `iter_scores`)
+    views : views per row, >= 1 (1: exactly `iter_scores`); None: 4 drawn views, or view 0
+        and the ``stored_views``
     mode : ``"mean"`` or ``"max"`` over the views, per class
     seed : draws the views
     batch_size : rows per forward pass
     frame_sampling, max_frames : the frame views of a frame-level model (module docstring)
     dropout, noise : the feature views of a video-level model; one of them must be > 0 when
         ``views > 1``
+    stored_views : views read from the store instead of drawn (module docstring), e.g.
+        ``("flip",)`` reads ``image_flip`` for ``image``
     device : where to run; the model's device if None
 
     Yields
@@ -73,6 +81,11 @@ def tta_scores(
     rows : (B,) int64 row positions, in order
     scores : (B, n_classes) float32 combined probabilities
     """
+    if stored_views:
+        yield from _stored_view_scores(model, ds, groups, views, mode, stored_views, batch_size,
+                                       device)  # fmt: skip
+        return
+    views = 4 if views is None else views
     _check(model, views, mode, frame_sampling, max_frames, dropout, noise)
     frame_level = getattr(model, "level", "video") == "frame"
     n_batches = -(-len(ds) // batch_size)
@@ -94,6 +107,42 @@ def tta_scores(
         if mode == "mean":
             combined /= views
         yield rows, combined
+
+
+def _stored_view_scores(
+    model: nn.Module,
+    ds: Dataset,
+    groups: tuple[str, ...] | list[str],
+    views: int | None,
+    mode: Mode,
+    stored_views: Sequence[str],
+    batch_size: int,
+    device: torch.device | None,
+) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """`tta_scores` over view 0 and the views kept in the store: one `eval_batches` stream a
+    view, read in step."""
+    _check_model_and_mode(model, mode)
+    if views is not None and views != 1 + len(stored_views):
+        raise ConfigError(
+            f"views is {views} but {len(stored_views)} stored views make {1 + len(stored_views)}"
+            " (view 0 and each stored one); leave views out"
+        )
+    stored = {f.name for f in ds.layout.features}
+    streams = [eval_batches(model, ds, groups, batch_size, device)]
+    for view in stored_views:
+        replaced = [view_group(view, g) if view_group(view, g) in stored else g for g in groups]
+        if replaced == list(groups):
+            wanted = ", ".join(view_group(view, g) for g in groups)
+            raise ConfigError(
+                f"stored view {view!r}: the store has no group {wanted}; import the data with "
+                "that view (webly data import-images --views) or leave it out"
+            )
+        streams.append(eval_batches(model, ds, replaced, batch_size, device))
+    for batches in zip(*streams, strict=True):
+        rows = batches[0][0]
+        probs = [predict_probs(model, x, lengths, ds.task) for _, x, lengths in batches]
+        combined = np.mean(probs, axis=0) if mode == "mean" else np.max(probs, axis=0)
+        yield rows, combined.astype(np.float32, copy=False)
 
 
 def scores_topk(batches: Iterable[tuple[np.ndarray, np.ndarray]], k: int) -> TopK:
@@ -160,15 +209,9 @@ def _check(
     dropout: float,
     noise: float,
 ) -> None:
-    if not isinstance(model, nn.Module):
-        raise ConfigError(
-            f"test-time augmentation needs a network, got {type(model).__name__}; GBDT members "
-            "have no views to draw"
-        )
+    _check_model_and_mode(model, mode)
     if views < 1:
         raise ConfigError(f"views is {views}; use 1 (no augmentation) or more")
-    if mode not in ("mean", "max"):
-        raise ConfigError(f"TTA mode {mode!r} is unknown; use mean or max")
     if sampling not in ("random", "regular"):
         raise ConfigError(f"TTA frame_sampling {sampling!r} is unknown; use random or regular")
     if max_frames < 1:
@@ -182,3 +225,13 @@ def _check(
             f"{views} views of a video-level model with dropout 0 and noise 0 would be identical; "
             "set dropout (e.g. 0.1) or noise > 0"
         )
+
+
+def _check_model_and_mode(model: nn.Module, mode: str) -> None:
+    if not isinstance(model, nn.Module):
+        raise ConfigError(
+            f"test-time augmentation needs a network, got {type(model).__name__}; GBDT members "
+            "have no views to draw"
+        )
+    if mode not in ("mean", "max"):
+        raise ConfigError(f"TTA mode {mode!r} is unknown; use mean or max")
