@@ -151,6 +151,7 @@ def test_import_images_with_a_missing_extractor(tmp_path: Path) -> None:
     assert not (tmp_path / "s").exists()
 
 
+@pytest.mark.filterwarnings("ignore:.*torch.jit.*:DeprecationWarning")
 def test_import_images_with_views_and_an_unknown_view(tmp_path: Path) -> None:
     (tmp_path / "imgs" / "cat").mkdir(parents=True)
     Image.new("RGB", (12, 10), (200, 30, 0)).save(tmp_path / "imgs" / "cat" / "a.png")
