@@ -230,22 +230,19 @@ def gemm_ceiling(
         for i, layer in enumerate(layers)
     ]
     for batch in batches:
-        arrays = [batch.groups[s.name] for s in exported.features]
-        torch_probabilities(network, exported.features, arrays, batch.lengths, True)
+        eager_probabilities(network, exported, batch)
     for hook in hooks:
         hook.remove()
     seeded = torch.Generator().manual_seed(0)
     weights = [torch.randn(m.in_features, m.out_features, generator=seeded) for m in layers]
     most = max(rows for _, rows in calls)
     inputs = [torch.randn(most, m.in_features, generator=seeded) for m in layers]
-    best = float("inf")
-    with torch.no_grad():
-        for _ in range(repeats + 1):
-            started = time.perf_counter()
-            for i, rows in calls:
-                torch.mm(inputs[i][:rows], weights[i])
-            best = min(best, time.perf_counter() - started)
-    return sum(len(batch.ids) for batch in batches) / best
+
+    def replay() -> None:
+        for i, rows in calls:
+            torch.mm(inputs[i][:rows], weights[i])
+
+    return sum(len(batch.ids) for batch in batches) / best_seconds(replay, repeats)
 
 
 def gemm_rates(
@@ -268,17 +265,13 @@ def gemm_rates(
     options.intra_op_num_threads = threads
     session = ort.InferenceSession(model.SerializeToString(), options, ["CPUExecutionProvider"])
     torch.set_num_threads(threads)
-    calls = {"torch": lambda: torch.mm(a, w), "ort": lambda: session.run(None, {"a": a.numpy()})}
-    rates = {}
-    for key, call in calls.items():
-        best = float("inf")
-        for _ in range(repeats + 1):
-            started = time.perf_counter()
-            for _ in range(20):
-                call()
-            best = min(best, time.perf_counter() - started)
-        rates[key] = 20 * 2 * m * k * n / best / 1e9
-    return rates
+    calls = {
+        "torch": lambda: [torch.mm(a, w) for _ in range(20)],
+        "ort": lambda: [session.run(None, {"a": a.numpy()}) for _ in range(20)],
+    }
+    return {
+        key: 20 * 2 * m * k * n / best_seconds(call, repeats) / 1e9 for key, call in calls.items()
+    }
 
 
 def engine_rates(
@@ -287,17 +280,17 @@ def engine_rates(
     """Rows/s of PyTorch eager and of ONNX Runtime over ``batches``, best of ``repeats`` passes
     after a warm-up one."""
 
-    def eager(batch: RowBatch) -> np.ndarray:
-        arrays = [batch.groups[s.name] for s in exported.features]
-        return torch_probabilities(network, exported.features, arrays, batch.lengths, True)
+    def eager() -> None:
+        for batch in batches:
+            eager_probabilities(network, exported, batch)
 
-    def onnx(batch: RowBatch) -> np.ndarray:
-        return exported.predict(batch.groups, batch.lengths)
+    def onnx() -> None:
+        for batch in batches:
+            exported.predict(batch.groups, batch.lengths)
 
     rows = sum(len(batch.ids) for batch in batches)
     return {
-        key: rows / min(timed(call, batches) for _ in range(repeats + 1))
-        for key, call in (("torch", eager), ("ort", onnx))
+        key: rows / best_seconds(call, repeats) for key, call in (("torch", eager), ("ort", onnx))
     }
 
 
@@ -385,11 +378,20 @@ def client(port: int, bodies: list[bytes]) -> tuple[np.ndarray, int]:
     return np.array(latencies), failed
 
 
-def timed(call: Callable[[RowBatch], np.ndarray], batches: list[RowBatch]) -> float:
-    started = time.perf_counter()
-    for batch in batches:
-        call(batch)
-    return time.perf_counter() - started
+def eager_probabilities(network: Network, exported: ExportedModel, batch: RowBatch) -> np.ndarray:
+    """PyTorch eager probabilities ``(B, n_classes)`` of a batch of stored rows."""
+    arrays = [batch.groups[s.name] for s in exported.features]
+    return torch_probabilities(network, exported.features, arrays, batch.lengths, True)
+
+
+def best_seconds(run: Callable[[], object], repeats: int) -> float:
+    """Seconds of the fastest of ``repeats + 1`` calls of ``run`` (the first one warms up)."""
+    best = float("inf")
+    for _ in range(repeats + 1):
+        started = time.perf_counter()
+        run()
+        best = min(best, time.perf_counter() - started)
+    return best
 
 
 if __name__ == "__main__":

@@ -214,7 +214,7 @@ def import_images(
         label_sep=label_sep,
         task=task,  # type: ignore[arg-type]
         workers=workers,
-        views=[v.strip() for v in views.split(",") if v.strip()],
+        views=_names(views),
         overwrite=overwrite,
     )
     out.print(f"imported {len(ds):,} images into {dest}")
@@ -360,6 +360,11 @@ def models_list() -> None:
     out.print(
         "Every network also takes: groups, feature_subsample, embedding, bnneck, context_gating."
     )
+
+
+def _names(text: str) -> tuple[str, ...]:
+    """The names of a comma-separated option value (``"flip, top_left"``), blanks dropped."""
+    return tuple(name.strip() for name in text.split(",") if name.strip())
 
 
 RayAddress = Annotated[
@@ -875,7 +880,7 @@ def export(
         tta_mode=tta_mode,  # type: ignore[arg-type]
         tta_sampling=tta_sampling,  # type: ignore[arg-type]
         tta_max_frames=tta_max_frames,
-        tta_stored=tuple(v.strip() for v in tta_stored.split(",") if v.strip()),
+        tta_stored=_names(tta_stored),
         group_aggregation=group_aggregation,  # type: ignore[arg-type]
     )
     layout = Dataset.open(data).layout if data is not None else None
