@@ -1,7 +1,7 @@
 """Random-batch gather throughput of the data store against pyarrow's own ``Table.take``.
 
-Writes a video-level store (uint8 rgb 1024 + audio 128, YouTube-8M layout), then times an epoch of
-random 1,024-row batches returned as dequantised float32 ``(1024, 1152)``: webly's
+Writes a video-level store (uint8 mean_rgb 1024 + mean_audio 128, YouTube-8M layout), then times
+an epoch of random 1,024-row batches returned as dequantised float32 ``(1024, 1152)``: webly's
 ``Dataset.features`` versus ``pyarrow.Table.take`` on the same memory-mapped shard followed by the
 same dequantisation. Run:
 
@@ -24,7 +24,8 @@ BATCH = 1024
 
 
 def write_store(path: Path, n_rows: int) -> Dataset:
-    layout = Layout((FeatureSpec("rgb", 1024, "uint8"), FeatureSpec("audio", 128, "uint8")), 3862)
+    specs = (FeatureSpec("mean_rgb", 1024, "uint8"), FeatureSpec("mean_audio", 128, "uint8"))
+    layout = Layout(specs, 3862)
     rng = np.random.default_rng(0)
     block = 8192
     rgb = rng.integers(0, 256, size=(block, 1024), dtype=np.uint8)
@@ -33,14 +34,14 @@ def write_store(path: Path, n_rows: int) -> Dataset:
         for start in range(0, n_rows, block):
             ids = [str(i) for i in range(start, start + block)]
             labels = [[i % 3862] for i in range(block)]
-            writer.write_batch(Batch(ids, labels, {"rgb": rgb, "audio": audio}))
+            writer.write_batch(Batch(ids, labels, {"mean_rgb": rgb, "mean_audio": audio}))
     return Dataset.open(path)
 
 
 def peer_gather(table: pa.Table, rows: np.ndarray) -> np.ndarray:
     taken = table.take(pa.array(rows))
     parts = []
-    for name, dim in (("rgb", 1024), ("audio", 128)):
+    for name, dim in (("mean_rgb", 1024), ("mean_audio", 128)):
         column = taken.column(name).combine_chunks()
         parts.append(dequantize_uint8(column.values.to_numpy().reshape(-1, dim)))
     return np.hstack(parts)

@@ -141,9 +141,9 @@ def video_level(args: argparse.Namespace, work: Path) -> None:
     scores["logistic regression"] = predict_logistic(x_test, weight, bias)
     seconds["logistic regression"] = time.perf_counter() - begin
     for name, groups in (
-        ("MLP (rgb + audio)", ("rgb", "audio")),
-        ("MLP audio only", ("audio",)),
-        ("MLP rgb only", ("rgb",)),
+        ("MLP (rgb + audio)", ("mean_rgb", "mean_audio")),
+        ("MLP audio only", ("mean_audio",)),
+        ("MLP rgb only", ("mean_rgb",)),
     ):
         begin = time.perf_counter()
         model = fit_mlp(train.features(rows_train, groups), train.labels, args.seed)

@@ -48,8 +48,8 @@ from webly.train.loop import TrainConfig, _autocast, _load_ahead, _Trainer, fit
 from webly.train.losses import classification_loss
 from webly.train.samplers import epoch_rows
 
-INPUT_DIMS = {"rgb": 1024, "audio": 128}
-GROUPS = ("rgb", "audio")
+VIDEO_DIMS = {"mean_rgb": 1024, "mean_audio": 128}  # the video-level groups of a yt8m store
+FRAME_DIMS = {"rgb": 1024, "audio": 128}  # its frame-level groups
 N_CLASSES = 3862
 N_FRAMES = 300
 
@@ -78,8 +78,8 @@ def linear_gemms(name: str, rows: int, d_in: int, d_out: int, input_grad: bool) 
 
 
 def resnet_av_gemms(batch: int, blocks: int, inner: int) -> list[Gemm]:
-    gemms = linear_gemms("stem rgb", batch, INPUT_DIMS["rgb"], inner, False)
-    gemms += linear_gemms("stem audio", batch, INPUT_DIMS["audio"], inner, False)
+    gemms = linear_gemms("stem rgb", batch, VIDEO_DIMS["mean_rgb"], inner, False)
+    gemms += linear_gemms("stem audio", batch, VIDEO_DIMS["mean_audio"], inner, False)
     for b in range(blocks):
         gemms += linear_gemms(f"block{b} own", batch, inner, inner, True) * 2
         gemms += linear_gemms(f"block{b} mix", batch, 2 * inner, 2 * inner, True)
@@ -87,7 +87,7 @@ def resnet_av_gemms(batch: int, blocks: int, inner: int) -> list[Gemm]:
 
 
 def netvlad_gemms(batch: int, frames: int, clusters: int, hidden: int) -> list[Gemm]:
-    dim = sum(INPUT_DIMS.values())
+    dim = sum(FRAME_DIMS.values())
     gemms = linear_gemms("assign", batch * frames, dim, clusters, False)
     gemms += [  # vlad = a^T x (B, K, D); backward: da = x g^T (x needs no gradient)
         Gemm("vlad fwd", clusters, frames, dim, batch),
@@ -167,10 +167,10 @@ def in_memory_steps(
 
 
 def fit_samples_per_s(
-    model: torch.nn.Module, ds: Dataset, config: TrainConfig, workdir: Path
+    model: torch.nn.Module, ds: Dataset, config: TrainConfig, workdir: Path, groups: list[str]
 ) -> float:
     """Samples/s of the last epoch of ``fit`` (no validation; checkpointing is outside it)."""
-    result = fit(model, ds, None, config, GROUPS, workdir)
+    result = fit(model, ds, None, config, groups, workdir)
     return result.history[-1].samples_per_s
 
 
@@ -181,11 +181,12 @@ def loader_rows_per_s(
     workdir: Path,
     device: torch.device,
     max_batches: int,
+    groups: list[str],
 ) -> float:
     """Rows/s of ``fit``'s batch gathering alone with ``config.workers`` loader threads
     (uncontended by training), batches delivered to ``device``."""
     trainer = _Trainer(
-        model, ds, None, config, GROUPS, workdir, device, None, None, None, None, None, None, None
+        model, ds, None, config, groups, workdir, device, None, None, None, None, None, None, None
     )
     rows = epoch_rows(ds.labels, config.sampler, np.random.default_rng(1))
     calls = [(b, i, None) for i, b in enumerate(trainer._split(rows)[:max_batches])]
@@ -250,20 +251,27 @@ def main() -> None:
             gemms = resnet_av_gemms(args.batch, blocks, inner)
             flops, bare, per = bare_gemm(gemms, args.gemm_time, device)
             torch.manual_seed(0)
-            model = create_model("resnet_av", N_CLASSES, INPUT_DIMS, blocks=blocks, inner=inner)
-            x = torch.randn(args.batch, sum(INPUT_DIMS.values()))
+            model = create_model("resnet_av", N_CLASSES, VIDEO_DIMS, blocks=blocks, inner=inner)
+            x = torch.randn(args.batch, sum(VIDEO_DIMS.values()))
             step = in_memory_steps(model, x, None, args.steps, device)
             row = {"name": name, "batch": args.batch, "flops": flops, "bare": bare,
                    "step": step, "per": per}  # fmt: skip
             if video_ds is not None:
                 config = TrainConfig(epochs=1, batch_size=args.batch, workers=max(workers))
                 torch.manual_seed(0)
-                model = create_model("resnet_av", N_CLASSES, INPUT_DIMS, blocks=blocks, inner=inner)
+                model = create_model("resnet_av", N_CLASSES, VIDEO_DIMS, blocks=blocks, inner=inner)
                 fit_ds = video_ds.subset(np.arange(min(args.fit_rows, len(video_ds))))
-                row["fit"] = fit_samples_per_s(model, fit_ds, config, tmp / f"fit-{name}")
+                video = list(VIDEO_DIMS)
+                row["fit"] = fit_samples_per_s(model, fit_ds, config, tmp / f"fit-{name}", video)
                 row["loader"] = {
                     w: loader_rows_per_s(
-                        model, video_ds, replace(config, workers=w), tmp / "ld", device, 10**9
+                        model,
+                        video_ds,
+                        replace(config, workers=w),
+                        tmp / "ld",
+                        device,
+                        10**9,
+                        video,
                     )
                     for w in workers
                 }
@@ -274,9 +282,9 @@ def main() -> None:
         flops, bare, per = bare_gemm(gemms, args.gemm_time, device)
         torch.manual_seed(0)
         model = create_model(
-            "netvlad", N_CLASSES, INPUT_DIMS, clusters=args.clusters, hidden=args.hidden
+            "netvlad", N_CLASSES, FRAME_DIMS, clusters=args.clusters, hidden=args.hidden
         )
-        x = torch.randn(args.frame_batch, N_FRAMES, sum(INPUT_DIMS.values()))
+        x = torch.randn(args.frame_batch, N_FRAMES, sum(FRAME_DIMS.values()))
         lengths = torch.full((args.frame_batch,), N_FRAMES)
         step = in_memory_steps(model, x, lengths, max(3, args.steps // 2), device)
         row = {"name": name, "batch": args.frame_batch, "flops": flops, "bare": bare,
@@ -285,10 +293,17 @@ def main() -> None:
             config = TrainConfig(
                 epochs=1, batch_size=args.frame_batch, max_frames=N_FRAMES, workers=max(workers)
             )
-            row["fit"] = fit_samples_per_s(model, frame_ds, config, tmp / "fit-netvlad")
+            frame = list(FRAME_DIMS)
+            row["fit"] = fit_samples_per_s(model, frame_ds, config, tmp / "fit-netvlad", frame)
             row["loader"] = {
                 w: loader_rows_per_s(
-                    model, frame_ds, replace(config, workers=w), tmp / "ld-f", device, 10**9
+                    model,
+                    frame_ds,
+                    replace(config, workers=w),
+                    tmp / "ld-f",
+                    device,
+                    10**9,
+                    frame,
                 )
                 for w in workers
             }

@@ -28,13 +28,13 @@ from typing import Any
 import numpy as np
 
 from webly.data import Dataset
-from webly.data.yt8m import import_yt8m
+from webly.data.yt8m import VIDEO_GROUPS, import_yt8m
 from webly.models import create_model
 from webly.train import TrainConfig, fit
 from webly.train.loop import evaluate
 
 REAL = Path(__file__).resolve().parents[2] / "shared" / "data" / "yt8m-2018-validate"
-GROUPS = ("rgb", "audio")
+GROUPS = VIDEO_GROUPS  # mean_rgb, mean_audio
 RESNET = {"blocks": 1, "inner": 1024, "dropout": 0.3}
 
 

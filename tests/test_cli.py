@@ -177,6 +177,7 @@ def test_import_real_youtube8m_and_describe(tmp_path: Path) -> None:
     assert info.returncode == 0, info.stderr
     assert "3,862 (multilabel)" in info.stdout
     assert "1024 x float32" in info.stdout and "128 x float32" in info.stdout
+    assert "'mean_rgb'" in info.stdout and "'mean_audio'" in info.stdout
 
 
 def test_generators_and_add_noise(tmp_path: Path) -> None:

@@ -13,6 +13,7 @@ from webly.config import dump_recipe, load_recipe, parse_recipe
 from webly.data.products import ProductsLikeConfig
 from webly.data.synth import YT8MLikeConfig
 from webly.errors import ConfigError
+from webly.stages import distill_config, zoo_config
 
 DEMO = Path(__file__).resolve().parents[1] / "recipes" / "demo.yaml"
 
@@ -98,6 +99,17 @@ def test_dump_is_resolved_and_loads_back(tmp_path: Path) -> None:
     assert dump_recipe(parse_recipe(raw)) == text
 
 
+def test_keep_checkpoints_reaches_the_students_and_changes_no_stage_hash(tmp_path: Path) -> None:
+    distill = ["distill.family=true", "distill.students=[{name: mlp, id: mlp_student}]"]
+    plain = load_recipe(write(tmp_path, RECIPE), distill)
+    kept = load_recipe(write(tmp_path, RECIPE), [*distill, "zoo.keep_checkpoints=true"])
+    assert not plain.zoo.keep_checkpoints and kept.zoo.keep_checkpoints
+    assert kept.student_zoos()["students"].keep_checkpoints
+    assert parse_recipe(yaml.safe_load(dump_recipe(kept))) == kept
+    for config in (zoo_config, distill_config):  # nothing changes results: no stage reruns
+        assert config(kept) == config(plain)
+
+
 def test_products_like_and_builtin_sources(tmp_path: Path) -> None:
     synth = {"kind": "products-like", "n_classes": 20, "n_products": 100,
              "instances_per_product": [1, 2]}  # fmt: skip
@@ -130,7 +142,11 @@ def test_relative_paths_resolve_against_the_current_folder(
 @pytest.mark.parametrize(
     ("overrides", "message"),
     [
-        (["zoo.kk=3"], r"zoo\.kk: unknown key; did you mean 'k'\? zoo accepts: k, train, members$"),
+        (
+            ["zoo.kk=3"],
+            r"zoo\.kk: unknown key; did you mean 'k'\? zoo accepts: k, train, members, "
+            "keep_checkpoints$",
+        ),
         (["kk=3"], r"kk: unknown key; the recipe accepts: seed, data, folds, zoo, clean"),
         (["ensembel={}"], r"^[^:]*: ensembel: unknown key; did you mean 'ensemble'\? the recipe"),
         (

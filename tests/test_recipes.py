@@ -153,3 +153,42 @@ def test_yt8m_recipe_runs_on_frame_level_tfrecord_files(tmp_path: Path) -> None:
     final = json.loads((tmp_path / "run" / "distill" / "manifest.json").read_text())["outputs"]
     (store,) = final["final"].values()
     assert Predictions.open(tmp_path / "run" / store).model["pseudo_rows"] == 10
+
+
+def write_video_files(folder: Path, prefix: str, n_files: int, per_file: int) -> str:
+    """YouTube-8M 2018 video-level files of random videos with labels in 0..9; their glob."""
+    rng = np.random.default_rng(len(prefix))
+    folder.mkdir(parents=True, exist_ok=True)
+    for f in range(n_files):
+        payloads = [
+            tr.encode_example(
+                {
+                    "id": [f"{prefix}{f}-{r}".encode()],
+                    "labels": np.sort(rng.choice(10, size=2, replace=False)).astype(np.int64),
+                    "mean_rgb": rng.normal(size=1024).astype(np.float32),
+                    "mean_audio": rng.normal(size=128).astype(np.float32),
+                }
+            )  # fmt: skip
+            for r in range(per_file)
+        ]
+        tr.write_records(folder / f"{prefix}{f:04d}.tfrecord", payloads)
+    return str(folder / f"{prefix}*.tfrecord")
+
+
+def test_yt8m_video_recipe_runs_as_it_stands_on_video_level_files(tmp_path: Path) -> None:
+    raw = yaml.safe_load((RECIPES / "yt8m-video.yaml").read_text())
+    assert "lr" not in raw["zoo"]["train"] and "epochs" not in raw["zoo"]["train"]
+    assert all("lr" not in m.get("train", {}) for m in raw["zoo"]["members"])
+    train = write_video_files(tmp_path / "tf", "train", n_files=2, per_file=30)
+    test = write_video_files(tmp_path / "tf", "validate", n_files=1, per_file=12)
+    result = run(
+        "yt8m-video.yaml", tmp_path / "run", f"data.yt8m.train={train}",
+        f"data.yt8m.test={test}", "data.yt8m.n_classes=10", "folds.n=2",
+        "zoo.train.epochs=2", "zoo.train.lr_probe_steps=2", "ensemble.stacker.rounds=5",
+        "ensemble.blend_options={weighted: {n_trials: 20}}",
+    )  # fmt: skip
+    assert result.results is not None
+    models = {r["model"] for r in result.results["rows"]}
+    assert {"logistic", "mlp", "mlp_rgb", "mlp_audio", "resnet_av", "stacker"} <= models
+    fold = Predictions.open(tmp_path / "run" / "zoo" / "mlp" / "predictions").fold_metrics["0"]
+    assert fold["lr"] in (3e-4, 1e-3, 3e-3, 1e-2, 3e-2) and len(fold["lr_search"]) == 5

@@ -80,7 +80,11 @@ def import_yt8m(
     pattern: Annotated[str, typer.Argument(help="TFRecord files, a glob: 'dir/train*.tfrecord'.")],
     dest: Annotated[Path, typer.Argument(metavar="OUT", help="Dataset folder to create.")],
     level: Annotated[
-        str, typer.Option(help="video: Example records; frame: SequenceExample.")
+        str,
+        typer.Option(
+            help="video: Example records, groups mean_rgb, mean_audio; frame: SequenceExample "
+            "records, frame groups rgb, audio plus mean_rgb, mean_audio."
+        ),
     ] = "video",
     names: Annotated[
         str, typer.Option(help="Feature names: 2018 (id, mean_rgb) or 2017 (video_id, mean_inc3).")

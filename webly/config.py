@@ -25,7 +25,7 @@ recipe is loaded; the resolved recipe holds them absolute.
 
 `load_recipe` reads a file and applies ``--set KEY=VALUE`` overrides: ``KEY`` is a dotted path,
 list items are addressed by position (``zoo.members.1.hparams.hidden=[32]``), ``VALUE`` is read
-as YAML (``3``, ``1e-3``, ``null``, ``[32]``, ``{groups: [audio]}``). Every problem is one
+as YAML (``3``, ``1e-3``, ``null``, ``[32]``, ``{groups: [mean_audio]}``). Every problem is one
 `ConfigError` line naming the key and how to fix it; an unknown key names the keys accepted
 there. `dump_recipe` writes the resolved recipe, which loads back to the same `Recipe`.
 """
@@ -629,6 +629,7 @@ class Recipe(BaseModel):
             "seed": self.seed,
             "k": self.zoo.k,
             "train": {**self.zoo.train, "distill_lam": distill.lam},
+            "keep_checkpoints": self.zoo.keep_checkpoints,
         }
         zoos = {}
         if distill.students:

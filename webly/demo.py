@@ -20,6 +20,7 @@ from webly.baselines import fit_logistic, predict_logistic
 from webly.config import load_recipe
 from webly.data import Dataset
 from webly.data.stats import dataset_stats
+from webly.data.yt8m import VIDEO_GROUPS
 from webly.errors import ConfigError
 from webly.metrics import gap_at_k
 from webly.pipeline import run_pipeline, stage_outputs, stage_summary
@@ -27,7 +28,6 @@ from webly.stages import results_table
 
 DEMO_RECIPE = Path(__file__).resolve().parents[1] / "recipes" / "demo.yaml"
 """The demo's recipe: it ships with the source tree, which ``make demo`` runs from."""
-VIDEO_GROUPS = ("mean_rgb", "mean_audio")
 CONTRAST = "logistic regression on true labels"
 
 

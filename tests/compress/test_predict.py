@@ -86,7 +86,7 @@ def test_video_level_tfrecords_predict_like_their_import(tmp_path: Path) -> None
     store = tmp_path / "store"
     import_yt8m(pattern, store, level="video", workers=1)
     layout = yt8m_layout("video", 3862)
-    source = save_model(tmp_path / "net", "mlp", layout, ("rgb", "audio"))
+    source = save_model(tmp_path / "net", "mlp", layout, ("mean_rgb", "mean_audio"))
     export_onnx(source, tmp_path / "export", layout=layout)
     predict(tmp_path / "export", pattern, tmp_path / "a.csv", batch_size=4)
     predict(tmp_path / "export", store, tmp_path / "b.csv")
@@ -147,7 +147,7 @@ def test_wrong_feature_dimensions_are_refused(tmp_path: Path, small_store: Datas
     ):
         predict(tmp_path / "export", small_store.path, out)
     yt8m = yt8m_layout("video", 3862)
-    source = save_model(tmp_path / "yt8m", "logistic", yt8m, ("rgb", "audio"))
+    source = save_model(tmp_path / "yt8m", "logistic", yt8m, ("mean_rgb", "mean_audio"))
     export_onnx(source, tmp_path / "yt8m-export", layout=yt8m)
     files = tmp_path / "files"
     files.mkdir()
@@ -159,7 +159,9 @@ def test_wrong_feature_dimensions_are_refused(tmp_path: Path, small_store: Datas
         }
     )
     tr.write_records(files / "short.tfrecord", [short])
-    with pytest.raises(DataError, match="'rgb' has 512 values per row, the model expects 1024"):
+    with pytest.raises(
+        DataError, match="'mean_rgb' has 512 values per row, the model expects 1024"
+    ):
         predict(tmp_path / "yt8m-export", str(files / "*.tfrecord"), out)
     assert_no_leftovers(out.parent)
 
@@ -167,7 +169,7 @@ def test_wrong_feature_dimensions_are_refused(tmp_path: Path, small_store: Datas
 def test_an_error_mid_stream_leaves_the_old_file(tmp_path: Path) -> None:
     make_video_files(tmp_path / "files", n_files=2, per_file=300)
     layout = yt8m_layout("video", 3862)
-    source = save_model(tmp_path / "net", "logistic", layout, ("rgb", "audio"))
+    source = save_model(tmp_path / "net", "logistic", layout, ("mean_rgb", "mean_audio"))
     export_onnx(source, tmp_path / "export", layout=layout)
     second = tmp_path / "files" / "v1.tfrecord"
     second.write_bytes(second.read_bytes()[:-10])  # truncated: found after 300 rows are written

@@ -89,6 +89,9 @@ def test_round_trip_every_column(tmp_path: Path) -> None:
             out[:n, 16:], dequantize_uint8(batches[b].frames["faudio"][i])
         )
         assert not out[n:].any()
+    # without groups: every group of the level, in layout order
+    np.testing.assert_array_equal(ds.features(rows), x)
+    np.testing.assert_array_equal(ds.frames(rows)[0], frames)
     manifest = json.loads((tmp_path / "ds" / "manifest.json").read_text())
     assert manifest["n_rows"] == 120 and manifest["format_version"] == 1
     assert {s["file"] for s in manifest["shards"]} == {"shard-00000.arrow"}
@@ -155,6 +158,8 @@ def test_frame_sampling(tmp_path: Path) -> None:
     assert set(x[1, :, 0]) <= {0, 1, 2} and set(x[0, :, 0]) <= set(range(10))
     with pytest.raises(DataError, match=r"frame-level group; use Dataset\.frames"):
         ds.features([0], groups=("f",))
+    with pytest.raises(DataError, match=r"no video-level feature groups \(it has: f \(frame\)\)"):
+        ds.features([0])
     assert list(ds.n_frames()) == [10, 3]
 
 

@@ -37,8 +37,8 @@ def test_splits_layout_and_manifest(video_store: Path) -> None:
     train, test, unlabeled = (Dataset.open(video_store / s) for s in ("train", "test", "unlabeled"))
     assert (len(train), len(test), len(unlabeled)) == (3000, 750, 750)
     assert [(f.name, f.dim, f.dtype) for f in train.layout.features] == [
-        ("rgb", 1024, "uint8"),
-        ("audio", 128, "uint8"),
+        ("mean_rgb", 1024, "uint8"),
+        ("mean_audio", 128, "uint8"),
     ]
     assert train.class_names[42] == "c0042"
     assert (test.labels != test.clean_labels).nnz == 0
@@ -99,7 +99,8 @@ def test_modalities_carry_their_classes(video_store: Path) -> None:
     gaps = {}
     for group in ("rgb", "audio"):
         rows, test_rows = np.arange(len(train)), np.arange(len(test))
-        x, x_test = train.features(rows, (group,)), test.features(test_rows, (group,))
+        video_group = (f"mean_{group}",)  # the video-level group of the modality
+        x, x_test = train.features(rows, video_group), test.features(test_rows, video_group)
         scores = ridge_scores(x, train.clean_labels, x_test)
         for code, kind in ((1, "rgb_only"), (2, "audio_only")):
             cls = np.flatnonzero(world.modality == code)

@@ -12,8 +12,9 @@ import pytest
 
 from webly.data import tfrecord as tr
 from webly.data.store import Dataset
-from webly.data.yt8m import Names, import_yt8m
+from webly.data.yt8m import FRAME_GROUPS, VIDEO_GROUPS, Names, import_yt8m, yt8m_layout
 from webly.errors import DataError, WeblyWarning
+from webly.train.zoo import parse_zoo, plan_zoo
 
 REAL = Path(__file__).resolve().parents[3] / "shared" / "data" / "yt8m-2018-validate"
 
@@ -100,6 +101,10 @@ def test_video_level_import_is_exact(tmp_path: Path) -> None:
     assert ds.ids.tolist() == rows["ids"]
     assert [sorted(ds.labels[i].indices.tolist()) for i in range(len(ds))] == rows["labels"]
     assert ds.labels.shape == (15, 3862)
+    assert [(f.name, f.level) for f in ds.layout.features] == [
+        ("mean_rgb", "video"),
+        ("mean_audio", "video"),
+    ]
     features = ds.features(np.arange(15))
     np.testing.assert_array_equal(features[:, :1024], np.stack(rows["rgb"]))
     np.testing.assert_array_equal(features[:, 1024:], np.stack(rows["audio"]))
@@ -109,8 +114,11 @@ def test_video_level_uint8_quantizes(tmp_path: Path) -> None:
     rows = make_video_files(tmp_path / "in", n_files=1)
     import_yt8m(str(tmp_path / "in" / "*"), tmp_path / "ds", "video", video_dtype="uint8")
     ds = Dataset.open(tmp_path / "ds")
-    assert {f.name: f.dtype for f in ds.layout.features} == {"rgb": "uint8", "audio": "uint8"}
-    got = ds.features(np.arange(5), groups=("rgb",))
+    assert {f.name: f.dtype for f in ds.layout.features} == {
+        "mean_rgb": "uint8",
+        "mean_audio": "uint8",
+    }
+    got = ds.features(np.arange(5), groups=("mean_rgb",))
     codes = np.rint((np.stack(rows["rgb"]).astype(np.float64) + 2) * 255 / 4)
     np.testing.assert_allclose(got, dequantize(codes), atol=1e-6)
 
@@ -152,6 +160,41 @@ def test_frame_level_import(tmp_path: Path, names: Names) -> None:
         expected = dequantize(np.concatenate([rgb, audio], axis=1))
         np.testing.assert_allclose(x[i, : lengths[i]], expected, atol=1e-6)
         np.testing.assert_allclose(means[i], expected.mean(axis=0), atol=1e-5)
+
+
+# ---------------------------------------------------------------- group names
+
+
+def test_video_level_groups_are_named_alike_at_both_levels(tmp_path: Path) -> None:
+    """``rgb``/``audio`` are frames, ``mean_rgb``/``mean_audio`` video level, at either level:
+    one zoo of video-level members plans the same on a video-level and a frame-level import."""
+    assert (VIDEO_GROUPS, FRAME_GROUPS) == (("mean_rgb", "mean_audio"), ("rgb", "audio"))
+    for level in ("video", "frame"):
+        layout = yt8m_layout(level)  # type: ignore[arg-type]
+        assert [f.name for f in layout.features if f.level == "video"] == list(VIDEO_GROUPS)
+        frames = [f.name for f in layout.features if f.level == "frame"]
+        assert frames == (list(FRAME_GROUPS) if level == "frame" else [])
+    make_video_files(tmp_path / "in-video", n_files=1)
+    make_frame_files(tmp_path / "in-frame", n_files=1)
+    stores = [
+        Dataset.open(import_yt8m(str(tmp_path / f"in-{level}" / "*"), tmp_path / level, level).out)
+        for level in ("video", "frame")
+    ]
+    zoo = parse_zoo(
+        {
+            "members": [
+                {"name": "logistic"},  # every video-level group
+                {"name": "mlp", "id": "mlp_rgb", "groups": ["mean_rgb"]},
+                {"name": "mlp", "id": "mlp_audio", "options": {"groups": ["mean_audio"]}},
+            ]
+        }
+    )
+    video, frame = ([(m.groups, m.input_dims) for m in plan_zoo(zoo, ds)] for ds in stores)
+    assert video == frame
+    assert video[0] == (VIDEO_GROUPS, {"mean_rgb": 1024, "mean_audio": 128})
+    # without groups, the store reads every group of the level asked for
+    assert stores[0].features([0]).shape == stores[1].features([0]).shape == (1, 1152)
+    assert stores[1].frames([0])[0].shape[2] == 1152
 
 
 # ---------------------------------------------------------------- bad input

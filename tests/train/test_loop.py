@@ -16,7 +16,7 @@ from tests.conftest import random_batch
 from webly.data import Batch, Dataset, DatasetWriter, FeatureSpec, Layout
 from webly.errors import ConfigError, DataError
 from webly.models import create_model
-from webly.train import EpochStats, TrainConfig, fit, lr_factor
+from webly.train import EpochStats, TrainConfig, evaluate, fit
 
 DIMS = {"rgb": 8, "audio": 4}
 N_CLASSES = 6
@@ -77,7 +77,7 @@ def _equal_weights(a: torch.nn.Module, b: torch.nn.Module) -> bool:
 
 FULL = TrainConfig(
     epochs=3, batch_size=32, lr=1e-2, mixup_alpha=0.4, ema_decay=0.9, warmup_epochs=1.0,
-    grad_accumulation=2, clip_norm=1.0, seed=3,
+    grad_accumulation=2, clip_norm=1.0, seed=3, valid_fraction=0.0,
 )  # fmt: skip
 
 
@@ -91,13 +91,6 @@ def _kill_after(epoch: int) -> Any:
             raise Kill
 
     return callback
-
-
-def test_lr_factor_warmup_then_cosine_to_zero() -> None:
-    assert [lr_factor(s, 2, 6) for s in range(2)] == [0.5, 1.0]
-    assert lr_factor(2, 2, 6) == pytest.approx(1.0)
-    assert lr_factor(5, 2, 6) == pytest.approx(0.0, abs=1e-12)
-    assert lr_factor(3, 2, 6) > lr_factor(4, 2, 6)
 
 
 def test_same_seed_same_weights_other_seed_other(tmp_path: Path, toy: Any) -> None:
@@ -187,7 +180,7 @@ def test_resume_under_other_settings_is_refused(tmp_path: Path, toy: Any) -> Non
 
 def test_learns_separable_toy_problem(tmp_path: Path, toy: Any) -> None:
     train, valid = toy
-    config = TrainConfig(epochs=15, batch_size=16, lr=1e-2, seed=0)
+    config = TrainConfig(epochs=15, batch_size=16, lr=1e-2, seed=0, schedule="cosine")
     model = _mlp(dropout=0.0)
     result = fit(model, train, valid, config, ("rgb", "audio"), tmp_path / "w")
     prior = valid.labels.sum() / (len(valid) * N_CLASSES)  # GAP of uninformative scores
@@ -218,6 +211,7 @@ def test_early_stopping_stops(tmp_path: Path, toy: Any) -> None:
 
 def test_best_weights_are_restored(tmp_path: Path, toy: Any) -> None:
     config = TrainConfig(epochs=4, batch_size=32, lr=1e-2, patience=None, ema_decay=0.5)
+    assert config.schedule == "plateau"
     model = _mlp()
     result = fit(model, toy[0], toy[1], config, ("rgb", "audio"), tmp_path / "w")
     best = torch.load(tmp_path / "w" / "best.pt", weights_only=True)
@@ -289,3 +283,96 @@ def test_loader_keeps_order_raises_errors_and_stops_early() -> None:
     assert next(loader) == {"i": 0}
     loader.close()
     assert len(started) <= 4  # at most workers + 1 ahead were ever asked for
+
+
+def test_defaults_train_until_the_validation_metric_stops_rising(tmp_path: Path, toy: Any) -> None:
+    # The regression of issue 18: a cosine to 0 stopped models whose validation metric was still
+    # rising. At the defaults the rate never reaches 0 while the metric improves, and the weights
+    # returned (the best epoch's) never score below the last epoch's on the validation rows.
+    train, valid = toy
+    config = TrainConfig(epochs=12, batch_size=32, lr=1e-3)
+    model = _mlp(dropout=0.0)
+    result = fit(model, train, valid, config, ("rgb", "audio"), tmp_path / "w")
+    metrics = [s.metric for s in result.history]
+    assert all(m is not None for m in metrics)
+    pairs = zip(result.history, result.history[1:], strict=False)
+    rising = [s for prev, s in pairs if s.metric > prev.metric]
+    assert rising and all(s.lr >= 1e-3 * config.lr_decay**2 for s in rising)
+    last = _mlp(dropout=0.0)
+    last.load_state_dict(torch.load(tmp_path / "w" / "checkpoint.pt", weights_only=True)["model"])
+    returned = evaluate(model, valid, ("rgb", "audio"))
+    assert returned == pytest.approx(result.best_metric, abs=1e-6)
+    assert returned >= evaluate(last, valid, ("rgb", "audio")) - 1e-9
+    assert result.best_metric == max(metrics)
+
+
+def test_without_validation_data_a_share_of_the_rows_is_held_out(tmp_path: Path, toy: Any) -> None:
+    config = TrainConfig(epochs=3, batch_size=32, lr=1e-2, valid_fraction=0.25)
+    result = fit(_mlp(), toy[0], None, config, ("rgb", "audio"), tmp_path / "w")
+    assert result.valid_rows == 40 and result.best_metric is not None
+    assert result.history[0].samples_per_s > 0
+    none = fit(_mlp(), toy[0], None, replace(config, valid_fraction=0.0), ("rgb", "audio"),
+               tmp_path / "none")  # fmt: skip
+    assert none.valid_rows == 0 and none.best_metric is None and len(none.history) == 3
+
+
+def test_prior_output_bias_starts_at_the_label_entropy(tmp_path: Path, toy: Any) -> None:
+    train = toy[0]
+    config = TrainConfig(epochs=1, batch_size=160, lr=1e-12, weight_decay=0.0,
+                         valid_fraction=0.0)  # fmt: skip
+    losses = {}
+    for bias in ("init", "prior"):
+        model = _mlp(batchnorm=False, dropout=0.0)
+        with torch.no_grad():
+            model.classifier.weight.zero_()  # the logits are the bias alone
+            model.classifier.bias.zero_()
+        result = fit(model, train, None, replace(config, output_bias=bias), ("rgb", "audio"),
+                     tmp_path / bias)  # fmt: skip
+        losses[bias] = result.history[0].loss
+    p = (np.asarray(train.labels.sum(axis=0)).ravel() + 1) / (len(train) + 2)
+    q = np.asarray(train.labels.mean(axis=0)).ravel()
+    entropy = -(q * np.log(p) + (1 - q) * np.log(1 - p)).sum()
+    assert losses["init"] == pytest.approx(N_CLASSES * np.log(2), rel=1e-4)
+    assert losses["prior"] == pytest.approx(entropy, rel=1e-3) and losses["prior"] < losses["init"]
+
+
+def test_auto_lr_is_chosen_on_validation_recorded_and_not_searched_again(
+    tmp_path: Path, toy: Any
+) -> None:
+    train, valid = toy
+    config = TrainConfig(epochs=3, batch_size=32, lr_candidates=(1e-6, 1e-2), lr_probe_steps=10)
+    result = fit(_mlp(), train, valid, config, ("rgb", "audio"), tmp_path / "w")
+    assert result.lr == 1e-2 and result.lr_search is not None
+    assert result.lr_search.lr == 1e-2 and set(result.lr_search.trials) == {1e-6, 1e-2}
+    assert all(s.lr == pytest.approx(1e-2) for s in result.history[:1])
+    assert not (tmp_path / "w" / "lr-search").exists()  # the probes' folders are removed
+    again = fit(_mlp(), train, valid, config, ("rgb", "audio"), tmp_path / "w")
+    assert again.lr_search == result.lr_search and again.history == result.history
+
+
+def test_auto_lr_that_finds_no_rate_names_the_rates(tmp_path: Path, toy: Any) -> None:
+    # rates too small to move float32 weights (and no BatchNorm statistics): no probe improves
+    config = TrainConfig(epochs=2, batch_size=32, weight_decay=0.0, lr_candidates=(1e-13, 1e-12),
+                         lr_probe_steps=4)  # fmt: skip
+    with pytest.raises(
+        DataError, match=r"no rate improved on the initial weights \(tried 1e-13, 1e-12\)"
+    ):
+        fit(_mlp(batchnorm=False), toy[0], toy[1], config, ("rgb", "audio"), tmp_path / "w")
+
+
+@pytest.mark.parametrize(
+    ("settings", "message"),
+    [
+        ({"schedule": "linear"}, "schedule 'linear' is unknown; use one of constant, cosine"),
+        ({"lr": "fast"}, "train lr is 'fast'; use a rate > 0 or 'auto'"),
+        ({"lr": 0.0}, "train lr is 0.0; use a rate > 0 or 'auto'"),
+        ({"lr_candidates": ()}, "train lr_candidates is \\(\\); give one or more rates > 0"),
+        ({"lr_decay": 1.5}, "train lr_decay is 1.5; use a factor in \\(0, 1\\]"),
+        ({"valid_fraction": 1.0}, "train valid_fraction is 1.0; use a share in \\[0, 1\\)"),
+        ({"output_bias": "mean"}, "output_bias 'mean' is unknown; use prior or init"),
+        ({"decay_patience": 0}, "train decay_patience is 0; it must be >= 1"),
+    ],
+)
+def test_bad_schedule_settings_are_one_line(settings: dict[str, Any], message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        TrainConfig(**settings)

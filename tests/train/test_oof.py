@@ -9,8 +9,10 @@ from typing import Any
 import numpy as np
 import pytest
 import scipy.sparse as sp
+import torch
 
 import webly.train.oof as oof_module
+from tests.train.test_loop import Kill, _kill_after
 from webly.data import Batch, Dataset, DatasetWriter, FeatureSpec, Layout
 from webly.distill.pseudo import PseudoLabels
 from webly.ensemble.members import zoo_members
@@ -437,3 +439,94 @@ def test_pseudo_rows_for_trees_or_of_another_dataset_are_refused(
         fit_oof(_zoo({"name": "logistic"}), train, test, tmp_path / "wide-run",
                 pseudo=_pseudo(Dataset.open(tmp_path / "wide"), 1))  # fmt: skip
     assert not (tmp_path / "lgbm").exists() and not (tmp_path / "wide-run").exists()
+
+
+TRAINER_FILES = ("checkpoint.pt", "best.pt")
+
+
+def _fold_files(out: Path, member: str) -> dict[str, set[str]]:
+    """The entries of each of ``member``'s fold folders (``fold-<f>``, ``full``), by folder."""
+    return {
+        d.name: {p.name for p in d.iterdir()}
+        for d in sorted((out / member).iterdir())
+        if d.name.startswith("fold-") or d.name == "full"
+    }
+
+
+def test_saved_fold_models_drop_their_trainer_checkpoints_unless_kept(
+    data: tuple[Dataset, Dataset], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    train, test = data
+    members = ({"name": "logistic"}, {"name": "lgbm", "hparams": {"n_estimators": 5}})
+    fit_oof(_zoo(*members), train, test, tmp_path / "dropped")
+    fit_full(_zoo(*members), train, test, tmp_path / "full")
+    for out, parts in ((tmp_path / "dropped", ["fold-0", "fold-1", "fold-2"]),
+                       (tmp_path / "full", ["full"])):  # fmt: skip
+        for member in ("logistic", "lgbm"):
+            assert _fold_files(out, member) == {part: {"model"} for part in parts}
+    kept = fit_oof(_zoo(*members, keep_checkpoints=True), train, test, tmp_path / "kept")
+    assert not kept.failed
+    for part, names in _fold_files(tmp_path / "kept", "logistic").items():
+        assert names == {"model", *TRAINER_FILES}, part
+    assert _fold_files(tmp_path / "kept", "lgbm") == {f"fold-{f}": {"model"} for f in range(3)}
+    stores = [Predictions.open(tmp_path / run / "logistic" / "predictions")
+              for run in ("dropped", "kept")]  # fmt: skip
+    assert stores[0].model["config_hash"] == stores[1].model["config_hash"]  # no result changes
+    np.testing.assert_array_equal(stores[0].oof.topk().scores, stores[1].oof.topk().scores)
+    # the same hash: the other value finds the member finished and touches nothing
+    again = fit_oof(_zoo(*members), train, test, tmp_path / "kept")
+    assert all(m.skipped for m in again.members)
+    assert all(TRAINER_FILES[0] in n for n in _fold_files(tmp_path / "kept", "logistic").values())
+    # killed before the store's commit: the saved fold models are loaded, not trained, and
+    # their trainer files dropped then
+    (tmp_path / "kept" / "logistic" / "predictions" / "manifest.json").unlink()
+    calls = spy_fit(monkeypatch)
+    fit_oof(_zoo(*members), train, test, tmp_path / "kept")
+    assert calls == []
+    assert _fold_files(tmp_path / "kept", "logistic") == {f"fold-{f}": {"model"} for f in range(3)}
+
+
+def test_run_killed_mid_fold_resumes_to_the_uninterrupted_result_and_drops_checkpoints(
+    data: tuple[Dataset, Dataset], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    train, test = data
+    zoo = _zoo({"name": "mlp", "hparams": {"hidden": [8], "dropout": 0.2}})
+    fit_oof(zoo, train, test, tmp_path / "whole")
+    real = oof_module.fit
+    started: list[int] = []  # the fold of every trainer run
+    trained: list[tuple[int, int]] = []  # (fold, epoch) of the epochs the resumed run trains
+    kill = [True]
+
+    def killed_in_fold_1(*args: Any, **kwargs: Any) -> Any:
+        fold = int(Path(args[5]).name.removeprefix("fold-"))
+        started.append(fold)
+        if kill[0]:
+            if fold == 1:
+                kwargs["on_epoch_end"] = _kill_after(1)  # after epoch 1 of 2 is checkpointed
+        else:
+            kwargs["on_epoch_end"] = lambda stats: trained.append((fold, stats.epoch))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(oof_module, "fit", killed_in_fold_1)
+    with pytest.raises(Kill):
+        fit_oof(zoo, train, test, tmp_path / "b")
+    assert started == [0, 1]
+    assert _fold_files(tmp_path / "b", "mlp") == {
+        "fold-0": {"model"},  # saved: its trainer files are gone
+        "fold-1": set(TRAINER_FILES),  # the epoch-1 checkpoint the resume starts from
+    }
+    kill[0] = False
+    assert not fit_oof(zoo, train, test, tmp_path / "b").failed
+    assert started == [0, 1, 1, 2]  # fold 0 loaded
+    assert trained == [(1, 2), (2, 1), (2, 2)]  # fold 1 resumed at epoch 2
+    assert _fold_files(tmp_path / "b", "mlp") == {f"fold-{f}": {"model"} for f in range(3)}
+    whole, resumed = (Predictions.open(tmp_path / run / "mlp" / "predictions")
+                      for run in ("whole", "b"))  # fmt: skip
+    for split in ("oof", "test"):
+        a, b = whole.split(split).topk(), resumed.split(split).topk()
+        np.testing.assert_array_equal(a.indices, b.indices)
+        np.testing.assert_array_equal(a.scores, b.scores)
+    for fold in range(3):
+        a, b = (load_network(tmp_path / run / "mlp" / f"fold-{fold}" / "model").state_dict()
+                for run in ("whole", "b"))  # fmt: skip
+        assert all(torch.equal(a[name], b[name]) for name in a)

@@ -59,7 +59,7 @@ from webly.metrics.noise import detection_scores, noisy_rows
 from webly.metrics.ranking import TopK
 from webly.predictions import merge_topk
 from webly.train.loop import GAP_K, array_digest, matrix_digest
-from webly.train.oof import fit_oof
+from webly.train.oof import fit_oof, zoo_settings
 from webly.train.zoo import Zoo, manifest_hash
 
 ROUND_FILE, REPORT_DIR, ZOO_DIR = "round.json", "report", "zoo"
@@ -435,7 +435,7 @@ def _round_digest(
     """SHA-256 of what a round's result depends on."""
     blob = {
         "version": _FORMAT_VERSION,
-        "zoo": zoo.model_dump(mode="json"),
+        "zoo": zoo_settings(zoo),
         "folds": array_digest(np.asarray(folds, dtype=np.int8)),
         "train": manifest_hash(train),
         "test": manifest_hash(test) if test is not None else None,

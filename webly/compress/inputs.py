@@ -7,9 +7,11 @@ float32/float16 values. Nothing is held beyond one batch.
 TFRecord files are read without TensorFlow (`webly.data.tfrecord`), video-level
 (``tf.train.Example``: ``id``, ``mean_rgb``, ``mean_audio``) or frame-level
 (``tf.train.SequenceExample``: context ``id``, frame lists ``rgb`` and ``audio``), each record as
-`webly.data.yt8m` imports it: group ``rgb`` of a video-level model is the file's ``mean_rgb``,
-``mean_rgb`` of a frame-level file is the mean of its dequantized frames, frame groups are the
-uint8 codes.
+`webly.data.yt8m` imports it: the video-level group ``mean_rgb`` is a video-level file's
+``mean_rgb``, or the mean of a frame-level file's dequantized ``rgb`` frames; the frame groups
+``rgb``/``audio`` are the uint8 codes. (A model trained on a video-level store imported before
+the video-level groups were named ``mean_rgb``/``mean_audio`` reads its ``rgb``/``audio`` from
+the same fields.)
 """
 
 from __future__ import annotations

@@ -793,13 +793,11 @@ class Dataset:
     # ---- gathers
 
     def features(
-        self, rows: Sequence[int] | np.ndarray, groups: Sequence[str] = ("rgb", "audio")
+        self, rows: Sequence[int] | np.ndarray, groups: Sequence[str] | None = None
     ) -> np.ndarray:
-        """Video-level features of ``rows``, groups concatenated: ``(B, sum(dims))`` float32."""
-        specs = [self.layout.feature(g) for g in groups]
-        for spec in specs:
-            if spec.level != "video":
-                raise DataError(f"{spec.name!r} is a frame-level group; use Dataset.frames")
+        """Video-level features of ``rows``, ``groups`` (default: every video-level group, in
+        layout order) concatenated: ``(B, sum(dims))`` float32."""
+        specs = self._level_specs(groups, "video")
         global_rows = self._global(rows)
         out = np.empty((global_rows.size, sum(s.dim for s in specs)), dtype=np.float32)
         for chunk, positions, local in self._by_chunk(global_rows):
@@ -813,13 +811,14 @@ class Dataset:
     def frames(
         self,
         rows: Sequence[int] | np.ndarray,
-        groups: Sequence[str] = ("rgb", "audio"),
+        groups: Sequence[str] | None = None,
         max_frames: int | None = None,
         sampling: Sampling = "first",
         rng: np.random.Generator | None = None,
         decode: bool = True,
     ) -> tuple[np.ndarray, np.ndarray]:
-        """Frame-level features of ``rows``, zero-padded.
+        """Frame-level features of ``rows``, ``groups`` (default: every frame-level group, in
+        layout order) concatenated, zero-padded.
 
         Returns ``(x, lengths)``: ``x`` is ``(B, T, sum(dims))`` float32 with ``T`` the longest
         kept sequence, ``lengths`` ``(B,)`` int64 frames kept per row. With ``max_frames``, rows
@@ -830,10 +829,7 @@ class Dataset:
         stored values instead of float32 (the groups must share one stored dtype), e.g. uint8
         codes to dequantise on a GPU with `FeatureSpec.decode`'s arithmetic.
         """
-        specs = [self.layout.feature(g) for g in groups]
-        for spec in specs:
-            if spec.level != "frame":
-                raise DataError(f"{spec.name!r} is a video-level group; use Dataset.features")
+        specs = self._level_specs(groups, "frame")
         dtypes = {spec.dtype for spec in specs}
         if not decode and len(dtypes) > 1:
             raise DataError(
@@ -885,6 +881,24 @@ class Dataset:
             yield int(start), chunk
 
     # ---- internals
+
+    def _level_specs(self, groups: Sequence[str] | None, level: Level) -> list[FeatureSpec]:
+        """The specs of ``groups``, each checked to be ``level``-level; None: all of that level."""
+        other = "Dataset.frames" if level == "video" else "Dataset.features"
+        if groups is None:
+            specs = [f for f in self.layout.features if f.level == level]
+            if not specs:
+                have = ", ".join(f"{f.name} ({f.level})" for f in self.layout.features)
+                raise DataError(
+                    f"{self.path}: no {level}-level feature groups (it has: {have or 'none'}); "
+                    f"use {other}"
+                )
+            return specs
+        specs = [self.layout.feature(g) for g in groups]
+        for spec in specs:
+            if spec.level != level:
+                raise DataError(f"{spec.name!r} is a {spec.level}-level group; use {other}")
+        return specs
 
     def _global(self, rows: Sequence[int] | np.ndarray) -> np.ndarray:
         idx = np.asarray(rows, dtype=np.int64).ravel()

@@ -1,14 +1,24 @@
 """Import YouTube-8M TFRecord files into a webly dataset.
 
+Group names follow the files and are the same at both levels: ``rgb`` and ``audio`` are always
+frame-level (uint8 frames), ``mean_rgb`` and ``mean_audio`` always video-level. So a zoo or
+recipe of video-level members (whose default is every video-level group, or which name
+``mean_audio`` etc.) runs unchanged on a video-level or a frame-level import.
+
 Video-level files hold one ``tf.train.Example`` per video: ``id`` (bytes), ``labels`` (int64
 list), ``mean_rgb`` (1024 float32) and ``mean_audio`` (128 float32). They become the video-level
-groups ``rgb`` and ``audio``, float32 by default (bit-identical to the file's floats).
+groups ``mean_rgb`` and ``mean_audio``, float32 by default (bit-identical to the file's floats).
 
 Frame-level files hold one ``tf.train.SequenceExample`` per video: context ``id`` and ``labels``,
 feature lists ``rgb`` and ``audio`` with one uint8 byte string per frame (about one frame a
 second). They become the frame-level groups ``rgb`` ``(n_frames, 1024)`` and ``audio``
 ``(n_frames, 128)`` stored as uint8 codes (the store dequantises them on read), plus the
 video-level groups ``mean_rgb`` and ``mean_audio``: the mean of the dequantised frames.
+
+A store records its groups' names in its manifest and its shards' columns, and is read by
+those names: a video-level store imported by an earlier webly, whose groups were named ``rgb``
+and ``audio``, opens as before and keeps those names (members without ``groups`` still take
+them; re-import it to get ``mean_rgb``/``mean_audio``).
 
 The 2017 release names the fields ``video_id``, ``mean_inc3`` and ``inc3``; ``names="2017"``
 reads those into the same groups. Files are imported in parallel, one shard per file, and the
@@ -52,7 +62,13 @@ from webly.errors import DataError, WeblyWarning
 Names = Literal["2018", "2017"]
 
 DIMS = {"rgb": 1024, "audio": 128}
-"""Feature dimension of each modality."""
+"""Feature dimension of each modality; also the names of the frame-level groups."""
+
+FRAME_GROUPS: tuple[str, ...] = tuple(DIMS)
+"""The frame-level groups of a frame-level import: ``rgb``, ``audio``."""
+
+VIDEO_GROUPS: tuple[str, ...] = tuple(f"mean_{name}" for name in DIMS)
+"""The video-level groups of an import of either level: ``mean_rgb``, ``mean_audio``."""
 
 FIELDS: dict[str, dict[str, str]] = {
     "2018": {"id": "id", "rgb": "rgb", "audio": "audio"},
@@ -178,14 +194,11 @@ def import_yt8m(
 
 
 def yt8m_layout(level: Level, n_classes: int = 3862, video_dtype: Dtype = "float32") -> Layout:
-    """The store layout of an import: video-level ``rgb``/``audio``, or frame-level ``rgb``/
-    ``audio`` (uint8) plus video-level ``mean_rgb``/``mean_audio``."""
-    if level == "video":
-        specs = [FeatureSpec(name, dim, video_dtype, "video") for name, dim in DIMS.items()]
-    else:
-        specs = [FeatureSpec(name, dim, "uint8", "frame") for name, dim in DIMS.items()]
-        specs += [FeatureSpec(f"mean_{n}", dim, video_dtype, "video") for n, dim in DIMS.items()]
-    return Layout(features=tuple(specs), n_classes=n_classes)
+    """The store layout of an import: video-level ``mean_rgb``/``mean_audio``, after the
+    frame-level ``rgb``/``audio`` (uint8) of a frame-level import."""
+    frames = [FeatureSpec(name, dim, "uint8", "frame") for name, dim in DIMS.items()]
+    means = [FeatureSpec(f"mean_{name}", dim, video_dtype, "video") for name, dim in DIMS.items()]
+    return Layout(features=tuple((frames if level == "frame" else []) + means), n_classes=n_classes)
 
 
 def _run(tasks: list[_FileTask], workers: int) -> Iterator[_FileResult]:
@@ -219,7 +232,7 @@ def _batches(task: _FileTask, stats: ReadStats, max_frame_bytes: int) -> Iterato
     ``max_frame_bytes`` of frames."""
     fields = FIELDS[task.names]
     # file fields whose values are checked per batch, by group name (frame means are finite)
-    checked = {n: f"mean_{fields[n]}" for n in DIMS} if task.level == "video" else {}
+    checked = {f"mean_{n}": f"mean_{fields[n]}" for n in DIMS} if task.level == "video" else {}
     rows: list[_Row] = []
     frame_bytes = 0
     for offset, payload in iter_records(task.source, task.skip_corrupt, stats):
@@ -279,7 +292,8 @@ def _batch(rows: list[_Row], n_classes: int, checked: dict[str, str]) -> Batch:
 
 
 def _video_row(payload: bytes, fields: dict[str, str], where: str) -> _Row:
-    """One video-level Example -> features ``rgb`` (1024,) and ``audio`` (128,) float32."""
+    """One video-level Example -> features ``mean_rgb`` (1024,) and ``mean_audio`` (128,)
+    float32."""
     try:
         example = parse_example(payload)
     except DataError as err:
@@ -295,7 +309,7 @@ def _video_row(payload: bytes, fields: dict[str, str], where: str) -> _Row:
                 f"{where}: {key!r} has {value.size} values but YouTube-8M {key} has {dim}; "
                 "check that these are video-level files (--level) of the right release (--names)"
             )
-        values[name] = value
+        values[f"mean_{name}"] = value
     return _Row(where, vid, labels, values, {})
 
 

@@ -1,9 +1,9 @@
 """Video-level backbones: one feature vector per video, ``(B, D) -> (B, out_dim)``.
 
 ``D`` is the concatenation of the feature groups of ``input_dims`` in their order (e.g. 1024-d
-``rgb`` then 128-d ``audio`` for YouTube-8M). `webly.models.network.Network` adds the options
-every network shares and the classifier; a backbone never owns a classifier, except `moe`,
-whose mixture of experts *is* the classifier (it offers it through ``make_classifier``).
+``mean_rgb`` then 128-d ``mean_audio`` for YouTube-8M). `webly.models.network.Network` adds the
+options every network shares and the classifier; a backbone never owns a classifier, except
+`moe`, whose mixture of experts *is* the classifier (it offers it through ``make_classifier``).
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from webly.models._registry import register_model
 
 AUDIO = "audio"
 """resnet_av's audio stream takes the group ``audio`` and every group named ``*_audio`` (the
-video-level ``mean_audio`` of YouTube-8M and of frame-level stores)."""
+video-level ``mean_audio`` of a YouTube-8M import of either level)."""
 ACTIVATIONS: dict[str, type[nn.Module]] = {
     "relu": nn.ReLU,
     "gelu": nn.GELU,
@@ -198,7 +198,7 @@ def resnet_av(
       lets them exchange information while every stream keeps an identity path;
     - output: the streams concatenated, ``out_dim = n_modalities * inner``.
 
-    With one modality (e.g. ``groups=("audio",)``) the network is a single residual stream.
+    With one modality (e.g. ``groups=("mean_audio",)``) the network is a single residual stream.
 
     Parameters
     ----------

@@ -38,7 +38,7 @@ from webly.metrics.ranking import TopK
 from webly.predictions import Predictions, merge_topk
 from webly.stages.context import StageContext, StageResult, splits, write_atomic
 from webly.stages.ensemble import stage_members, trained_members
-from webly.train.oof import MemberResult, ZooResult, fit_full, fit_oof, predict_zoo
+from webly.train.oof import MemberResult, ZooResult, fit_full, fit_oof, predict_zoo, zoo_settings
 from webly.train.zoo import Zoo, manifest_hash, plan_zoo
 
 UNLABELED_DIR = "unlabeled"
@@ -48,7 +48,7 @@ def distill_config(recipe: Recipe) -> dict[str, Any]:
     section = recipe.distill
     return {
         "distill": section.model_dump(mode="json") if section else None,
-        "zoos": {name: zoo.model_dump(mode="json") for name, zoo in recipe.student_zoos().items()},
+        "zoos": {name: zoo_settings(zoo) for name, zoo in recipe.student_zoos().items()},
     }
 
 

@@ -8,11 +8,11 @@ import numpy as np
 
 from webly.config import Recipe
 from webly.stages.context import StageContext, StageResult, splits
-from webly.train.oof import MemberResult, fit_oof
+from webly.train.oof import MemberResult, fit_oof, zoo_settings
 
 
 def zoo_config(recipe: Recipe) -> dict[str, Any]:
-    return recipe.zoo.model_dump(mode="json")  # holds the recipe's folds.n and seed
+    return zoo_settings(recipe.zoo)  # holds the recipe's folds.n and seed
 
 
 def train_zoo(ctx: StageContext) -> StageResult:

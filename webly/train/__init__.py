@@ -9,23 +9,28 @@ from webly.train.loop import (
     evaluate,
     fit,
     iter_scores,
-    lr_factor,
 )
+from webly.train.lr_search import LRSearch
 from webly.train.losses import classification_loss
 from webly.train.mixup import Mixed, mixup
 from webly.train.samplers import Sampler, epoch_rows, row_weights
+from webly.train.schedule import SCHEDULES, Schedule, epoch_scale, lr_factor
 
 __all__ = [
     "EMA",
     "EpochStats",
+    "LRSearch",
     "FitResult",
     "FrameSampling",
     "Mixed",
+    "SCHEDULES",
     "Sampler",
+    "Schedule",
     "TrainConfig",
     "classification_loss",
     "cosine_keep",
     "epoch_rows",
+    "epoch_scale",
     "evaluate",
     "fit",
     "gather_frames",

@@ -15,14 +15,16 @@ for the duration of `fit`, so the caller's is untouched.
 from __future__ import annotations
 
 import contextlib
+import copy
 import hashlib
 import math
 import os
+import shutil
 import time
 from collections import deque
-from collections.abc import Callable, Generator, Iterator
+from collections.abc import Callable, Generator, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, Protocol, runtime_checkable
 
@@ -38,13 +40,19 @@ from webly.progress import epoch_reporter
 from webly.train.ema import EMA
 from webly.train.frames import FRAME_SAMPLINGS, FrameSampling, gather_frames
 from webly.train.losses import classification_loss
+from webly.train.lr_search import LRSearch, Probe, choose_lr
 from webly.train.mixup import mixup
+from webly.train.prior import set_prior_bias
 from webly.train.samplers import Sampler, epoch_rows
+from webly.train.schedule import SCHEDULES, Schedule, epoch_scale, lr_factor
 
 if TYPE_CHECKING:  # the trainer only calls its methods; importing it would tie train to distill
     from webly.distill.pseudo import PseudoLabels
 
-CHECKPOINT, BEST = "checkpoint.pt", "best.pt"
+CHECKPOINT, BEST, LR_SEARCH = "checkpoint.pt", "best.pt", "lr-search.pt"
+TRAINER_FILES = (CHECKPOINT, BEST, LR_SEARCH)
+"""What `fit` leaves in its work folder: the epoch checkpoint, the best weights and the
+learning-rate search's outcome."""
 GAP_K = 20
 
 
@@ -71,21 +79,41 @@ class WeightSchedule(Protocol):
 class TrainConfig:
     """How to fit one network.
 
-    The learning rate rises linearly over ``warmup_epochs`` and then follows a cosine to 0 at
-    the last optimizer step. ``patience``: stop after that many epochs without a better
-    validation metric (GAP@20 for multi-label data, accuracy for multi-class); None trains all
-    ``epochs``. ``max_frames``/``frame_sampling``/``cosine_threshold`` apply to frame-level
-    models in training (`webly.train.frames`); evaluation sees all frames. ``workers``: loader
-    threads gathering batches from the store ahead of the step (each batch is the same for any
-    number, so it is left out of `results_settings`). ``class_weight_power``: per-class loss
-    weights ``n_c ** -power`` from the training labels' class counts (`webly.longtail.
-    class_weights`, mean 1 over the labelled entries; WebVision's class re-weighting), used when
-    `fit` is given no ``class_weight``; None (default): none.
+    Training runs until the validation metric (GAP@20 for multi-label data, accuracy for
+    multi-class) has not improved for ``patience`` epochs, at most ``epochs``, and ends with the
+    best epoch's weights. Without validation data `fit` holds out ``valid_fraction`` of the
+    training rows for it (0: none; then every one of ``epochs`` is trained and the last kept).
+
+    ``lr``: the base learning rate, or ``"auto"``: before training, each rate of
+    ``lr_candidates`` trains the initial weights for ``lr_probe_steps`` optimizer steps and the
+    one whose validation metric is best is kept (`webly.train.lr_search`). ``schedule``
+    (`webly.train.schedule`): ``constant``, ``cosine`` (to 0 at the last of ``epochs``),
+    ``step`` (times ``lr_decay`` every ``decay_every`` epochs) or ``plateau`` (times
+    ``lr_decay`` after ``decay_patience`` epochs without a better validation metric), after a
+    linear warm-up of ``warmup_epochs``. ``output_bias``: ``prior`` starts the classifier's
+    bias at the training labels' class priors (`webly.train.prior`), ``init`` leaves the
+    initialisation as it is. ``max_frames``/``frame_sampling``/``cosine_threshold`` apply to
+    frame-level models in training (`webly.train.frames`); evaluation sees all frames.
+    ``workers``: loader threads gathering batches from the store ahead of the step (each batch
+    is the same for any number, so it is left out of `results_settings`). ``time_limit``:
+    seconds for the whole call, the learning-rate search included: no epoch starts that the
+    mean epoch so far says would end past it (at least one is trained). A budget, not a
+    result setting: left out of `results_settings`, so a run resumes under another one, and
+    what it trains depends on the machine's speed.
+    ``class_weight_power``: per-class loss weights ``n_c ** -power`` from the training labels'
+    class counts (`webly.longtail.class_weights`, mean 1 over the labelled entries; WebVision's
+    class re-weighting), used when `fit` is given no ``class_weight``; None (default): none.
     """
 
-    epochs: int = 10
+    epochs: int = 100
     batch_size: int = 256
-    lr: float = 1e-3
+    lr: float | Literal["auto"] = "auto"
+    schedule: Schedule = "plateau"
+    lr_decay: float = 0.1
+    decay_every: int = 10
+    decay_patience: int = 2
+    lr_candidates: Sequence[float] = (3e-4, 1e-3, 3e-3, 1e-2, 3e-2)
+    lr_probe_steps: int = 100
     optimizer: Literal["adamw", "sgd"] = "adamw"
     momentum: float = 0.9
     weight_decay: float = 1e-4
@@ -97,26 +125,50 @@ class TrainConfig:
     smoothing: float = 0.0
     class_weight_power: float | None = None
     distill_lam: float = 0.5
-    patience: int | None = None
+    patience: int | None = 5
+    valid_fraction: float = 0.1
+    output_bias: Literal["prior", "init"] = "prior"
     sampler: Sampler = "instance"
     max_frames: int = 300
     frame_sampling: FrameSampling = "random"
     cosine_threshold: float = 0.1
     eval_batch_size: int = 1024
     workers: int = 1
+    time_limit: float | None = None
     seed: int = 0
 
     def __post_init__(self) -> None:
         for key in (
-            "epochs", "batch_size", "grad_accumulation", "max_frames", "eval_batch_size", "workers"
+            "epochs", "batch_size", "grad_accumulation", "max_frames", "eval_batch_size",
+            "workers", "decay_every", "decay_patience", "lr_probe_steps",
         ):  # fmt: skip
             if getattr(self, key) < 1:
                 raise ConfigError(f"train {key} is {getattr(self, key)}; it must be >= 1")
-        if self.lr <= 0 or self.weight_decay < 0 or self.warmup_epochs < 0:
+        if self.lr != "auto" and not (isinstance(self.lr, int | float) and self.lr > 0):
+            raise ConfigError(f"train lr is {self.lr!r}; use a rate > 0 or 'auto'")
+        rates = self.lr_candidates
+        if not rates or not all(isinstance(r, int | float) and 0 < r < math.inf for r in rates):
             raise ConfigError(
-                f"train lr {self.lr}, weight_decay {self.weight_decay}, warmup_epochs "
-                f"{self.warmup_epochs}: lr must be > 0, the others >= 0"
+                f"train lr_candidates is {rates!r}; give one or more rates > 0, e.g. [0.001, 0.01]"
             )
+        if not self.weight_decay >= 0 or not self.warmup_epochs >= 0:
+            raise ConfigError(
+                f"train weight_decay {self.weight_decay}, warmup_epochs {self.warmup_epochs}: "
+                "they must be >= 0"
+            )
+        if not 0 < self.lr_decay <= 1:
+            raise ConfigError(f"train lr_decay is {self.lr_decay}; use a factor in (0, 1]")
+        if not 0 <= self.valid_fraction < 1:
+            raise ConfigError(
+                f"train valid_fraction is {self.valid_fraction}; use a share in [0, 1) "
+                "(0: no held-out rows without validation data)"
+            )
+        if self.schedule not in SCHEDULES:
+            raise ConfigError(
+                f"schedule {self.schedule!r} is unknown; use one of {', '.join(SCHEDULES)}"
+            )
+        if self.output_bias not in ("prior", "init"):
+            raise ConfigError(f"output_bias {self.output_bias!r} is unknown; use prior or init")
         if self.optimizer not in ("adamw", "sgd"):
             raise ConfigError(f"optimizer {self.optimizer!r} is unknown; use adamw or sgd")
         if self.sampler not in ("instance", "class", "sqrt"):
@@ -132,6 +184,12 @@ class TrainConfig:
             raise ConfigError(f"ema_decay is {self.ema_decay}; use a value in (0, 1) or None")
         if self.clip_norm is not None and self.clip_norm <= 0:
             raise ConfigError(f"clip_norm is {self.clip_norm}; use a value > 0 or None")
+        if self.time_limit is not None and not (
+            isinstance(self.time_limit, int | float) and 0 < self.time_limit < math.inf
+        ):
+            raise ConfigError(
+                f"train time_limit is {self.time_limit}; give seconds > 0, or None for no limit"
+            )
         if self.patience is not None and self.patience < 1:
             raise ConfigError(f"patience is {self.patience}; use a value >= 1 or None")
         power = self.class_weight_power
@@ -140,11 +198,15 @@ class TrainConfig:
                 f"class_weight_power is {power}; use a value >= 0 (0.5: inverse square root of "
                 "the class frequency, 1: inverse frequency) or None"
             )
+        object.__setattr__(self, "lr_candidates", tuple(float(r) for r in rates))
 
     def results_settings(self) -> dict[str, Any]:
-        """The settings the results depend on (all but ``workers``), as a JSON-able dict."""
+        """The settings the results depend on (all but ``workers`` and ``time_limit``), as a
+        JSON-able dict."""
         settings = asdict(self)
         settings.pop("workers")
+        settings.pop("time_limit")
+        settings["lr_candidates"] = list(self.lr_candidates)
         if settings["class_weight_power"] is None:  # absent when unset: earlier hashes hold
             settings.pop("class_weight_power")
         return settings
@@ -166,22 +228,20 @@ class EpochStats:
 @dataclass(frozen=True)
 class FitResult:
     """What `fit` did. ``best_metric``/``best_epoch`` are None without validation data;
-    ``metric`` names it (``gap@20`` or ``accuracy``)."""
+    ``metric`` names it (``gap@20`` or ``accuracy``). ``lr`` is the base learning rate trained
+    with; ``lr_search`` the rates tried by ``lr="auto"`` (`webly.train.lr_search.LRSearch`),
+    else None. ``valid_rows``: validation rows (given, or held out of the training rows).
+    ``out_of_time``: training stopped at ``time_limit``."""
 
     metric: str
     best_metric: float | None
     best_epoch: int | None
     stopped_early: bool
     history: list[EpochStats] = field(default_factory=list)
-
-
-def lr_factor(step: int, warmup_steps: int, total_steps: int) -> float:
-    """Multiplier of the base learning rate at optimizer step ``step`` (0-based): linear
-    warm-up from ``1 / warmup_steps`` to 1, then a cosine from 1 to 0 at the last step."""
-    if step < warmup_steps:
-        return (step + 1) / warmup_steps
-    span = max(1, total_steps - 1 - warmup_steps)
-    return 0.5 * (1.0 + math.cos(math.pi * min(1.0, (step - warmup_steps) / span)))
+    lr: float = 0.0
+    lr_search: LRSearch | None = None
+    valid_rows: int = 0
+    out_of_time: bool = False
 
 
 def training_device() -> torch.device:
@@ -257,15 +317,63 @@ def fit(
         valid_labels = hard_labels(
             check_labels("valid_labels", valid_labels, (len(valid), valid.n_classes))
         )
+    data = _Data(train, valid, targets, sample_weight, labels, valid_labels)
+    if valid is None and config.valid_fraction > 0:
+        data = data.hold_out(config.valid_fraction, config.seed)
     workdir = Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
     device = training_device()
     forked = [torch.cuda.current_device()] if device.type == "cuda" else []
     with torch.random.fork_rng(devices=forked):
-        return _Trainer(
-            model, train, valid, config, tuple(groups), workdir, device,
-            targets, sample_weight, class_weight, on_epoch_end, pseudo, labels, valid_labels,
-        ).run()  # fmt: skip
+        fresh = not (workdir / CHECKPOINT).is_file()
+        if fresh and config.output_bias == "prior":
+            set_prior_bias(model, data.labels if data.labels is not None else data.train.labels,
+                           train.task)  # fmt: skip
+        search, started = None, time.perf_counter()
+        if config.lr == "auto":
+            search = _search_lr(model, data, config, tuple(groups), workdir, device, class_weight)
+        lr = search.lr if search is not None else float(config.lr)
+        trainer = _Trainer(
+            model, data, config, lr, tuple(groups), workdir, device,
+            class_weight, on_epoch_end, pseudo, searched=time.perf_counter() - started,
+        )  # fmt: skip
+        return replace(trainer.run(), lr_search=search)
+
+
+@dataclass(frozen=True)
+class _Data:
+    """What `fit` trains and validates on, with the per-row inputs given in place of the
+    store's (each None when not given)."""
+
+    train: Dataset
+    valid: Dataset | None
+    targets: sp.spmatrix | np.ndarray | None
+    sample_weight: np.ndarray | WeightSchedule | None
+    labels: sp.csr_matrix | None
+    valid_labels: sp.csr_matrix | None
+
+    def hold_out(self, fraction: float, seed: int) -> _Data:
+        """A random ``fraction`` of the training rows (at least one; drawn from ``seed``) as
+        the validation rows, the rest for training; unchanged when fewer than 2 would train."""
+        n = len(self.train)
+        n_valid = max(1, round(n * fraction))
+        if n - n_valid < 2:
+            return self
+        order = np.random.default_rng(np.random.SeedSequence([seed, 1])).permutation(n)
+        held, kept = np.sort(order[:n_valid]), np.sort(order[n_valid:])
+        weight = self.sample_weight
+        if isinstance(weight, WeightSchedule):
+            weight = weight.subset(kept)
+        elif weight is not None:
+            weight = np.asarray(weight)[kept]
+        return _Data(
+            self.train.subset(kept),
+            self.train.subset(held),
+            self.targets[kept] if self.targets is not None else None,
+            weight,
+            self.labels[kept] if self.labels is not None else None,
+            hard_labels(self.labels[held]) if self.labels is not None else None,
+        )
 
 
 def iter_scores(
@@ -480,6 +588,77 @@ def check_labels(
     return csr
 
 
+def _search_lr(
+    model: nn.Module,
+    data: _Data,
+    config: TrainConfig,
+    groups: tuple[str, ...],
+    workdir: Path,
+    device: torch.device,
+    class_weight: np.ndarray | None,
+) -> LRSearch:
+    """``lr="auto"``: `choose_lr` over ``config.lr_candidates``, each probe a quiet trainer on a
+    copy of ``model`` (its initial weights) for ``lr_probe_steps`` steps at a constant rate,
+    without EMA (whose average would hide the rate) or pseudo rows, in ``workdir/lr-search/``
+    (removed after). The outcome is kept in ``workdir/lr-search.pt``, so a resumed `fit` does
+    not search again."""
+    record = workdir / LR_SEARCH
+    settings = config.results_settings()
+    if record.is_file():
+        saved = torch.load(record, weights_only=True)
+        if saved["settings"] == settings:
+            return LRSearch.from_json(saved["search"])
+    probes = workdir / "lr-search"
+    size = config.eval_batch_size
+    # The bars a probe must pass: the initial weights' validation metric, and their loss on
+    # the first training rows (the same rows for every probe, in eval mode).
+    initial = None
+    if data.valid is not None:
+        initial = evaluate(model.to(device), data.valid, groups, size, device, data.valid_labels)
+    initial_loss = _rows_loss(model, data, groups, device)
+
+    def probe(rate: float) -> Probe:
+        trial = copy.deepcopy(model)
+        trial_config = replace(
+            config, lr=rate, schedule="constant", warmup_epochs=0.0, patience=None,
+            ema_decay=None, time_limit=None,
+        )  # fmt: skip
+        folder = probes / f"{rate:g}"
+        shutil.rmtree(folder, ignore_errors=True)
+        folder.mkdir(parents=True)
+        trainer = _Trainer(
+            trial, data, trial_config, rate, groups, folder, device, class_weight,
+            None, None, max_steps=config.lr_probe_steps, quiet=True,
+        )  # fmt: skip
+        trainer.run()
+        last = trainer.history[-1]
+        lowered = _rows_loss(trial, data, groups, device) < initial_loss
+        if last.metric is not None and initial is not None:
+            return Probe(last.metric, lowered or last.metric > initial)
+        return Probe(-last.loss, lowered)
+
+    try:
+        search = choose_lr(config.lr_candidates, probe)
+    finally:
+        shutil.rmtree(probes, ignore_errors=True)
+    _save_atomic({"settings": settings, "search": search.to_json()}, record)
+    return search
+
+
+def _rows_loss(
+    model: nn.Module, data: _Data, groups: tuple[str, ...], device: torch.device, n: int = 256
+) -> float:
+    """The mean training loss of the model in eval mode on the first ``n`` training rows
+    (all their frames), under the labels it trains on."""
+    rows = np.arange(min(n, len(data.train)))
+    labels = data.labels if data.labels is not None else data.train.labels
+    targets = _to(np.asarray(labels[rows].toarray(), dtype=np.float32), device)
+    (_, x, lengths), *_ = eval_batches(model, data.train.subset(rows), groups, rows.size, device)
+    with torch.no_grad(), _autocast(device):
+        logits = model(x) if lengths is None else model(x, lengths)
+    return float(classification_loss(logits.float(), targets, data.train.task))
+
+
 def _to(a: np.ndarray, device: torch.device) -> torch.Tensor:
     t = torch.from_numpy(a)
     if device.type == "cuda":
@@ -560,37 +739,42 @@ class _Trainer:
     def __init__(
         self,
         model: nn.Module,
-        train: Dataset,
-        valid: Dataset | None,
+        data: _Data,
         config: TrainConfig,
+        lr: float,
         groups: tuple[str, ...],
         workdir: Path,
         device: torch.device,
-        targets: sp.spmatrix | np.ndarray | None,
-        sample_weight: np.ndarray | WeightSchedule | None,
         class_weight: np.ndarray | None,
         on_epoch_end: Callable[[EpochStats], None] | None,
         pseudo: PseudoLabels | None,
-        labels: sp.csr_matrix | None,
-        valid_labels: sp.csr_matrix | None,
+        max_steps: int | None = None,
+        quiet: bool = False,
+        searched: float = 0.0,
     ) -> None:
         self.model = model.to(device)
-        self.train, self.valid, self.config = train, valid, config
+        train, valid, labels = data.train, data.valid, data.labels
+        self.train, self.valid, self.config, self.lr = train, valid, config, lr
         self.groups, self.workdir, self.device = groups, workdir, device
+        self.max_steps, self.quiet, self.searched = max_steps, quiet, searched
+        self.out_of_time = False
         self.labels = train.labels if labels is None else labels
         self.sampled_labels = train.labels if labels is None else hard_labels(labels)
-        self.valid_labels = valid_labels
+        self.valid_labels = data.valid_labels
+        targets = data.targets
         self.teacher = sp.csr_matrix(targets, dtype=np.float32) if targets is not None else None
         self.sample_weight = (
-            check_sample_weight(sample_weight, len(train)) if sample_weight is not None else None
+            check_sample_weight(data.sample_weight, len(train))
+            if data.sample_weight is not None
+            else None
         )
         # What was given in place of the store's labels and uniform weights, as checkpoints
         # record it (each absent when not given, so earlier checkpoints stay valid).
         self.given: dict[str, Any] = {}
         if labels is not None:
             self.given["labels"] = matrix_digest(labels)
-        if valid_labels is not None:
-            self.given["valid_labels"] = matrix_digest(valid_labels)
+        if data.valid_labels is not None:
+            self.given["valid_labels"] = matrix_digest(data.valid_labels)
         if self.sample_weight is not None:
             self.given["sample_weight"] = weight_settings(self.sample_weight)
         self.epoch_weight: np.ndarray | None = None  # the rows' weights in the current epoch
@@ -621,12 +805,12 @@ class _Trainer:
         # elementwise work took about 3/4 of a resnet_av step (bench/bench_train.py).
         if config.optimizer == "adamw":
             self.optimizer = torch.optim.AdamW(
-                params, lr=config.lr, weight_decay=config.weight_decay, fused=True
+                params, lr=lr, weight_decay=config.weight_decay, fused=True
             )
         else:
             self.optimizer = torch.optim.SGD(
                 params,
-                lr=config.lr,
+                lr=lr,
                 momentum=config.momentum,
                 weight_decay=config.weight_decay,
                 fused=True,
@@ -639,6 +823,7 @@ class _Trainer:
         self.step = 0
         self.epoch = 0
         self.history: list[EpochStats] = []
+        self.epoch_scale = 1.0
         self.stopped_early = False
 
     # ---- the loop
@@ -647,7 +832,7 @@ class _Trainer:
         self._resume()
         config = self.config
         with self._reporter() as report:
-            while self.epoch < config.epochs and not self.stopped_early:
+            while self.epoch < config.epochs and not self.stopped_early and not self._spent():
                 stats = self._train_epoch(report)
                 self.history.append(stats)
                 self.epoch += 1
@@ -656,6 +841,8 @@ class _Trainer:
                     _save_atomic(self._eval_state(), self.workdir / BEST)
                 if config.patience is not None and best is not None:
                     self.stopped_early = stats.epoch - best.epoch >= config.patience
+                self.out_of_time = self._out_of_time()
+                self.stopped_early |= self.out_of_time
                 self._checkpoint()
                 report(stats)
                 if self.on_epoch_end is not None:
@@ -670,6 +857,10 @@ class _Trainer:
             np.asarray(self.sample_weight.weights(self.epoch + 1), dtype=np.float32)
             if isinstance(self.sample_weight, WeightSchedule)
             else self.sample_weight
+        )
+        scores = [s.metric if s.metric is not None else -s.loss for s in self.history]
+        self.epoch_scale = epoch_scale(
+            config.schedule, scores, config.lr_decay, config.decay_every, config.decay_patience
         )
         rows = epoch_rows(self.sampled_labels, config.sampler, self.data_rng)
         batches = self._split(rows)
@@ -696,6 +887,8 @@ class _Trainer:
                 if i + 1 - group_start == group_size:
                     self._optimizer_step()
                 report(advance=n, loss=total_loss / seen, seen=seen, started=started)
+                if self.max_steps is not None and self.step >= self.max_steps:
+                    break
         metric = self._evaluate() if self.valid is not None else None
         seconds = time.perf_counter() - started
         return EpochStats(
@@ -706,6 +899,19 @@ class _Trainer:
             samples_per_s=seen / max(seconds, 1e-9),
             lr=float(self.optimizer.param_groups[0]["lr"]),
         )
+
+    def _out_of_time(self) -> bool:
+        """Whether another epoch of the mean length so far would end past ``time_limit``
+        (the learning-rate search and the epochs before a resume count)."""
+        limit = self.config.time_limit
+        if limit is None or self.epoch >= self.config.epochs:
+            return False
+        seconds = [s.seconds for s in self.history]
+        return self.searched + sum(seconds) + sum(seconds) / len(seconds) > limit
+
+    def _spent(self) -> bool:
+        """Whether a probe of the learning-rate search has taken its steps."""
+        return self.max_steps is not None and self.step >= self.max_steps
 
     def _loss(self, batch: dict[str, Any]) -> torch.Tensor:
         config = self.config
@@ -732,9 +938,12 @@ class _Trainer:
         )
 
     def _optimizer_step(self) -> None:
-        factor = lr_factor(self.step, self.warmup_steps, self.total_steps)
+        config = self.config
+        factor = lr_factor(
+            self.step, self.warmup_steps, self.total_steps, config.schedule, self.epoch_scale
+        )
         for group in self.optimizer.param_groups:
-            group["lr"] = self.config.lr * factor
+            group["lr"] = self.lr * factor
         if self.config.clip_norm is not None:
             nn.utils.clip_grad_norm_(self.model.parameters(), self.config.clip_norm)
         self.optimizer.step()
@@ -923,9 +1132,14 @@ class _Trainer:
             best_epoch=best.epoch if best is not None else None,
             stopped_early=self.stopped_early,
             history=list(self.history),
+            lr=self.lr,
+            valid_rows=len(self.valid) if self.valid is not None else 0,
+            out_of_time=self.out_of_time,
         )
 
     # ---- progress
 
     def _reporter(self) -> contextlib.AbstractContextManager[Callable[..., None]]:
+        if self.quiet:
+            return contextlib.nullcontext(lambda *args, **kwargs: None)
         return epoch_reporter(len(self.train), self.config.epochs, self.metric)

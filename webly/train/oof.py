@@ -9,14 +9,20 @@ validated (early stopping, best epoch) on the held-out fold, which it then predi
 models also predict the test split and their probabilities are averaged. The output folder::
 
     OUT/<member id>/config.json          the resolved member config and its hash
-    OUT/<member id>/fold-<f>/            trainer checkpoints (checkpoint.pt, best.pt)
-    OUT/<member id>/fold-<f>/model/      the fold model (save_network / LgbmModel.save)
+    OUT/<member id>/fold-<f>/            trainer checkpoints (checkpoint.pt, best.pt) while
+                                         the fold trains: deleted once its model is saved,
+                                         unless ``zoo.keep_checkpoints``
+    OUT/<member id>/fold-<f>/model/      the fold model (save_network / LgbmModel.save) and,
+                                         for a network, fit.json: how it was trained
     OUT/<member id>/predictions/         prediction store: oof (every training row once, by
                                          the fold model that did not see it) and test
 
 The store's model dict holds the member's config and ``config_hash`` (member config, fold of
 every row, data manifests); its fold metrics hold, per fold ``"0"``, ``"1"``, ...: ``rows``,
-the fold's GAP@20 (multi-label) or accuracy (multi-class) and train ``seconds``; under ``oof``
+the fold's GAP@20 (multi-label) or accuracy (multi-class), train ``seconds`` and, for a
+network, how it trained: ``lr`` (with ``lr_search``, the rates ``lr="auto"`` tried and their
+validation scores), ``epochs``, ``best_epoch``, ``valid_rows``, and ``time_limit`` (its share
+of ``zoo.time_limit``, `webly.train.budget`) with ``out_of_time``; under ``oof``
 and ``test`` the whole split's metric and BCE (multi-label) or log-loss (multi-class).
 
 Test averaging keeps a dense float32 running sum of ``(n_test, n_classes)`` probabilities
@@ -32,9 +38,11 @@ store's metrics, but still predicted out-of-fold, so the next round of cleaning 
 too. Both join the members' config hashes.
 
 Resume: a member whose prediction store exists with the same ``config_hash`` is skipped; a fold
-whose model was saved is loaded instead of trained; an unfinished fold resumes from its trainer
-checkpoint. A member whose config changed starts over in an emptied folder. A member whose
-training fails (NaN loss: `DataError`) is recorded in the result and the others go on.
+whose model was saved is loaded instead of trained (it needs nothing else, so its trainer
+checkpoints are dropped once the model is saved: `drop_trainer_files`); an unfinished fold
+resumes from its trainer checkpoint. A member whose config changed starts over in an emptied
+folder. A member whose training fails (NaN loss: `DataError`) is recorded in the result and the
+others go on.
 
 Executors (`webly.executor`): the fold models still missing are jobs (`FoldJob`); the default
 `LocalExecutor` leaves them to the loop above, which trains each fold as it reaches it, while a
@@ -67,8 +75,11 @@ from webly.models.gbdt import LgbmModel
 from webly.models.network import load_network, save_network
 from webly.predictions import Predictions, PredictionWriter
 from webly.progress import model_started
+from webly.train.budget import TimeBudget, check_time_limit
 from webly.train.loop import (
     GAP_K,
+    TRAINER_FILES,
+    FitResult,
     WeightSchedule,
     array_digest,
     check_labels,
@@ -87,6 +98,7 @@ if TYPE_CHECKING:  # the trainer only reads its fields; importing it would tie t
 
 TEST_SUM_BYTES = 8 << 30
 CONFIG_FILE, MODEL_DIR, STORE_DIR, FULL_DIR = "config.json", "model", "predictions", "full"
+FIT_FILE = "fit.json"
 _BLOCK_ROWS = 8192
 
 
@@ -217,7 +229,8 @@ def fit_oof(
         config_hash(member, zoo, folds, train, test, teacher_hash, **override.hashes())
         for member in members
     ]
-    inputs = FoldInputs(train, folds, teacher, override)
+    budget = _budget(zoo, members, train, out, list(range(zoo.folds)))
+    inputs = FoldInputs(train, folds, teacher, override, zoo.keep_checkpoints, budget)
     failed = _train_ahead(executor, inputs, members, digests, out, list(range(zoo.folds)))
     return _fit_members(members, digests, zoo, inputs, test, out, failed, every_row=False)
 
@@ -253,7 +266,8 @@ def fit_full(
         config_hash(member, zoo, everything, train, test, teacher_hash, **override.hashes())
         for member in members
     ]
-    inputs = FoldInputs(train, everything, teacher, override)
+    budget = _budget(zoo, members, train, out, [-1])
+    inputs = FoldInputs(train, everything, teacher, override, zoo.keep_checkpoints, budget)
     failed = _train_ahead(executor, inputs, members, digests, out, [-1])
     return _fit_members(members, digests, zoo, inputs, test, out, failed, every_row=True)
 
@@ -335,13 +349,16 @@ class FoldInputs:
     """What every fold model of one `fit_oof` or `fit_full` call trains from, shared by its
     jobs (`FoldJob`): the training store (pickled as its folder, so a Ray worker maps the files
     itself), the ``(n_samples,)`` int8 fold of every row (all 0 for `fit_full`), the teacher's
-    ``(n_samples, n_classes)`` soft targets or None, and the labels and weights in place of the
-    store's."""
+    ``(n_samples, n_classes)`` soft targets or None, the labels and weights in place of the
+    store's, whether a saved fold keeps its trainer checkpoints (``zoo.keep_checkpoints``) and
+    the time budget of ``zoo.time_limit``."""
 
     train: Dataset
     folds: np.ndarray
     teacher: sp.csr_matrix | None
     override: _Override
+    keep_checkpoints: bool = False
+    budget: TimeBudget | None = None
 
 
 @dataclass(frozen=True)
@@ -371,8 +388,36 @@ def train_fold(inputs: FoldInputs, job: FoldJob) -> None:
     held_out = np.flatnonzero(inputs.folds == job.fold)
     _fold_model(
         job.member, job.fold, inputs.train, held_out, inputs.folds, job.workdir, inputs.teacher,
-        inputs.override,
+        inputs.override, keep_checkpoints=inputs.keep_checkpoints, budget=inputs.budget,
     )  # fmt: skip
+
+
+def _budget(
+    zoo: Zoo, members: list[Member], train: Dataset, out: Path, fold_ids: list[int]
+) -> TimeBudget | None:
+    """``zoo.time_limit`` over the fold models ``fold_ids`` of every member, checked against
+    one epoch of each (`check_time_limit`) before anything trains; None without a limit."""
+    if zoo.time_limit is None:
+        return None
+    check_time_limit(zoo.time_limit, members, train, len(fold_ids) if fold_ids != [-1] else 1)
+    workdirs = [out / m.id / fold_dir(fold) for m in members for fold in fold_ids]
+    return TimeBudget.start(zoo.time_limit, workdirs)
+
+
+def drop_trainer_files(workdir: str | Path) -> None:
+    """Delete the trainer's files of a fold whose model is saved in ``workdir / model``: the
+    epoch checkpoint, the best weights and the learning-rate search of `fit`. A run that goes
+    on loads the saved model and never resumes its trainer, so nothing is lost; missing files
+    are fine."""
+    for name in TRAINER_FILES:
+        (Path(workdir) / name).unlink(missing_ok=True)
+
+
+def zoo_settings(zoo: Zoo) -> dict[str, Any]:
+    """``zoo`` as JSON for the config hashes of what it trains: every field but
+    ``keep_checkpoints``, which changes no result, and ``time_limit``, a budget (a run resumes
+    under either value)."""
+    return zoo.model_dump(mode="json", exclude={"keep_checkpoints", "time_limit"})
 
 
 def _train_ahead(
@@ -558,7 +603,7 @@ def _fit_members(
         results.append(
             _fit_member(
                 member, zoo, inputs.train, test, folds, folder, digest, inputs.teacher,
-                inputs.override, error,
+                inputs.override, error, inputs.budget,
             )
         )  # fmt: skip
     return ZooResult(results)
@@ -575,6 +620,7 @@ def _fit_member(
     teacher: sp.csr_matrix | None,
     override: _Override,
     error: str | None = None,
+    budget: TimeBudget | None = None,
 ) -> MemberResult:
     """Train (``folds`` None: on every row, `_train_full`) or find finished one member;
     ``error``: its training already failed (in an executor), recorded as it is."""
@@ -594,10 +640,10 @@ def _fit_member(
     _claim(folder, member, digest)
     try:
         if folds is None:
-            store = _train_full(member, zoo, train, test, folder, digest, teacher, override)
+            store = _train_full(member, zoo, train, test, folder, digest, teacher, override, budget)
         else:
             store = _train_member(
-                member, zoo, train, test, folds, folder, digest, teacher, override
+                member, zoo, train, test, folds, folder, digest, teacher, override, budget
             )
     except WeblyError as err:
         return replace(base, error=str(err))
@@ -614,6 +660,7 @@ def _train_member(
     digest: str,
     teacher: sp.csr_matrix | None,
     override: _Override,
+    budget: TimeBudget | None = None,
 ) -> Predictions:
     n_classes, labels = train.n_classes, override.scored
     n_rows = {"oof": len(train)} | ({"test": len(test)} if test is not None else {})
@@ -636,8 +683,9 @@ def _train_member(
             held_out = np.flatnonzero(folds == fold)
             started = time.perf_counter()
             model = _fold_model(
-                member, fold, train, held_out, folds, folder / fold_dir(fold), teacher, override
-            )
+                member, fold, train, held_out, folds, folder / fold_dir(fold), teacher, override,
+                keep_checkpoints=zoo.keep_checkpoints, budget=budget,
+            )  # fmt: skip
             seconds = time.perf_counter() - started
             for rows, probs in _scores(model, member, train.subset(held_out)):
                 rows = held_out[rows]
@@ -651,6 +699,7 @@ def _train_member(
                 "rows": int(held_out.size),
                 "metric": task_metric(fold_top, labels[scored], train.task, GAP_K),
                 "seconds": seconds,
+                **read_fit_record(folder / fold_dir(fold) / MODEL_DIR),
             }
             if test is not None and test_sum is not None:
                 for rows, probs in _scores(model, member, test):
@@ -680,14 +729,16 @@ def _train_full(
     digest: str,
     teacher: sp.csr_matrix | None,
     override: _Override,
+    budget: TimeBudget | None = None,
 ) -> Predictions:
     assert test is not None  # fit_full refuses to start without one
     started = time.perf_counter()
     everything = np.zeros(len(train), dtype=np.int8)
     none = np.zeros(0, dtype=np.int64)
     model = _fold_model(
-        member, -1, train, none, everything, folder / fold_dir(-1), teacher, override
-    )
+        member, -1, train, none, everything, folder / fold_dir(-1), teacher, override,
+        keep_checkpoints=zoo.keep_checkpoints, budget=budget,
+    )  # fmt: skip
     seconds = time.perf_counter() - started
     model_info = _model_info(member, 0, zoo.seed, digest, teacher, override)
     test_probs = np.zeros((len(test), train.n_classes), np.float32)
@@ -702,9 +753,8 @@ def _train_full(
         overwrite=True,
     ) as writer:
         writer.write("test", np.arange(len(test)), test_probs)
-        return writer.commit(
-            {"full": {"seconds": seconds}, "test": _test_figures(test_probs, test)}
-        )
+        full = {"seconds": seconds, **read_fit_record(folder / fold_dir(-1) / MODEL_DIR)}
+        return writer.commit({"full": full, "test": _test_figures(test_probs, test)})
 
 
 def _model_info(
@@ -738,19 +788,24 @@ def _fold_model(
     workdir: Path,
     teacher: sp.csr_matrix | None,
     override: _Override,
+    *,
+    keep_checkpoints: bool = False,
+    budget: TimeBudget | None = None,
 ) -> Any:
     """The model of fold ``fold``: loaded when saved, else trained on the other folds' used
     rows (its trainer resumes from a checkpoint in ``workdir``), validated on the held-out
     fold's, and saved atomically. Fold -1: trained on every used row (``held_out`` empty),
-    seeded as fold 0, without validation."""
+    seeded as fold 0, without validation. Once the model is saved, the trainer's files in
+    ``workdir`` are dropped (`drop_trainer_files`) unless ``keep_checkpoints``. A network
+    trains within its share of ``budget`` (``zoo.time_limit``), recorded in ``fit.json``."""
     saved = workdir / MODEL_DIR
     kept = override.rows(np.flatnonzero(folds != fold))
     valid_rows = override.rows(held_out)
     if not saved.is_dir():
         model_started(member.id, fold, int(folds.max()) + 1)
     if saved.is_dir():  # predicts where a freshly trained one would, with the same numerics
-        return _load_fold_model(member, saved)
-    if member.level == "gbdt":
+        model = _load_fold_model(member, saved)
+    elif member.level == "gbdt":
         model = member.build(train.n_classes, max(fold, 0))
         labels = override.scored
         valid = (
@@ -761,21 +816,50 @@ def _fold_model(
         model.fit(train.features(kept, member.groups), labels[kept], *valid)
         with atomic_output(saved, overwrite=True) as tmp:
             model.save(tmp)
-        return model
-    model = member.build(train.n_classes, max(fold, 0))
-    fit(
-        model,
-        train.subset(kept),
-        train.subset(valid_rows) if valid_rows.size else None,
-        member.train_config(max(fold, 0)),
-        member.groups,
-        workdir,
-        targets=teacher[kept] if teacher is not None else None,
-        **override.fit_options(kept, valid_rows),
-    )
-    with atomic_output(saved, overwrite=True) as tmp:
-        save_network(model, tmp)
+    else:
+        model = member.build(train.n_classes, max(fold, 0))
+        config = member.train_config(max(fold, 0))
+        if budget is not None:
+            config = replace(config, time_limit=budget.share())
+        result = fit(
+            model,
+            train.subset(kept),
+            train.subset(valid_rows) if valid_rows.size else None,
+            config,
+            member.groups,
+            workdir,
+            targets=teacher[kept] if teacher is not None else None,
+            **override.fit_options(kept, valid_rows),
+        )
+        with atomic_output(saved, overwrite=True) as tmp:
+            save_network(model, tmp)
+            record = _fit_record(result) | {"time_limit": config.time_limit}
+            (tmp / FIT_FILE).write_text(json.dumps(record, indent=1))
+    if not keep_checkpoints:  # also what a run killed between the save and this left
+        drop_trainer_files(workdir)
     return model
+
+
+def _fit_record(result: FitResult) -> dict[str, Any]:
+    """How a fold network was trained, kept beside it (``model/fit.json``) and in the member's
+    fold metrics: the learning rate (and the rates ``lr="auto"`` tried, with their validation
+    scores), the epochs trained, the best one and the validation rows."""
+    search = result.lr_search
+    return {
+        "lr": result.lr,
+        "lr_search": search.to_json()["trials"] if search is not None else None,
+        "epochs": len(result.history),
+        "best_epoch": result.best_epoch,
+        "valid_rows": result.valid_rows,
+        "out_of_time": result.out_of_time,
+    }
+
+
+def read_fit_record(saved: Path) -> dict[str, Any]:
+    """The `_fit_record` of the fold model saved in ``saved``; empty for a gbdt model or one
+    saved before records were kept."""
+    path = saved / FIT_FILE
+    return json.loads(path.read_text()) if path.is_file() else {}
 
 
 def _load_fold_model(member: Member, saved: Path) -> Any:

@@ -5,12 +5,13 @@ A zoo file is YAML::
     folds: 5          # the dataset's shared fold ids (Dataset.folds(folds, seed))
     seed: 0           # the one seed: folds, initial weights, data order, dropout
     k: 100            # predictions kept per row in each member's prediction store
-    train: {epochs: 8, batch_size: 256, lr: 0.001}   # TrainConfig defaults for every member
+    train: {batch_size: 256}   # TrainConfig settings of every member (lr "auto" by default)
+    time_limit: 3600  # optional: seconds for the whole zoo (webly.train.budget)
     members:
       - {name: logistic}
       - {name: mlp, hparams: {hidden: [512]}, train: {mixup_alpha: 0.4}}
-      - {name: mlp, id: mlp_audio, options: {groups: [audio]}}
-      - {name: dbof, groups: [rgb, audio]}
+      - {name: mlp, id: mlp_audio, options: {groups: [mean_audio]}}
+      - {name: dbof, groups: [rgb, audio]}  # frame-level groups
       - {name: lgbm, hparams: {n_estimators: 100}}
 
 A member is a registered model ``name`` with an ``id`` (default: the name; it names the
@@ -79,7 +80,10 @@ class MemberSpec(BaseModel):
 
 
 class Zoo(BaseModel):
-    """A zoo file: shared folds, seed, top-k, training defaults and the members."""
+    """A zoo file: shared folds, seed, top-k, training defaults and the members.
+    ``keep_checkpoints``: keep a fold's trainer checkpoints once its model is saved (no result
+    or config hash depends on it; by default they are deleted). ``time_limit``: seconds for
+    training the whole zoo, spread over its fold models (`webly.train.budget`); None: none."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -88,6 +92,8 @@ class Zoo(BaseModel):
     k: int = 100
     train: dict[str, Any] = Field(default_factory=dict)
     members: list[MemberSpec]
+    keep_checkpoints: bool = False
+    time_limit: float | None = Field(default=None, gt=0)
 
 
 @dataclass(frozen=True)
