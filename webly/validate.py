@@ -79,5 +79,9 @@ def _adapter(hint: Any) -> TypeAdapter[Any]:
 
 def _type_name(hint: Any) -> str:
     """``float``, ``Sequence[int]``, ``Literal['relu', 'gelu']``, ``int | None``."""
+    if typing.get_origin(hint) is typing.Union:
+        return " | ".join(_type_name(arg) for arg in typing.get_args(hint))
+    if hint is type(None):
+        return "None"
     name = hint.__name__ if isinstance(hint, type) else str(hint)
     return name.replace("typing.", "").replace("collections.abc.", "")

@@ -10,20 +10,20 @@ from webly.train.loop import (
     fit,
     iter_scores,
 )
-from webly.train.lr_search import LRSearch
 from webly.train.losses import classification_loss
+from webly.train.lr_search import LRSearch
 from webly.train.mixup import Mixed, mixup
 from webly.train.samplers import Sampler, epoch_rows, row_weights
 from webly.train.schedule import SCHEDULES, Schedule, epoch_scale, lr_factor
 
 __all__ = [
     "EMA",
+    "SCHEDULES",
     "EpochStats",
-    "LRSearch",
     "FitResult",
     "FrameSampling",
+    "LRSearch",
     "Mixed",
-    "SCHEDULES",
     "Sampler",
     "Schedule",
     "TrainConfig",
