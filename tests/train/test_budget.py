@@ -26,9 +26,10 @@ def test_fit_stops_before_an_epoch_that_would_end_past_its_time_limit(tmp_path: 
                ("rgb", "audio"), tmp_path / "free")  # fmt: skip
     assert len(free.history) == 3 and not free.out_of_time
     # a budget, not a result setting: a run resumes under another one
-    assert config.results_settings() == TrainConfig(
-        epochs=50, batch_size=16, lr=1e-2, patience=None
-    ).results_settings()
+    assert (
+        config.results_settings()
+        == TrainConfig(epochs=50, batch_size=16, lr=1e-2, patience=None).results_settings()
+    )
 
 
 def test_each_fold_model_gets_an_equal_share_of_what_is_left(tmp_path: Path) -> None:

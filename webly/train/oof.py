@@ -248,12 +248,13 @@ def fit_full(
 ) -> ZooResult:
     """Train every member of ``zoo`` once on all of ``train``: the models one deploys.
 
-    No row is held out, so there is no early stopping (each trains its ``epochs``) and no
-    out-of-fold prediction; the model is saved to ``OUT/<member id>/full/model/`` and its
-    predictions of ``test`` to ``OUT/<member id>/predictions/`` (a store with a ``test``
-    split only). ``teacher``, ``labels``, ``sample_weight`` (rows of weight 0 left out),
-    ``pseudo``, ``executor``, resume and failures are as in `fit_oof`; a member's seeds are
-    those of its fold 0.
+    No fold is held out, so there is no out-of-fold prediction; `fit` keeps the member's
+    ``valid_fraction`` of the rows aside for its learning-rate search and early stopping (with
+    ``valid_fraction: 0`` it trains every row for its ``epochs``). The model is saved to
+    ``OUT/<member id>/full/model/`` and its predictions of ``test`` to
+    ``OUT/<member id>/predictions/`` (a store with a ``test`` split only). ``teacher``,
+    ``labels``, ``sample_weight`` (rows of weight 0 left out), ``pseudo``, ``executor``,
+    resume and failures are as in `fit_oof`; a member's seeds are those of its fold 0.
     """
     if test is None:
         raise ConfigError("training on every row needs a test split to predict; pass one")
@@ -795,9 +796,10 @@ def _fold_model(
     """The model of fold ``fold``: loaded when saved, else trained on the other folds' used
     rows (its trainer resumes from a checkpoint in ``workdir``), validated on the held-out
     fold's, and saved atomically. Fold -1: trained on every used row (``held_out`` empty),
-    seeded as fold 0, without validation. Once the model is saved, the trainer's files in
-    ``workdir`` are dropped (`drop_trainer_files`) unless ``keep_checkpoints``. A network
-    trains within its share of ``budget`` (``zoo.time_limit``), recorded in ``fit.json``."""
+    seeded as fold 0, validated on the rows `fit` holds out. Once the model is saved, the
+    trainer's files in ``workdir`` are dropped (`drop_trainer_files`) unless
+    ``keep_checkpoints``. A network trains within its share of ``budget``
+    (``zoo.time_limit``), recorded in ``fit.json``."""
     saved = workdir / MODEL_DIR
     kept = override.rows(np.flatnonzero(folds != fold))
     valid_rows = override.rows(held_out)
