@@ -14,10 +14,19 @@ Data, each scored in the same run:
 * ``synth``: the frame-level yt8m-like benchmark (noisy train labels, clean test labels):
   the video-level models on the frame means and the frame-level dbof and netvlad.
 
+``--init-bias`` adds a column: `fit` at its defaults but ``output_bias="init"`` (the
+classifier's bias as initialised rather than at the class priors).
+
+``--oof K`` measures instead what a K-fold member delivers (issue 18, item 2), on the real
+sample: the mean of its K fold models (`fit_oof`, each validated on its held-out fold) and one
+model refitted on every row (`fit_full`), both at the defaults, against the plain loop on every
+row (the better of its constant and cosine runs).
+
 Run (``--out`` keeps the imported and generated data for a second run):
 
     OMP_NUM_THREADS=2 .venv/bin/python bench/bench_parity.py --out /tmp/parity \
-        [--data real,synth] [--models logistic,mlp,resnet_av,dbof,netvlad] [--no-before]
+        [--data real,synth] [--models logistic,mlp,resnet_av,dbof,netvlad] [--no-before] \
+        [--init-bias] [--oof 5]
 """
 
 from __future__ import annotations
@@ -41,7 +50,10 @@ from webly.data.synth import YT8MLikeConfig, synth_yt8m_like
 from webly.data.yt8m import import_yt8m
 from webly.metrics import gap_at_k
 from webly.models import create_model
+from webly.predictions import Predictions
 from webly.train import FitResult, TrainConfig, fit
+from webly.train.oof import fit_full, fit_oof
+from webly.train.zoo import parse_zoo
 
 REAL = Path(__file__).resolve().parents[2] / "shared" / "data" / "yt8m-2018-validate"
 HPARAMS: dict[str, dict[str, Any]] = {
@@ -152,22 +164,44 @@ def run_fit(
     return model, result, time.perf_counter() - begin
 
 
+def k_fold(name: str, train: Dataset, test: Dataset, folds: int, work: Path) -> dict[str, float]:
+    """Test GAP@20 of ``name`` at the defaults: the mean of its ``folds`` fold models, and one
+    model refitted on every row; seconds of each."""
+    zoo = parse_zoo({"folds": folds, "seed": 0, "k": 100,
+                     "members": [{"name": name, "hparams": HPARAMS[name]}]})  # fmt: skip
+    figures = {}
+    for label, trainer in (("oof", fit_oof), ("full", fit_full)):
+        begin = time.perf_counter()
+        result = trainer(zoo, train, test, work / label)
+        assert not result.failed, result.failed
+        store = Predictions.open(work / label / name / "predictions")
+        figures[label] = float(gap_at_k(store.topk("test"), test.labels, k=20))
+        figures[f"{label} s"] = time.perf_counter() - begin
+    return figures
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--out", type=Path, help="keep the data here (a second run reuses it)")
     parser.add_argument("--data", default="real,synth")
     parser.add_argument("--models", default="logistic,mlp,resnet_av,dbof,netvlad")
     parser.add_argument("--no-before", action="store_true", help="skip fit's old defaults")
+    parser.add_argument("--init-bias", action="store_true", help="also fit with output_bias=init")
+    parser.add_argument("--oof", type=int, help="K: the K-fold member and the refit instead")
     args = parser.parse_args()
     print(f"`{shlex.join(['.venv/bin/python', *sys.argv])}`\n")
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads\n")
     with tempfile.TemporaryDirectory() as tmp:
         out, scratch = args.out or Path(tmp), Path(tmp)
+        if args.oof:
+            oof_table(args, out, scratch)
+            return
         print(
             "| data | model | plain constant | plain cosine | fit before | fit defaults | "
             "fit - best plain | lr chosen | epochs (best) | s plain | s fit |"
+            + (" fit, init bias |" if args.init_bias else "")
         )
-        print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+        print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|" + "---:|" * args.init_bias)
         for which in args.data.split(","):
             loaded = data(which, out)
             if loaded is None:
@@ -178,12 +212,7 @@ def main() -> None:
                 if which == "real" and frame:
                     continue  # the real sample is video level
                 groups = groups_of(train, "frame" if frame else "video")
-                plain: dict[str, float] = {}
-                begin = time.perf_counter()
-                for schedule in ("constant", "cosine"):
-                    net = plain_loop(build(name, train, groups), train, groups, frame, schedule)
-                    plain[schedule] = score(net, test, groups, frame)
-                plain_s = (time.perf_counter() - begin) / 2
+                plain, plain_s = plain_scores(name, train, test, groups, frame)
                 before = "-"
                 if not args.no_before:
                     work = scratch / which / name / "before"
@@ -192,14 +221,57 @@ def main() -> None:
                 work = scratch / which / name / "defaults"
                 net, result, seconds = run_fit(name, train, groups, TrainConfig(), work)
                 gap = score(net, test, groups, frame)
+                init = ""
+                if args.init_bias:
+                    work = scratch / which / name / "init"
+                    config = TrainConfig(output_bias="init")
+                    init_net, _, _ = run_fit(name, train, groups, config, work)
+                    init = f" {score(init_net, test, groups, frame):.4f} |"
                 best_plain = max(plain.values())
                 print(
                     f"| {which} | {name} | {plain['constant']:.4f} | {plain['cosine']:.4f} | "
                     f"{before} | {gap:.4f} | {gap - best_plain:+.4f} | {result.lr:g} | "
                     f"{len(result.history)} ({result.best_epoch}) | {plain_s:.0f} | "
-                    f"{seconds:.0f} |",
+                    f"{seconds:.0f} |{init}",
                     flush=True,
                 )
+
+
+def plain_scores(
+    name: str, train: Dataset, test: Dataset, groups: tuple[str, ...], frame: bool
+) -> tuple[dict[str, float], float]:
+    """Test GAP@20 of the plain loop at a constant rate and with a cosine; seconds a run."""
+    plain: dict[str, float] = {}
+    begin = time.perf_counter()
+    for schedule in ("constant", "cosine"):
+        net = plain_loop(build(name, train, groups), train, groups, frame, schedule)
+        plain[schedule] = score(net, test, groups, frame)
+    return plain, (time.perf_counter() - begin) / 2
+
+
+def oof_table(args: argparse.Namespace, out: Path, scratch: Path) -> None:
+    """``--oof K``: the K-fold member and the refit against the plain loop on every row."""
+    loaded = data("real", out)
+    if loaded is None:
+        return
+    train, test, _ = loaded
+    print(
+        f"| model | plain loop, every row | {args.oof}-fold member (mean of folds) | - plain | "
+        "refit on every row | - plain | s plain | s K-fold | s refit |"
+    )
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+    for name in args.models.split(","):
+        if name in FRAME_MODELS:
+            continue
+        groups = groups_of(train, "video")
+        plain, plain_s = plain_scores(name, train, test, groups, False)
+        best = max(plain.values())
+        f = k_fold(name, train, test, args.oof, scratch / name)
+        print(
+            f"| {name} | {best:.4f} | {f['oof']:.4f} | {f['oof'] - best:+.4f} | {f['full']:.4f} "
+            f"| {f['full'] - best:+.4f} | {plain_s:.0f} | {f['oof s']:.0f} | {f['full s']:.0f} |",
+            flush=True,
+        )
 
 
 if __name__ == "__main__":

@@ -189,6 +189,6 @@ def test_yt8m_video_recipe_runs_as_it_stands_on_video_level_files(tmp_path: Path
     )  # fmt: skip
     assert result.results is not None
     models = {r["model"] for r in result.results["rows"]}
-    assert {"logistic", "mlp", "mlp_rgb", "mlp_audio", "resnet_av", "stacker"} <= models
+    assert {"logistic", "mlp", "mlp_audio", "resnet_av", "stacker"} <= models
     fold = Predictions.open(tmp_path / "run" / "zoo" / "mlp" / "predictions").fold_metrics["0"]
     assert fold["lr"] in (3e-4, 1e-3, 3e-3, 1e-2, 3e-2) and len(fold["lr_search"]) == 5
