@@ -168,7 +168,7 @@ def write_video_files(folder: Path, prefix: str, n_files: int, per_file: int) ->
                     "mean_rgb": rng.normal(size=1024).astype(np.float32),
                     "mean_audio": rng.normal(size=128).astype(np.float32),
                 }
-            )  # fmt: skip
+            )
             for r in range(per_file)
         ]
         tr.write_records(folder / f"{prefix}{f:04d}.tfrecord", payloads)
