@@ -253,7 +253,7 @@ def test_train_a_zoo_then_ensemble_and_distill(tmp_path: Path) -> None:
     assert synth.returncode == 0, synth.stderr
     zoo = tmp_path / "zoo.yaml"
     zoo.write_text(
-        "folds: 2\ntrain: {epochs: 1, batch_size: 64}\nmembers:\n"
+        "folds: 2\ntrain: {epochs: 1, batch_size: 64, lr: 0.001}\nmembers:\n"
         "  - {name: logistic}\n  - {name: dbof, hparams: {cluster_size: 8, hidden: 8}}\n"
     )
     args = ("train", str(zoo), "--data", str(data / "train"), "--test", str(data / "test"))
@@ -274,7 +274,9 @@ def test_train_a_zoo_then_ensemble_and_distill(tmp_path: Path) -> None:
     teacher = tmp_path / "ens" / "stacker" / "predictions"
     assert (teacher / "manifest.json").is_file()
     students = tmp_path / "students.yaml"
-    students.write_text("folds: 2\ntrain: {epochs: 1, batch_size: 64}\nmembers: [{name: mlp}]\n")
+    students.write_text(
+        "folds: 2\ntrain: {epochs: 1, batch_size: 64, lr: 0.001}\nmembers: [{name: mlp}]\n"
+    )
     result = webly("distill", str(students), "--teacher", str(teacher), *splits,
                    "--out", str(tmp_path / "st"), "--full")  # fmt: skip
     assert result.returncode == 0, result.stderr
@@ -313,7 +315,7 @@ RUN_RECIPE = """
 data: {synth: {kind: yt8m-like, videos: 200, classes: 10, max_frames: 6, unlabeled_videos: 0}}
 folds: {n: 2}
 zoo:
-  train: {epochs: 1, batch_size: 64}
+  train: {epochs: 1, batch_size: 64, lr: 0.001}
   members:
     - {name: logistic}
     - {name: logistic, id: wild, train: {lr: 1.0e+30}}

@@ -41,7 +41,7 @@ RECIPE: dict[str, Any] = {
     "folds": {"n": 3},
     "zoo": {
         "k": 20,
-        "train": {"epochs": 1, "batch_size": 64},
+        "train": {"epochs": 1, "batch_size": 64, "lr": 1e-3},
         "members": [{"name": "logistic"}, {"name": "mlp", "hparams": {"hidden": [16]}}],
     },
 }  # fmt: skip
