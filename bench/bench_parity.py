@@ -60,8 +60,8 @@ HPARAMS: dict[str, dict[str, Any]] = {
     "logistic": {},
     "mlp": {"hidden": [2048], "batchnorm": True, "dropout": 0.5},
     "resnet_av": {"blocks": 1, "inner": 1024, "dropout": 0.3},
-    "dbof": {"cluster_size": 1024, "hidden": 512},
-    "netvlad": {"clusters": 32, "hidden": 512},
+    "dbof": {"cluster_size": 256, "hidden": 256},
+    "netvlad": {"clusters": 16, "hidden": 256},
 }
 FRAME_MODELS = ("dbof", "netvlad")
 PLAIN = {"lr": 1e-3, "weight_decay": 1e-4, "batch_size": 256, "epochs": 15}

@@ -181,6 +181,12 @@ def test_relative_paths_resolve_against_the_current_folder(
         (["evaluate.k=200"], r"evaluate\.k is 200 but the zoo keeps k=100 predictions a row"),
         (["zoo.members.0.name=resnet"], r"zoo\.members\[0\]\.name: unknown model 'resnet'; did y"),
         (["zoo.members.1.id=logistic"], r"zoo\.members\[1\]: id 'logistic' is used twice"),
+        (["zoo.train.lr=.nan"], r": zoo\.train\.lr: nan is not a finite number; give a number$"),
+        (["zoo.train.lr=.inf"], r": zoo\.train\.lr: inf is not a finite number"),
+        (["zoo.members.1.hparams.dropout=-.inf"], r"zoo\.members\[1\]\.hparams\.dropout: -inf"),
+        (["zoo.members.0.train.weight_decay=.NaN"], r"zoo\.members\[0\]\.train\.weight_decay: nan"),
+        (["zoo.members.1.id=" + "m" * 300], r"zoo\.members\[1\]\.id: 'm+'\.\.\. is 300 characters"),
+        (["zoo.members.1.id=" + "m" * 64, "evaluate.k=200"], r"evaluate\.k is 200"),  # id ok
         (["zoo.members.2.name=x"], r"2\.name: zoo\.members is a list of 2 items; .*0\.\.1"),
         (["zoo.members.mlp.name=x"], r"zoo\.members is a list of 2 items; address an item"),
         (["seed.x=1"], r"--set seed\.x: seed is 3, not a mapping or list; set seed whole"),
@@ -246,6 +252,8 @@ def test_bad_recipe_or_override_is_one_line(
     ("text", "message"),
     [
         ("data: [", r"invalid YAML at line \d+; fix its syntax"),
+        ("seed: 1\nzoo: {}\nseed: 2\n", r"key 'seed' is given twice \(line 1 and line 3\)"),
+        ("zoo: {k: 3, k: 4}\n", r"recipe\.yaml: key 'k' is given twice \(line 1 and line 1\)"),
         ("- a\n", r"holds list; write a mapping with data: and zoo:"),
         ("data: {synth: {kind: yt8m-like}}\n", r"zoo: Field required; fix the recipe"),
     ],

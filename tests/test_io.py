@@ -126,3 +126,30 @@ def test_align_errors() -> None:
         align_submission(["a", "b"], topk, ["a", "b", "a"])
     with pytest.raises(DataError, match="1 submission ids for 2 rows"):
         align_submission(["a"], topk, ["a"])
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o077])
+def test_a_submission_follows_the_umask(tmp_path: Path, umask: int) -> None:
+    topk = TopK(np.array([[1, 0]]), np.array([[0.5, 0.25]]))
+    previous = os.umask(umask)
+    try:
+        write_submission(tmp_path / "sub.csv", ["a"], topk)
+    finally:
+        os.umask(previous)
+    assert (tmp_path / "sub.csv").stat().st_mode & 0o777 == 0o666 & ~umask
+
+
+def test_a_rewrite_removes_a_killed_writers_temporary(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    from webly._fs import HOST
+
+    dead = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"], text=True, capture_output=True
+    )
+    stale = tmp_path / f".sub.csv.tmp-{HOST}-{int(dead.stdout)}-0123456789ab"
+    stale.write_text("VideoId,LabelConfidencePairs\na,0 0.5")  # killed half-way
+    write_submission(tmp_path / "sub.csv", ["a"], TopK(np.array([[1]]), np.array([[0.5]])))
+    assert [p.name for p in tmp_path.iterdir()] == ["sub.csv"]
+    assert read_submission(tmp_path / "sub.csv", None, 2)[0] == ["a"]

@@ -99,6 +99,7 @@ def copy(base: tuple[Path, RunResult, str], tmp_path: Path) -> Path:
     return tmp_path / "run"
 
 
+@pytest.mark.slow
 def test_fresh_run_writes_every_stage(base: tuple[Path, RunResult, str]) -> None:
     out, result, printed = base
     assert [s.name for s in result.stages] == NAMES
@@ -214,6 +215,7 @@ def test_removed_member_is_kept_on_disk_and_not_evaluated(copy: Path, tmp_path: 
     assert result.results is not None and len(result.results["rows"]) == 3
 
 
+@pytest.mark.slow
 def test_failed_member_fails_the_zoo_and_the_run_goes_on(copy: Path, tmp_path: Path) -> None:
     wild = {"name": "logistic", "id": "wild", "train": {"lr": 1e30}}
     result, _ = run(tmp_path, copy, f"zoo.members=[{{name: logistic}}, {json.dumps(wild)}]")
@@ -317,6 +319,7 @@ def test_yt8m_source_imports_one_glob_a_split(tmp_path: Path) -> None:
 KILLED_RUN_MEMBERS = [{"name": "logistic"}, {"name": "mlp", "id": "slow", "train": {"epochs": 30}}]
 
 
+@pytest.mark.slow
 def test_killed_run_resumes_with_the_same_command(tmp_path: Path) -> None:
     recipe = tmp_path / "recipe.yaml"
     recipe.write_text(
@@ -355,6 +358,7 @@ SECOND_LEVEL = [
 ]
 
 
+@pytest.mark.slow
 def test_ensemble_and_distill_stages(copy: Path, tmp_path: Path) -> None:
     result, _ = run(tmp_path, copy, *SECOND_LEVEL)
     assert ran(result) == from_stage("ensemble")
@@ -386,6 +390,7 @@ def test_ensemble_and_distill_stages(copy: Path, tmp_path: Path) -> None:
     assert ran(result) == from_stage("distill")
 
 
+@pytest.mark.slow
 def test_students_learn_the_teachers_predictions_of_unlabeled_rows(
     base: tuple[Path, RunResult, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -438,6 +443,7 @@ def test_student_above_the_size_budget_fails_before_training(copy: Path, tmp_pat
     assert not (copy / "distill" / "students").exists()
 
 
+@pytest.mark.slow
 def test_compress_and_export_stages(copy: Path, tmp_path: Path) -> None:
     result, _ = run(tmp_path, copy, *SECOND_LEVEL, "compress.max_size=1GB", "export={}")
     assert not result.failed and ran(result) == from_stage("ensemble")
@@ -467,6 +473,7 @@ def test_export_without_a_final_model_is_refused(tmp_path: Path) -> None:
     assert not (tmp_path / "run").exists()
 
 
+@pytest.mark.slow
 def test_clean_stage_reuses_the_zoo_as_round_0_and_feeds_the_ensemble(
     copy: Path, tmp_path: Path
 ) -> None:

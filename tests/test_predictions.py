@@ -105,6 +105,21 @@ def test_oof_coverage_is_exact(tmp_path: Path, problem: str) -> None:
     assert not (tmp_path / "p").exists() and not list(tmp_path.iterdir())
 
 
+def test_a_rerun_removes_a_killed_writers_temporary(tmp_path: Path) -> None:
+    from webly._fs import HOST
+
+    dead = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"], text=True, capture_output=True
+    )
+    stale = tmp_path / f".predictions.tmp-{HOST}-{int(dead.stdout)}-0123456789ab"
+    stale.mkdir()  # what a run killed while writing zoo/<member>/predictions left
+    (stale / "oof.scores.npy").write_bytes(b"half")
+    scores = np.random.default_rng(0).random((10, 3)).astype(np.float32)
+    write_in_folds(tmp_path / "predictions", scores, k=5)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["predictions"]
+    assert float16_close(Predictions.open(tmp_path / "predictions").dense("oof"), scores)
+
+
 def test_overwrite_rules(tmp_path: Path) -> None:
     scores = np.random.default_rng(0).random((10, 3)).astype(np.float32)
     write_in_folds(tmp_path / "p", scores, k=5)
@@ -215,6 +230,7 @@ def test_union_candidates_matches_python_sets() -> None:
     assert union.shape[1] == max(len(set(r[r >= 0])) for r in union)
 
 
+@pytest.mark.slow
 def test_streaming_write_holds_one_block(tmp_path: Path) -> None:
     n, k, n_classes, block = 200_000, 100, 1000, 2_000
     rng = np.random.default_rng(0)

@@ -19,6 +19,7 @@ def stats(epoch: int) -> EpochStats:
     return EpochStats(epoch=epoch, loss=0.5, metric=0.25, seconds=1.0, samples_per_s=100, lr=0.1)
 
 
+@pytest.mark.slow
 def test_lines_when_not_a_terminal(tmp_path: Path) -> None:
     _, printed = run(tmp_path, tmp_path / "run")  # a recording console is not a terminal
     lines = printed.splitlines()

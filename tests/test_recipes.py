@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pytest
 import yaml
 
 from webly.config import load_recipe
@@ -72,6 +73,7 @@ def test_every_recipe_loads_with_the_winning_teams_methods() -> None:
     assert yt8m.compress is not None and yt8m.compress.methods == ["int8_partial"]
 
 
+@pytest.mark.slow
 def test_products_recipe_runs_and_its_longtail_stage_moves_the_bands(tmp_path: Path) -> None:
     result = run(
         "products.yaml", tmp_path / "run", *SMALL_PRODUCTS, "clean.rounds=1",
@@ -93,6 +95,7 @@ def test_products_recipe_runs_and_its_longtail_stage_moves_the_bands(tmp_path: P
     assert cleaned[-1]["dropped"] > 0  # disagree_low_conf dropped rows
 
 
+@pytest.mark.slow
 def test_webvision_recipe_runs_with_semantic_cleaning_and_class_weights(tmp_path: Path) -> None:
     run(
         "webvision.yaml", tmp_path / "run", *SMALL_PRODUCTS, "data.synth.n_classes=10",
@@ -126,6 +129,7 @@ def write_frame_files(folder: Path, prefix: str, n_files: int, per_file: int) ->
     return str(folder / f"{prefix}*.tfrecord")
 
 
+@pytest.mark.slow
 def test_yt8m_recipe_runs_on_frame_level_tfrecord_files(tmp_path: Path) -> None:
     train = write_frame_files(tmp_path / "tf", "train", n_files=2, per_file=20)
     test = write_frame_files(tmp_path / "tf", "validate", n_files=1, per_file=12)
@@ -175,6 +179,7 @@ def write_video_files(folder: Path, prefix: str, n_files: int, per_file: int) ->
     return str(folder / f"{prefix}*.tfrecord")
 
 
+@pytest.mark.slow
 def test_yt8m_video_recipe_runs_as_it_stands_on_video_level_files(tmp_path: Path) -> None:
     raw = yaml.safe_load((RECIPES / "yt8m-video.yaml").read_text())
     assert "lr" not in raw["zoo"]["train"] and "epochs" not in raw["zoo"]["train"]

@@ -6,7 +6,9 @@ line each. Library imports happen inside the commands so ``webly --help`` stays 
 
 from __future__ import annotations
 
+import errno
 import os
+import re
 import sys
 import warnings
 from pathlib import Path
@@ -14,7 +16,9 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
+from typer.core import TyperCommand
 
 from webly.errors import WeblyError
 
@@ -23,7 +27,8 @@ app = typer.Typer(
     help="Accurate, compact classifiers from large datasets with noisy labels.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
-    add_completion=False,
+    add_completion=True,  # --install-completion, --show-completion
+    context_settings={"help_option_names": ["-h", "--help"]},  # every command inherits it
 )
 data_app = typer.Typer(help="Import, generate and describe datasets.", no_args_is_help=True)
 synth_app = typer.Typer(
@@ -35,6 +40,50 @@ app.add_typer(data_app, name="data")
 app.add_typer(models_app, name="models")
 data_app.add_typer(synth_app, name="synth")
 data_app.add_typer(builtin_app, name="builtin")
+
+
+def _typer_help_fixes() -> None:
+    """Two corrections to Typer's Rich help: a flag takes no value, so it shows no type (Typer
+    0.29 prints ``--help <bool>``); a hidden argument (a deprecated positional OUT) is left out
+    of the usage line as it is out of the arguments panel."""
+    from typer.core import TyperArgument, TyperOption
+
+    shown = TyperOption.display_type_rich
+
+    def display_type_rich(self: TyperOption, ctx: Any) -> str | None:
+        return None if self.is_flag or self.count else shown(self, ctx)
+
+    pieces = TyperArgument.get_usage_pieces
+
+    def get_usage_pieces(self: TyperArgument, ctx: Any) -> list[str]:
+        return [] if self.hidden else pieces(self, ctx)
+
+    TyperOption.display_type_rich = display_type_rich  # type: ignore[method-assign]
+    TyperArgument.get_usage_pieces = get_usage_pieces  # type: ignore[method-assign]
+
+
+_typer_help_fixes()
+
+
+def _show_version(value: bool) -> None:
+    if value:
+        from webly import __version__
+
+        typer.echo(f"webly {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version", callback=_show_version, is_eager=True, help="Print the version and exit."
+        ),
+    ] = False,
+) -> None:
+    """Accurate, compact classifiers from large datasets with noisy labels."""
+
 
 LOG_WIDTH = 120
 """Columns of output written to a file or a pipe (logs, CI), where Rich would assume 80 and cut
@@ -51,7 +100,14 @@ def _console(stderr: bool = False) -> Console:
 out = Console()
 err = Console(stderr=True)  # both made again by `main`, for where its output goes
 
-Overwrite = Annotated[bool, typer.Option("--overwrite", help="Replace OUT if it exists.")]
+Overwrite = Annotated[
+    bool,
+    typer.Option(
+        "--overwrite",
+        help="Replace the --out folder if it exists and is what this command writes (a "
+        "dataset, an export, ...); never a folder holding the inputs or one webly did not write.",
+    ),
+]
 Seed = Annotated[int, typer.Option(help="The one seed of everything generated.")]
 Classes = Annotated[
     Path | None, typer.Option(help="File of class names, one a line, in class-id order.")
@@ -60,10 +116,64 @@ TaskOption = Annotated[str, typer.Option("--task", help="multilabel or multiclas
 LabelSep = Annotated[
     str | None, typer.Option(help="Separator of several labels in one cell, e.g. ' ' or '|'.")
 ]
+OldOut = Annotated[
+    Path | None,
+    typer.Argument(metavar="OUT", hidden=True, show_default=False, help="Deprecated: --out."),
+]
+"""The positional OUT of webly 0.1's writing commands: hidden, accepted with a warning until
+0.2 (`_out`)."""
+DatasetOut = Annotated[
+    Path | None, typer.Option("--out", show_default=False, help="Dataset folder to create.")
+]
+SplitsOut = Annotated[
+    Path | None,
+    typer.Option("--out", show_default=False, help="Folder for train/ and test/ datasets."),
+]
+
+
+def _deprecated(old: str, new: str) -> None:
+    """Warn (one line) that the spelling ``old`` goes away in webly 0.2."""
+    warnings.warn(f"{old} is deprecated and goes in webly 0.2; write {new}", FutureWarning, 2)
+
+
+def _out(dest: Path | None, old: Path | None, what: str) -> Path:
+    """The output folder: ``--out``, or the deprecated positional OUT (one, not both)."""
+    from webly.errors import ConfigError
+
+    if old is not None:
+        if dest is not None:
+            raise ConfigError(f"OUT given twice ({old} and --out {dest}); give --out only")
+        _deprecated(f"the positional OUT ({old})", f"--out {old}")
+        return old
+    if dest is None:
+        raise ConfigError(f"--out is missing; name the {what} to create: --out FOLDER")
+    return dest
+
+
+def _renamed(value: Any, old_value: Any, default: Any, old: str, new: str) -> Any:
+    """The value of an option renamed from ``old`` to ``new`` (``old`` stays a hidden alias
+    until webly 0.2): the old spelling's when it is given, with a warning."""
+    from webly.errors import ConfigError
+
+    if old_value is None:
+        return value
+    if value != default:
+        raise ConfigError(f"{old} and {new} are the same option; give {new} only")
+    _deprecated(old, new)
+    return old_value
+
+
+def _names(values: str | list[str] | None) -> tuple[str, ...]:
+    """The names of a repeatable, comma-separated option (``--views flip,top_left`` or
+    ``--views flip --views top_left``), blanks dropped."""
+    if values is None:
+        return ()
+    texts = [values] if isinstance(values, str) else values
+    return tuple(name.strip() for text in texts for name in text.split(",") if name.strip())
 
 
 def _show_warning(message: Any, category: Any, *_: Any, **__: Any) -> None:
-    err.print(f"[yellow]warning:[/] {message}", highlight=False, soft_wrap=True)
+    err.print(f"[yellow]warning:[/] {escape(str(message))}", highlight=False, soft_wrap=True)
 
 
 def _print_table(title: str, rows: list[tuple[str, str]]) -> None:
@@ -78,7 +188,8 @@ def _print_table(title: str, rows: list[tuple[str, str]]) -> None:
 @data_app.command("import-yt8m")
 def import_yt8m(
     pattern: Annotated[str, typer.Argument(help="TFRecord files, a glob: 'dir/train*.tfrecord'.")],
-    dest: Annotated[Path, typer.Argument(metavar="OUT", help="Dataset folder to create.")],
+    old_out: OldOut = None,
+    dest: DatasetOut = None,
     level: Annotated[
         str,
         typer.Option(
@@ -104,6 +215,7 @@ def import_yt8m(
     """Import official YouTube-8M TFRecord files (no TensorFlow needed)."""
     from webly.data.yt8m import import_yt8m as run
 
+    dest = _out(dest, old_out, "dataset folder")
     summary = run(
         pattern,
         dest,
@@ -121,7 +233,8 @@ def import_yt8m(
 @data_app.command("import-table")
 def import_table(
     file: Annotated[Path, typer.Argument(help="A .parquet, .csv or .npz file.")],
-    dest: Annotated[Path, typer.Argument(metavar="OUT", help="Dataset folder to create.")],
+    old_out: OldOut = None,
+    dest: DatasetOut = None,
     features: Annotated[
         str, typer.Option(help="Feature column, or columns: 'f0,f1' or a glob 'f*'.")
     ] = "features",
@@ -151,6 +264,7 @@ def import_table(
     """Import a Parquet, CSV or NumPy table of features and labels."""
     from webly.data.tables import import_table as run
 
+    dest = _out(dest, old_out, "dataset folder")
     ds = run(
         file,
         dest,
@@ -176,10 +290,11 @@ def import_images(
     src: Annotated[
         Path, typer.Argument(help="A class-per-folder tree, or a CSV path,label[,group][,text].")
     ],
-    dest: Annotated[Path, typer.Argument(metavar="OUT", help="Dataset folder to create.")],
     extractor: Annotated[
         Path, typer.Option(help="Feature extractor: an .onnx or TorchScript (.pt) model.")
     ],
+    old_out: OldOut = None,
+    dest: DatasetOut = None,
     image_size: Annotated[
         int | None, typer.Option(help="Input size when the model does not fix it.")
     ] = None,
@@ -195,17 +310,18 @@ def import_images(
     task: TaskOption = "multiclass",
     workers: Annotated[int, typer.Option(help="Image decoding threads.")] = 4,
     views: Annotated[
-        str,
+        list[str] | None,
         typer.Option(
-            help="Test-time views stored beside image, comma-separated: flip, top_left, "
-            "top_right, bottom_left, bottom_right (e.g. flip or all five)."
+            help="Test-time views stored beside image: flip, top_left, top_right, bottom_left, "
+            "bottom_right (e.g. flip or all five); repeatable or comma-separated."
         ),
-    ] = "",
+    ] = None,
     overwrite: Overwrite = False,
 ) -> None:
     """Import images through a feature extractor you supply."""
     from webly.data.images import import_images as run
 
+    dest = _out(dest, old_out, "dataset folder")
     ds = run(
         src,
         dest,
@@ -226,9 +342,11 @@ def import_images(
 
 @synth_app.command("yt8m-like")
 def synth_yt8m_like(
+    old_out: OldOut = None,
     dest: Annotated[
-        Path, typer.Argument(metavar="OUT", help="Folder for train/ test/ unlabeled/.")
-    ],
+        Path | None,
+        typer.Option("--out", show_default=False, help="Folder for train/ test/ unlabeled/."),
+    ] = None,
     videos: Annotated[int, typer.Option(help="Training videos.")] = 4000,
     test_videos: Annotated[int | None, typer.Option(help="Clean test videos [videos/4].")] = None,
     unlabeled_videos: Annotated[
@@ -249,6 +367,7 @@ def synth_yt8m_like(
     from webly.data.synth import YT8MLikeConfig
     from webly.data.synth import synth_yt8m_like as run
 
+    dest = _out(dest, old_out, "folder of datasets")
     config = YT8MLikeConfig(
         videos=videos,
         test_videos=test_videos,
@@ -267,7 +386,8 @@ def synth_yt8m_like(
 
 @synth_app.command("products-like")
 def synth_products_like(
-    dest: Annotated[Path, typer.Argument(metavar="OUT", help="Folder for train/ and test/.")],
+    old_out: OldOut = None,
+    dest: SplitsOut = None,
     products: Annotated[int, typer.Option(help="Training products (groups of 1-4 rows).")] = 20000,
     classes: Annotated[int, typer.Option(help="Number of classes.")] = 1000,
     symmetric: Annotated[float, typer.Option(help="Share of products relabeled at random.")] = 0.05,
@@ -280,6 +400,7 @@ def synth_products_like(
     from webly.data.products import ProductsLikeConfig
     from webly.data.products import synth_products_like as run
 
+    dest = _out(dest, old_out, "folder of datasets")
     config = ProductsLikeConfig(
         n_classes=classes,
         n_products=products,
@@ -293,7 +414,8 @@ def synth_products_like(
 
 @builtin_app.command("digits")
 def builtin_digits(
-    dest: Annotated[Path, typer.Argument(metavar="OUT", help="Folder for train/ and test/.")],
+    old_out: OldOut = None,
+    dest: SplitsOut = None,
     noise: Annotated[
         str | None, typer.Option(help="Noise on the train split: symmetric, pair or instance.")
     ] = None,
@@ -304,6 +426,7 @@ def builtin_digits(
     """scikit-learn's 1,797 real handwritten digits (no download), with optional label noise."""
     from webly.data.builtin import builtin_digits as run
 
+    dest = _out(dest, old_out, "folder of datasets")
     summary = run(dest, noise=noise, rate=rate, seed=seed, overwrite=overwrite)  # type: ignore[arg-type]
     out.print(str(summary))
 
@@ -311,9 +434,10 @@ def builtin_digits(
 @data_app.command("add-noise")
 def add_noise(
     store: Annotated[Path, typer.Argument(help="A dataset folder (never modified).")],
-    dest: Annotated[Path, typer.Argument(metavar="OUT", help="Dataset folder to create.")],
     kind: Annotated[str, typer.Option(help="missing, spurious, symmetric, pair or instance.")],
     rate: Annotated[float, typer.Option(help="Noise rate in [0, 1).")],
+    old_out: OldOut = None,
+    dest: DatasetOut = None,
     seed: Seed = 0,
     feature_group: Annotated[
         str | None, typer.Option(help="Features that define confusable classes [first group].")
@@ -323,6 +447,7 @@ def add_noise(
     """Copy a dataset with noise injected into its labels; the old labels become clean_labels."""
     from webly.data.relabel import add_noise as run
 
+    dest = _out(dest, old_out, "dataset folder")
     ds = run(
         store,
         dest,
@@ -366,11 +491,6 @@ def models_list() -> None:
     )
 
 
-def _names(text: str) -> tuple[str, ...]:
-    """The names of a comma-separated option value (``"flip, top_left"``), blanks dropped."""
-    return tuple(name.strip() for name in text.split(",") if name.strip())
-
-
 RayAddress = Annotated[
     str | None,
     typer.Option(
@@ -388,26 +508,56 @@ GpusPerTask = Annotated[
 ]
 
 
-def _executor(address: str | None, cpus_per_task: int, gpus_per_task: float) -> Any:
-    """The `webly.executor.RayExecutor` of ``--ray ADDRESS``, or None (train here)."""
+def _ray_config(
+    address: str | None, cpus_per_task: int | None = None, gpus_per_task: float | None = None
+) -> Any:
+    """The `webly.executor.ExecutorConfig` of ``--ray ADDRESS`` (``local``: Ray inside this
+    process), or None without ``--ray``; unset numbers take the config's defaults."""
     if address is None:
         return None
     from pydantic import ValidationError
 
     from webly.errors import ConfigError
-    from webly.executor import CLI_WORDS, ExecutorConfig, make_executor
+    from webly.executor import ExecutorConfig
 
+    numbers = {"cpus_per_task": cpus_per_task, "gpus_per_task": gpus_per_task}
+    given = {key: value for key, value in numbers.items() if value is not None}
     try:
-        config = ExecutorConfig(
-            kind="ray", address=None if address == "local" else address,
-            cpus_per_task=cpus_per_task, gpus_per_task=gpus_per_task,
-        )  # fmt: skip
+        return ExecutorConfig.model_validate(
+            {"kind": "ray", "address": None if address == "local" else address, **given}
+        )
     except ValidationError:  # the address: typer checked the numbers
         raise ConfigError(
             f"--ray: {address!r} is not HOST:PORT; give the Ray head's address as ray start "
             "--head prints it (e.g. 10.0.0.1:6379), auto, or local"
         ) from None
+
+
+def _executor(address: str | None, cpus_per_task: int, gpus_per_task: float) -> Any:
+    """The `webly.executor.RayExecutor` of ``--ray ADDRESS``, or None (train here)."""
+    config = _ray_config(address, cpus_per_task, gpus_per_task)
+    if config is None:
+        return None
+    from webly.executor import CLI_WORDS, make_executor
+
     return make_executor(config, CLI_WORDS)
+
+
+def _ray_overrides(
+    address: str | None, cpus_per_task: int | None, gpus_per_task: float | None
+) -> list[str]:
+    """``webly run --ray ADDRESS``: the recipe overrides (``--set executor.kind=ray ...``) of
+    the same `ExecutorConfig` that ``train --ray`` builds; the numbers only when given."""
+    import json
+
+    config = _ray_config(address, cpus_per_task, gpus_per_task)
+    if config is None:
+        return []
+    given = {"kind", "address"} | {
+        key for key, value in (("cpus_per_task", cpus_per_task), ("gpus_per_task", gpus_per_task))
+        if value is not None
+    }  # fmt: skip
+    return [f"executor.{key}={json.dumps(getattr(config, key))}" for key in sorted(given)]
 
 
 @app.command("train")
@@ -451,9 +601,10 @@ def clean(
     dest: Annotated[Path, typer.Option("--out", help="Folder for the rounds (resumed).")],
     test: Annotated[Path | None, typer.Option(help="Test dataset folder to score.")] = None,
     rounds: Annotated[int, typer.Option(help="Rounds of detect -> act -> retrain.")] = 1,
-    method: Annotated[
+    detect: Annotated[
         str, typer.Option(help="Detection method (webly.clean.list_methods()).")
     ] = "confident_learning",
+    old_method: Annotated[str | None, typer.Option("--method", hidden=True)] = None,
     drop_fraction: Annotated[float, typer.Option(help="Most rows dropped a round.")] = 0.1,
     relabel_threshold: Annotated[
         float, typer.Option(help="Probability needed to repair a label.")
@@ -474,6 +625,7 @@ def clean(
     from webly.data import Dataset
     from webly.train.zoo import load_zoo
 
+    method = _renamed(detect, old_method, "confident_learning", "--method", "--detect")
     rules = ActionRules(drop_fraction=drop_fraction, relabel_threshold=relabel_threshold)
     result = clean_iteratively(
         load_zoo(zoo), Dataset.open(data), Dataset.open(test) if test is not None else None,
@@ -503,16 +655,18 @@ def ensemble(
         list[str] | None,
         typer.Option(
             "--blend",
-            help="Blend method (mean, rank_mean, weighted, greedy, vote, "
-            "vote_logits); repeatable. Default: mean, weighted, greedy.",
+            help="Blend method (mean, rank_mean, weighted, greedy, vote, vote_logits); "
+            "repeatable or comma-separated. Default: mean, weighted, greedy.",
         ),
     ] = None,
     stacker: Annotated[
         bool, typer.Option("--stacker/--no-stacker", help="Also train the LightGBM stacker.")
     ] = True,
-    rounds: Annotated[int, typer.Option(help="Stacker boosting rounds.")] = 200,
+    boost_rounds: Annotated[int, typer.Option(help="Stacker boosting rounds.")] = 200,
+    old_rounds: Annotated[int | None, typer.Option("--rounds", hidden=True)] = None,
     members: Annotated[
-        list[str] | None, typer.Option("--member", help="Zoo member to use; repeatable.")
+        list[str] | None,
+        typer.Option("--member", help="Zoo member to use; repeatable or comma-separated."),
     ] = None,
 ) -> None:
     """Blend the zoo's out-of-fold predictions and stack them with LightGBM; score each."""
@@ -522,10 +676,12 @@ def ensemble(
     from webly.ensemble.stack import StackerConfig
     from webly.metrics.evaluate import format_cell
 
+    rounds = _renamed(boost_rounds, old_rounds, 200, "--rounds", "--boost-rounds")
     train = Dataset.open(data)
     test_store = Dataset.open(test) if test is not None else None
     chosen = open_members(
-        zoo_members(zoo_dir, members), ("oof", "test") if test_store is not None else ("oof",)
+        zoo_members(zoo_dir, list(_names(members)) or None),
+        ("oof", "test") if test_store is not None else ("oof",),
     )
     model = chosen.stores[0].model
     folds = train.folds(int(model["folds"]), int(model["seed"])) if stacker else None
@@ -536,7 +692,7 @@ def ensemble(
         test_labels = test_labels if test_labels.nnz else None
     entries = fit_ensemble(
         chosen, train.labels, train.task, dest,
-        blends=blends or ("mean", "weighted", "greedy"),
+        blends=_names(blends) or ("mean", "weighted", "greedy"),
         stacker=StackerConfig(rounds=rounds, seed=int(model["seed"])) if stacker else None,
         folds=folds, test_labels=test_labels,
     )  # fmt: skip
@@ -607,20 +763,53 @@ Overrides = Annotated[
 ]
 
 
-@app.command("run")
+class _StagesInHelp(TyperCommand):
+    """``webly run``: its help ends with the pipeline's stages, read from
+    `webly.pipeline.STAGES` when the help is shown (importing the pipeline takes seconds, which
+    ``webly --help`` and every other command must not pay)."""
+
+    def format_help(self, ctx: Any, formatter: Any) -> None:
+        from webly.pipeline import STAGES
+
+        names = ", ".join(stage.name for stage in STAGES)
+        self.help = f"{(self.help or '').split(STAGES_LEAD)[0].rstrip()}\n\n{STAGES_LEAD} {names}."
+        super().format_help(ctx, formatter)
+
+
+STAGES_LEAD = "The stages, in order:"
+
+
+@app.command("run", cls=_StagesInHelp)
 def run(
     recipe: Annotated[
         Path, typer.Argument(metavar="RECIPE.yaml", help="The recipe: data, folds, zoo, evaluate.")
     ],
     dest: Annotated[Path, typer.Option("--out", help="Run directory: new, empty or resumed.")],
     overrides: Overrides = None,
+    ray: Annotated[
+        str | None,
+        typer.Option(
+            "--ray",
+            metavar="ADDRESS",
+            help="Train the fold models as Ray tasks on the cluster at ADDRESS (HOST:PORT, auto "
+            "or local): --set executor.kind=ray --set executor.address=ADDRESS.",
+        ),
+    ] = None,
+    cpus_per_task: Annotated[
+        int | None,
+        typer.Option(min=1, help="With --ray: CPUs of each fold's task (default: the recipe's)."),
+    ] = None,
+    gpus_per_task: Annotated[
+        float | None,
+        typer.Option(min=0.0, help="With --ray: GPUs of each fold's task (default: the recipe's)."),
+    ] = None,
 ) -> None:
-    """Run a recipe's stages (data, folds, zoo, ensemble, distill, evaluate), skipping what
-    is done."""
+    """Run a recipe's stages in order, skipping what is done."""
     from webly.pipeline import run_recipe
     from webly.stages import results_table
 
-    result = run_recipe(recipe, dest, overrides or [], console=out)
+    overrides = [*(overrides or []), *_ray_overrides(ray, cpus_per_task, gpus_per_task)]
+    result = run_recipe(recipe, dest, overrides, console=out)
     if result.results is not None:
         out.print(results_table(result.results))
     for error in result.errors:
@@ -672,12 +861,14 @@ def evaluate(
         Path, typer.Argument(metavar="PRED.csv", help="A Kaggle submission file.")
     ],
     labels: Annotated[Path, typer.Option(help="Dataset folder holding the true labels.")],
-    k: Annotated[int, typer.Option(help="Predictions per row that GAP counts.")] = 20,
+    top_k: Annotated[int, typer.Option(help="Predictions per row that GAP counts.")] = 20,
+    old_k: Annotated[int | None, typer.Option("--k", hidden=True)] = None,
 ) -> None:
     """Score a submission (VideoId,LabelConfidencePairs) against a dataset's labels."""
     from webly.data import Dataset
     from webly.metrics.evaluate import score_submission
 
+    k = _renamed(top_k, old_k, 20, "--k", "--top-k")
     scores = score_submission(predictions, Dataset.open(labels), k=k)
     _print_table(f"{predictions} vs {labels}", [(name, f"{v:.5f}") for name, v in scores.items()])
 
@@ -709,12 +900,14 @@ def compress(
             help="A saved network, or a run directory (its final distilled network).",
         ),
     ],
+    old_out: OldOut = None,
     dest: Annotated[
         Path | None,
-        typer.Argument(
-            metavar="OUT",
-            help="Compressed network folder; with --max-size the chosen candidate's folder "
-            "(optional there: without it nothing is written).",
+        typer.Option(
+            "--out",
+            show_default=False,
+            help="Compressed network folder to create; with --max-size the chosen candidate's "
+            "folder (optional there: without it nothing is written).",
         ),
     ] = None,
     max_size: Annotated[
@@ -724,9 +917,10 @@ def compress(
             "network (fp32, fp16, int8_partial), member subsets and stacker that fits.",
         ),
     ] = None,
-    method: Annotated[
+    quantize: Annotated[
         str, typer.Option(help="int8_partial (uint8 codes + table), fp16 or kmeans.")
     ] = "int8_partial",
+    old_method: Annotated[str | None, typer.Option("--method", hidden=True)] = None,
     min_elements: Annotated[
         int, typer.Option(help="Compress only tensors with more elements than this.")
     ] = 17_000,
@@ -739,19 +933,20 @@ def compress(
     With --max-size, choose what of a run to deploy within a size budget."""
     from webly.compress import compress_network
     from webly.compress.run import is_run, run_final
-    from webly.errors import ConfigError
 
+    method = _renamed(quantize, old_method, "int8_partial", "--method", "--quantize")
     if max_size is not None:
+        if old_out is not None or dest is not None:
+            dest = _out(dest, old_out, "chosen candidate's folder")
         methods = tuple(dict.fromkeys(("fp16", "int8_partial", method)))
         _compress_under_budget(source, dest, max_size, methods, min_elements, overwrite)
         return
-    if dest is None:
-        raise ConfigError("OUT is missing; name the compressed network folder to create")
+    dest = _out(dest, old_out, "compressed network folder")
     network = run_final(source).folder if is_run(source) else source
     result = compress_network(
         network,
         dest,
-        method,  # type: ignore[arg-type]
+        method,
         min_elements=min_elements,
         levels=levels,
         clusters=clusters,
@@ -829,7 +1024,10 @@ def export(
             "distilled network, with the run's metrics and training store).",
         ),
     ],
-    dest: Annotated[Path, typer.Argument(metavar="OUT", help="Export folder to create.")],
+    old_out: OldOut = None,
+    dest: Annotated[
+        Path | None, typer.Option("--out", show_default=False, help="Export folder to create.")
+    ] = None,
     data: Annotated[
         Path | None,
         typer.Option(
@@ -850,12 +1048,13 @@ def export(
     ] = "random",
     tta_max_frames: Annotated[int, typer.Option(help="Frames a view keeps.")] = 300,
     tta_stored: Annotated[
-        str,
+        list[str] | None,
         typer.Option(
-            help="Views kept in the data store instead (any level), comma-separated: e.g. "
-            "flip,top_left of a store imported with webly data import-images --views."
+            help="Views kept in the data store instead (any level), repeatable or "
+            "comma-separated: e.g. flip,top_left of a store imported with webly data "
+            "import-images --views."
         ),
-    ] = "",
+    ] = None,
     group_aggregation: Annotated[
         str | None,
         typer.Option(help="Predict one line per group of a store: mean, belief or first."),
@@ -870,6 +1069,7 @@ def export(
     from webly.data import Dataset
     from webly.errors import ConfigError
 
+    dest = _out(dest, old_out, "export folder")
     metrics = {}
     for item in metric or []:
         name, _, value = item.partition("=")
@@ -961,6 +1161,23 @@ def serve(
     ] = 2.0,
     max_rows: Annotated[int, typer.Option(help="Most rows a request.")] = 1024,
     max_request_mb: Annotated[float, typer.Option(help="Largest request body, MB.")] = 16.0,
+    max_frames: Annotated[
+        int | None,
+        typer.Option(
+            help="Frame level: most frames a row, 413 past it (default: the model's training "
+            "max_frames, recorded in its model.json, else 300)."
+        ),
+    ] = None,
+    max_batch_frames: Annotated[
+        int, typer.Option(help="Frame level: most padded frames (rows x longest) a model call.")
+    ] = 8192,
+    max_inflight_mb: Annotated[
+        float | None,
+        typer.Option(
+            help="Request bodies read and handled at once, MB; others wait (default: 4 x "
+            "--max-request-mb)."
+        ),
+    ] = None,
     threads: Annotated[
         int | None, typer.Option(help="ONNX Runtime threads (default: its own choice).")
     ] = None,
@@ -975,6 +1192,9 @@ def serve(
         max_rows=max_rows,
         max_batch=max_batch,
         max_wait_ms=max_wait_ms,
+        max_frames=max_frames,
+        max_batch_frames=max_batch_frames,
+        max_inflight_bytes=int(max_inflight_mb * 1e6) if max_inflight_mb is not None else None,
     )
     exported = load_exported(model, threads=threads)
     sock = open_socket(host, port)
@@ -990,5 +1210,57 @@ def main() -> None:
     try:
         app()
     except WeblyError as error:
-        err.print(f"[red]error:[/] {error}", highlight=False, soft_wrap=True)
+        err.print(f"[red]error:[/] {escape(str(error))}", highlight=False, soft_wrap=True)
         sys.exit(2)
+    except Exception as error:
+        message = os_error_message(error, _output_of(error))
+        if message is None:
+            raise  # a bug in webly: its traceback helps
+        err.print(f"[red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
+        sys.exit(2)
+
+
+_OS_HINTS = {
+    errno.EROFS: "the file system is read-only; write the output to a writable folder",
+    errno.ENOSPC: "the disk is full; free space or write the output elsewhere",
+    errno.EDQUOT: "the disk quota is used up; free space or write the output elsewhere",
+    errno.EFBIG: "the file is too large for this file system; write the output elsewhere",
+    errno.EACCES: "check its permissions, or write the output to a folder you may write to",
+    errno.EPERM: "check its permissions, or write the output to a folder you may write to",
+    errno.ENAMETOOLONG: "a file name is too long; choose a shorter path or name",
+}
+_ERRNO = re.compile(r"\[errno (\d+)\]", re.IGNORECASE)
+
+
+def _output_of(error: BaseException) -> str | None:
+    """The output path (``dest``: every writing command's OUT or ``--out``) of the command that
+    raised ``error``, from its frame in the traceback; None if there is none."""
+    tb = error.__traceback__
+    while tb is not None:
+        frame = tb.tb_frame
+        if frame.f_globals is globals() and frame.f_locals.get("dest") is not None:
+            return str(frame.f_locals["dest"])
+        tb = tb.tb_next
+    return None
+
+
+def os_error_message(error: BaseException, output: str | None = None) -> str | None:
+    """One line for an error of the machine rather than of webly (read-only folder, full disk,
+    no permission, too long a name) anywhere in ``error``'s chain of causes, naming the path
+    (the error's own, else ``output``); None for any other error. Arrow's I/O errors carry the
+    errno only in their text."""
+    seen: set[int] = set()
+    current: BaseException | None = error
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, OSError):
+            code = current.errno
+            if code is None and (found := _ERRNO.search(str(current))):
+                code = int(found.group(1))
+            if code in _OS_HINTS:
+                paths = [p for p in (current.filename, current.filename2) if p is not None]
+                where = " -> ".join(os.fsdecode(p) for p in paths) or output or "the output"
+                reason = os.strerror(code)
+                return f"{where}: {reason} ({errno.errorcode[code]}); {_OS_HINTS[code]}"
+        current = current.__cause__ or current.__context__
+    return None

@@ -59,7 +59,7 @@ from webly.data.yt8m import Names
 from webly.errors import ConfigError
 from webly.executor import ExecutorConfig
 from webly.train.zoo import Zoo, parse_zoo
-from webly.validate import did_you_mean, key_path, unknown_key
+from webly.validate import check_finite, did_you_mean, key_path, unknown_key
 from webly.yaml_file import Loader, read_yaml
 
 GENERATORS: dict[str, type[YT8MLikeConfig] | type[ProductsLikeConfig]] = {
@@ -671,6 +671,42 @@ class Recipe(BaseModel):
         return self
 
     @model_validator(mode="after")
+    def _members_fit_the_stages(self) -> Recipe:
+        """Refuse up front what a stage would refuse of a gradient-boosted member only once
+        it trains: graded sample weights from cleaning, soft targets from distillation."""
+        from webly.clean import ActionRules
+        from webly.models._registry import model_entry
+
+        trees = [
+            (i, m.name)
+            for i, m in enumerate(self.zoo.members)
+            if model_entry(m.name).level == "gbdt"
+        ]
+        if self.clean is not None and trees:
+            down_weight = ActionRules(**self.clean.rules).down_weight
+            if down_weight not in (0, 1):
+                i, name = trees[0]
+                raise ValueError(
+                    f"clean.rules.down_weight: {down_weight} down-weights flagged rows, but "
+                    f"zoo.members[{i}] ({name}) is a gradient-boosted model, which takes 0/1 "
+                    "sample weights only; set clean.rules.down_weight to 0 (drop) or 1 (keep "
+                    "them), or make that member a network"
+                )
+        distill = self.distill
+        if distill is not None:
+            students = [(f"distill.students[{i}]", s) for i, s in enumerate(distill.students)]
+            final = [("distill.final", distill.final)] if distill.final is not None else []
+            for where, spec in students + final:
+                name = str(spec.get("name"))
+                if model_entry(name).level == "gbdt":
+                    raise ValueError(
+                        f"{where}: {name} is a gradient-boosted model, which takes no soft "
+                        "targets (distillation trains on the teacher's); distil into a network "
+                        "(e.g. name: mlp)"
+                    )
+        return self
+
+    @model_validator(mode="after")
     def _evaluate_within_zoo_k(self) -> Recipe:
         if self.evaluate.k > self.zoo.k:
             raise ValueError(
@@ -699,6 +735,7 @@ def load_recipe(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -
 
 def parse_recipe(raw: dict[str, Any], source: str = "recipe") -> Recipe:
     """Validate a recipe given as parsed YAML; ``source`` starts every error message."""
+    check_finite(raw, source)
     try:
         return Recipe.model_validate(raw)
     except ValidationError as err:

@@ -22,3 +22,8 @@ class ConfigError(WeblyError):
 
 class WeblyWarning(UserWarning):
     """Something suspicious in the input that webly can still work with (e.g. duplicate ids)."""
+
+
+class MissingDependency(ConfigError):
+    """A package that one feature needs (an optional extra: ``webly[ray]``,
+    ``webly[tracking]``) is not installed; `webly._optional.require` raises it."""

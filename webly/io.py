@@ -7,7 +7,6 @@ read line by line, so a submission of millions of rows never sits in memory as t
 from __future__ import annotations
 
 import os
-import tempfile
 import warnings
 from array import array
 from collections.abc import Mapping, Sequence
@@ -15,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
+from webly._fs import create_file, remove_stale, temp_path
 from webly.errors import DataError, WeblyWarning
 from webly.metrics.ranking import TopK
 
@@ -59,9 +59,9 @@ def write_submission(
         raise DataError(
             f"{target}: folder {target.parent} does not exist; create it or choose another path"
         )
-    descriptor, temp_name = tempfile.mkstemp(
-        dir=target.parent, prefix=f".{target.name}.", suffix=".tmp"
-    )
+    remove_stale(target)
+    temp_name = temp_path(target)
+    descriptor = create_file(temp_name)  # the umask's permissions, as open() gives them
     try:
         with os.fdopen(descriptor, "w", encoding="utf-8", newline="\n") as handle:
             handle.write(HEADER + "\n")

@@ -192,6 +192,8 @@ def run_pipeline(recipe: Recipe, out: str | Path, console: Console | None = None
     if not recipe_path.is_file() or recipe_path.read_text() != text:
         write_atomic(recipe_path, text.encode())
     tracker = open_tracker(recipe.tracking, run, yaml.safe_load(dump_recipe(recipe)))
+    if (logged_to := tracker.where()) is not None:
+        console.print(f"tracking: {logged_to}", highlight=False, soft_wrap=True)
     failed = True
     try:
         with run_display(console) as display:

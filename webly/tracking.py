@@ -1,11 +1,14 @@
 """Experiment tracking of a run (``tracking: mlflow`` in a recipe): the resolved recipe as
-parameters, each stage's seconds and the evaluation's figures as metrics, the report as an
-artifact, logged to MLflow.
+parameters, each stage's seconds and the evaluation's figures as metrics, every trained fold
+model's per-epoch curves (training loss and validation metric, ``step`` = epoch) as metrics,
+and the report and the deployed model (the export stage's folder) as artifacts, logged to
+MLflow (``pip install 'webly[tracking]'``).
 
-By default the store is an MLflow file store in ``RUN/mlruns`` (open it with
-``mlflow ui --backend-store-uri RUN/mlruns``); ``tracking.uri`` points elsewhere (another
-folder, or an ``http://`` tracking server). MLflow keeps its file store in maintenance mode
-behind ``MLFLOW_ALLOW_FILE_STORE``, which a file-store URI sets for this process.
+Where: the recipe's ``tracking.uri`` when it sets one, else ``MLFLOW_TRACKING_URI`` from the
+environment (as MLflow itself reads it), else an MLflow file store in ``RUN/mlruns`` (open it
+with ``mlflow ui --backend-store-uri RUN/mlruns``); the run's output says which. MLflow keeps
+its file store in maintenance mode behind ``MLFLOW_ALLOW_FILE_STORE``, which a file-store URI
+sets for this process.
 
 One `webly run` is one MLflow run; running the same recipe again in the same run directory
 (resuming) logs into the same MLflow run, whose id ``RUN/tracking.json`` keeps. A changed
@@ -17,15 +20,21 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import time
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any, Protocol
 
-from webly.errors import ConfigError
+from webly._optional import require
 from webly.stages.context import write_atomic
 
 STATE_FILE = "tracking.json"
-MLFLOW_PIN = "mlflow-skinny==3.17.2"
+FIT_RECORDS = "**/model/fit.json"
+"""A fold model's fit record (`webly.train.oof`) under a stage's folder; its ``history`` (one
+`webly.train.loop.EpochStats` a trained epoch) gives the curves."""
+DEPLOYED = "model"
+"""The artifact folder of the export stage's model."""
+_BATCH = 1000  # MLflow's most metrics in one log_batch
 _PARAM_CHARS = 6000  # MLflow's longest parameter value
 
 
@@ -44,9 +53,15 @@ class Tracker(Protocol):
     def end(self, failed: bool) -> None:
         """The run ended (``failed``: a stage or member failed)."""
 
+    def where(self) -> str | None:
+        """Where the run is logged, for the run's output (None: nowhere)."""
+
 
 class NoTracker:
     """No tracking (a recipe without ``tracking:``)."""
+
+    def where(self) -> str | None:
+        return None
 
     def stage(self, name: str, manifest: Mapping[str, Any]) -> None:
         pass
@@ -68,7 +83,8 @@ class MlflowTracker:
     ----------
     run : the run directory
     recipe : the resolved recipe, as parsed YAML (a mapping of sections)
-    uri : MLflow tracking URI; None: a file store in ``RUN/mlruns``
+    uri : MLflow tracking URI; None: `tracking_uri`'s (``MLFLOW_TRACKING_URI``, else a file
+        store in ``RUN/mlruns``)
     experiment : MLflow experiment name (made when missing)
     """
 
@@ -76,10 +92,12 @@ class MlflowTracker:
         self, run: Path, recipe: Mapping[str, Any], uri: str | None, experiment: str
     ) -> None:
         mlflow = _import_mlflow()
-        uri = uri or (run / "mlruns").absolute().as_uri()
+        self.mlflow = mlflow
+        uri = tracking_uri(run, uri)
         if uri.startswith("file:") or "://" not in uri:
             os.environ.setdefault("MLFLOW_ALLOW_FILE_STORE", "true")
         self.client = mlflow.MlflowClient(tracking_uri=uri)
+        self.uri, self.experiment, self.run = uri, experiment, run
         self.state = run / STATE_FILE
         params = dict(_flatten(recipe))
         digest = hashlib.sha256(json.dumps(params, sort_keys=True).encode()).hexdigest()
@@ -106,6 +124,42 @@ class MlflowTracker:
         seconds = manifest.get("seconds")
         if isinstance(seconds, int | float):
             self.client.log_metric(self.run_id, f"{name}.seconds", float(seconds))
+        if manifest.get("state") != "done":
+            return
+        self._curves(name)
+        model = manifest.get("outputs", {}).get("model") if name == "export" else None
+        logged = isinstance(model, str) and self.client.list_artifacts(self.run_id, DEPLOYED)
+        if isinstance(model, str) and (self.run / model).is_dir() and not logged:
+            self.client.log_artifacts(self.run_id, str(self.run / model), DEPLOYED)  # once a run
+
+    def where(self) -> str:
+        return f"MLflow run {self.run_id} of experiment {self.experiment!r} at {self.uri}"
+
+    def _curves(self, stage: str) -> None:
+        """Per-epoch ``<stage>.<member>.<fold>.loss`` and ``.valid_metric`` (step: epoch) of
+        every fold model the stage's folder holds, each once per MLflow run."""
+        metrics = []
+        for record in sorted((self.run / stage).glob(FIT_RECORDS)):
+            try:
+                history = json.loads(record.read_text()).get("history") or []
+            except (OSError, ValueError):
+                continue
+            where = record.parent.parent.relative_to(self.run).parts  # stage, member, fold
+            prefix = _metric_name(".".join(where))
+            if not history or self.client.get_metric_history(self.run_id, f"{prefix}.loss"):
+                continue
+            for epoch in history:
+                step = int(epoch["epoch"])
+                for key, column in (("loss", "loss"), ("valid_metric", "metric")):
+                    value = epoch.get(column)
+                    if isinstance(value, int | float):
+                        metrics.append(
+                            self.mlflow.entities.Metric(
+                                f"{prefix}.{key}", float(value), _now_ms(), step
+                            )
+                        )
+        for start in range(0, len(metrics), _BATCH):
+            self.client.log_batch(self.run_id, metrics=metrics[start : start + _BATCH])
 
     def results(self, results: Mapping[str, Any]) -> None:
         for row in results.get("rows", []):
@@ -133,6 +187,12 @@ class MlflowTracker:
         return run_id if isinstance(run_id, str) else None
 
 
+def tracking_uri(run: Path, uri: str | None) -> str:
+    """The MLflow tracking URI of a run: ``uri`` (the recipe's), else ``MLFLOW_TRACKING_URI``,
+    else a file store in ``RUN/mlruns``."""
+    return uri or os.environ.get("MLFLOW_TRACKING_URI") or (run / "mlruns").absolute().as_uri()
+
+
 def open_tracker(tracking: Any, run: Path, recipe: Mapping[str, Any]) -> Tracker:
     """The tracker a recipe's ``tracking`` section asks for (`webly.config.TrackingConfig`,
     or None for `NoTracker`)."""
@@ -145,14 +205,7 @@ def open_tracker(tracking: Any, run: Path, recipe: Mapping[str, Any]) -> Tracker
 
 
 def _import_mlflow() -> Any:
-    try:
-        import mlflow
-    except ImportError:
-        raise ConfigError(
-            f"tracking: mlflow needs the mlflow package; install it (pip install {MLFLOW_PIN}) "
-            "or remove tracking from the recipe"
-        ) from None
-    return mlflow
+    return require("mlflow", "tracking: mlflow", "remove tracking from the recipe")
 
 
 def _flatten(node: Any, prefix: str = "") -> Iterator[tuple[str, str]]:
@@ -166,5 +219,14 @@ def _flatten(node: Any, prefix: str = "") -> Iterator[tuple[str, str]]:
 
 def _metric_key(model: str, column: str) -> str:
     """An MLflow metric name (letters, digits, ``_-. /``): ``evaluate.mlp.GAP_20``."""
-    text = f"evaluate.{model}.{column}"
+    return _metric_name(f"evaluate.{model}.{column}")
+
+
+def _metric_name(text: str) -> str:
+    """``text`` with what MLflow refuses in a metric name (not a letter, digit or ``_-. /``)
+    made ``_``."""
     return "".join(c if c.isalnum() or c in "_-./ " else "_" for c in text)
+
+
+def _now_ms() -> int:
+    return int(time.time() * 1000)

@@ -8,6 +8,7 @@ Each check ends in one `ConfigError` line that names where the problem is
 from __future__ import annotations
 
 import difflib
+import math
 import typing
 from collections.abc import Callable, Iterable, Mapping
 from functools import cache
@@ -44,6 +45,19 @@ def key_path(parts: Iterable[str | int]) -> str:
     for part in parts:
         text += f"[{part}]" if isinstance(part, int) else f".{part}" if text else str(part)
     return text or "top level"
+
+
+def check_finite(raw: Any, source: str, at: tuple[str | int, ...] = ()) -> None:
+    """Refuse a NaN or infinite number anywhere in parsed YAML ``raw`` (``.nan``, ``.inf``,
+    ``--set zoo.train.lr=.nan``): a `ConfigError` ``"{source}: {key path}: ..."``."""
+    if isinstance(raw, float) and not math.isfinite(raw):
+        raise ConfigError(f"{source}: {key_path(at)}: {raw} is not a finite number; give a number")
+    if isinstance(raw, Mapping):
+        for key, value in raw.items():
+            check_finite(value, source, (*at, str(key)))
+    elif isinstance(raw, list | tuple):
+        for i, value in enumerate(raw):
+            check_finite(value, source, (*at, i))
 
 
 def check_values(values: Mapping[str, Any], owner: Callable[..., Any] | type, where: str) -> None:

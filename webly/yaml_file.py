@@ -11,9 +11,33 @@ import yaml
 from webly.errors import ConfigError
 
 
+class DuplicateKeyError(yaml.MarkedYAMLError):
+    """A mapping that gives the same key twice (PyYAML would keep the last, silently)."""
+
+
 class Loader(yaml.SafeLoader):
     """PyYAML's safe loader reading ``1e-3`` as a number, as YAML 1.2 does (YAML 1.1 wants
-    ``1.0e-3`` and gives the string ``"1e-3"``)."""
+    ``1.0e-3`` and gives the string ``"1e-3"``), and refusing a key given twice in a mapping
+    (`DuplicateKeyError`; a ``<<`` merge may still be overridden)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: dict[Any, int] = {}
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":
+                continue
+            key = self.construct_object(key_node, deep=True)
+            line = key_node.start_mark.line + 1
+            try:
+                first = seen.get(key)
+            except TypeError:  # an unhashable key: PyYAML's own error says so
+                continue
+            if first is not None:
+                raise DuplicateKeyError(
+                    problem=f"key {key!r} is given twice (line {first} and line {line})",
+                    problem_mark=key_node.start_mark,
+                )
+            seen[key] = line
+        return super().construct_mapping(node, deep=deep)
 
 
 Loader.add_implicit_resolver(
@@ -33,6 +57,8 @@ def read_yaml(path: str | Path, what: str) -> Any:
         raise ConfigError(
             f"{what} {path}: cannot be read ({err.strerror}); check the path"
         ) from None
+    except DuplicateKeyError as err:
+        raise ConfigError(f"{what} {path}: {err.problem}; keep one of them") from None
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
         where = f" at line {mark.line + 1}" if mark is not None else ""

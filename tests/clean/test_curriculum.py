@@ -72,6 +72,7 @@ def _curriculum(n: int, seed: int = 0) -> Curriculum:
     return Curriculum(np.random.default_rng(seed).random(n) < 0.6, ramp_epochs=2)
 
 
+@pytest.mark.slow
 def test_fit_asks_each_epoch_for_its_weights(
     tmp_path: Path, train: Dataset, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -93,6 +94,7 @@ def test_fit_asks_each_epoch_for_its_weights(
     assert not _equal_weights(curriculum_model, fixed)  # the weights did change after epoch 1
 
 
+@pytest.mark.slow
 def test_an_all_clean_curriculum_trains_as_no_weights(tmp_path: Path, train: Dataset) -> None:
     every = Curriculum(np.ones(len(train), dtype=bool), ramp_epochs=2)
     a, b = _mlp(), _mlp()

@@ -74,6 +74,7 @@ def cleaned(planted: tuple[Dataset, Dataset, Path]) -> IterationResult:
     return clean_iteratively(_zoo(), train, test, root / "out", rounds=2, rules=RULES)
 
 
+@pytest.mark.slow
 def test_cleaning_removes_planted_noise_round_after_round(cleaned: IterationResult) -> None:
     first, second, third = cleaned.rows
     assert [r.round for r in cleaned.rows] == [0, 1, 2] and cleaned.metric == "accuracy"

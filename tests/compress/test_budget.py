@@ -42,6 +42,7 @@ def assert_pareto(result: BudgetResult) -> None:
         assert any(s <= size and m >= metric for s, m in front)
 
 
+@pytest.mark.slow
 def test_candidates_and_frontier(everything: BudgetResult) -> None:
     names = [c.name for c in everything.candidates]
     assert names[:3] == [

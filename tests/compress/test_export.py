@@ -61,6 +61,7 @@ def assert_matches_torch(
     np.testing.assert_allclose(got, want, rtol=0, atol=1e-4)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("name", "hparams"), [(n, {}) for n in NETWORKS] + VARIANTS, ids=lambda v: str(v)
 )
@@ -71,6 +72,7 @@ def test_onnx_runtime_equals_pytorch(tmp_path: Path, name: str, hparams: dict[st
     assert_matches_torch(tmp_path / "export", source)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("method", ["int8_partial", "fp16", "kmeans"])
 @pytest.mark.parametrize("level", ["video", "frame"])
 def test_compressed_exports_keep_the_small_weights(tmp_path: Path, method: str, level: str) -> None:
@@ -169,6 +171,42 @@ def test_a_model_of_another_version_is_refused(exported: Path) -> None:
         load_exported(exported)
     with pytest.raises(DataError, match=r"no model\.json \(it does not exist"):
         load_exported(exported.parent / "missing")
+
+
+def test_a_string_format_version_is_said_to_need_an_integer(exported: Path) -> None:
+    info = json.loads((exported / "model.json").read_text())
+    (exported / "model.json").write_text(json.dumps(info | {"format_version": "1"}))
+    with pytest.raises(DataError, match=r"format_version is '1' \(str\); it must be the integer 1"):
+        load_exported(exported)
+
+
+@pytest.mark.parametrize(
+    ("files", "message"),
+    [
+        ({}, r"'files' does not list model\.onnx"),
+        (None, r"no 'files' key"),
+        ([], r"'files' is list"),
+        ({"model.onnx": {"bytes": 1}}, r"'files' has no size and SHA-256 for model\.onnx"),
+        ("drop weights", r"'files' does not list weights\.safetensors"),
+        ("add other", r"'files' lists '\.\./other'"),
+    ],
+)
+def test_the_integrity_check_cannot_be_skipped(exported: Path, files: Any, message: str) -> None:
+    info = json.loads((exported / "model.json").read_text())
+    if files == "drop weights":
+        del info["files"]["weights.safetensors"]
+    elif files == "add other":
+        info["files"]["../other"] = info["files"]["model.onnx"]
+    elif files is None:
+        del info["files"]
+    else:
+        info["files"] = files
+    (exported / "model.json").write_text(json.dumps(info))
+    weights = exported / "weights.safetensors"
+    weights.write_bytes(weights.read_bytes()[:-3] + b"xyz")  # corrupt, but not listed
+    with pytest.raises(DataError, match=message) as error:
+        load_exported(exported)
+    assert "\n" not in str(error.value) and "re-export" in str(error.value)
 
 
 def test_inputs_of_the_wrong_shape_are_refused(exported: Path) -> None:

@@ -11,13 +11,14 @@ import pyarrow.parquet as pq
 import pytest
 
 from tests.compress.conftest import save_model
+from tests.conftest import random_batch
 from tests.data.test_yt8m import make_frame_files, make_video_files
 from webly.compress import export_onnx, open_network, predict
 from webly.compress.export import torch_probabilities
-from webly.data import Dataset, FeatureSpec, Layout
+from webly.data import Dataset, DatasetWriter, FeatureSpec, Layout
 from webly.data import tfrecord as tr
 from webly.data.yt8m import import_yt8m, yt8m_layout
-from webly.errors import DataError
+from webly.errors import ConfigError, DataError
 from webly.io import read_submission
 
 
@@ -55,7 +56,10 @@ def test_video_store_to_kaggle_csv(tmp_path: Path, small_store: Dataset) -> None
     np.testing.assert_array_equal(top.indices, classes)
     np.testing.assert_allclose(top.scores, scores, atol=2e-6)  # 6 decimals
     assert out.read_text().startswith("VideoId,LabelConfidencePairs\nv0,")
+    (tmp_path / "folder").mkdir()
     with pytest.raises(DataError, match="is a folder; name the file to write"):
+        predict(tmp_path / "export", small_store.path, tmp_path / "folder")
+    with pytest.raises(ConfigError, match="holds the input"):
         predict(tmp_path / "export", small_store.path, tmp_path)
 
 
@@ -93,6 +97,7 @@ def test_video_level_tfrecords_predict_like_their_import(tmp_path: Path) -> None
     assert (tmp_path / "a.csv").read_text() == (tmp_path / "b.csv").read_text()
 
 
+@pytest.mark.slow
 def test_frame_level_tfrecords_for_both_levels(tmp_path: Path) -> None:
     make_frame_files(tmp_path / "files", n_files=2, per_file=5)
     pattern = str(tmp_path / "files" / "*.tfrecord")
@@ -136,6 +141,7 @@ def test_a_tfrecord_of_another_schema_is_refused(tmp_path: Path, small_store: Da
     assert_no_leftovers(out.parent)
 
 
+@pytest.mark.slow
 def test_wrong_feature_dimensions_are_refused(tmp_path: Path, small_store: Dataset) -> None:
     wide = Layout(features=(FeatureSpec("rgb", 24, "uint8"), FeatureSpec("audio", 4)), n_classes=20)
     source = save_model(tmp_path / "net", "mlp", wide, ("rgb", "audio"))
@@ -166,6 +172,7 @@ def test_wrong_feature_dimensions_are_refused(tmp_path: Path, small_store: Datas
     assert_no_leftovers(out.parent)
 
 
+@pytest.mark.slow
 def test_an_error_mid_stream_leaves_the_old_file(tmp_path: Path) -> None:
     make_video_files(tmp_path / "files", n_files=2, per_file=300)
     layout = yt8m_layout("video", 3862)
@@ -180,3 +187,45 @@ def test_an_error_mid_stream_leaves_the_old_file(tmp_path: Path) -> None:
         predict(tmp_path / "export", str(tmp_path / "files" / "*.tfrecord"), out, batch_size=100)
     assert out.read_text() == "old\n"
     assert_no_leftovers(out.parent, "sub.csv")
+
+
+def test_nan_or_inf_features_are_refused_not_scored(tmp_path: Path) -> None:
+    layout = Layout(
+        features=(FeatureSpec("mean_rgb", 8, "float32"), FeatureSpec("mean_audio", 4, "float16")),
+        n_classes=5,
+    )
+    source = save_model(tmp_path / "net", "logistic", layout, ("mean_rgb", "mean_audio"))
+    export_onnx(source, tmp_path / "export", layout=layout)
+    out = tmp_path / "out" / "sub.csv"
+    out.parent.mkdir()
+    files = tmp_path / "files"
+    files.mkdir()
+
+    def record(vid: bytes, rgb: float, audio: float) -> bytes:
+        return tr.encode_example(
+            {
+                "id": [vid],
+                "mean_rgb": np.full(8, rgb, np.float32),
+                "mean_audio": np.full(4, audio, np.float32),
+            }
+        )
+
+    for name, bad in (("nan", record(b"v2", np.nan, 0.0)), ("big", record(b"v2", 0.0, 1e6))):
+        tr.write_records(files / f"{name}.tfrecord", [record(b"v1", 0.5, 0.5), bad])
+        with pytest.raises(DataError, match=r"\.tfrecord: record at byte \d+ \(id 'v2'\): feat"):
+            predict(tmp_path / "export", str(files / f"{name}.tfrecord"), out)
+    # a store holding values beyond the model's float16 (stored as float32)
+    stored = Layout(
+        features=(FeatureSpec("mean_rgb", 8, "float32"), FeatureSpec("mean_audio", 4, "float32")),
+        n_classes=5,
+    )
+    rng = np.random.default_rng(0)
+    batch = random_batch(rng, stored, 6)
+    batch.features["mean_audio"][4, 2] = 1e6
+    with DatasetWriter(tmp_path / "store", stored) as writer:
+        writer.write_batch(batch)
+    with pytest.raises(
+        DataError, match=r"store: row 'v4': feature group 'mean_audio' holds NaN, inf or values"
+    ):
+        predict(tmp_path / "export", tmp_path / "store", out)
+    assert_no_leftovers(out.parent)

@@ -27,6 +27,7 @@ def read_jsonl(path: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines()]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(("mode", "sampling"), [("mean", "random"), ("max", "regular")])
 def test_views_through_onnx_runtime_equal_tta_scores(
     tmp_path: Path, frame_store: Dataset, mode: str, sampling: str
@@ -133,6 +134,7 @@ def group_store(folder: Path, contiguous: bool) -> Dataset:
     return Dataset.open(folder)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("contiguous", [True, False])
 @pytest.mark.parametrize("method", ["mean", "belief"])
 def test_group_aggregation_writes_one_line_a_group(

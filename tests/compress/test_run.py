@@ -63,43 +63,51 @@ def test_a_run_without_a_final_model_is_one_line(
     with pytest.raises(ConfigError, match=r"made no final model.*add distill\.final to the recipe"):
         export_run(run, out / "export")
     assert_user_error(
-        webly(capsys, "export", str(run), str(out / "export")), "has no final model",
+        webly(capsys, "export", str(run), "--out", str(out / "export")), "has no final model",
         "add distill.final to the recipe",
     )  # fmt: skip
-    assert_user_error(webly(capsys, "compress", str(run), str(out / "small")), "add distill.final")
+    assert_user_error(
+        webly(capsys, "compress", str(run), "--out", str(out / "small")), "add distill.final"
+    )
     shutil.rmtree(run / "distill")
-    assert_user_error(webly(capsys, "export", str(run), str(out / "e")), "distill stage never ran")
+    assert_user_error(
+        webly(capsys, "export", str(run), "--out", str(out / "e")), "distill stage never ran"
+    )
     assert list(out.iterdir()) == []
 
 
+@pytest.mark.slow
 def test_cli_on_a_run(tiny_run: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    status, printed, err = webly(capsys, "export", str(tiny_run), str(tmp_path / "export"))
+    status, printed, err = webly(capsys, "export", str(tiny_run), "--out", str(tmp_path / "export"))
     assert status == 0, err
     assert "inputs mean_rgb float32 x1024, mean_audio float32 x128 -> probabilities x10" in printed
     assert "metrics GAP@20 0." in printed
-    status, printed, err = webly(capsys, "compress", str(tiny_run), str(tmp_path / "small"),
-                                 "--method", "fp16", "--min-elements", "0")  # fmt: skip
+    status, printed, err = webly(capsys, "compress", str(tiny_run), "--out",
+                                 str(tmp_path / "small"), "--quantize", "fp16",
+                                 "--min-elements", "0")  # fmt: skip
     assert status == 0, err
     assert "fp16 compression of" in printed and "distill/final/logistic/full/model" in printed
     assert open_network(tmp_path / "small").config["name"] == "logistic"
     status, printed, err = webly(capsys, "compress", str(tiny_run), "--max-size", "1GB",
-                                 str(tmp_path / "chosen"))  # fmt: skip
+                                 "--out", str(tmp_path / "chosen"))  # fmt: skip
     assert status == 0, err
     words = " ".join(printed.split())  # the title wraps
     assert "accuracy/size frontier of" in words and "(GAP@20 on test split, clean labels" in words
     assert "final logistic" in words and "on the frontier" in words and "<-" in words
     assert (tmp_path / "chosen" / "frontier.json").is_file()
     status, printed, err = webly(capsys, "compress", str(tiny_run), "--max-size", "1GB")
-    assert status == 0 and "nothing written (no OUT given)" in printed
+    assert status == 0 and "nothing written (no --out given)" in printed
     out = tmp_path / "out"
     out.mkdir()
     assert_user_error(
-        webly(capsys, "compress", str(tiny_run), "--max-size", "2KB", str(out / "c")),
+        webly(capsys, "compress", str(tiny_run), "--max-size", "2KB", "--out", str(out / "c")),
         "max size 2 KB (2,000 bytes) is below every candidate; the smallest is",
     )
     assert_user_error(
-        webly(capsys, "compress", str(tiny_run / "zoo"), "--max-size", "1GB", str(out / "c")),
+        webly(
+            capsys, "compress", str(tiny_run / "zoo"), "--max-size", "1GB", "--out", str(out / "c")
+        ),
         "is not a run directory",
     )
-    assert_user_error(webly(capsys, "compress", str(tiny_run)), "OUT is missing")
+    assert_user_error(webly(capsys, "compress", str(tiny_run)), "--out is missing")
     assert list(out.iterdir()) == []

@@ -122,6 +122,7 @@ def test_features_and_records_predict_as_the_model(
     assert len(answer["predictions"][0]["classes"]) == 20
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("payload", "status", "needle"),
     [
@@ -200,6 +201,7 @@ def test_frame_level_rows_of_different_lengths(tmp_path: Path, frame_store: Data
     assert [s[1]["predictions"][0]["classes"] for s in singles] == classes
 
 
+@pytest.mark.slow
 def test_the_console_script_serves(tmp_path: Path, small_store: Dataset) -> None:
     source = save_model(tmp_path / "net", "logistic", small_store.layout, ("rgb", "audio"))
     export_onnx(source, tmp_path / "export", layout=small_store.layout)
@@ -260,3 +262,177 @@ def test_accepted_connections_send_without_nagle_delay() -> None:
             accepted, _ = listening.accept()
             with accepted:
                 assert accepted.proto == socket.IPPROTO_TCP
+
+
+# --------------------------------------------------------------------------- hostile input
+# (issue 20: frames a row and a model call bounded, one request never failing another,
+# non-finite, out-of-range and boolean values refused)
+
+
+def raw_post(url: str, body: str) -> tuple:
+    return call(f"{url}/predict", body.encode(), {"Content-Type": "application/json"})
+
+
+class Watched:
+    """An `ExportedModel` whose model calls are recorded (``(rows, frames)`` of each) and that
+    fails a call holding a row of ``poison`` frames."""
+
+    def __init__(self, model: ExportedModel, poison: int | None = None) -> None:
+        self.model, self.poison, self.calls = model, poison, []
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.model, name)
+
+    def predict(self, groups: dict[str, np.ndarray], lengths: Any = None) -> np.ndarray:
+        first = next(iter(groups.values()))
+        self.calls.append(first.shape[:2])
+        if self.poison is not None and lengths is not None and self.poison in lengths:
+            raise RuntimeError("the model cannot take this row\nsecond line")
+        return self.model.predict(groups, lengths)
+
+
+@pytest.fixture
+def frame_model(tmp_path: Path, frame_store: Dataset) -> ExportedModel:
+    source = save_model(tmp_path / "frame-net", "dbof", frame_store.layout, ("rgb", "audio"))
+    return export_onnx(source, tmp_path / "frame-export", layout=frame_store.layout, max_frames=6)
+
+
+def frame_rows(n_frames: list[int], seed: int = 0) -> dict[str, list]:
+    rng = np.random.default_rng(seed)
+    return {
+        g: [rng.integers(0, 256, (t, dim)).tolist() for t in n_frames]
+        for g, dim in (("rgb", 16), ("audio", 4))
+    }
+
+
+@pytest.mark.slow
+def test_the_export_records_max_frames_and_the_service_bounds_rows_by_it(
+    tmp_path: Path, frame_store: Dataset, frame_model: ExportedModel
+) -> None:
+    assert frame_model.info["max_frames"] == 6
+    # a zoo member's fold model: its member's config.json says how it trained
+    member = tmp_path / "zoo" / "dbof"
+    source = save_model(member / "fold-0" / "model", "dbof", frame_store.layout, ("rgb", "audio"))
+    (member / "config.json").write_text(json.dumps({"config": {"train": {"max_frames": 7}}}))
+    from_zoo = export_onnx(source, tmp_path / "export-zoo", layout=frame_store.layout)
+    assert from_zoo.info["max_frames"] == 7
+    with Server(frame_model, Limits(max_wait_ms=5)) as server:
+        assert call(f"{server.url}/model")[1]["limits"]["max_frames"] == 6
+        status, answer = post(server.url, {"features": frame_rows([6, 2])})
+        assert status == 200 and len(answer["predictions"]) == 2
+        status, answer = post(server.url, {"features": frame_rows([2, 7])})
+        assert status == 413
+        assert "feature group 'rgb' row 1: 7 frames, over the service's 6 a row" in answer["detail"]
+    with Server(frame_model, Limits(max_frames=8, max_wait_ms=5)) as server:  # --max-frames
+        assert post(server.url, {"features": frame_rows([2, 7])})[0] == 200
+
+
+def test_a_long_row_gets_413_and_the_good_requests_beside_it_200(
+    frame_model: ExportedModel,
+) -> None:
+    payloads = [{"features": frame_rows([t], seed=t)} for t in (3, 1000, 5, 2, 6, 4)]
+    with Server(frame_model, Limits(max_wait_ms=50)) as server, ThreadPoolExecutor(6) as pool:
+        answers = list(pool.map(lambda p: post(server.url, p), payloads))
+    assert [status for status, _ in answers] == [200, 413, 200, 200, 200, 200]
+    for payload, (_, answer) in zip(payloads[2:], answers[2:], strict=True):
+        rows = {g: np.array(v[0])[None].astype(np.uint8) for g, v in payload["features"].items()}
+        classes, _ = expected(frame_model, rows, np.array([len(payload["features"]["rgb"][0])]), 20)
+        assert answer["predictions"][0]["classes"] == classes[0]
+
+
+def test_model_calls_hold_at_most_max_batch_frames(frame_model: ExportedModel) -> None:
+    watched = Watched(frame_model)
+    lengths = [6, 1, 5, 2, 6, 3, 4, 6]
+    single = {"features": frame_rows(lengths, seed=1)}
+    singles = [{"features": frame_rows([t], seed=10 + t)} for t in lengths]
+    limits = Limits(max_wait_ms=100, max_batch_frames=12)
+    with Server(watched, limits) as server:  # type: ignore[arg-type]
+        status, answer = post(server.url, single)  # one request split over several calls
+        with ThreadPoolExecutor(len(singles)) as pool:  # requests merged, then split
+            answers = list(pool.map(lambda p: post(server.url, p), singles))
+    assert status == 200 and [s for s, _ in answers] == [200] * len(singles)
+    assert max(rows * frames for rows, frames in watched.calls) <= 12
+    assert len(watched.calls) >= 2 * 4  # 44 frames at most 12 a call, twice
+    rows = {g: np.zeros((8, 6, d), np.uint8) for g, d in (("rgb", 16), ("audio", 4))}
+    for g in rows:
+        for b, t in enumerate(lengths):
+            rows[g][b, :t] = single["features"][g][b]
+    classes, scores = expected(frame_model, rows, np.array(lengths), 20)
+    assert [p["classes"] for p in answer["predictions"]] == classes
+    np.testing.assert_allclose([p["scores"] for p in answer["predictions"]], scores, rtol=1e-5)
+
+
+def test_a_request_the_model_fails_on_does_not_fail_the_others(
+    frame_model: ExportedModel,
+) -> None:
+    watched = Watched(frame_model, poison=5)
+    payloads = [{"features": frame_rows([t], seed=t)} for t in (2, 5, 3, 4)]
+    with Server(watched, Limits(max_wait_ms=100)) as server:  # type: ignore[arg-type]
+        with ThreadPoolExecutor(len(payloads)) as pool:
+            answers = list(pool.map(lambda p: post(server.url, p), payloads))
+        assert call(f"{server.url}/health")[0] == 200
+    assert [status for status, _ in answers] == [200, 500, 200, 200]
+    detail = answers[1][1]["detail"]
+    assert "RuntimeError: the model cannot take this row second line" in detail
+    assert any(rows > 1 for rows, _ in watched.calls)  # they did share a model call
+
+
+ONES = "[" + ",".join(["1"] * 16) + "]"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("rgb", "audio", "needle"),
+    [
+        (ONES, "[0, NaN, 0, 0]", "feature group 'audio' row 0: nan at column 1 is not a finite"),
+        (ONES, "[0, 0, Infinity, 0]", "'audio' row 0: inf at column 2 is not a finite number"),
+        (ONES, "[-Infinity, 0, 0, 0]", "'audio' row 0: -inf at column 0"),
+        (ONES, "[0, 0, 0, 1e400]", "'audio' row 0: inf at column 3 is not a finite number"),
+        (f"{ONES}, {ONES}", "[0, 0, 0, 0], [0, 1e308, 0, 0]",
+         "'audio' row 1: 1e+308 at column 1 overflows float32"),
+        (ONES, "[0, 0, 0, true]", "'audio' row 0: holds true/false; give numbers"),
+        (ONES.replace("1]", "false]"), "[0, 0, 0, 0]", "'rgb' row 0: holds true/false"),
+        (ONES.replace("1]", "NaN]"), "[0, 0, 0, 0]", "'rgb' row 0: nan at column 15 is not a"),
+        (ONES.replace("1]", '"1"]'), "[0, 0, 0, 0]", "'rgb' row 0: holds a str; give numbers"),
+    ],
+)  # fmt: skip
+def test_non_finite_overflowing_and_boolean_values_get_422(
+    video_server: tuple[Server, ExportedModel], rgb: str, audio: str, needle: str
+) -> None:
+    server, _ = video_server
+    status, answer = raw_post(server.url, f'{{"features": {{"rgb": [{rgb}], "audio": [{audio}]}}}}')
+    assert status == 422 and needle in answer["detail"], answer
+    assert "\n" not in answer["detail"]
+
+
+def test_non_finite_values_in_records_and_frames_get_422(
+    video_server: tuple[Server, ExportedModel], frame_model: ExportedModel
+) -> None:
+    server, _ = video_server
+    audio = np.array([0.5, np.nan, 0.0, 1.0], np.float32)
+    record = tr.encode_example({"id": [b"v"], "mean_rgb": np.zeros(16, np.float32),
+                                "mean_audio": audio})  # fmt: skip
+    status, answer = post(server.url, {"records": [base64.b64encode(record).decode()]})
+    assert status == 422
+    assert answer["detail"].startswith("records[0]") and "'audio'" in answer["detail"]
+    features = frame_rows([3])
+    features["audio"][0][2][1] = float("inf")
+    with Server(frame_model, Limits(max_wait_ms=5)) as frames:
+        status, answer = post(frames.url, {"features": features})
+    assert status == 422
+    assert "'audio' row 0: inf at frame 2, column 1 is not a finite number" in answer["detail"]
+
+
+def test_service_limits_are_checked(
+    tmp_path: Path, small_store: Dataset, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(ConfigError, match="service max_frames is 0; it must be an integer >= 1"):
+        Limits(max_frames=0)
+    with pytest.raises(ConfigError, match="max_frames is 9000 but max_batch_frames is 8192"):
+        Limits(max_frames=9000)
+    with pytest.raises(ConfigError, match="max_inflight_bytes is 10, under max_request_bytes"):
+        Limits(max_request_bytes=100, max_inflight_bytes=10)
+    source = save_model(tmp_path / "net", "logistic", small_store.layout, ("rgb", "audio"))
+    export_onnx(source, tmp_path / "export", layout=small_store.layout)
+    result = webly(capsys, "serve", str(tmp_path / "export"), "--max-batch-frames", "0")
+    assert_user_error(result, "service max_batch_frames is 0; it must be an integer >= 1")

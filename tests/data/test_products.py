@@ -169,5 +169,11 @@ def test_existing_output_needs_overwrite(tmp_path: Path) -> None:
     with pytest.raises(DataError, match="already exists; pass --overwrite"):
         synth_products_like(out, SMALL)
     assert [p.name for p in tmp_path.iterdir()] == ["out"] and (out / "keep.txt").exists()
-    synth_products_like(out, SMALL, overwrite=True)
+    with pytest.raises(ConfigError, match="is not a folder of webly datasets"):
+        synth_products_like(out, SMALL, overwrite=True)  # not webly's: never deleted
+    assert [p.name for p in tmp_path.iterdir()] == ["out"] and (out / "keep.txt").exists()
+    (out / "keep.txt").unlink()
+    synth_products_like(out, SMALL)
+    synth_products_like(out, SMALL, overwrite=True)  # webly's own: replaced
     assert sorted(p.name for p in out.iterdir()) == ["test", "train"]
+    assert [p.name for p in tmp_path.iterdir()] == ["out"]

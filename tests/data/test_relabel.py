@@ -147,13 +147,21 @@ def test_bad_paths_write_nothing(tmp_path: Path) -> None:
     with pytest.raises(DataError, match="does not exist"):
         add_noise(tmp_path / "missing", tmp_path / "out", "pair", 0.2)
     store = _store(tmp_path / "in", "multiclass", n=40)
-    with pytest.raises(DataError, match="is the input store"):
+    before = _digest(store)
+    with pytest.raises(ConfigError, match="is the input"):
         add_noise(store, store, "pair", 0.2, overwrite=True)
+    with pytest.raises(ConfigError, match="holds the input"):
+        add_noise(store, tmp_path, "pair", 0.2, overwrite=True)
     (tmp_path / "out").mkdir()
     (tmp_path / "out" / "x").write_text("x")
     with pytest.raises(DataError, match="already exists; pass --overwrite"):
         add_noise(store, tmp_path / "out", "pair", 0.2)
+    with pytest.raises(ConfigError, match="is not a webly dataset"):
+        add_noise(store, tmp_path / "out", "pair", 0.2, overwrite=True)  # not webly's to delete
     assert sorted(p.name for p in tmp_path.iterdir()) == ["in", "out"]
-    assert [p.name for p in (tmp_path / "out").iterdir()] == ["x"]
-    add_noise(store, tmp_path / "out", "pair", 0.2, overwrite=True)
+    assert [p.name for p in (tmp_path / "out").iterdir()] == ["x"] and _digest(store) == before
+    (tmp_path / "out" / "x").unlink()
+    add_noise(store, tmp_path / "out", "symmetric", 0.1)
+    add_noise(store, tmp_path / "out", "pair", 0.2, overwrite=True)  # a dataset: replaced
     assert Dataset.open(tmp_path / "out").layout.has_clean_labels
+    assert Dataset.open(tmp_path / "out").manifest["source"]["kind"] == "pair"

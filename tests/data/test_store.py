@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import json
+import os
 import pickle
 import signal
 import subprocess
@@ -24,7 +25,7 @@ from webly.data import (
     dequantize_uint8,
     quantize_uint8,
 )
-from webly.errors import DataError, WeblyWarning
+from webly.errors import ConfigError, DataError, WeblyWarning
 
 FULL = Layout(
     features=(
@@ -154,8 +155,11 @@ def test_frame_sampling(tmp_path: Path) -> None:
         ds.frames([0], groups=("f",), max_frames=2, sampling="random")
     rng = np.random.default_rng(0)
     x, n = ds.frames([0, 1], groups=("f",), max_frames=5, sampling="replace", rng=rng)
-    assert list(n) == [5, 5] and np.all(np.diff(x[1, :, 0]) >= 0)  # 5 of 3 frames, in order
-    assert set(x[1, :, 0]) <= {0, 1, 2} and set(x[0, :, 0]) <= set(range(10))
+    assert list(n) == [5, 3]  # at most max_frames, and never more than the row has
+    assert np.all(np.diff(x[0, :5, 0]) >= 0) and np.all(np.diff(x[1, :3, 0]) >= 0)  # in order
+    assert set(x[1, :3, 0]) <= {0, 1, 2} and set(x[0, :, 0]) <= set(range(10))
+    draws = [ds.frames([1], ("f",), 5, "replace", np.random.default_rng(s))[0] for s in range(9)]
+    assert any(len(set(d[0, :, 0])) < 3 for d in draws)  # with replacement: repeats happen
     with pytest.raises(DataError, match=r"frame-level group; use Dataset\.frames"):
         ds.features([0], groups=("f",))
     with pytest.raises(DataError, match=r"no video-level feature groups \(it has: f \(frame\)\)"):
@@ -415,3 +419,96 @@ def test_frames_without_decoding_return_the_stored_codes(tmp_path: Path) -> None
                                   decoded[0, : lengths[0]])  # fmt: skip
     with pytest.raises(DataError, match="decode=False needs one stored dtype"):
         ds.frames([0], groups=("q", "f"), decode=False)
+
+
+def _dead_pid() -> int:
+    """The id of a process that has exited."""
+    proc = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], text=True,
+                          capture_output=True, check=True)  # fmt: skip
+    return int(proc.stdout)
+
+
+@pytest.mark.slow
+def test_a_rerun_removes_what_a_killed_import_left(tmp_path: Path, video_layout: Layout) -> None:
+    out = tmp_path / "ds"
+    proc = subprocess.Popen(
+        [sys.executable, "-c", KILLED_WRITER, str(out)], stdout=subprocess.PIPE, text=True
+    )
+    assert proc.stdout is not None and proc.stdout.readline() == "writing\n"
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert [p.name.startswith(".ds.tmp-") for p in tmp_path.iterdir()] == [True]
+    batch = random_batch(np.random.default_rng(0), video_layout, 5)
+    assert len(write(out, video_layout, [batch])) == 5
+    assert [p.name for p in tmp_path.iterdir()] == ["ds"]
+
+
+def test_stale_temporaries_go_and_live_ones_stay(tmp_path: Path) -> None:
+    from webly._fs import HOST, LEGACY_AGE
+
+    dead, live = _dead_pid(), os.getpid()
+    stale = [
+        f".bundle.tmp-{HOST}-{dead}-0123456789ab",  # a killed run's build folder
+        f".bundle.old-{HOST}-{dead}-0123456789ab",  # ... the old output it was deleting
+        f"..bundle.tmp-{HOST}-{dead}-0123456789ab.tmp-{HOST}-{dead}-ba9876543210",  # nested
+        ".bundle.tmp-0123456789ab",  # an older webly's, a day old
+        ".bundle.abcd_123.tmp",  # an older webly's temporary file, a day old
+    ]
+    kept = [
+        f".bundle.tmp-{HOST}-{live}-0123456789ab",  # a live process is writing it
+        f".bundle.tmp-otherhost-{dead}-0123456789ab",  # another machine's: cannot tell
+        ".bundle.tmp-ba9876543210",  # an older webly's, just written
+        ".notes.txt",  # the user's
+    ]
+    for name in stale + kept:
+        folder = tmp_path / name
+        folder.mkdir()
+        (folder / "shard-00000.arrow").write_bytes(b"x")
+    for name in stale[3:]:
+        past = time.time() - LEGACY_AGE - 60
+        os.utime(tmp_path / name, (past, past))
+    with atomic_output(tmp_path / "bundle") as tmp:
+        (tmp / "a").write_text("a")
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([*kept, "bundle"])
+    assert (tmp_path / "bundle" / "a").read_text() == "a"
+
+
+def test_overwrite_replaces_only_a_dataset(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, video_layout: Layout
+) -> None:
+    batch = random_batch(np.random.default_rng(0), video_layout, 5)
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "notes.txt").write_text("mine")
+    with pytest.raises(ConfigError, match=r"mine is not a webly dataset \(no manifest.json"):
+        write(mine, video_layout, [batch], overwrite=True)
+    (tmp_path / "in.csv").write_text("x")
+    with pytest.raises(ConfigError, match="holds the input"):
+        write(tmp_path, video_layout, [batch], overwrite=True, inputs=[tmp_path / "in.csv"])
+    with pytest.raises(ConfigError, match="is inside the input"):
+        write(mine / "ds", video_layout, [batch], overwrite=True, inputs=[mine])
+    monkeypatch.chdir(mine)
+    for where in (Path("."), mine, tmp_path):
+        with pytest.raises(ConfigError, match="is the current folder or a folder above it"):
+            write(where, video_layout, [batch], overwrite=True)
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    (tmp_path / "home").mkdir()
+    with pytest.raises(ConfigError, match="is the home folder or a folder above it"):
+        write(tmp_path / "home", video_layout, [batch], overwrite=True)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["home", "in.csv", "mine"]
+    assert [p.name for p in mine.iterdir()] == ["notes.txt"]
+    write(tmp_path / "ds", video_layout, [batch])
+    other = random_batch(np.random.default_rng(1), video_layout, 7)
+    assert len(write(tmp_path / "ds", video_layout, [other], overwrite=True)) == 7
+
+
+@pytest.mark.parametrize(("dtype", "big"), [("float32", 1e308), ("float16", 1e5)])
+def test_values_beyond_the_stored_dtype_are_refused(tmp_path: Path, dtype: str, big: float) -> None:
+    layout = Layout(features=(FeatureSpec("x", 3, dtype),), n_classes=5)  # type: ignore[arg-type]
+    batch = random_batch(np.random.default_rng(0), layout, 4)
+    batch.features["x"] = batch.features["x"].astype(np.float64)
+    batch.features["x"][2, 1] = big
+    match = rf"row 'v2': feature 'x' holds values beyond {dtype}'s range"
+    with pytest.raises(DataError, match=match), DatasetWriter(tmp_path / "ds", layout) as writer:
+        writer.write_batch(batch)
+    assert not (tmp_path / "ds").exists()

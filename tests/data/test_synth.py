@@ -33,6 +33,7 @@ def frame_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return out
 
 
+@pytest.mark.slow
 def test_splits_layout_and_manifest(video_store: Path) -> None:
     train, test, unlabeled = (Dataset.open(video_store / s) for s in ("train", "test", "unlabeled"))
     assert (len(train), len(test), len(unlabeled)) == (3000, 750, 750)
@@ -70,6 +71,7 @@ def test_realized_noise_rates_within_one_point(video_store: Path) -> None:
     assert abs(realized["instance"] - 0.05) < 0.01
 
 
+@pytest.mark.slow
 def test_instance_noise_hits_low_snr_videos(tmp_path: Path) -> None:
     config = YT8MLikeConfig(videos=3000, classes=60, missing=0, spurious=0, instance=0.2)
     synth_yt8m_like(tmp_path / "out", config, workers=1)
@@ -118,6 +120,7 @@ def test_learnable_beyond_the_prior(video_store: Path) -> None:
     assert gap_at_k(scores, test.clean_labels) > gap_at_k(prior, test.clean_labels) + 0.3
 
 
+@pytest.mark.slow
 def test_frame_means_and_short_segments(frame_store: Path) -> None:
     train = Dataset.open(frame_store / "train")
     assert [(f.name, f.level) for f in train.layout.features] == [
@@ -148,6 +151,7 @@ def test_frame_means_and_short_segments(frame_store: Path) -> None:
     assert big[has_short].sum(axis=1).mean() > big[~has_short].sum(axis=1).mean()
 
 
+@pytest.mark.slow
 def test_same_seed_same_bytes_any_workers(tmp_path: Path) -> None:
     config = YT8MLikeConfig(videos=600, classes=30, max_frames=12)
 
@@ -194,6 +198,11 @@ def test_existing_output_needs_overwrite(tmp_path: Path) -> None:
     with pytest.raises(DataError, match="already exists; pass --overwrite"):
         synth_yt8m_like(out, config)
     assert (out / "keep.txt").read_text() == "mine"
-    summary = synth_yt8m_like(out, config, overwrite=True)
+    with pytest.raises(ConfigError, match="is not a folder of webly datasets"):
+        synth_yt8m_like(out, config, overwrite=True)  # not webly's: never deleted
+    assert [p.name for p in out.iterdir()] == ["keep.txt"]
+    out = tmp_path / "bench"
+    synth_yt8m_like(out, YT8MLikeConfig(videos=20, classes=10))
+    summary = synth_yt8m_like(out, config, overwrite=True)  # webly's own: replaced
     assert summary.rows == {"train": 40, "test": 10, "unlabeled": 10}
-    assert not (out / "keep.txt").exists() and len(Dataset.open(out / "train")) == 40
+    assert len(Dataset.open(out / "train")) == 40

@@ -330,3 +330,59 @@ def test_bad_npz_arrays(tmp_path: Path) -> None:
         ids=np.array(["a", None], dtype=object),
     )
     _fails(tmp_path / "c.npz", out, "c.npz", "'ids'", "dtype=str")
+
+
+def test_text_in_a_glob_of_numeric_columns_names_the_column(tmp_path: Path) -> None:
+    path = _csv(tmp_path, "f0,f1,y\n1,2,0\n3,abc,1\n")
+    _fails(path, tmp_path / "ds", "in.csv", "'f1'", "string", features="f*", labels="y")
+    table = pa.table({"f0": [1.0, 2.0], "f1": ["1", "x"], "y": [0, 1]})
+    pq.write_table(table, tmp_path / "in.parquet")
+    _fails(tmp_path / "in.parquet", tmp_path / "ds", "'f1'", "string", features="f*", labels="y")
+
+
+def test_a_csv_nan_cell_is_reported_as_nan_not_empty(tmp_path: Path) -> None:
+    path = _csv(tmp_path, "id,f0,f1,y\na,1,2,0\nb,nan,3,1\n")
+    _fails(
+        path,
+        tmp_path / "ds",
+        "in.csv",
+        "row 'b'",
+        "NaN",
+        features="f0,f1",
+        labels="y",
+        id_column="id",
+    )
+    path = _csv(tmp_path, "id,v,y\na,1 2,0\nb,NaN 3,1\n")
+    _fails(path, tmp_path / "ds", "row 'b'", "NaN", features="v", labels="y", id_column="id")
+    path = _csv(tmp_path, "id,f0,f1,y\na,1,2,0\nb,,3,1\n")
+    _fails(
+        path, tmp_path / "ds", "row 'b'", "is empty", features="f0,f1", labels="y", id_column="id"
+    )
+
+
+@pytest.mark.parametrize("suffix", ["csv", "parquet"])
+def test_a_huge_label_id_is_refused_unless_num_classes_says_so(tmp_path: Path, suffix: str) -> None:
+    table = pa.table({"id": ["a", "b", "c"], "v": [0.1, 0.2, 0.3], "y": [0, 2**40, 3]})
+    path = tmp_path / f"in.{suffix}"
+    if suffix == "csv":
+        path.write_text(
+            "id,v,y\n"
+            + "".join(f"{i},{v},{y}\n" for i, v, y in zip(*table.to_pydict().values(), strict=True))
+        )
+    else:
+        pq.write_table(table, path)
+    _fails(
+        path,
+        tmp_path / "ds",
+        path.name,
+        "row 'b'",
+        "1099511627776",
+        "--num-classes",
+        features="v",
+        labels="y",
+        id_column="id",
+    )
+    small = pa.table({"v": [0.1, 0.2], "y": [0, 999_999]})
+    pq.write_table(small, tmp_path / "ok.parquet")
+    ds = import_table(tmp_path / "ok.parquet", tmp_path / "ok", features="v", labels="y")
+    assert ds.n_classes == 1_000_000

@@ -392,6 +392,7 @@ def test_inputs_are_not_modified(tmp_path: Path) -> None:
 # ---------------------------------------------------------------- the real 2018 sample
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not REAL.is_dir(), reason=f"real YouTube-8M sample not at {REAL}")
 def test_real_video_level_files(tmp_path: Path) -> None:
     summary = import_yt8m(str(REAL / "*.tfrecord"), tmp_path / "ds", "video")

@@ -38,6 +38,7 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Dataset, Da
     return root, train, unlabeled, zoo
 
 
+@pytest.mark.slow
 def test_the_teacher_predicts_other_rows_through_the_zoo_behind_it(
     trained: tuple[Path, Dataset, Dataset, Zoo],
 ) -> None:
@@ -55,6 +56,7 @@ def test_the_teacher_predicts_other_rows_through_the_zoo_behind_it(
     np.testing.assert_array_equal(member.scores, predicted["mlp"].scores)
 
 
+@pytest.mark.slow
 def test_students_learn_the_teachers_unlabeled_rows_or_its_confident_ones(
     trained: tuple[Path, Dataset, Dataset, Zoo], tmp_path: Path
 ) -> None:

@@ -105,6 +105,7 @@ def test_oof_rows_come_from_the_model_that_did_not_see_them(zoo: Zoo) -> None:
     assert sum(f["pairs"] for f in result.fold_metrics) == int((result.oof.indices >= 0).sum())
 
 
+@pytest.mark.slow
 def test_fits_are_deterministic_and_round_trip_through_disk(zoo: Zoo, tmp_path: Path) -> None:
     for learner in ("lightgbm", "logistic"):
         config = StackerConfig(learner=learner, **FAST)

@@ -42,6 +42,7 @@ def _tail(net: Any, train: Dataset, valid: Dataset) -> dict[str, float]:
     return band_report(probs, valid.labels, train.labels, head=HEAD, tail=TAIL).values
 
 
+@pytest.mark.slow
 def test_crt_changes_only_the_classifier_and_lifts_the_tail(
     mlp: Any, long_tail: tuple[Dataset, Dataset], tmp_path: Path
 ) -> None:

@@ -202,6 +202,7 @@ def _accuracy_after_training(model: nn.Module, width: int, pooled_mean: bool) ->
         return ((logits(x_test) > 0).float() == y_test).float().mean().item()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("builder", "hparams"),
     [

@@ -37,6 +37,7 @@ def chromium() -> Path:
     return CHROMIUM
 
 
+@pytest.mark.slow
 def test_the_report_loads_offline_without_errors(chromium: Path, full_run: Path) -> None:
     from playwright.sync_api import Request, Route, sync_playwright
 

@@ -72,6 +72,7 @@ def copy(base: Path, tmp_path: Path) -> Path:
     return tmp_path / "run"
 
 
+@pytest.mark.slow
 def test_tau_is_chosen_out_of_fold_and_applied_to_the_final_network(base: Path) -> None:
     summary = stage_summary(base, "longtail")
     assert summary["method"] == "tau_norm" and summary["metric"] == "mean_class_error"
@@ -119,6 +120,7 @@ def test_without_students_tau_is_chosen_on_fold_0(copy: Path, tmp_path: Path) ->
     assert summary["tau"] == min(taus, key=lambda c: c["metric"])["tau"]
 
 
+@pytest.mark.slow
 def test_crt_retrains_only_the_classifier(copy: Path, tmp_path: Path) -> None:
     result = run(tmp_path, copy, "longtail.method=crt", "longtail.crt.epochs=3")
     skipped = {s.name: s.skipped for s in result.stages}

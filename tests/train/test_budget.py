@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
 
@@ -66,3 +67,9 @@ def test_fold_metrics_record_the_share_and_how_each_fold_trained(tmp_path: Path)
         record = folds[fold]
         assert 0 < record["time_limit"] <= 600 and record["out_of_time"] is False
         assert record["lr"] == 0.05 and record["epochs"] == 2 and record["valid_rows"] == 50
+        assert "history" not in record  # the curves stay beside the model, for the tracker
+    saved = json.loads(
+        (tmp_path / "out" / "logistic" / "fold-0" / "model" / "fit.json").read_text()
+    )
+    assert [epoch["epoch"] for epoch in saved["history"]] == [1, 2]
+    assert all(isinstance(epoch["loss"], float) for epoch in saved["history"])

@@ -43,7 +43,7 @@ def store(tmp_path: Path) -> Dataset:
 def test_random_with_replacement_is_seeded(store: Dataset) -> None:
     rows = np.array([0, 1])
     x, lengths = gather_frames(store, rows, ["rgb"], "random", 6, np.random.default_rng(0))
-    assert lengths.tolist() == [6, 6] and x.shape == (2, 6, 2)
+    assert lengths.tolist() == [6, 4] and x.shape == (2, 6, 2)  # the 4-frame row draws 4
     y, _ = gather_frames(store, rows, ["rgb"], "random", 6, np.random.default_rng(0))
     assert np.array_equal(x, y)
     long, _ = store.frames([0], ["rgb"])  # (1, 10, 2)

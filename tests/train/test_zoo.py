@@ -31,6 +31,9 @@ def test_demo_zoo_loads() -> None:
         ("members: [{name: logistic}]\nepochs: 3\n", r"epochs: Extra inputs"),
         ("folds: many\nmembers: [{name: logistic}]\n", r"folds: Input should be a valid integer"),
         ("members: []\n", r"members is empty"),
+        ("members: [{name: mlp}]\nmembers: []\n", r"key 'members' is given twice \(line 1 and"),
+        ("train: {lr: .nan}\nmembers: [{name: mlp}]\n", r"zoo\.yaml: train\.lr: nan is not a fin"),
+        ("members: [{name: mlp, id: " + "x" * 300 + "}]\n", r"members\[0\]\.id: 'x+'\.\.\. is 300"),
     ],
 )
 def test_bad_zoo_file_is_one_line(tmp_path: Path, text: str, message: str) -> None:

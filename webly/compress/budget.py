@@ -42,6 +42,7 @@ from typing import Any, Literal
 
 import scipy.sparse as sp
 
+from webly._fs import OutputKind
 from webly.compress.files import write_json
 from webly.compress.quantize import (
     MIN_ELEMENTS,
@@ -68,6 +69,8 @@ from webly.train.loop import iter_scores
 
 Kind = Literal["final", "ensemble", "stacker"]
 CHOICE_FILE, FRONTIER_FILE = "choice.json", "frontier.json"
+CHOICE = OutputKind("a webly size-budget choice", CHOICE_FILE)
+"""What ``webly compress --max-size --overwrite`` replaces."""
 _WORK = ".candidates"
 
 
@@ -168,12 +171,12 @@ class BudgetResult:
             f"{format_size(c.size)} within {format_size(self.max_bytes)}"
         )
         if self.out is None:
-            return line + "; nothing written (no OUT given)"
+            return line + "; nothing written (no --out given)"
         if c.kind == "final":
             data = f" --data {self.training_store}" if self.training_store is not None else ""
             return (
                 f"{line}; wrote the network to {self.out} (export it: webly export {self.out} "
-                f"EXPORT_DIR{data})"
+                f"--out EXPORT_DIR{data})"
             )
         return (
             line + f"; wrote its members and weights to {self.out / CHOICE_FILE}. Exporting an "
@@ -221,7 +224,7 @@ def choose_under_budget(
         there on error); None writes nothing. It gets ``frontier.json`` (`BudgetResult.to_json`)
         and ``choice.json`` (the chosen candidate); for a final network, also the network
         folder's files (``model.json`` and its weights, plus ``compression.json`` for a
-        compressed one), so ``webly export OUT`` takes it.
+        compressed one), so ``webly export FOLDER`` takes it.
     methods : compressions of the final network weighed beside its float32 weights
     min_elements : only tensors with more elements are compressed (`compress_network`)
     batch_size : rows a forward pass when the final network's variants are scored
@@ -249,7 +252,9 @@ def choose_under_budget(
         if out is None:
             folder = Path(stack.enter_context(tempfile.TemporaryDirectory()))
         else:
-            folder = stack.enter_context(atomic_output(out, overwrite=overwrite))
+            folder = stack.enter_context(
+                atomic_output(out, overwrite=overwrite, kind=CHOICE, hosts=[run])
+            )
         work = folder / _WORK
         finals = _final_candidates(run, scoring, methods, min_elements, batch_size, work)
         ensembles, exact = _ensemble_candidates(run, scoring, budget)
@@ -431,7 +436,7 @@ def _choose(candidates: Sequence[Candidate], budget: int, scoring: _Scoring) -> 
                 f"within {format_size(budget)} only {', '.join(c.name for _, c in fitting)} "
                 f"fit, and the run scores on the {scoring.split} split, where the final model "
                 "(trained on every row) has no figure; compress it directly (webly compress "
-                "NETWORK_DIR OUT) or raise --max-size"
+                "NETWORK_DIR --out FOLDER) or raise --max-size"
             )
         raise ConfigError(
             f"max size {format_size(budget)} ({budget:,} bytes) is below every candidate; the "

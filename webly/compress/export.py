@@ -20,7 +20,8 @@
   preprocessing, the network config, metrics given at export, how to predict
   (`webly.compress.options.PredictOptions`: test-time views, group aggregation), the run it
   came from (`webly.compress.run.export_run`: run folder, training store, what its metrics
-  were measured on), and the size and SHA-256 of both files.
+  were measured on), a frame-level network's training ``max_frames`` (None when unknown), and
+  the size and SHA-256 of both files.
 
 `load_exported` opens the folder for ONNX Runtime after checking all of it. LightGBM models
 (``lgbm``) are not exported to ONNX (that needs onnxmltools, not a dependency): their own text
@@ -46,6 +47,8 @@ from onnxruntime.capi import onnxruntime_pybind11_state as ort_errors
 from torch import nn
 
 import webly
+from webly._fs import OutputKind
+from webly._optional import require
 from webly.compress.files import fsync_file, sha256_file, write_json
 from webly.compress.options import PredictOptions
 from webly.compress.quantize import (
@@ -64,6 +67,8 @@ from webly.models.network import WEIGHTS_FILE, Network
 
 FORMAT, FORMAT_VERSION = "webly-export", 1
 MANIFEST, ONNX_FILE, EXPORT_WEIGHTS = "model.json", "model.onnx", "weights.safetensors"
+EXPORT = OutputKind("a webly export", MANIFEST, FORMAT)
+"""What ``webly export --overwrite`` replaces."""
 LENGTHS, OUTPUT = "lengths", "probabilities"
 MIN_OPSET = 17
 TOLERANCE = 1e-4
@@ -219,6 +224,7 @@ def export_onnx(
     run: Mapping[str, Any] | None = None,
     opset: int = MIN_OPSET,
     overwrite: bool = False,
+    max_frames: int | None = None,
 ) -> ExportedModel:
     """Export the network saved at ``network_folder`` (plain or compressed) to ``out_folder``.
 
@@ -238,6 +244,9 @@ def export_onnx(
         `webly.compress.run.export_run`).
     opset : ONNX opset, >= 17.
     overwrite : replace an existing ``out_folder``.
+    max_frames : a frame-level network's training ``max_frames``, recorded in ``model.json``
+        (`webly serve` takes no longer rows by default); None: the ``config.json`` of the zoo
+        member the network belongs to (`training_max_frames`), when it has one.
 
     Returns
     -------
@@ -247,6 +256,7 @@ def export_onnx(
         and frame counts are checked to equal PyTorch's within 1e-4.
     """
     network_folder = Path(network_folder)
+    require("onnx", "ONNX export")  # torch.onnx.export's own failure is a traceback
     refuse_lightgbm(network_folder, "ONNX export")
     if opset < MIN_OPSET:
         raise ConfigError(f"opset is {opset}; use {MIN_OPSET} or later")
@@ -272,7 +282,9 @@ def export_onnx(
     axes |= {LENGTHS: {0: "batch"}} if frame_level else {}
     axes[OUTPUT] = {0: "batch"}
     trace_inputs = example_inputs(features, frame_level, batch=3, frames=7, seed=0)
-    with atomic_output(out_folder, overwrite=overwrite) as tmp:
+    with atomic_output(
+        out_folder, overwrite=overwrite, kind=EXPORT, inputs=[network_folder]
+    ) as tmp:
         with warnings.catch_warnings(), torch.no_grad():
             warnings.simplefilter("ignore")  # tracer and exporter deprecation chatter
             torch.onnx.export(
@@ -312,6 +324,9 @@ def export_onnx(
             "metrics": dict(metrics) if metrics is not None else None,
             "predict": options.to_json(),
             "run": dict(run) if run is not None else None,
+            "max_frames": (
+                (max_frames or training_max_frames(network_folder)) if frame_level else None
+            ),
             "files": {
                 name: {"bytes": (tmp / name).stat().st_size, "sha256": sha256_file(tmp / name)}
                 for name in (ONNX_FILE, EXPORT_WEIGHTS)
@@ -319,6 +334,18 @@ def export_onnx(
         }
         write_json(tmp / MANIFEST, info)
     return load_exported(out_folder)
+
+
+def training_max_frames(network_folder: Path) -> int | None:
+    """The ``max_frames`` a zoo member's network trained with, from the member's
+    ``config.json`` (``OUT/<member>/config.json`` above ``fold-<f>/model`` and ``full/model``,
+    `webly.train.oof`); None without one."""
+    try:
+        record = json.loads((network_folder.parent.parent / "config.json").read_text())
+        value = record["config"]["train"]["max_frames"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    return value if type(value) is int and value >= 1 else None
 
 
 def example_inputs(
@@ -493,7 +520,7 @@ def load_exported(folder: str | Path, threads: int | None = None) -> ExportedMod
     """
     folder = Path(folder)
     info = _read_info(folder)
-    for name, recorded in info["files"].items():
+    for name, recorded in _shipped_files(folder, info).items():
         path = folder / name
         size = path.stat().st_size if path.is_file() else -1
         if size != recorded["bytes"]:
@@ -504,6 +531,7 @@ def load_exported(folder: str | Path, threads: int | None = None) -> ExportedMod
             )
         if sha256_file(path) != recorded["sha256"]:
             raise DataError(f"{path}: SHA-256 mismatch; the file is corrupt, re-export the model")
+    _check_classes(folder / MANIFEST, info)
     features = tuple(FeatureSpec(**spec) for spec in info["features"])
     try:
         PredictOptions.from_json(info.get("predict") or {}).check_level(info["level"], folder.name)
@@ -535,12 +563,60 @@ def _read_info(folder: Path) -> dict[str, Any]:
         raise DataError(f"{path}: unreadable ({err}); re-export the model") from None
     if fmt != FORMAT:
         raise DataError(f"{path}: format {fmt!r}, not {FORMAT!r}; pass a webly export folder")
+    if type(version) is not int:
+        raise DataError(
+            f"{path}: format_version is {version!r} ({type(version).__name__}); it must be the "
+            f"integer {FORMAT_VERSION}, re-export the model"
+        )
     if version != FORMAT_VERSION:
         raise DataError(
             f"{path}: written by webly {info.get('webly_version')} in export format v{version}; "
             f"webly {webly.__version__} reads v{FORMAT_VERSION}, re-export the model with it"
         )
     return info
+
+
+def _check_classes(path: Path, info: dict[str, Any]) -> None:
+    """Refuse a ``model.json`` whose class names do not name every one of its classes."""
+    n_classes, names = info.get("n_classes"), info.get("class_names")
+    if type(n_classes) is not int or n_classes < 1:
+        raise DataError(f"{path}: n_classes is {n_classes!r}, not a count; re-export the model")
+    if not isinstance(names, list) or not all(isinstance(name, str) for name in names):
+        raise DataError(f"{path}: class_names is not a list of names; re-export the model")
+    if len(names) != n_classes:
+        raise DataError(
+            f"{path}: class_names lists {len(names)} names for {n_classes} classes; give one "
+            "name per class, or re-export the model"
+        )
+
+
+def _shipped_files(folder: Path, info: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """``model.json``'s ``files`` entries, checked to list every shipped file (the ONNX graph
+    and the weights) with its size and SHA-256, so none can escape the integrity check."""
+    path = folder / MANIFEST
+    files = info.get("files")
+    if not isinstance(files, dict):
+        got = "no 'files' key" if files is None else f"'files' is {type(files).__name__}"
+        raise DataError(f"{path}: {got}, so the model files cannot be checked; re-export the model")
+    shipped = (ONNX_FILE, EXPORT_WEIGHTS)
+    checked: dict[str, dict[str, Any]] = {}
+    for name in shipped:
+        entry = files.get(name)
+        if not (
+            isinstance(entry, dict)
+            and type(entry.get("bytes")) is int
+            and isinstance(entry.get("sha256"), str)
+        ):
+            problem = "does not list" if entry is None else "has no size and SHA-256 for"
+            raise DataError(f"{path}: 'files' {problem} {name}; re-export the model")
+        checked[name] = entry
+    unknown = sorted(set(files) - set(shipped))
+    if unknown:
+        raise DataError(
+            f"{path}: 'files' lists {unknown[0]!r}, not a file of an export (only "
+            f"{', '.join(shipped)}); re-export the model"
+        )
+    return checked
 
 
 _ORT_TYPES = {"uint8": "tensor(uint8)", "float16": "tensor(float16)", "float32": "tensor(float)"}

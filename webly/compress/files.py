@@ -11,11 +11,11 @@ import contextlib
 import hashlib
 import json
 import os
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any
 
+from webly._fs import create_file, remove_stale, temp_path
 from webly.errors import DataError
 
 _BLOCK = 1 << 24  # bytes hashed at a time
@@ -60,8 +60,9 @@ def replaced_file(target: Path, mode: str = "w") -> Iterator[IO[Any]]:
         raise DataError(
             f"{target}: folder {target.parent} does not exist; create it or choose another path"
         )
-    descriptor, name = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
-    temp = Path(name)
+    remove_stale(target)
+    temp = temp_path(target)
+    descriptor = create_file(temp)  # the umask's permissions, as open() gives them
     try:
         text = "b" not in mode
         with os.fdopen(

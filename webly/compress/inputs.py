@@ -84,8 +84,23 @@ def store_batches(
                 values = store.features(rows, (spec.name,))
                 # Reads decode; encoding the decoded codes gives them back exactly.
                 values = have.encode(values) if codes else values
-            groups[spec.name] = values if codes else values.astype(spec.dtype, copy=False)
+            with np.errstate(over="ignore"):  # said by _check_finite
+                groups[spec.name] = values if codes else values.astype(spec.dtype, copy=False)
+            _check_finite(store, spec, groups[spec.name], ids[rows])
         yield RowBatch([str(i) for i in ids[rows]], groups, lengths)
+
+
+def _check_finite(store: Dataset, spec: FeatureSpec, values: np.ndarray, ids: np.ndarray) -> None:
+    """Refuse a batch whose float values hold NaN or inf (a store written without the import's
+    checks, or values beyond the model's float16), naming the first such row."""
+    if values.dtype.kind != "f" or np.isfinite(values).all():
+        return
+    bad = ~np.isfinite(values.reshape(values.shape[0], -1)).all(axis=1)
+    row = ids[int(np.flatnonzero(bad)[0])]
+    raise DataError(
+        f"{store.path}: row {str(row)!r}: feature group {spec.name!r} holds NaN, inf or values "
+        f"beyond {spec.dtype}'s range; clean the data and import it again"
+    )
 
 
 def _store_spec(store: Dataset, spec: FeatureSpec, level: str) -> FeatureSpec:
@@ -226,7 +241,14 @@ def _record_row(
                 )
             _check_dim(spec, found.size, level, where)
             value = found
-        row[spec.name] = spec.encode(value)
+        with np.errstate(over="ignore", invalid="ignore"):  # said below
+            encoded = spec.encode(value)
+        if not (np.isfinite(value).all() and np.isfinite(encoded).all()):
+            raise DataError(
+                f"{where}: feature group {spec.name!r} holds NaN, inf or values beyond "
+                f"{spec.dtype}'s range; clean or drop that record"
+            )
+        row[spec.name] = encoded
     counts = {len(values) for values in row.values()} if level == "frame" else {1}
     if len(counts) > 1 or 0 in counts:
         raise DataError(

@@ -12,6 +12,8 @@ of the groups still open: one batch and one group when a store's groups are cont
 
 from __future__ import annotations
 
+import glob
+import os
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, replace
@@ -20,6 +22,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from webly._fs import check_output
 from webly.compress.export import ExportedModel, load_exported
 from webly.compress.inputs import RowBatch, row_batches, store_batches
 from webly.compress.options import PredictOptions
@@ -84,6 +87,8 @@ def predict(
     if top_k < 1:
         raise ConfigError(f"top-k is {top_k}; use 1 or more (--top-k)")
     started = time.perf_counter()
+    folder = model.folder if isinstance(model, ExportedModel) else model
+    check_output(out, inputs=[folder, *input_paths(source)], overwrite=True)
     exported = model if isinstance(model, ExportedModel) else load_exported(model)
     options = exported.options
     k = min(top_k, exported.n_classes)
@@ -106,6 +111,16 @@ def predict(
                 write(group_ids, top.indices, top.scores)
     groups = grouping.n_groups if grouping is not None else None
     return PredictSummary(Path(out), rows, k, time.perf_counter() - started, options.views, groups)
+
+
+def input_paths(source: str | Path) -> list[Path]:
+    """The files and folders ``source`` reads: a data store folder, or the files its glob
+    matches (and the file it names, when it names one)."""
+    path = Path(os.path.expanduser(source))
+    if path.is_dir():
+        return [path]
+    matched = [Path(p) for p in glob.glob(os.path.expanduser(str(source)))]
+    return [*matched, path] if path.is_file() and path not in matched else matched
 
 
 def stored_view_batches(

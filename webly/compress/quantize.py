@@ -34,6 +34,7 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, safe_open, save_file
 
+from webly._fs import OutputKind
 from webly.compress.files import fsync_file, write_json
 from webly.data.store import atomic_output
 from webly.errors import ConfigError, DataError
@@ -50,6 +51,8 @@ Method = Literal["int8_partial", "fp16", "kmeans"]
 METHODS: tuple[str, ...] = get_args(Method)
 QUANTIZED_FILE = "weights.quantized.safetensors"
 REPORT_FILE = "compression.json"
+COMPRESSED = OutputKind("a compressed webly network", QUANTIZED_FILE)
+"""What ``webly compress --overwrite`` replaces."""
 FORMAT, FORMAT_VERSION = "webly-quantized-state", 1
 MIN_ELEMENTS = 17_000
 """Tensors with more elements than this are compressed (Skalic et al. 2018)."""
@@ -359,7 +362,7 @@ def compress_network(
         sample_size=sample_size,
         seed=seed,
     )
-    with atomic_output(folder_out, overwrite=overwrite) as tmp:
+    with atomic_output(folder_out, overwrite=overwrite, kind=COMPRESSED, inputs=[folder_in]) as tmp:
         write_json(tmp / CONFIG_FILE, model.config)
         quantized.save(tmp / QUANTIZED_FILE)
         result = CompressionResult(

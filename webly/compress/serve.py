@@ -19,10 +19,19 @@ Endpoints (the OpenAPI schema is at ``/openapi.json``, browsable at ``/docs``):
 - ``GET /model``: the export's ``model.json`` (classes, feature groups, preprocessing, metrics)
   and the service's limits.
 
-A body over ``max_request_bytes`` or with more than ``max_rows`` rows is refused with 413,
-invalid input with 422 and a one-line ``detail`` naming the problem. Concurrent requests are
-micro-batched: the first waiting request is joined by those arriving within ``max_wait_ms``, up
-to ``max_batch`` rows, and ONNX Runtime runs them as one batch off the event loop.
+A body over ``max_request_bytes``, more than ``max_rows`` rows or, at frame level, a row of more
+than ``max_frames`` frames (default: the ``max_frames`` the model trained with, as ``model.json``
+records it) is refused with 413; invalid input (a value that is not a finite number of the
+group's dtype, NaN, Infinity, 1e308 for float32, true/false, a wrong shape) with 422, each with a
+one-line ``detail`` naming the row and the feature group. Concurrent requests are micro-batched:
+the first waiting request is joined by those arriving within ``max_wait_ms``, up to ``max_batch``
+rows, and ONNX Runtime runs them off the event loop, frame-level rows in calls of at most
+``max_batch_frames`` padded frames (rows of similar length together). A model call that fails is
+retried request by request, so one request never fails another.
+
+Memory is bounded: bodies being read, parsed or predicted hold at most ``max_inflight_bytes``
+together (others wait, unread), and a model call at most ``max_batch_frames`` frames (video
+level: the rows of the requests it joins).
 """
 
 from __future__ import annotations
@@ -32,10 +41,11 @@ import base64
 import binascii
 import contextlib
 import errno
+import itertools
 import socket
 import warnings
 from collections.abc import AsyncIterator, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any, Literal
 
 import numpy as np
@@ -49,6 +59,15 @@ from webly.compress.inputs import RowBatch, parse_record, stack_rows
 from webly.data.store import FeatureSpec
 from webly.errors import ConfigError, DataError
 from webly.metrics.ranking import select_top_k
+from webly.train.loop import TrainConfig
+
+DEFAULT_MAX_FRAMES = TrainConfig.max_frames
+"""Frames a row when neither ``--max-frames`` nor ``model.json`` says (an export made before
+``max_frames`` was recorded): TrainConfig's default."""
+
+
+class RequestTooLarge(DataError):
+    """A request over one of the service's size limits (413)."""
 
 
 @dataclass(frozen=True)
@@ -57,20 +76,59 @@ class Limits:
 
     ``max_request_bytes``: largest body; ``max_rows``: most rows a request; ``max_batch``: rows
     a model call collects from waiting requests; ``max_wait_ms``: how long the first waiting
-    request waits for company.
+    request waits for company. Frame level: ``max_frames``, most frames a row (None: the
+    model's training ``max_frames``, `resolve_limits`); ``max_batch_frames``, most padded
+    frames (rows x longest row) a model call. ``max_inflight_bytes``: request bodies being read,
+    parsed and predicted at once, in bytes (None: 4 x ``max_request_bytes``); a body of unknown
+    length counts as ``max_request_bytes``.
     """
 
     max_request_bytes: int = 16 << 20
     max_rows: int = 1024
     max_batch: int = 64
     max_wait_ms: float = 2.0
+    max_frames: int | None = None
+    max_batch_frames: int = 8192
+    max_inflight_bytes: int | None = None
 
     def __post_init__(self) -> None:
-        for key in ("max_request_bytes", "max_rows", "max_batch"):
-            if getattr(self, key) < 1:
-                raise ConfigError(f"service {key} is {getattr(self, key)}; it must be >= 1")
-        if self.max_wait_ms < 0:
+        for key in (
+            "max_request_bytes", "max_rows", "max_batch", "max_frames", "max_batch_frames",
+            "max_inflight_bytes",
+        ):  # fmt: skip
+            value = getattr(self, key)
+            if value is not None and (type(value) is not int or value < 1):
+                raise ConfigError(f"service {key} is {value!r}; it must be an integer >= 1")
+        if not self.max_wait_ms >= 0:
             raise ConfigError(f"service max_wait_ms is {self.max_wait_ms}; it must be >= 0")
+        if self.max_frames is not None and self.max_frames > self.max_batch_frames:
+            raise ConfigError(
+                f"service max_frames is {self.max_frames} but max_batch_frames is "
+                f"{self.max_batch_frames}: a full row must fit a model call; raise "
+                "--max-batch-frames or lower --max-frames"
+            )
+        if self.max_inflight_bytes is not None and self.max_inflight_bytes < self.max_request_bytes:
+            raise ConfigError(
+                f"service max_inflight_bytes is {self.max_inflight_bytes}, under "
+                f"max_request_bytes {self.max_request_bytes}; the largest body must fit"
+            )
+
+
+def resolve_limits(model: ExportedModel, limits: Limits | None = None) -> Limits:
+    """``limits`` (default `Limits`) with ``max_frames`` filled in from the export (its
+    training ``max_frames``, else `DEFAULT_MAX_FRAMES`) and ``max_inflight_bytes``."""
+    limits = limits or Limits()
+    frames = limits.max_frames
+    if frames is None:
+        recorded = model.info.get("max_frames")
+        frames = recorded if type(recorded) is int and recorded >= 1 else DEFAULT_MAX_FRAMES
+    inflight = limits.max_inflight_bytes or 4 * limits.max_request_bytes
+    return replace(
+        limits,
+        max_frames=frames,
+        max_batch_frames=max(limits.max_batch_frames, frames),
+        max_inflight_bytes=inflight,
+    )
 
 
 class PredictRequest(BaseModel):
@@ -108,6 +166,10 @@ class _Job:
     done: asyncio.Future[np.ndarray]
 
 
+_Part = list[tuple[int, np.ndarray]]
+"""Rows of a model call: (job index, that job's row indices) pairs."""
+
+
 @dataclass
 class MicroBatcher:
     """Runs waiting requests through the model together; see the module docstring."""
@@ -137,52 +199,115 @@ class MicroBatcher:
                 except TimeoutError:
                     break
                 size += len(jobs[-1].batch.ids)
-            merged = _merge([job.batch for job in jobs], self.model.features)
+            await self._serve(jobs)
+
+    async def _serve(self, jobs: list[_Job]) -> None:
+        """Answer ``jobs``: their rows in model calls within the limits; a call that fails is
+        retried job by job, so only the jobs that fail on their own get the error."""
+        out = [np.empty((len(job.batch.ids), self.model.n_classes), np.float32) for job in jobs]
+        failed: dict[int, BaseException] = {}
+        for part in _plan(jobs, self.limits.max_batch_frames):
             try:
-                probs = await loop.run_in_executor(
-                    None, self.model.predict, merged.groups, merged.lengths
-                )
-            except Exception as err:  # every request of the batch gets the error
-                for job in jobs:
-                    if not job.done.done():  # its client may have gone
-                        job.done.set_exception(err)
+                self._fill(out, part, await self._call(jobs, part))
+            except Exception as err:
+                if len(part) == 1:
+                    failed.setdefault(part[0][0], err)
+                    continue
+                for single in part:  # alone, so one request's failure stays its own
+                    if single[0] in failed:
+                        continue
+                    try:
+                        self._fill(out, [single], await self._call(jobs, [single]))
+                    except Exception as alone:
+                        failed[single[0]] = alone
+        for j, job in enumerate(jobs):
+            if job.done.done():  # its client has gone
                 continue
-            self.batches, self.rows = self.batches + 1, self.rows + size
-            start = 0
-            for job in jobs:
-                stop = start + len(job.batch.ids)
-                if not job.done.done():
-                    job.done.set_result(probs[start:stop])
-                start = stop
+            if j in failed:
+                job.done.set_exception(failed[j])
+            else:
+                job.done.set_result(out[j])
+
+    async def _call(self, jobs: list[_Job], part: _Part) -> np.ndarray:
+        merged = _gather(jobs, part, self.model.features)
+        probs = await asyncio.get_running_loop().run_in_executor(
+            None, self.model.predict, merged.groups, merged.lengths
+        )
+        self.batches, self.rows = self.batches + 1, self.rows + len(merged.ids)
+        return np.asarray(probs)
+
+    @staticmethod
+    def _fill(out: list[np.ndarray], part: _Part, probs: np.ndarray) -> None:
+        start = 0
+        for j, rows in part:
+            out[j][rows] = probs[start : start + len(rows)]
+            start += len(rows)
 
 
-def _merge(batches: Sequence[RowBatch], features: Sequence[FeatureSpec]) -> RowBatch:
-    """Requests' rows as one batch, frames zero-padded to the longest."""
-    ids = [row_id for batch in batches for row_id in batch.ids]
-    if batches[0].lengths is None:
+def _plan(jobs: Sequence[_Job], max_frames: int) -> list[_Part]:
+    """The model calls answering ``jobs``: video level one call; frame level rows sorted by
+    length, longest first, in calls of at most ``max_frames`` padded frames (rows x longest)."""
+    if jobs[0].batch.lengths is None:
+        return [[(j, np.arange(len(job.batch.ids))) for j, job in enumerate(jobs)]]
+    rows = sorted(
+        (
+            (int(n), j, r)
+            for j, job in enumerate(jobs)
+            for r, n in enumerate(np.asarray(job.batch.lengths))
+        ),
+        key=lambda row: -row[0],
+    )
+    calls: list[list[tuple[int, int]]] = []
+    longest = 0
+    for n, j, r in rows:
+        if not calls or (len(calls[-1]) + 1) * max(longest, 1) > max_frames:
+            calls.append([])
+            longest = n
+        calls[-1].append((j, r))
+    parts = []
+    for call in calls:
+        by_job: dict[int, list[int]] = {}
+        for j, r in call:
+            by_job.setdefault(j, []).append(r)
+        parts.append([(j, np.array(rs, dtype=np.int64)) for j, rs in sorted(by_job.items())])
+    return parts
+
+
+def _gather(jobs: Sequence[_Job], part: _Part, features: Sequence[FeatureSpec]) -> RowBatch:
+    """The rows ``part`` names as one batch, frames zero-padded to the longest of them."""
+    ids = [jobs[j].batch.ids[r] for j, rows in part for r in rows]
+    if jobs[part[0][0]].batch.lengths is None:
         groups = {
-            spec.name: np.concatenate([b.groups[spec.name] for b in batches]) for spec in features
+            spec.name: np.concatenate([jobs[j].batch.groups[spec.name][rows] for j, rows in part])
+            for spec in features
         }
         return RowBatch(ids, groups, None)
-    lengths = np.concatenate([b.lengths for b in batches if b.lengths is not None])
-    n_frames = max(b.groups[features[0].name].shape[1] for b in batches)
+    lengths = np.concatenate([jobs[j].batch.lengths[rows] for j, rows in part])  # type: ignore[index]
+    n_frames = int(lengths.max()) if lengths.size else 0
     groups = {}
     for spec in features:
-        padded = np.zeros((len(ids), n_frames, spec.dim), dtype=spec.dtype)
+        padded = np.zeros((len(ids), n_frames, spec.dim), dtype=spec.dtype)  # (B, T, D)
         start = 0
-        for b in batches:
-            values = b.groups[spec.name]
-            padded[start : start + len(values), : values.shape[1]] = values
-            start += len(values)
+        for j, rows in part:
+            values = jobs[j].batch.groups[spec.name]
+            width = min(values.shape[1], n_frames)
+            padded[start : start + len(rows), :width] = values[rows, :width]
+            start += len(rows)
         groups[spec.name] = padded
     return RowBatch(ids, groups, lengths)
 
 
-def request_rows(model: ExportedModel, request: PredictRequest) -> RowBatch:
-    """The rows of a request as a checked batch; a `DataError` says what is wrong."""
+def request_rows(
+    model: ExportedModel, request: PredictRequest, limits: Limits | None = None
+) -> RowBatch:
+    """The rows of a request as a checked batch; a `DataError` says what is wrong, a
+    `RequestTooLarge` which limit (of `resolve_limits`) it is over."""
+    limits = resolve_limits(model, limits)
+    max_frames = int(limits.max_frames or DEFAULT_MAX_FRAMES)
     if (request.features is None) == (request.records is None):
         raise DataError("give either features (with optional ids) or records, not both or none")
     if request.records is not None:
+        _check_rows(len(request.records), limits)
         rows, ids = [], []
         for i, text in enumerate(request.records):
             try:
@@ -194,19 +319,30 @@ def request_rows(model: ExportedModel, request: PredictRequest) -> RowBatch:
             row_id, row = parse_record(
                 payload, model.features, model.level, request.names, f"records[{i}]"
             )
+            for spec in model.features:
+                _check_numbers(spec, row[spec.name], model.level, f"records[{i}]", max_frames)
             ids.append(row_id)
             rows.append(row)
         batch = stack_rows(ids, rows, model.features, model.level) if rows else None
     else:
-        batch = _feature_rows(model, request.features or {}, request.ids)
+        batch = _feature_rows(model, request.features or {}, request.ids, limits, max_frames)
     if batch is None:
         raise DataError("the request holds no rows; send at least one")
     model.feeds(batch.groups, batch.lengths)  # widths and dtypes
     return batch
 
 
+def _check_rows(count: int, limits: Limits) -> None:
+    if count > limits.max_rows:
+        raise RequestTooLarge(f"{count} rows in one request; send at most {limits.max_rows}")
+
+
 def _feature_rows(
-    model: ExportedModel, features: dict[str, list[Any]], ids: list[str] | None
+    model: ExportedModel,
+    features: dict[str, list[Any]],
+    ids: list[str] | None,
+    limits: Limits,
+    max_frames: int,
 ) -> RowBatch | None:
     known = [spec.name for spec in model.features]
     unknown = sorted(set(features) - set(known))
@@ -216,6 +352,7 @@ def _feature_rows(
     if len(n_rows) > 1:
         raise DataError(f"feature groups hold {sorted(n_rows)} rows; give each the same rows")
     count = n_rows.pop()
+    _check_rows(count, limits)
     if ids is not None and len(ids) != count:
         raise DataError(f"{len(ids)} ids for {count} rows; give one id per row")
     if count == 0:
@@ -225,48 +362,113 @@ def _feature_rows(
         if spec.name not in features:
             raise DataError(f"feature group {spec.name!r} is missing; the model reads {known}")
         for i, values in enumerate(features[spec.name]):
-            per_row[i][spec.name] = _values(spec, values, model.level, i)
+            per_row[i][spec.name] = _values(spec, values, model.level, i, max_frames)
     row_ids = ids if ids is not None else [str(i) for i in range(count)]
     return stack_rows(row_ids, per_row, model.features, model.level)
 
 
-def _values(spec: FeatureSpec, values: Any, level: str, row: int) -> np.ndarray:
+def _values(
+    spec: FeatureSpec, values: Any, level: str, row: int, max_frames: int = DEFAULT_MAX_FRAMES
+) -> np.ndarray:
     """One row of a group from JSON: ``(dim,)`` or ``(n_frames, dim)`` in the stored dtype."""
     rank, shape = (2, "(n_frames, dim)") if level == "frame" else (1, "(dim,)")
+    where = f"feature group {spec.name!r} row {row}"
+    if rank == 2 and isinstance(values, list) and len(values) > max_frames:  # before any copy
+        _check_frames(where, len(values), max_frames)
     try:
         array = np.asarray(values, dtype=np.float64)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):
         array = np.empty(0)
     if array.ndim != rank or array.shape[-1] != spec.dim:
         got = array.shape if array.size else "not an array of numbers"
-        raise DataError(
-            f"feature group {spec.name!r} row {row}: expected {shape} with dim {spec.dim}, "
-            f"got {got}"
-        )
+        raise DataError(f"{where}: expected {shape} with dim {spec.dim}, got {got}")
+    flat = itertools.chain.from_iterable(values) if rank == 2 else values
+    odd = set(map(type, flat)) - {int, float}
+    if odd:  # true/false (which numpy reads as 1/0) or numbers given as text
+        kind = "true/false" if bool in odd else f"a {sorted(t.__name__ for t in odd)[0]}"
+        raise DataError(f"{where}: holds {kind}; give numbers (JSON numbers, not {kind})")
+    return _check_numbers(spec, array, level, where, max_frames)
+
+
+def _check_frames(where: str, n_frames: int, max_frames: int) -> None:
+    raise RequestTooLarge(
+        f"{where}: {n_frames:,} frames, over the service's {max_frames:,} a row (the model's "
+        "training max_frames, or --max-frames); send fewer frames"
+    )
+
+
+_LARGEST = {"float16": float(np.finfo(np.float16).max), "float32": float(np.finfo(np.float32).max)}
+
+
+def _check_numbers(
+    spec: FeatureSpec, array: np.ndarray, level: str, where: str, max_frames: int
+) -> np.ndarray:
+    """``array`` of one row in the group's stored dtype, once its values fit it: finite, within
+    the float range, integer codes 0..255 for uint8; frame level at most ``max_frames``
+    frames."""
+    if level == "frame" and len(array) > max_frames:
+        _check_frames(where, len(array), max_frames)
+    if array.dtype.kind == "f":
+        bad = ~np.isfinite(array)
+        problem = "is not a finite number"
+        if not bad.any() and spec.dtype in _LARGEST:
+            bad = np.abs(array) > _LARGEST[spec.dtype]
+            problem = f"overflows {spec.dtype} (largest {_LARGEST[spec.dtype]:.4g})"
+        if bad.any():
+            at = tuple(int(i) for i in np.argwhere(bad)[0])
+            place = f"frame {at[0]}, column {at[1]}" if array.ndim == 2 else f"column {at[0]}"
+            raise DataError(
+                f"{where}: {float(array[at])!r} at {place} {problem}; give finite "
+                f"{spec.dtype} values"
+            )
     if spec.dtype != "uint8":
         return array.astype(spec.dtype)
+    if array.dtype == np.uint8:
+        return array
     if not np.all((array >= 0) & (array <= 255) & (array == np.round(array))):
-        raise DataError(
-            f"feature group {spec.name!r} row {row}: stored as uint8, give integer codes 0..255"
-        )
+        raise DataError(f"{where}: stored as uint8, give integer codes 0..255")
     return array.astype(np.uint8)
 
 
 class BodyLimit:
-    """ASGI middleware: a request body over ``max_bytes`` gets 413 before the app sees it."""
+    """ASGI middleware: a request body over ``max_bytes`` gets 413 before the app sees it, and
+    the bodies being read and handled hold at most ``max_inflight`` bytes together (a request
+    waits, unread, for room; one of unknown length counts as ``max_bytes``)."""
 
-    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+    def __init__(self, app: ASGIApp, max_bytes: int, max_inflight: int | None = None) -> None:
         self.app = app
         self.max_bytes = max_bytes
+        self.max_inflight = max(max_inflight or 4 * max_bytes, max_bytes)
+        self.inflight = 0
+        self._room: asyncio.Condition | None = None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        declared = dict(scope["headers"]).get(b"content-length", b"0")
+        headers = dict(scope["headers"])
+        declared = headers.get(b"content-length", b"0")
         if not declared.isdigit() or int(declared) > self.max_bytes:
             await self._refuse(scope, receive, send)
             return
+        chunked = b"chunked" in headers.get(b"transfer-encoding", b"")
+        cost = self.max_bytes if chunked else int(declared)
+        if cost == 0:
+            await self._handle(scope, receive, send)
+            return
+        if self._room is None:
+            self._room = asyncio.Condition()
+        async with self._room:
+            await self._room.wait_for(lambda: self.inflight + cost <= self.max_inflight)
+            self.inflight += cost
+        try:
+            await self._handle(scope, receive, send)
+        finally:
+            async with self._room:
+                self.inflight -= cost
+                self._room.notify_all()
+
+    async def _handle(self, scope: Scope, receive: Receive, send: Send) -> None:
         chunks, size = [], 0
         while True:
             message = await receive()
@@ -298,7 +500,7 @@ class BodyLimit:
 
 def create_app(model: ExportedModel, limits: Limits | None = None) -> FastAPI:
     """The FastAPI application serving ``model``; see the module docstring."""
-    limits = limits or Limits()
+    limits = resolve_limits(model, limits)
     options = model.options
     if options.tta or options.group_aggregation is not None:
         warnings.warn(
@@ -323,7 +525,9 @@ def create_app(model: ExportedModel, limits: Limits | None = None) -> FastAPI:
         f"{model.info['webly_version']}",
         lifespan=lifespan,
     )
-    app.add_middleware(BodyLimit, max_bytes=limits.max_request_bytes)
+    app.add_middleware(
+        BodyLimit, max_bytes=limits.max_request_bytes, max_inflight=limits.max_inflight_bytes
+    )
     hidden = {"source", "files", "network"}
     summary = {k: v for k, v in model.info.items() if k not in hidden}
     summary |= {"model": model.info["network"]["name"], "limits": asdict(limits)}
@@ -342,14 +546,20 @@ def create_app(model: ExportedModel, limits: Limits | None = None) -> FastAPI:
     async def predict(request: PredictRequest) -> PredictResponse:
         """Each row's top ``top_k`` classes with names and scores."""
         try:
-            batch = request_rows(model, request)
+            batch = request_rows(model, request, limits)
+        except RequestTooLarge as err:
+            raise HTTPException(413, str(err)) from None
         except DataError as err:
             raise HTTPException(422, str(err)) from None
-        if len(batch.ids) > limits.max_rows:
+        try:
+            probs = await batcher.predict(batch)
+        except DataError as err:
+            raise HTTPException(422, str(err)) from None
+        except Exception as err:  # the model failed on this request's rows alone
+            said = " ".join(str(err).split())[:300]
             raise HTTPException(
-                413, f"{len(batch.ids)} rows in one request; send at most {limits.max_rows}"
-            )
-        probs = await batcher.predict(batch)
+                500, f"the model failed on this request ({type(err).__name__}: {said})"
+            ) from None
         classes, scores = select_top_k(probs, min(request.top_k, model.n_classes), sort=True)
         names = model.class_names
         has_ids = request.records is not None or request.ids is not None

@@ -1,6 +1,6 @@
 """Real data bundled with scikit-learn, as webly stores with known clean labels.
 
-``webly data builtin digits OUT``: the 1,797 handwritten digits of scikit-learn's
+``webly data builtin digits --out OUT``: the 1,797 handwritten digits of scikit-learn's
 ``load_digits`` (8x8 grey images, 10 classes, no download) as a ``pixels`` group of 64 float32
 values in [0, 1] (the 0..16 counts divided by 16), split stratified into ``OUT/train`` (with the
 requested label noise; the original labels kept as ``clean_labels``) and ``OUT/test`` (clean).
@@ -22,7 +22,7 @@ import scipy.sparse as sp
 
 from webly.data.noise import NoiseKind, check_noise, inject, realized_rates
 from webly.data.relabel import class_means, confusable_from_means, margin_difficulty
-from webly.data.store import Batch, DatasetWriter, FeatureSpec, Layout, atomic_output
+from webly.data.store import DATASETS, Batch, DatasetWriter, FeatureSpec, Layout, atomic_output
 from webly.errors import ConfigError
 
 DIGIT_WORDS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
@@ -110,7 +110,7 @@ def builtin_digits(
         "seed": seed,
         "test_fraction": test_fraction,
     }
-    with atomic_output(out, overwrite) as tmp:
+    with atomic_output(out, overwrite, kind=DATASETS) as tmp:
         train_layout = dataclasses.replace(layout, has_clean_labels=True)
         train_source = {**source, "split": "train", "realized": realized}
         with DatasetWriter(tmp / "train", train_layout, source=train_source) as writer:

@@ -591,7 +591,13 @@ def import_images(
     items = chain([first], source.items)
     with (
         ThreadPoolExecutor(max(1, workers)) as pool,
-        DatasetWriter(out, layout, overwrite=overwrite, source=provenance) as writer,
+        DatasetWriter(
+            out,
+            layout,
+            overwrite=overwrite,
+            source=provenance,
+            inputs=[p for p in (src, extractor, classes) if isinstance(p, str | Path)],
+        ) as writer,
     ):
         pending: tuple[list[_Item], list[Future[np.ndarray | DataError]]] | None = None
         while chunk := list(islice(items, batch_size)):

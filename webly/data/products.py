@@ -1,6 +1,6 @@
 """Generated product-catalogue data (Cdiscount / AliProducts-like) whose clean labels are known.
 
-``webly data synth products-like OUT`` writes ``OUT/train`` (noisy ``labels`` and the truth in
+``webly data synth products-like --out OUT`` writes ``OUT/train`` (noisy ``labels`` and the truth in
 ``clean_labels``) and ``OUT/test`` (a clean, class-balanced split: ``labels`` are the truth),
 both multi-class with:
 
@@ -41,7 +41,7 @@ import scipy.sparse as sp
 
 from webly.data.latent import RandomFeatureMap, class_prototypes, zipf_prior
 from webly.data.noise import NoiseKind, confusable_classes, inject, realized_rates
-from webly.data.store import Batch, DatasetWriter, FeatureSpec, Layout, atomic_output
+from webly.data.store import DATASETS, Batch, DatasetWriter, FeatureSpec, Layout, atomic_output
 from webly.errors import ConfigError
 
 CHUNK_PRODUCTS = 2048
@@ -224,7 +224,7 @@ def synth_products_like(
         has_text=True,
     )
     facts = {"generator": "products-like", "config": dataclasses.asdict(config)}
-    with atomic_output(out, overwrite) as tmp:
+    with atomic_output(out, overwrite, kind=DATASETS) as tmp:
         for split, layout, extra in (
             (
                 train,

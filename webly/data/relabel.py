@@ -1,4 +1,4 @@
-"""Add label noise to any store, keeping the truth: ``webly data add-noise STORE OUT``.
+"""Add label noise to any store, keeping the truth: ``webly data add-noise STORE --out OUT``.
 
 The output is a new store with the same rows and features (copied as Arrow record batches, never
 decoded), noisy ``labels`` and the truth in ``clean_labels``. A store that already has
@@ -136,8 +136,6 @@ def add_noise(
     ds = Dataset.open(store)
     check_noise(kind, rate, ds.task)
     store, out = Path(store), Path(out)
-    if out.resolve() == store.resolve():
-        raise DataError(f"{out} is the input store; the input is never modified, choose another")
     spec = _feature_group(ds, feature_group, needed=kind in NEEDS_FEATURES)
     truth = ds.clean_labels if ds.clean_labels is not None else ds.labels
     current = ds.labels
@@ -151,7 +149,7 @@ def add_noise(
         "seed": seed,
         "feature_group": spec.name if spec is not None else None,
     }
-    with DatasetWriter(out, layout, overwrite=overwrite, source=source) as writer:
+    with DatasetWriter(out, layout, overwrite=overwrite, source=source, inputs=[store]) as writer:
         confusable, difficulty = None, None
         if spec is not None:
             means = class_means(_chunk_features(ds, spec.name, truth), ds.n_classes)

@@ -25,9 +25,8 @@ import json
 import mmap
 import os
 import shutil
-import uuid
 import warnings
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -37,6 +36,7 @@ import numpy as np
 import pyarrow as pa
 import scipy.sparse as sp
 
+from webly._fs import OutputKind, check_output, remove_stale, temp_path
 from webly.errors import DataError, WeblyWarning
 
 FORMAT = "webly-dataset"
@@ -298,16 +298,31 @@ def read_manifest(
     return manifest
 
 
-def claim_output(out: Path, overwrite: bool) -> Path:
+DATASET = OutputKind("a webly dataset", MANIFEST, FORMAT)
+"""What ``--overwrite`` of a dataset import replaces: a folder with a dataset manifest."""
+DATASETS = OutputKind("a folder of webly datasets", f"train/{MANIFEST}", FORMAT)
+"""What ``--overwrite`` of a generator replaces: a folder of ``train/``, ``test/`` ... datasets."""
+
+
+def claim_output(
+    out: Path,
+    overwrite: bool,
+    *,
+    kind: OutputKind | None = None,
+    inputs: Iterable[str | os.PathLike[str]] = (),
+    hosts: Iterable[str | os.PathLike[str]] = (),
+) -> Path:
     """Check ``out`` may be written and make a hidden temporary folder beside it to build in.
 
-    ``out`` may not exist yet, or be an empty folder; anything else needs ``overwrite``.
+    ``out`` may not exist yet, or be an empty folder; anything else needs ``overwrite``, and
+    then must be of ``kind``; it never overlaps ``inputs`` (`webly._fs.check_output` has the
+    whole rule). Temporaries that killed writers left beside ``out`` are removed first.
     """
     out = Path(out)
-    if out.exists() and not overwrite and (not out.is_dir() or any(out.iterdir())):
-        raise DataError(f"{out} already exists; pass --overwrite or choose another path")
+    check_output(out, inputs=inputs, hosts=hosts, overwrite=overwrite, kind=kind)
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.parent / f".{out.name}.tmp-{uuid.uuid4().hex[:12]}"
+    remove_stale(out)
+    tmp = temp_path(out)
     tmp.mkdir()
     return tmp
 
@@ -317,7 +332,7 @@ def publish_output(tmp: Path, out: Path) -> None:
     _fsync_dir(tmp)
     trash = None
     if out.exists():
-        trash = out.parent / f".{out.name}.old-{uuid.uuid4().hex[:12]}"
+        trash = temp_path(out, "old")
         os.rename(out, trash)
     os.rename(tmp, out)
     _fsync_dir(out.parent)
@@ -328,14 +343,22 @@ def publish_output(tmp: Path, out: Path) -> None:
 
 
 @contextlib.contextmanager
-def atomic_output(out: str | Path, overwrite: bool = False) -> Iterator[Path]:
+def atomic_output(
+    out: str | Path,
+    overwrite: bool = False,
+    *,
+    kind: OutputKind | None = None,
+    inputs: Iterable[str | os.PathLike[str]] = (),
+    hosts: Iterable[str | os.PathLike[str]] = (),
+) -> Iterator[Path]:
     """Build a folder atomically: yields a temporary folder that becomes ``out`` on success and
     is removed on error, so ``out`` is either the old content or the complete new one.
 
-    Used for outputs of several datasets (e.g. ``train/``, ``test/`` splits).
+    Used for outputs of several datasets (e.g. ``train/``, ``test/`` splits). ``out`` is
+    checked as `claim_output` checks it.
     """
     out = Path(out)
-    tmp = claim_output(out, overwrite)
+    tmp = claim_output(out, overwrite, kind=kind, inputs=inputs, hosts=hosts)
     try:
         yield tmp
     except BaseException:
@@ -456,8 +479,24 @@ class ShardWriter:
                 f"{spec.dim}; check the feature columns or --dims",
             )
         self._check_finite(ids, spec.name, x)
-        flat = pa.array(np.ascontiguousarray(spec.encode(x)).ravel())
+        with np.errstate(over="ignore"):  # said by _check_range
+            encoded = spec.encode(x)
+        self._check_range(ids, spec, encoded, np.arange(len(ids) + 1))
+        flat = pa.array(np.ascontiguousarray(encoded).ravel())
         return pa.FixedSizeListArray.from_arrays(flat, spec.dim)
+
+    def _check_range(
+        self, ids: Sequence[str], spec: FeatureSpec, encoded: np.ndarray, offsets: np.ndarray
+    ) -> None:
+        """Refuse finite values that the stored float dtype turns into inf (e.g. 1e308 in
+        float32, 1e5 in float16); ``offsets`` maps the rows of ``encoded`` to ``ids``."""
+        if encoded.dtype.kind == "f" and not np.isfinite(encoded).all():
+            first = int(np.flatnonzero(~np.isfinite(encoded.reshape(len(encoded), -1)).all(1))[0])
+            raise self._fail(
+                ids[int(np.searchsorted(offsets, first, side="right")) - 1],
+                f"feature {spec.name!r} holds values beyond {spec.dtype}'s range "
+                f"(+-{float(np.finfo(encoded.dtype).max):.4g}); scale them, or drop that row",
+            )
 
     def _frame_array(self, spec: FeatureSpec, ids: Sequence[str], rows: Sequence[Any]) -> pa.Array:
         arrays = [np.asarray(r) for r in rows]
@@ -478,8 +517,11 @@ class ShardWriter:
                 ids[int(np.searchsorted(offsets, frame, side="right")) - 1],
                 f"frames of {spec.name!r} hold NaN or inf; clean or drop that row before import",
             )
+        with np.errstate(over="ignore"):  # said by _check_range
+            encoded = spec.encode(values)
+        self._check_range(ids, spec, encoded, offsets)
         frames = pa.FixedSizeListArray.from_arrays(
-            pa.array(np.ascontiguousarray(spec.encode(values)).ravel()), spec.dim
+            pa.array(np.ascontiguousarray(encoded).ravel()), spec.dim
         )
         return pa.ListArray.from_arrays(pa.array(offsets), frames)
 
@@ -545,13 +587,15 @@ class DatasetWriter:
         overwrite: bool = False,
         source: dict[str, Any] | None = None,
         shard_bytes: int = 1 << 30,
+        inputs: Iterable[str | os.PathLike[str]] = (),
     ) -> None:
         self.out = Path(out)
         self.layout = layout
         self.source = source or {}
         self.overwrite = overwrite
         self.shard_bytes = shard_bytes
-        self.tmp = claim_output(self.out, overwrite)
+        # ``overwrite`` replaces only a dataset, and never one holding (or in) the ``inputs``
+        self.tmp = claim_output(self.out, overwrite, kind=DATASET, inputs=inputs)
         self.shards: list[ShardInfo] = []
         self._current: ShardWriter | None = None
         self._done = False
@@ -824,10 +868,11 @@ class Dataset:
         kept sequence, ``lengths`` ``(B,)`` int64 frames kept per row. With ``max_frames``, rows
         longer than it keep ``max_frames`` frames in time order: the ``first`` ones, ``uniform``-ly
         spaced ones, or a ``random`` subset (``rng`` required). ``replace`` gives every non-empty
-        row exactly ``max_frames`` frames drawn with replacement, in time order (``rng``
-        required). Only the kept frames are read and dequantised. ``decode=False`` returns the
-        stored values instead of float32 (the groups must share one stored dtype), e.g. uint8
-        codes to dequantise on a GPU with `FeatureSpec.decode`'s arithmetic.
+        row as many frames as it has, at most ``max_frames``, drawn with replacement, in time
+        order (``rng`` required). Only the kept frames are read and dequantised.
+        ``decode=False`` returns the stored values instead of float32 (the groups must share one
+        stored dtype), e.g. uint8 codes to dequantise on a GPU with `FeatureSpec.decode`'s
+        arithmetic.
         """
         specs = self._level_specs(groups, "frame")
         dtypes = {spec.dtype for spec in specs}
@@ -979,7 +1024,7 @@ def _pick_frames(
     """Indices (in time order) of the frames to keep out of ``n``."""
     if sampling == "replace" and max_frames is not None and n > 0:
         assert rng is not None
-        return np.sort(rng.integers(0, n, size=max_frames))
+        return np.sort(rng.integers(0, n, size=min(n, max_frames)))
     if max_frames is None or n <= max_frames:
         return np.arange(n)
     if sampling == "first":

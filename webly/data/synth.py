@@ -45,6 +45,7 @@ import scipy.sparse as sp
 from webly.data.latent import RandomFeatureMap, class_prototypes, zipf_prior
 from webly.data.noise import confusable_classes, inject, realized_rates
 from webly.data.store import (
+    DATASETS,
     DatasetWriter,
     Layout,
     ShardInfo,
@@ -645,7 +646,7 @@ def synth_yt8m_like(
     chunk = CHUNK_ROWS["frame" if frames else "video"]
     rows: dict[str, int] = {}
     n_frames = n_bytes = 0
-    with atomic_output(out, overwrite) as tmp:
+    with atomic_output(out, overwrite, kind=DATASETS) as tmp:
         writers, tasks = {}, []
         for split, truth in truths.items():
             source = {

@@ -36,7 +36,13 @@ LabelType = Literal["auto", "int", "name"]
 _PARQUET_SUFFIXES = (".parquet", ".pq")
 _CSV_SUFFIXES = (".csv", ".csv.gz", ".csv.bz2", ".tsv", ".tsv.gz", ".tsv.bz2")
 _CSV_BLOCK_BYTES = 16 << 20
+_CSV_NULLS = [v for v in pacsv.ConvertOptions().null_values if v.lstrip("-").lower() != "nan"]
+"""Cells read as empty: Arrow's defaults but ``nan``, which is read as NaN (and refused as NaN,
+not as an empty cell)."""
 _NPZ_DEFAULTS = ("ids", "groups", "texts")
+MAX_SCANNED_CLASSES = 1_000_000
+"""Most classes an import infers from the largest label id; more need an explicit ``n_classes``
+(a stray huge id would otherwise make a store of 2^40 classes)."""
 
 
 def import_table(
@@ -145,7 +151,8 @@ def import_table(
         has_text=text_col is not None,
     )
     provenance = {"input": str(path), "importer": "table", "features": feature_cols}
-    with DatasetWriter(out, layout, overwrite=overwrite, source=provenance) as writer:
+    read = [path, *([classes] if isinstance(classes, str | Path) else [])]
+    with DatasetWriter(out, layout, overwrite=overwrite, source=provenance, inputs=read) as writer:
         start = 0
         for record in table.read([*feature_cols, *others], others):
             if not record.num_rows:
@@ -240,7 +247,9 @@ def _csv_table(path: Path) -> _Table:
         # float64 (a column of ints in the first block may hold 0.5 further down).
         types = {c: pa.float64() for c in columns if _is_numeric(schema.field(c).type)}
         types.update(dict.fromkeys(textual, pa.string()))
-        convert = pacsv.ConvertOptions(column_types=types, include_columns=list(columns))
+        convert = pacsv.ConvertOptions(
+            column_types=types, include_columns=list(columns), null_values=_CSV_NULLS
+        )
         try:
             yield from pacsv.open_csv(
                 path, read_options=blocks, parse_options=parse, convert_options=convert
@@ -400,8 +409,8 @@ def _feature_columns(
             raise DataError(
                 f"{path}: no feature column matches {features!r}; available: {_available(names)}"
             )
-        return found
-    if isinstance(features, str):
+        wanted = found
+    elif isinstance(features, str):
         wanted = [features] if features in names else [f.strip() for f in features.split(",")]
     else:
         wanted = list(features)
@@ -758,12 +767,20 @@ def _no_labels(table: _Table, column: str) -> DataError:
 
 
 def _scan_max_id(table: _Table, column: str, id_col: str | None, sep: str | None) -> int:
-    """The largest class id in the label column (every token checked to be an integer)."""
+    """The largest class id in the label column (every token checked to be an integer); an id
+    that would make more than `MAX_SCANNED_CLASSES` classes is refused, naming its row."""
     largest: int | None = None
     for lengths, tokens, ids in _scan(table, column, id_col, sep):
         values = _int_labels(table.path, column, lengths, tokens, ids)
         if values.size:
             top = int(values.max())
+            if top >= MAX_SCANNED_CLASSES:
+                row = ids[_row_of(lengths, int(np.argmax(values)))]
+                raise DataError(
+                    f"{table.path}: row {row!r}: label {top} in column {column!r} would make "
+                    f"{top + 1:,} classes (more than {MAX_SCANNED_CLASSES:,}); fix the row, or "
+                    "give --num-classes if the dataset really has that many"
+                )
             largest = top if largest is None else max(largest, top)
     if largest is None:
         raise _no_labels(table, column)

@@ -37,6 +37,7 @@ from typing import TypeAlias, TypeVar
 import crc32c
 import numpy as np
 
+from webly._fs import remove_stale, temp_path
 from webly.errors import DataError
 
 FeatureValue: TypeAlias = "list[bytes] | np.ndarray"
@@ -154,7 +155,8 @@ def write_records(path: str | Path, payloads: Iterable[bytes]) -> int:
     ``path`` is either absent/unchanged or complete.
     """
     path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    remove_stale(path)
+    tmp = temp_path(path)
     count = 0
     try:
         with open(tmp, "wb", buffering=_READ_BUFFER) as fh:

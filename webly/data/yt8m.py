@@ -159,7 +159,7 @@ def import_yt8m(
     layout = yt8m_layout(level, n_classes, video_dtype)
     source = {"importer": "yt8m", "input": pattern, "level": level, "names": names}
     rows = corrupt = 0
-    with DatasetWriter(out, layout, overwrite=overwrite, source=source) as writer:
+    with DatasetWriter(out, layout, overwrite=overwrite, source=source, inputs=files) as writer:
         tasks = [
             _FileTask(path, writer.shard_path(i), layout, level, names, skip_corrupt)
             for i, path in enumerate(files)

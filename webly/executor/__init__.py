@@ -104,6 +104,9 @@ def make_executor(config: ExecutorConfig, words: Words = RECIPE_WORDS) -> Execut
     connecting when it is first given jobs."""
     if config.kind == "local":
         return LocalExecutor()
+    from webly._optional import require
+
+    require("ray", words.ray, words.local)  # one line naming webly[ray], not a traceback
     from webly.executor.ray import RayExecutor
 
     return RayExecutor(config, words)

@@ -15,6 +15,7 @@ from webly.compress.options import PredictOptions
 from webly.compress.run import run_final
 from webly.config import Recipe
 from webly.stages.context import StageContext, StageResult, splits
+from webly.train.loop import TrainConfig
 
 CHOICE, MODEL = "choice", "model"
 
@@ -61,9 +62,12 @@ def export_model(ctx: StageContext) -> StageResult:
     folder = ctx.run / compressed if compressed else final.folder
     metrics = ctx.inputs["compress"]["outputs"].get("metrics") if compressed else final.metrics
     train, _ = splits(ctx)
+    spec = (ctx.recipe.distill.final if ctx.recipe.distill is not None else None) or {}
+    settings = {**ctx.recipe.zoo.train, **(spec.get("train") or {})}
     exported = export_onnx(
         folder, ctx.folder / MODEL, layout=train.layout, metrics=metrics,
         predict_options=PredictOptions(**section.predict), opset=section.opset, overwrite=True,
+        max_frames=settings.get("max_frames", TrainConfig.max_frames),
         run={
             "folder": str(ctx.run.resolve()), "final": final.id, "final_stage": final.stage,
             "model_folder": str(folder.resolve()), "metrics_on": final.measured_on,

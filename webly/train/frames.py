@@ -1,7 +1,9 @@
 """Which frames of each video a frame-level model sees.
 
-``random``: ``max_frames`` frames drawn with replacement, in time order (the YouTube-8M starter
-code's training sampler; every row gets exactly ``max_frames``). ``regular``: at most
+``random``: as many frames as the video has, at most ``max_frames``, drawn with replacement, in
+time order (the YouTube-8M starter code's training sampler, which gives every row exactly
+``max_frames``, drew 300 frames of a 20-frame video: 15 times the compute for the same
+frames). ``regular``: at most
 ``max_frames`` frames at regular intervals. ``cosine``: a frame is kept only if its cosine
 distance to the last kept frame exceeds ``threshold`` (the first frame is always kept), which
 drops runs of near-identical frames; more than ``max_frames`` survivors are thinned at regular
@@ -67,7 +69,7 @@ def gather_frames(
     ----------
     ds, rows, groups : the store, (B,) row positions in it, frame-level feature groups
     sampling : one of ``random``, ``regular``, ``cosine``, ``all`` (``max_frames`` ignored)
-    max_frames : frames per row (``random``) or the most per row
+    max_frames : the most frames per row
     rng : draws the ``random`` frames
     threshold : cosine-distance threshold of ``cosine``
     decode : False to return the stored values where the sampling allows it (not ``cosine``,

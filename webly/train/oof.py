@@ -59,7 +59,7 @@ import os
 import shutil
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -843,9 +843,10 @@ def _fold_model(
 
 
 def _fit_record(result: FitResult) -> dict[str, Any]:
-    """How a fold network was trained, kept beside it (``model/fit.json``) and in the member's
-    fold metrics: the learning rate (and the rates ``lr="auto"`` tried, with their validation
-    scores), the epochs trained, the best one and the validation rows."""
+    """How a fold network was trained, kept beside it (``model/fit.json``) and, but for the
+    ``history`` of its epochs (`EpochStats` as dicts, what the tracker logs as curves), in the
+    member's fold metrics: the learning rate (and the rates ``lr="auto"`` tried, with their
+    validation scores), the epochs trained, the best one and the validation rows."""
     search = result.lr_search
     return {
         "lr": result.lr,
@@ -854,14 +855,17 @@ def _fit_record(result: FitResult) -> dict[str, Any]:
         "best_epoch": result.best_epoch,
         "valid_rows": result.valid_rows,
         "out_of_time": result.out_of_time,
+        "history": [asdict(epoch) for epoch in result.history],
     }
 
 
 def read_fit_record(saved: Path) -> dict[str, Any]:
-    """The `_fit_record` of the fold model saved in ``saved``; empty for a gbdt model or one
-    saved before records were kept."""
+    """The `_fit_record` of the fold model saved in ``saved`` without its ``history``; empty
+    for a gbdt model or one saved before records were kept."""
     path = saved / FIT_FILE
-    return json.loads(path.read_text()) if path.is_file() else {}
+    record = json.loads(path.read_text()) if path.is_file() else {}
+    record.pop("history", None)
+    return record
 
 
 def _load_fold_model(member: Member, saved: Path) -> Any:

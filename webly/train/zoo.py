@@ -43,10 +43,13 @@ from webly.errors import ConfigError
 from webly.models import create_model
 from webly.models._registry import Level, check_hparams, model_entry
 from webly.train.loop import TrainConfig
-from webly.validate import check_values, did_you_mean, key_path
+from webly.validate import check_finite, check_values, did_you_mean, key_path
 from webly.yaml_file import read_yaml
 
 _ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+MAX_ID_LENGTH = 64
+"""Most characters of a member id: it names the member's folders and files, whose names the
+file system bounds (255 bytes), with room left for the suffixes webly adds."""
 _TRAIN_KEYS = tuple(f.name for f in dataclasses.fields(TrainConfig) if f.name != "seed")
 
 
@@ -165,6 +168,7 @@ def parse_zoo(raw: Any, source: str = "zoo", members_at: str | None = None) -> Z
     """
     if not isinstance(raw, dict):
         raise ConfigError(f"{source}: holds {type(raw).__name__}; write a mapping with members:")
+    check_finite(raw, source)
     try:
         zoo = Zoo.model_validate(raw)
     except ValidationError as err:
@@ -266,6 +270,11 @@ def _check_zoo(zoo: Zoo, source: str, train_at: str, members_at: str) -> None:
                 f"{where}.id: {member_id!r} is not a folder name; use letters, digits, '_', "
                 "'-' and '.'"
             )
+        if len(member_id) > MAX_ID_LENGTH:
+            raise ConfigError(
+                f"{where}.id: {member_id[:20]!r}... is {len(member_id)} characters, too long "
+                f"for a folder name; use at most {MAX_ID_LENGTH}"
+            )
         if member_id in seen:
             raise ConfigError(
                 f"{where}: id {member_id!r} is used twice; give one of them another id"
@@ -282,10 +291,16 @@ def _check_zoo(zoo: Zoo, source: str, train_at: str, members_at: str) -> None:
                 f"{where}: {spec.name} is a gbdt model and takes only hparams; remove its "
                 "options and train settings"
             )
+        if entry.level != "gbdt":  # the member's settings together, as plan_zoo resolves them
+            try:
+                TrainConfig(**{**zoo.train, **spec.train})
+            except ConfigError as err:
+                raise ConfigError(f"{where}.train: {err}") from None
 
 
 def _check_train(train: dict[str, Any], where: str) -> None:
-    """Refuse an unknown training setting (naming the nearest) or a value of the wrong type."""
+    """Refuse an unknown training setting (naming the nearest), a value of the wrong type or
+    one `TrainConfig` refuses (epochs 0, a negative lr, ...), at ``{where}.{key}``."""
     unknown = sorted(set(train) - set(_TRAIN_KEYS))
     if unknown:
         if unknown[0] == "seed":
@@ -295,6 +310,11 @@ def _check_train(train: dict[str, Any], where: str) -> None:
             f"it accepts: {', '.join(_TRAIN_KEYS)}"
         )
     check_values(train, TrainConfig, where)
+    for key, value in train.items():  # TrainConfig's own rules, each setting on its own
+        try:
+            TrainConfig(**{key: value})
+        except ConfigError as err:
+            raise ConfigError(f"{where}.{key}: {err}") from None
 
 
 def _train_config(settings: dict[str, Any], member_id: str) -> TrainConfig:
