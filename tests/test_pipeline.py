@@ -5,6 +5,7 @@ SIGKILL mid-zoo resumed, `run_status`, stores read in place."""
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import signal
 import subprocess
@@ -18,6 +19,7 @@ import pytest
 import yaml
 from rich.console import Console
 
+import webly.pipeline as pipeline
 import webly.stages.distill as distill_stage
 from tests.data.test_yt8m import make_video_files
 from tests.train.test_oof import spy_fit
@@ -114,7 +116,7 @@ def test_fresh_run_writes_every_stage(base: tuple[Path, RunResult, str]) -> None
         assert (stage["stage"], stage["state"], stage["format"]) == (name, "done", "webly-stage")
         assert len(stage["config_hash"]) == 64 and stage["seconds"] >= 0 and stage["key"]
         assert stage["started"] <= stage["finished"] and stage["finished"].endswith("Z")
-        assert f"{name}: done in" in printed
+        assert (f"{name}: done in" in printed) == (name not in OPTIONAL)
     assert list(manifest(out, "zoo")["inputs"]) == ["data", "folds"]
     assert load_recipe(out / "recipe.yaml") == load_recipe(out.parent / "recipe.yaml")
     train, test = Dataset.open(out / "data" / "train"), Dataset.open(out / "data" / "test")
@@ -145,12 +147,74 @@ def test_fresh_run_writes_every_stage(base: tuple[Path, RunResult, str]) -> None
         assert manifest(out, stage)["key"] == "not in the recipe"
 
 
+def test_stages_not_in_the_recipe_print_nothing(base: tuple[Path, RunResult, str]) -> None:
+    out, _, printed = base
+    lines = printed.splitlines()
+    assert not any(line.startswith(OPTIONAL) for line in lines)
+    assert "not in the recipe" not in printed
+    assert "zoo: running" in lines and "evaluate: running" in lines
+    for stage in OPTIONAL:  # still recorded, so that later stages and webly status read them
+        assert manifest(out, stage)["key"] == "not in the recipe"
+
+
+def test_stage_seconds_add_up_every_attempt(copy: Path, tmp_path: Path) -> None:
+    zoo = manifest(copy, "zoo")
+    # a failed attempt (same config) recorded 1000 s; the retry adds its own
+    (copy / "zoo" / "manifest.json").write_text(
+        json.dumps({**zoo, "state": "failed", "seconds": 1000.0})
+    )
+    result, printed = run(tmp_path, copy)
+    assert ran(result) == from_stage("zoo")
+    assert manifest(copy, "zoo")["seconds"] >= 1000.0
+    assert "zoo: done in 10" in printed  # 1000.x s
+    # an attempt killed while running counts from its start to the last file it wrote
+    zoo = manifest(copy, "zoo")
+    started = zoo["attempt_started"]
+    (copy / "zoo" / "manifest.json").write_text(
+        json.dumps({**zoo, "state": "running", "seconds": 500.0})
+    )
+    written = copy / "zoo" / "mlp" / "config.json"
+    os.utime(written, (started + 20.0, started + 20.0))
+    os.utime(copy / "zoo" / "manifest.json", (started, started))
+    for other in (copy / "zoo").rglob("*"):
+        if other.is_file() and other != written:
+            os.utime(other, (started, started))
+    run(tmp_path, copy)
+    assert manifest(copy, "zoo")["seconds"] >= 520.0
+    # a changed config starts the count again
+    run(tmp_path, copy, "zoo.members=[{name: logistic}]")
+    assert manifest(copy, "zoo")["seconds"] < 500.0
+
+
+def test_time_left_counts_the_training_of_the_stages_still_to_run(copy: Path) -> None:
+    recipe = load_recipe(copy / "recipe.yaml")
+    assert pipeline._training(recipe) == {"zoo": {"logistic": 3, "mlp": 3}}  # 1 epoch x 3 folds
+    assert pipeline._to_do(recipe, copy) == set()  # all done: nothing left
+    more = load_recipe(
+        copy / "recipe.yaml",
+        [
+            "clean={rounds: 2}",
+            "ensemble.blends=[mean]",
+            "distill.students=[{name: mlp, id: mlp_student, train: {epochs: 4}}]",
+            "distill.final={name: logistic}",
+        ],
+    )
+    assert pipeline._training(more) == {
+        "zoo": {"logistic": 3, "mlp": 3},
+        "clean": {"logistic": 6, "mlp": 6},
+        "distill": {"mlp_student": 12, "logistic": 1},
+    }
+    changed = load_recipe(copy / "recipe.yaml", ["zoo.members.1.hparams.hidden=[32]"])
+    assert pipeline._to_do(changed, copy) == set(from_stage("zoo"))
+
+
 def test_rerun_skips_everything_and_writes_nothing(copy: Path, tmp_path: Path) -> None:
     before = files(copy)
     result, printed = run(tmp_path, copy)
     assert all(s.skipped for s in result.stages) and not result.failed
-    assert printed.count("done, skipped") == len(NAMES)
+    assert printed.count("done, skipped") == len(NAMES) - len(OPTIONAL)
     assert files(copy) == before
+    assert not any(line.startswith(OPTIONAL) for line in printed.splitlines())
     assert result.results is not None and result.results["rows"][-1]["model"] == "zoo average"
 
 
@@ -199,8 +263,10 @@ def test_evaluate_k_rescores_members_from_their_stored_predictions(
 
 def test_removed_member_is_kept_on_disk_and_not_evaluated(copy: Path, tmp_path: Path) -> None:
     before = files(copy)
+    (copy / "zoo" / "wild" / "fold-0" / "model").mkdir(parents=True)  # failed in fold 2
     result, printed = run(tmp_path, copy, "zoo.members=[{name: logistic}]")
-    assert "kept, not evaluated (no longer in the recipe): mlp" in printed
+    assert "kept, not evaluated (no longer in the recipe): mlp\n" in printed
+    assert "zoo: wild never finished training (1 fold model saved); no longer in" in printed
     assert result.results is not None
     assert [row["model"] for row in result.results["rows"]] == ["logistic", "zoo average"]
     assert files(copy / "zoo" / "mlp") == {

@@ -12,6 +12,7 @@ import pytest
 import yaml
 
 from webly.config import load_recipe
+from webly.data import Dataset
 from webly.errors import ConfigError
 from webly.pipeline import run_recipe
 from webly.train.zoo import load_zoo
@@ -119,4 +120,14 @@ def test_a_bad_recipe_runs_nothing_and_writes_nothing(tmp_path: Path, overrides:
     path = write(tmp_path, RECIPE)
     with pytest.raises(ConfigError, match=str(path)):
         run_recipe(path, tmp_path / "run", overrides)
+    assert not (tmp_path / "run").exists()
+
+
+def test_members_that_do_not_fit_the_given_store_fail_before_anything_is_written(
+    tmp_path: Path, small_store: Dataset
+) -> None:
+    raw = {**RECIPE, "data": {"store": {"train": str(small_store.path)}}}
+    raw["zoo"] = {**RECIPE["zoo"], "members": [{"name": "logistic"}, {"name": "dbof"}]}
+    with pytest.raises(ConfigError, match="dbof"):
+        run_recipe(write(tmp_path, raw), tmp_path / "run")
     assert not (tmp_path / "run").exists()

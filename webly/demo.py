@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from rich import box
 from rich.console import Console
 from rich.table import Table
 
@@ -93,20 +94,24 @@ def run_demo(
 
 def _cleaning_table(rounds: list[dict[str, Any]]) -> Table:
     """The clean stage's rounds: what was dropped and relabelled, the noise estimate, and the
-    detection's precision and recall against the generator's truth."""
+    detection's precision and recall against the generator's truth. Fits 80 columns: headers
+    on two lines, one space between columns, figures never cut."""
     table = Table(
         title="cleaning the training labels (round 0: the zoo on the given labels; precision "
         "and recall of the rows cleaning touched, against the generator's truth)",
         title_justify="left",
+        box=box.SIMPLE_HEAD,
+        padding=(0, 0),
+        show_edge=False,
     )
     columns = {
-        "round": "round", "rows_trained": "rows trained", "dropped": "dropped",
-        "relabelled": "relabelled", "noise_estimate": "noise est.", "true_noise": "true noise",
+        "round": "round", "rows_trained": "rows\ntrained", "dropped": "dropped",
+        "relabelled": "relabelled", "noise_estimate": "noise\nest.", "true_noise": "true\nnoise",
         "precision": "precision", "recall": "recall",
-        "valid_metric": "valid GAP@20", "test_metric": "test GAP@20",
+        "valid_metric": "valid\nGAP@20", "test_metric": "test\nGAP@20",
     }  # fmt: skip
     for title in columns.values():
-        table.add_column(title, justify="right")
+        table.add_column(title, justify="right", no_wrap=True)
     for row in rounds:
         table.add_row(*(_cell(row.get(key)) for key in columns))
     return table

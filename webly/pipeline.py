@@ -9,7 +9,9 @@ The run directory::
                                  under a header line that marks the folder as a run directory)
     RUN/<stage>/manifest.json    stage, state, config hash, the stage's resolved config, the
                                  hashes of the manifests it read, started and finished (UTC),
-                                 seconds, key figure, outputs, summary, errors
+                                 seconds (over every attempt under the same config hash: a
+                                 killed one counts up to the last file it wrote), key figure,
+                                 outputs, summary, errors
     RUN/<stage>/...              the stage's artifact
 
 A stage's config hash is the SHA-256 of its resolved config (its recipe section, with the seed
@@ -23,7 +25,9 @@ section changes or a stage upstream ran again. Resuming:
 - a zoo member that fails (NaN loss) leaves the zoo stage ``failed`` while the run goes on to
   evaluate the others; the next run trains only what is not finished;
 - a stage that raises a user error (`WeblyError`) is recorded ``failed`` with its message and
-  the run stops.
+  the run stops;
+- an optional stage whose section the recipe lacks records "not in the recipe" (later stages
+  and ``webly status`` read it) and prints nothing; the display counts the others only.
 
 Nothing is written before the recipe is valid and the data source's inputs exist; ``RUN`` must
 be new, empty or a run directory. One ``webly run`` at a time per run directory.
@@ -47,6 +51,7 @@ from webly.config import Recipe, dump_recipe, load_recipe
 from webly.data.store import MANIFEST, read_manifest
 from webly.errors import DataError, WeblyError
 from webly.executor import Executor, make_executor
+from webly.models import model_entry
 from webly.progress import RunDisplay, run_display
 from webly.stages import (
     StageContext,
@@ -78,6 +83,8 @@ from webly.stages import (
     zoo_config,
 )
 from webly.tracking import Tracker, open_tracker
+from webly.train.loop import TrainConfig
+from webly.train.zoo import Zoo
 
 FORMAT = "webly-stage"
 FORMAT_VERSION = 1
@@ -95,16 +102,35 @@ class Stage:
     reads: tuple[str, ...]
     config: Callable[[Recipe], dict[str, Any]]
     run: Callable[[StageContext], StageResult]
+    optional: bool = False
+    """Runs only when the recipe has a section of its name; without one it records "not in
+    the recipe" and prints nothing."""
+
+    def planned(self, recipe: Recipe) -> bool:
+        """Whether ``recipe`` asks for this stage."""
+        return not self.optional or getattr(recipe, self.name) is not None
 
 
 STAGES = (
     Stage("data", (), data_config, make_data),
     Stage("folds", ("data",), folds_config, make_folds),
     Stage("zoo", ("data", "folds"), zoo_config, train_zoo),
-    Stage("clean", ("data", "folds", "zoo"), clean_config, make_clean),
-    Stage("ensemble", ("data", "folds", "zoo", "clean"), ensemble_config, make_ensemble),
-    Stage("distill", ("data", "folds", "zoo", "clean", "ensemble"), distill_config, make_distill),
-    Stage("longtail", ("data", "folds", "distill"), longtail_config, make_longtail),
+    Stage("clean", ("data", "folds", "zoo"), clean_config, make_clean, optional=True),
+    Stage(
+        "ensemble",
+        ("data", "folds", "zoo", "clean"),
+        ensemble_config,
+        make_ensemble,
+        optional=True,
+    ),
+    Stage(
+        "distill",
+        ("data", "folds", "zoo", "clean", "ensemble"),
+        distill_config,
+        make_distill,
+        optional=True,
+    ),
+    Stage("longtail", ("data", "folds", "distill"), longtail_config, make_longtail, optional=True),
     Stage(
         "evaluate",
         ("data", "zoo", "ensemble", "distill", "longtail"),
@@ -116,8 +142,15 @@ STAGES = (
         ("zoo", "ensemble", "distill", "longtail", "evaluate"),
         compress_config,
         make_compress,
+        optional=True,
     ),
-    Stage("export", ("data", "distill", "longtail", "compress"), export_config, export_model),
+    Stage(
+        "export",
+        ("data", "distill", "longtail", "compress"),
+        export_config,
+        export_model,
+        optional=True,
+    ),
     Stage(
         "report",
         (
@@ -217,10 +250,23 @@ def _run_stages(
     display: RunDisplay,
     tracker: Tracker,
 ) -> tuple[list[StageStatus], list[str]]:
-    """Every stage in order, skipping what is done: their statuses and members' failures."""
+    """Every stage in order, skipping what is done: their statuses and members' failures.
+    A stage the recipe does not ask for records "not in the recipe" without a line or a
+    place on the display; the display counts the planned stages only."""
     stages, errors = [], []
+    planned = [stage.name for stage in STAGES if stage.planned(recipe)]
+    to_do, training = _to_do(recipe, run), _training(recipe)
     for index, stage in enumerate(STAGES):
-        display.stage(stage.name, index, len(STAGES))
+        shown = stage.planned(recipe)
+        say = console.print if shown else _silent
+        if shown:
+            display.stage(stage.name, planned.index(stage.name), len(planned))
+            later: dict[str, int] = {}
+            for after in STAGES[index + 1 :]:
+                for model, epochs in training.get(after.name, {}).items():
+                    if after.name in to_do:
+                        later[model] = later.get(model, 0) + epochs
+            display.later(later)
         config, inputs, digest = _plan(stage, recipe, run)
         manifest = _read_stage(run, stage.name)
         if (
@@ -228,13 +274,13 @@ def _run_stages(
             and manifest["state"] == "done"
             and manifest["config_hash"] == digest
         ):
-            console.print(f"{stage.name}: done, skipped: {manifest['key']}", highlight=False)
+            say(f"{stage.name}: done, skipped: {manifest['key']}", highlight=False)
             tracker.stage(stage.name, manifest)
             stages.append(_status(manifest, "done", skipped=True))
             continue
-        console.print(f"{stage.name}: running", highlight=False)
+        say(f"{stage.name}: running", highlight=False)
         manifest = _run_stage(stage, recipe, run, config, inputs, digest, console, executor)
-        console.print(
+        say(
             f"{stage.name}: {manifest['state']} in {manifest['seconds']:.1f} s: {manifest['key']}",
             highlight=False,
         )
@@ -242,6 +288,49 @@ def _run_stages(
         stages.append(_status(manifest, manifest["state"]))
         errors += manifest["errors"]
     return stages, errors
+
+
+def _to_do(recipe: Recipe, run: Path) -> set[str]:
+    """The stages this run will run, as far as can be told before it starts: those not done
+    under the config hash they would run with now, and those reading one of them."""
+    to_do: set[str] = set()
+    for stage in STAGES:
+        manifest = _read_stage(run, stage.name)
+        if (
+            manifest is None
+            or manifest["state"] != "done"
+            or manifest["config_hash"] != _plan(stage, recipe, run)[2]
+            or any(name in to_do for name in stage.reads)
+        ):
+            to_do.add(stage.name)
+    return to_do
+
+
+def _training(recipe: Recipe) -> dict[str, dict[str, int]]:
+    """The epochs of training each stage of ``recipe`` plans, by model, for the time left on
+    the run's display: every fold of the zoo's network members, again for each clean round,
+    and the distill students (every fold) and final model (once)."""
+
+    def epochs(zoo: Zoo, fits: int, into: dict[str, int]) -> dict[str, int]:
+        for spec in zoo.members:
+            if model_entry(spec.name).level != "gbdt":
+                n = int({**zoo.train, **spec.train}.get("epochs", TrainConfig.epochs))
+                into[spec.member_id] = into.get(spec.member_id, 0) + fits * n
+        return into
+
+    plan = {"zoo": epochs(recipe.zoo, recipe.zoo.folds, {})}
+    if recipe.clean is not None:
+        plan["clean"] = {m: n * recipe.clean.rounds for m, n in plan["zoo"].items()}
+    distill: dict[str, int] = {}
+    for name, zoo in recipe.student_zoos().items():
+        epochs(zoo, zoo.folds if name == "students" else 1, distill)
+    if distill:
+        plan["distill"] = distill
+    return plan
+
+
+def _silent(*_: Any, **__: Any) -> None:
+    """What a stage the recipe does not ask for prints: nothing."""
 
 
 def run_status(out: str | Path) -> list[StageStatus]:
@@ -340,7 +429,9 @@ def _run_stage(
     console: Console,
     executor: Executor,
 ) -> dict[str, Any]:
-    """Run one stage between a ``running`` manifest and its final one; returns the latter."""
+    """Run one stage between a ``running`` manifest and its final one; returns the latter.
+    Its ``seconds`` add up every attempt under the same config hash (`_earlier_seconds`)."""
+    earlier = _earlier_seconds(run, stage.name, digest)
     manifest: dict[str, Any] = {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
@@ -350,9 +441,11 @@ def _run_stage(
         "config": config,
         "inputs": inputs,
         "started": _now(),
+        "seconds": earlier,
+        "attempt_started": time.time(),
     }
     _write_stage(run, stage.name, manifest)
-    started = time.perf_counter()
+    started = time.perf_counter() - earlier
     read = {name: _read_stage(run, name) or {} for name in stage.reads}
     try:
         result = stage.run(StageContext(recipe, run, stage.name, read, console, executor))
@@ -374,6 +467,24 @@ def _run_stage(
 
 def _finished(started: float) -> dict[str, Any]:
     return {"finished": _now(), "seconds": time.perf_counter() - started}
+
+
+def _earlier_seconds(run: Path, name: str, digest: str) -> float:
+    """The seconds earlier attempts at stage ``name`` spent under the config hash ``digest``:
+    a failed one's as recorded, one killed while ``running`` from its start to the last file
+    it wrote under ``RUN/<stage>``; 0 when the stage never ran under ``digest``."""
+    manifest = _read_stage(run, name)
+    if manifest is None or manifest.get("config_hash") != digest:
+        return 0.0
+    seconds = float(manifest.get("seconds") or 0.0)
+    if manifest["state"] == "failed":
+        return seconds
+    started = manifest.get("attempt_started")
+    if manifest["state"] != "running" or not isinstance(started, int | float):
+        return 0.0
+    folder = run / name
+    last = max((p.stat().st_mtime for p in folder.rglob("*") if p.is_file()), default=started)
+    return seconds + max(last - started, 0.0)
 
 
 def _now() -> str:

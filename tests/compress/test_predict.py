@@ -44,12 +44,16 @@ def assert_no_leftovers(folder: Path, *expected: str) -> None:
     assert sorted(p.name for p in folder.iterdir()) == sorted(expected)
 
 
-def test_video_store_to_kaggle_csv(tmp_path: Path, small_store: Dataset) -> None:
+def test_video_store_to_kaggle_csv(
+    tmp_path: Path, small_store: Dataset, capsys: pytest.CaptureFixture[str]
+) -> None:
     source = save_model(tmp_path / "net", "resnet_av", small_store.layout, ("rgb", "audio"))
     export_onnx(source, tmp_path / "export", layout=small_store.layout)
     out = tmp_path / "sub.csv"
+    capsys.readouterr()
     summary = predict(tmp_path / "export", small_store.path, out, batch_size=64)
     assert (summary.rows, summary.k) == (200, 20) and "200 rows" in str(summary)
+    assert capsys.readouterr().err.startswith("predict: 200 rows in ")  # progress, not a tty
     ids, top = read_submission(out, None, 20)
     assert ids == list(small_store.ids) and top.k == 20
     classes, scores = torch_top(source, small_store, ("rgb", "audio"), 20)

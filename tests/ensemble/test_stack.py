@@ -3,13 +3,16 @@ by the fold model that did not see a row, deterministic, saved and loaded exactl
 
 from __future__ import annotations
 
+import io
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pytest
 import scipy.sparse as sp
+from rich.console import Console
 
+from webly import progress
 from webly.ensemble.fit import fit_ensemble, load_entry
 from webly.ensemble.members import Members, open_members
 from webly.ensemble.stack import Stacker, StackerConfig, feature_names, fit_stacker
@@ -237,3 +240,16 @@ def test_a_saved_entry_predicts_other_rows_as_it_predicted_the_test_split(
         np.testing.assert_allclose(again.scores, expected, atol=1e-3, err_msg=entry.name)
     with pytest.raises(DataError, match="store of 'a', not of a blend or the stacker"):
         load_entry(zoo.members.stores[0].path)
+
+
+def test_stacker_rounds_are_shown_fold_by_fold(zoo: Zoo) -> None:
+    console = Console(file=io.StringIO(), width=120, record=True)  # not a terminal: lines
+    with progress.run_display(console) as display:
+        display.stage("ensemble", 4, 8)
+        fit_stacker(zoo.members, zoo.labels, zoo.folds, "multilabel", StackerConfig(**FAST))
+        config = StackerConfig(**FAST, learner="logistic")
+        fit_stacker(zoo.members, zoo.labels, zoo.folds, "multilabel", config)
+    lines = [line.strip() for line in console.export_text().splitlines()]
+    for fold in (1, 2, 3):
+        assert any(line.startswith(f"stacker fold {fold}/3: 40 rounds in ") for line in lines)
+        assert any(line.startswith(f"stacker fold {fold}/3: 1 fit in ") for line in lines)

@@ -3,6 +3,8 @@ input failing before training, NaN members, lgbm and frame-level members."""
 
 from __future__ import annotations
 
+import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -513,7 +515,7 @@ def test_run_killed_mid_fold_resumes_to_the_uninterrupted_result_and_drops_check
     assert started == [0, 1]
     assert _fold_files(tmp_path / "b", "mlp") == {
         "fold-0": {"model"},  # saved: its trainer files are gone
-        "fold-1": set(TRAINER_FILES),  # the epoch-1 checkpoint the resume starts from
+        "fold-1": {*TRAINER_FILES, "attempts.json"},  # the epoch-1 checkpoint to resume
     }
     kill[0] = False
     assert not fit_oof(zoo, train, test, tmp_path / "b").failed
@@ -530,3 +532,44 @@ def test_run_killed_mid_fold_resumes_to_the_uninterrupted_result_and_drops_check
         a, b = (load_network(tmp_path / run / "mlp" / f"fold-{fold}" / "model").state_dict()
                 for run in ("whole", "b"))  # fmt: skip
         assert all(torch.equal(a[name], b[name]) for name in a)
+
+
+def test_resumed_folds_say_so_and_count_the_seconds_of_every_attempt(
+    data: tuple[Dataset, Dataset],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    train, test = data
+    zoo = _zoo({"name": "mlp", "hparams": {"hidden": [8]}})
+    real = oof_module.fit
+
+    def killed_in_fold_1(*args: Any, **kwargs: Any) -> Any:
+        if Path(args[5]).name == "fold-1":
+            kwargs["on_epoch_end"] = _kill_after(1)  # after epoch 1 of 2 is checkpointed
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(oof_module, "fit", killed_in_fold_1)
+    with pytest.raises(Kill):
+        fit_oof(zoo, train, test, tmp_path)
+    monkeypatch.setattr(oof_module, "fit", real)
+    assert "resumed" not in capsys.readouterr().err
+    fold_0, fold_1 = tmp_path / "mlp" / "fold-0", tmp_path / "mlp" / "fold-1"
+    first = oof_module.fold_seconds(fold_0)
+    assert first > 0 and not (fold_0 / "attempts.json").exists()
+    # the killed attempt counts up to its last checkpoint; say earlier attempts spent 1000 s
+    attempts = json.loads((fold_1 / "attempts.json").read_text())
+    (fold_1 / "attempts.json").write_text(json.dumps({**attempts, "seconds": 1000.0}))
+    checkpoint = (fold_1 / "checkpoint.pt").stat().st_mtime
+    os.utime(fold_1 / "checkpoint.pt", (checkpoint, attempts["started"] + 50.0))
+    assert oof_module._earlier_seconds(fold_1) == pytest.approx(1050.0)
+    fit_oof(zoo, train, test, tmp_path)
+    err = capsys.readouterr().err
+    assert "mlp fold 1/3 resumed: its model was saved by an earlier run" in err
+    assert "mlp fold 2/3 resumed: from its trainer checkpoint" in err
+    assert "fold 3/3 resumed" not in err
+    store = Predictions.open(tmp_path / "mlp" / "predictions")
+    assert store.fold_metrics["0"]["seconds"] == first  # not the time it took to load it
+    assert store.fold_metrics["1"]["seconds"] >= 1050.0
+    assert store.fold_metrics["2"]["seconds"] < 1000.0
+    assert not (fold_1 / "attempts.json").exists()

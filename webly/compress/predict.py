@@ -34,6 +34,7 @@ from webly.ensemble.aggregate import aggregate_groups, group_index
 from webly.ensemble.tta import frame_view
 from webly.errors import ConfigError, DataError
 from webly.metrics.ranking import TopK, select_top_k
+from webly.progress import steps
 
 
 @dataclass(frozen=True)
@@ -83,6 +84,9 @@ def predict(
     fmt : ``csv`` (Kaggle submission), ``parquet`` or ``jsonl``; see `webly.compress.outputs`
     batch_size : rows per ONNX Runtime call (a call per view); memory holds one batch. With
         random test-time views it also sets the draws (one child seed a batch).
+
+    Shows the rows scored as they go (`webly.progress.steps`: a bar on stderr in a terminal,
+    else a line once every row is written).
     """
     if top_k < 1:
         raise ConfigError(f"top-k is {top_k}; use 1 or more (--top-k)")
@@ -99,10 +103,14 @@ def predict(
     batches = row_batches(source, exported.features, exported.level, batch_size, names)
     seeds = np.random.SeedSequence(options.tta_seed)
     rows = 0
-    with topk_file(out, fmt, exported.class_names) as write:
+    with (  # the line that says the rows are written comes once the file is in place
+        steps("predict", None, "rows") as advance,
+        topk_file(out, fmt, exported.class_names) as write,
+    ):
         for batch, *views in zip(batches, *stored, strict=True):
             probs = view_probabilities(exported, batch, options, seeds, views)  # (B, n_classes)
             rows += len(batch.ids)
+            advance(len(batch.ids))
             if grouping is None:
                 classes, scores = select_top_k(probs, k, sort=True)
                 write(batch.ids, classes, scores)

@@ -90,6 +90,7 @@ from webly.errors import ConfigError, DataError
 from webly.metrics.evaluate import task_metric
 from webly.metrics.ranking import TopK, binary_labels, hit_mask, select_top_k
 from webly.predictions import union_candidates
+from webly.progress import Advance, steps
 
 FORMAT = "webly-stacker"
 FORMAT_VERSION = 1
@@ -448,8 +449,14 @@ class _Learner(Protocol):
     def prepare(self, pairs: _TrainPairs) -> None:
         """Take in the training pairs (features streamed from ``pairs``)."""
 
-    def fit(self, train: np.ndarray, valid: np.ndarray | None) -> _Model:
-        """Fit on the pairs ``train`` (ascending pair positions), stopping on ``valid``."""
+    steps: tuple[int, str]
+    """How many steps a fit takes, and of what (a `webly.progress.steps` bar)."""
+
+    def fit(
+        self, train: np.ndarray, valid: np.ndarray | None, advance: Advance | None = None
+    ) -> _Model:
+        """Fit on the pairs ``train`` (ascending pair positions), stopping on ``valid``;
+        ``advance(n)`` after each step."""
 
 
 class _LightGBMLearner:
@@ -473,6 +480,7 @@ class _LightGBMLearner:
             "verbosity": -1,
         }
         self.data: lgb.Dataset | None = None
+        self.steps = (config.rounds, "rounds")
 
     def prepare(self, pairs: _TrainPairs) -> None:
         lgb_names = [re.sub(r"[^0-9A-Za-z_]", "_", n) for n in self.names]
@@ -487,7 +495,9 @@ class _LightGBMLearner:
             blocks, label=pairs.targets, reference=reference, **common, free_raw_data=True
         ).construct()
 
-    def fit(self, train: np.ndarray, valid: np.ndarray | None) -> _Model:
+    def fit(
+        self, train: np.ndarray, valid: np.ndarray | None, advance: Advance | None = None
+    ) -> _Model:
         assert self.data is not None  # prepare() comes first, inside fit_stacker
         train_set = _subset(self.data, train)
         valid_sets: list[lgb.Dataset] = []
@@ -495,6 +505,12 @@ class _LightGBMLearner:
         if valid is not None and self.config.early_stopping_rounds is not None:
             valid_sets = [_subset(self.data, valid)]
             callbacks = [lgb.early_stopping(self.config.early_stopping_rounds, verbose=False)]
+        if advance is not None:
+
+            def round_done(env: Any) -> None:
+                advance(1)
+
+            callbacks.append(round_done)
         booster = lgb.train(
             self.params,
             train_set,
@@ -526,12 +542,22 @@ class _LogisticLearner:
         self.config = spec.config
         self.features: np.ndarray | None = None
         self.targets: np.ndarray | None = None
+        self.steps = (1, "fit")
 
     def prepare(self, pairs: _TrainPairs) -> None:
         self.features = np.concatenate([pairs.block_features(b) for b in pairs.blocks])
         self.targets = pairs.targets
 
-    def fit(self, train: np.ndarray, valid: np.ndarray | None) -> _Model:
+    def fit(
+        self, train: np.ndarray, valid: np.ndarray | None, advance: Advance | None = None
+    ) -> _Model:
+        assert self.features is not None and self.targets is not None  # prepare() first
+        model = self._fit(train)
+        if advance is not None:
+            advance(1)
+        return model
+
+    def _fit(self, train: np.ndarray) -> _Model:
         assert self.features is not None and self.targets is not None  # prepare() first
         x = self.features[train, 1:]
         y = self.targets[train]
@@ -903,9 +929,12 @@ def fit_stacker(
         )
         learner.prepare(pairs)
     with _timed(seconds, "train"):
+        total, unit = learner.steps
         for f in range(fold_ids.size):
             held = pairs.pair_folds == f
-            stacker.models.append(learner.fit(np.flatnonzero(~held), np.flatnonzero(held)))
+            with steps(f"stacker fold {f + 1}/{fold_ids.size}", total, unit) as advance:
+                model = learner.fit(np.flatnonzero(~held), np.flatnonzero(held), advance)
+            stacker.models.append(model)
         del learner, held
     with _timed(seconds, "oof"):
         oof = _TopKBuffer(config.keep, task)

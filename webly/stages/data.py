@@ -17,6 +17,7 @@ from webly.data.synth import synth_yt8m_like
 from webly.data.yt8m import import_yt8m
 from webly.errors import DataError
 from webly.stages.context import SPLITS, StageContext, StageResult, file_hash, splits, write_atomic
+from webly.train.zoo import plan_zoo
 
 FOLDS_FILE = "folds.npy"
 
@@ -47,12 +48,13 @@ def data_config(recipe: Recipe) -> dict[str, Any]:
 
 
 def check_data(recipe: Recipe) -> None:
-    """Fail (`DataError`) when the inputs of the data source are missing: before a run writes
-    anything."""
+    """Fail (`DataError`) when the inputs of the data source are missing, and (`ConfigError`)
+    when a zoo member does not fit the stores of a ``store`` source (groups of another level,
+    absent groups): before a run writes anything."""
     _, source = recipe.data.source
     if isinstance(source, StoreData):
-        for path in _given_splits(source).values():
-            Dataset.open(path)
+        stores = {split: Dataset.open(path) for split, path in _given_splits(source).items()}
+        plan_zoo(recipe.zoo, stores["train"], stores.get("test"))
     elif isinstance(source, YT8MData):
         for split, pattern in _given_splits(source).items():
             if not _tfrecords(pattern):

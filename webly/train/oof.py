@@ -12,8 +12,12 @@ models also predict the test split and their probabilities are averaged. The out
     OUT/<member id>/fold-<f>/            trainer checkpoints (checkpoint.pt, best.pt) while
                                          the fold trains: deleted once its model is saved,
                                          unless ``zoo.keep_checkpoints``
-    OUT/<member id>/fold-<f>/model/      the fold model (save_network / LgbmModel.save) and,
-                                         for a network, fit.json: how it was trained
+    OUT/<member id>/fold-<f>/attempts.json  while the fold trains: the seconds its earlier
+                                         attempts spent and when this one started
+    OUT/<member id>/fold-<f>/model/      the fold model (save_network / LgbmModel.save),
+                                         seconds.json (its training seconds over every
+                                         attempt) and, for a network, fit.json: how it was
+                                         trained
     OUT/<member id>/predictions/         prediction store: oof (every training row once, by
                                          the fold model that did not see it) and test
 
@@ -40,9 +44,11 @@ too. Both join the members' config hashes.
 Resume: a member whose prediction store exists with the same ``config_hash`` is skipped; a fold
 whose model was saved is loaded instead of trained (it needs nothing else, so its trainer
 checkpoints are dropped once the model is saved: `drop_trainer_files`); an unfinished fold
-resumes from its trainer checkpoint. A member whose config changed starts over in an emptied
-folder. A member whose training fails (NaN loss: `DataError`) is recorded in the result and the
-others go on.
+resumes from its trainer checkpoint; either prints a "resumed" line on the run's display. A
+fold's ``seconds`` add up every attempt: an attempt killed before its model was saved counts
+up to the last file it wrote in the fold's folder (`fold_seconds`). A member whose config
+changed starts over in an emptied folder. A member whose training fails (NaN loss:
+`DataError`) is recorded in the result and the others go on.
 
 Executors (`webly.executor`): the fold models still missing are jobs (`FoldJob`); the default
 `LocalExecutor` leaves them to the loop above, which trains each fold as it reaches it, while a
@@ -74,9 +80,10 @@ from webly.metrics.ranking import TopK, select_top_k
 from webly.models.gbdt import LgbmModel
 from webly.models.network import load_network, save_network
 from webly.predictions import Predictions, PredictionWriter
-from webly.progress import model_started
+from webly.progress import model_resumed, model_started, work_planned
 from webly.train.budget import TimeBudget, check_time_limit
 from webly.train.loop import (
+    CHECKPOINT,
     GAP_K,
     TRAINER_FILES,
     FitResult,
@@ -99,6 +106,7 @@ if TYPE_CHECKING:  # the trainer only reads its fields; importing it would tie t
 TEST_SUM_BYTES = 8 << 30
 CONFIG_FILE, MODEL_DIR, STORE_DIR, FULL_DIR = "config.json", "model", "predictions", "full"
 FIT_FILE = "fit.json"
+ATTEMPTS_FILE, SECONDS_FILE = "attempts.json", "seconds.json"
 _BLOCK_ROWS = 8192
 
 
@@ -231,6 +239,7 @@ def fit_oof(
     ]
     budget = _budget(zoo, members, train, out, list(range(zoo.folds)))
     inputs = FoldInputs(train, folds, teacher, override, zoo.keep_checkpoints, budget)
+    work_planned(_work(members, digests, out, list(range(zoo.folds))))
     failed = _train_ahead(executor, inputs, members, digests, out, list(range(zoo.folds)))
     return _fit_members(members, digests, zoo, inputs, test, out, failed, every_row=False)
 
@@ -269,6 +278,7 @@ def fit_full(
     ]
     budget = _budget(zoo, members, train, out, [-1])
     inputs = FoldInputs(train, everything, teacher, override, zoo.keep_checkpoints, budget)
+    work_planned(_work(members, digests, out, [-1]))
     failed = _train_ahead(executor, inputs, members, digests, out, [-1])
     return _fit_members(members, digests, zoo, inputs, test, out, failed, every_row=True)
 
@@ -419,6 +429,27 @@ def zoo_settings(zoo: Zoo) -> dict[str, Any]:
     ``keep_checkpoints``, which changes no result, and ``time_limit``, a budget (a run resumes
     under either value)."""
     return zoo.model_dump(mode="json", exclude={"keep_checkpoints", "time_limit"})
+
+
+def _work(
+    members: list[Member], digests: list[str], out: Path, fold_ids: list[int]
+) -> dict[str, tuple[int, int]]:
+    """The training left, for the run's time left (`webly.progress.work_planned`): each
+    unfinished network member's fold models still to train (all of them in a folder made
+    under another config, which is emptied) and its epochs."""
+    work = {}
+    for member, digest in zip(members, digests, strict=True):
+        folder = out / member.id
+        if member.level == "gbdt" or _finished(folder / STORE_DIR, digest) is not None:
+            continue
+        try:
+            same = json.loads((folder / CONFIG_FILE).read_text()).get("config_hash") == digest
+        except (OSError, ValueError, AttributeError):
+            same = False
+        fits = sum(not (same and (folder / fold_dir(f) / MODEL_DIR).is_dir()) for f in fold_ids)
+        if fits:
+            work[member.id] = (fits, member.train.epochs)
+    return work
 
 
 def _train_ahead(
@@ -687,7 +718,7 @@ def _train_member(
                 member, fold, train, held_out, folds, folder / fold_dir(fold), teacher, override,
                 keep_checkpoints=zoo.keep_checkpoints, budget=budget,
             )  # fmt: skip
-            seconds = time.perf_counter() - started
+            seconds = fold_seconds(folder / fold_dir(fold), time.perf_counter() - started)
             for rows, probs in _scores(model, member, train.subset(held_out)):
                 rows = held_out[rows]
                 writer.write("oof", rows, probs)
@@ -740,7 +771,7 @@ def _train_full(
         member, -1, train, none, everything, folder / fold_dir(-1), teacher, override,
         keep_checkpoints=zoo.keep_checkpoints, budget=budget,
     )  # fmt: skip
-    seconds = time.perf_counter() - started
+    seconds = fold_seconds(folder / fold_dir(-1), time.perf_counter() - started)
     model_info = _model_info(member, 0, zoo.seed, digest, teacher, override)
     test_probs = np.zeros((len(test), train.n_classes), np.float32)
     for rows, probs in _scores(model, member, test):
@@ -803,8 +834,21 @@ def _fold_model(
     saved = workdir / MODEL_DIR
     kept = override.rows(np.flatnonzero(folds != fold))
     valid_rows = override.rows(held_out)
-    if not saved.is_dir():
-        model_started(member.id, fold, int(folds.max()) + 1)
+    n_folds = int(folds.max()) + 1
+    earlier = _earlier_seconds(workdir)  # what killed attempts spent before this one
+    attempt = time.time()
+    if saved.is_dir():
+        model_resumed(member.id, fold, n_folds, "its model was saved by an earlier run")
+    else:
+        model_started(member.id, fold, n_folds)
+        if (workdir / CHECKPOINT).is_file():
+            model_resumed(member.id, fold, n_folds, "from its trainer checkpoint")
+        workdir.mkdir(parents=True, exist_ok=True)
+        _write_json(workdir / ATTEMPTS_FILE, {"seconds": earlier, "started": attempt})
+
+    def spent() -> dict[str, float]:
+        return {"seconds": earlier + max(time.time() - attempt, 0.0)}
+
     if saved.is_dir():  # predicts where a freshly trained one would, with the same numerics
         model = _load_fold_model(member, saved)
     elif member.level == "gbdt":
@@ -818,6 +862,7 @@ def _fold_model(
         model.fit(train.features(kept, member.groups), labels[kept], *valid)
         with atomic_output(saved, overwrite=True) as tmp:
             model.save(tmp)
+            (tmp / SECONDS_FILE).write_text(json.dumps(spent()))
     else:
         model = member.build(train.n_classes, max(fold, 0))
         config = member.train_config(max(fold, 0))
@@ -837,9 +882,40 @@ def _fold_model(
             save_network(model, tmp)
             record = _fit_record(result) | {"time_limit": config.time_limit}
             (tmp / FIT_FILE).write_text(json.dumps(record, indent=1))
+            (tmp / SECONDS_FILE).write_text(json.dumps(spent()))
+    (workdir / ATTEMPTS_FILE).unlink(missing_ok=True)  # its seconds are in the saved model's
     if not keep_checkpoints:  # also what a run killed between the save and this left
         drop_trainer_files(workdir)
     return model
+
+
+def fold_seconds(workdir: str | Path, measured: float = 0.0) -> float:
+    """The training seconds of the fold model saved in ``workdir``, over every attempt
+    (``model/seconds.json``); ``measured`` for a model saved before they were recorded."""
+    try:
+        return float(json.loads((Path(workdir) / MODEL_DIR / SECONDS_FILE).read_text())["seconds"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return measured
+
+
+def _earlier_seconds(workdir: Path) -> float:
+    """The seconds the earlier attempts at a fold spent, by its ``attempts.json``: those
+    before the last attempt as recorded, the last one (killed) up to the last file it wrote
+    in ``workdir`` (its epoch checkpoint, or its saved model). 0 for a first attempt."""
+    try:
+        record = json.loads((workdir / ATTEMPTS_FILE).read_text())
+        earlier, started = float(record["seconds"]), float(record["started"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return 0.0
+    last = max((p.stat().st_mtime for p in workdir.rglob("*") if p.is_file()), default=started)
+    return earlier + max(last - started, 0.0)
+
+
+def _write_json(path: Path, value: Any) -> None:
+    """Write ``value`` as JSON at ``path`` in one step (a temporary file, then a rename)."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(value))
+    os.replace(tmp, path)
 
 
 def _fit_record(result: FitResult) -> dict[str, Any]:
