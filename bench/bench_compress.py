@@ -106,15 +106,20 @@ def main() -> None:
         run(args, args.out or Path(tmp))
 
 
-def run(args: argparse.Namespace, out: Path) -> None:
-    data = out / "yt8m-like"
+def yt8m_like(args: argparse.Namespace, data: Path) -> tuple[Dataset, Dataset]:
+    """(train, test) of the yt8m-like benchmark of ``args.videos``, ``args.classes`` and
+    ``args.max_frames`` (``args.seed``), generated under ``data`` unless it is there."""
     if not (data / "test" / "manifest.json").is_file():
         config = YT8MLikeConfig(
             videos=args.videos, classes=args.classes, max_frames=args.max_frames,
             unlabeled_videos=0, seed=args.seed,
         )  # fmt: skip
         print(synth_yt8m_like(data, config, overwrite=True), "\n")
-    train, test = Dataset.open(data / "train"), Dataset.open(data / "test")
+    return Dataset.open(data / "train"), Dataset.open(data / "test")
+
+
+def run(args: argparse.Namespace, out: Path) -> None:
+    train, test = yt8m_like(args, out / "yt8m-like")
     truth = test.clean_labels
     assert truth is not None  # the generator stores every split's truth
     print(f"{len(train):,} noisy train videos, {len(test):,} clean test videos, "

@@ -41,12 +41,11 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from bench_compress import health, wait_for
+from bench_compress import health, wait_for, yt8m_like
 
 from webly.compress import export_onnx
 from webly.compress.inputs import store_batches
 from webly.data import Dataset
-from webly.data.synth import YT8MLikeConfig, synth_yt8m_like
 from webly.models import create_model, save_network
 
 KINDS = {  # kind: (share of the requests, the status expected)
@@ -122,13 +121,7 @@ def run(args: argparse.Namespace, out: Path) -> None:
 
 def build_export(args: argparse.Namespace, out: Path) -> Path:
     data = out / "data"
-    if not (data / "test" / "manifest.json").is_file():
-        config = YT8MLikeConfig(
-            videos=args.videos, classes=args.classes, max_frames=args.max_frames,
-            unlabeled_videos=0, seed=args.seed,
-        )  # fmt: skip
-        synth_yt8m_like(data, config, overwrite=True)
-    layout = Dataset.open(data / "train").layout
+    layout = yt8m_like(args, data)[0].layout
     export = out / "export"
     if not (export / "model.json").is_file():
         torch.manual_seed(args.seed)

@@ -481,16 +481,24 @@ class ShardWriter:
         self._check_finite(ids, spec.name, x)
         with np.errstate(over="ignore"):  # said by _check_range
             encoded = spec.encode(x)
-        self._check_range(ids, spec, encoded, np.arange(len(ids) + 1))
+        self._check_range(ids, spec, x.dtype, encoded, np.arange(len(ids) + 1))
         flat = pa.array(np.ascontiguousarray(encoded).ravel())
         return pa.FixedSizeListArray.from_arrays(flat, spec.dim)
 
     def _check_range(
-        self, ids: Sequence[str], spec: FeatureSpec, encoded: np.ndarray, offsets: np.ndarray
+        self,
+        ids: Sequence[str],
+        spec: FeatureSpec,
+        given: np.dtype[Any],
+        encoded: np.ndarray,
+        offsets: np.ndarray,
     ) -> None:
         """Refuse finite values that the stored float dtype turns into inf (e.g. 1e308 in
-        float32, 1e5 in float16); ``offsets`` maps the rows of ``encoded`` to ``ids``."""
-        if encoded.dtype.kind == "f" and not np.isfinite(encoded).all():
+        float32, 1e5 in float16); ``offsets`` maps the rows of ``encoded`` to ``ids``. The
+        values were checked finite as ``given``: stored as they were given, none can be."""
+        if encoded.dtype.kind != "f" or encoded.dtype == given:
+            return
+        if not np.isfinite(encoded).all():
             first = int(np.flatnonzero(~np.isfinite(encoded.reshape(len(encoded), -1)).all(1))[0])
             raise self._fail(
                 ids[int(np.searchsorted(offsets, first, side="right")) - 1],
@@ -519,7 +527,7 @@ class ShardWriter:
             )
         with np.errstate(over="ignore"):  # said by _check_range
             encoded = spec.encode(values)
-        self._check_range(ids, spec, encoded, offsets)
+        self._check_range(ids, spec, values.dtype, encoded, offsets)
         frames = pa.FixedSizeListArray.from_arrays(
             pa.array(np.ascontiguousarray(encoded).ravel()), spec.dim
         )
