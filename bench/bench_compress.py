@@ -61,7 +61,8 @@ import torch
 from onnx import TensorProto, helper, numpy_helper
 
 from webly.compress import compress_network, export_onnx, load_exported, open_network
-from webly.compress.export import ExportedModel, torch_probabilities
+from webly.compress.export import torch_probabilities
+from webly.compress.exported import ExportedModel
 from webly.compress.inputs import RowBatch, store_batches
 from webly.data import Dataset
 from webly.data.synth import YT8MLikeConfig, synth_yt8m_like
@@ -182,7 +183,7 @@ def train_and_compress(
 def clean_gap(exported: ExportedModel, test: Dataset, truth: Any) -> float:
     """GAP@20 on the clean test labels of ONNX Runtime's predictions."""
     indices, scores = [], []
-    for batch in store_batches(test, exported.features, exported.level, 256):
+    for batch in store_batches(test, exported.features, 256):
         probs = exported.predict(batch.groups, batch.lengths)
         top = np.argpartition(-probs, 19, axis=1)[:, :20]  # (B, 20)
         indices.append(top)
@@ -207,8 +208,7 @@ def throughput(
         torch.set_num_threads(threads)
         exported = load_exported(export_folder, threads=threads)
         for size in spec["batches"]:
-            batches = list(store_batches(test.subset(np.arange(rows)), exported.features,
-                                         exported.level, size))  # fmt: skip
+            batches = list(store_batches(test.subset(np.arange(rows)), exported.features, size))
             rates = engine_rates(network, exported, batches, args.repeats)
             gemm = gemm_ceiling(network, exported, batches, args.repeats)
             eager, onnx = rates["torch"], rates["ort"]
@@ -312,7 +312,7 @@ def service_load(export_folder: Path, test: Dataset, args: argparse.Namespace) -
         exported = load_exported(export_folder)
         bodies = [
             json.dumps({"features": {k: v.tolist() for k, v in batch.groups.items()}}).encode()
-            for batch in store_batches(test, exported.features, exported.level, 1)
+            for batch in store_batches(test, exported.features, 1)
         ]
         lines = ["| concurrency | requests | failed | requests/s | p50 ms | p99 ms | rows a call |",
                  "|---:|---:|---:|---:|---:|---:|---:|"]  # fmt: skip

@@ -140,9 +140,10 @@ def request_bodies(args: argparse.Namespace, export: Path, test: Dataset) -> dic
 
     model = load_exported(export)
     rows = []
-    for batch in store_batches(test, model.features, model.level, 1):
+    for batch in store_batches(test, model.features, 1):
         length = int(batch.lengths[0]) if batch.lengths is not None else 0
-        rows.append({g: v[0, :length].tolist() for g, v in batch.groups.items()})
+        row = {g: v[0, :length] if v.ndim == 3 else v[0] for g, v in batch.groups.items()}
+        rows.append({g: v.tolist() for g, v in row.items()})
         if len(rows) == 16:
             break
     rng = np.random.default_rng(args.seed + 1)

@@ -16,6 +16,7 @@ from rich.console import Console
 
 from tests.conftest import REAL_YT8M
 from webly.cli import os_error_message
+from webly.compress import load_exported
 from webly.data import Dataset
 from webly.demo import run_demo
 from webly.io import write_submission
@@ -115,8 +116,10 @@ def test_demo_end_to_end(tmp_path: Path) -> None:
     again = Console(record=True, width=120)
     rerun = run_demo(tmp_path, console=again, overrides=[*small, "zoo.train.epochs=3"])
     # a re-run only prints the tables
-    # longtail, compress and export are not in the demo recipe: they print nothing
-    assert again.export_text().count("done, skipped") == len(STAGES) - 3
+    # longtail is not in the demo recipe: it prints nothing
+    assert again.export_text().count("done, skipped") == len(STAGES) - 1
+    exported = load_exported(tmp_path / "export" / "model")  # the demo ends deployable
+    assert exported.info["run"]["candidate"] in text
     for model in [*members, "zoo average"]:
         assert rerun[model] == rows[model]
 

@@ -207,7 +207,7 @@ def test_relative_paths_resolve_against_the_current_folder(
             ["ensemble.blends=[mean]", "distill.final={name: mlp}", "distill.teacher=greedy"],
             r"distill\.teacher: 'greedy' is not made by the ensemble; use one of: best, mean",
         ),
-        (["ensemble.blends=[mean]", "distill.lam=2"], r"distill\.lam: Input should be less than"),
+        (["ensemble.blends=[mean]", "distill.lam=2"], r"distill\.lam: 2 is outside \[0, 1\]"),
         (
             ["ensemble.blends=[mean]", "distill.family=true", "distill.final={name: dbof}"],
             r"distill\.family: student 'dbof' has no family in the zoo \(its models: logistic, mlp",

@@ -63,7 +63,11 @@ def test_sparse_round_trip_from_dense_and_topk(tmp_path: Path) -> None:
     top = preds.oof.topk()
     expected = np.sort(scores, axis=1)[:, ::-1][:, :5]
     assert float16_close(top.scores, expected)
-    assert np.array_equal(np.take_along_axis(scores, top.indices, axis=1), expected)
+    picked = np.take_along_axis(scores, top.indices, axis=1)  # the 5 best, in float16 order:
+    assert np.array_equal(np.sort(picked, axis=1)[:, ::-1], expected)
+    tied = top.scores[:, 1:] == top.scores[:, :-1]  # ties in float16 go by ascending class
+    assert (top.scores[:, 1:] <= top.scores[:, :-1]).all()
+    assert (top.indices[:, 1:][tied] > top.indices[:, :-1][tied]).all() and tied.any()
     dense = Predictions.open(tmp_path / "p", verify=True).dense("oof", np.arange(10))
     assert (dense > 0).sum(axis=1).tolist() == [5] * 10
 

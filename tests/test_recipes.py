@@ -88,8 +88,8 @@ def test_products_recipe_runs_and_its_longtail_stage_moves_the_bands(tmp_path: P
     assert before["values"] != after["values"]
     assert row(result, "longtail: mlp")["accuracy"] == longtail["test"]["metric"]
     exported = json.loads((tmp_path / "run" / "export" / "model" / "model.json").read_text())
-    assert exported["source"].endswith("longtail/final/model")
-    assert exported["run"]["final_stage"] == "longtail"
+    key = json.loads((tmp_path / "run" / "export" / "manifest.json").read_text())["key"]
+    assert key.startswith(f"{exported['run']['candidate']} exported")  # the best within 1 GB
     assert exported["predict"]["group_aggregation"] == "belief"
     cleaned = stage_summary(tmp_path / "run", "clean")["rounds"]
     assert cleaned[-1]["dropped"] > 0  # disagree_low_conf dropped rows

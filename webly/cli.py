@@ -12,7 +12,7 @@ import re
 import sys
 import warnings
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
@@ -21,6 +21,9 @@ from rich.table import Table
 from typer.core import TyperCommand
 
 from webly.errors import WeblyError
+
+if TYPE_CHECKING:
+    from webly.compress.budget import BudgetResult
 
 app = typer.Typer(
     name="webly",
@@ -124,6 +127,14 @@ OldOut = Annotated[
 0.2 (`_out`)."""
 DatasetOut = Annotated[
     Path | None, typer.Option("--out", show_default=False, help="Dataset folder to create.")
+]
+MaxLatency = Annotated[
+    float | None,
+    typer.Option(
+        show_default=False,
+        help="Latency budget: the most milliseconds a row (ONNX Runtime on this machine) the "
+        "chosen candidate may take.",
+    ),
 ]
 SplitsOut = Annotated[
     Path | None,
@@ -717,7 +728,14 @@ def distill(
     data: Annotated[Path, typer.Option(help="Training dataset folder.")],
     dest: Annotated[Path, typer.Option("--out", help="Folder for the students.")],
     test: Annotated[Path | None, typer.Option(help="Test dataset folder to predict.")] = None,
-    lam: Annotated[float, typer.Option(help="Weight of the label loss (1 - it: teacher).")] = 0.5,
+    lam: Annotated[
+        list[float] | None,
+        typer.Option(
+            metavar="LAM",
+            help="Weight of the label loss (1 - it: teacher), default 0.5. Repeat to try several "
+            "(1.0: labels only); each student keeps the best on validation.",
+        ),
+    ] = None,
     full: Annotated[
         bool, typer.Option("--full", help="Train once on every row (the model to export).")
     ] = False,
@@ -746,7 +764,8 @@ def distill(
 
     result = train_students(
         zoo, teacher, Dataset.open(data), Dataset.open(test) if test is not None else None, dest,
-        lam=lam, full=full, unlabeled=Dataset.open(unlabeled) if unlabeled is not None else None,
+        lam=lam or 0.5, full=full,
+        unlabeled=Dataset.open(unlabeled) if unlabeled is not None else None,
         zoo_dir=zoo_dir, threshold=threshold, executor=_executor(ray, cpus_per_task, gpus_per_task),
     )  # fmt: skip
     _print_zoo(result, f"students in {dest}")
@@ -913,10 +932,12 @@ def compress(
     max_size: Annotated[
         str | None,
         typer.Option(
-            help="Size budget, e.g. 1GB or 500MiB: choose the most accurate of the run's final "
-            "network (fp32, fp16, int8_partial), member subsets and stacker that fits.",
+            help="Size budget, e.g. 1GB or 500MiB: choose the most accurate on validation rows "
+            "of the run's final network (fp32, fp16, int8_partial), member blends and stacker "
+            "that fits.",
         ),
     ] = None,
+    max_latency_ms: MaxLatency = None,
     quantize: Annotated[
         str, typer.Option(help="int8_partial (uint8 codes + table), fp16 or kmeans.")
     ] = "int8_partial",
@@ -932,15 +953,24 @@ def compress(
     """Compress a network's big tensors (partial 8-bit, float16 or k-means); report each tensor.
     With --max-size, choose what of a run to deploy within a size budget."""
     from webly.compress import compress_network
+    from webly.compress.budget import choose_under_budget
     from webly.compress.run import is_run, run_final
+    from webly.errors import ConfigError
 
     method = _renamed(quantize, old_method, "int8_partial", "--method", "--quantize")
     if max_size is not None:
         if old_out is not None or dest is not None:
             dest = _out(dest, old_out, "chosen candidate's folder")
         methods = tuple(dict.fromkeys(("fp16", "int8_partial", method)))
-        _compress_under_budget(source, dest, max_size, methods, min_elements, overwrite)
+        weighed = choose_under_budget(
+            source, max_size, dest, max_latency_ms=max_latency_ms,
+            methods=methods,
+            min_elements=min_elements, overwrite=overwrite,
+        )  # fmt: skip
+        _print_frontier(weighed)
         return
+    if max_latency_ms is not None:
+        raise ConfigError("--max-latency-ms weighs a run's candidates; give --max-size too")
     dest = _out(dest, old_out, "compressed network folder")
     network = run_final(source).folder if is_run(source) else source
     result = compress_network(
@@ -977,27 +1007,11 @@ def compress(
     )
 
 
-def _compress_under_budget(
-    run_dir: Path,
-    dest: Path | None,
-    max_size: str,
-    methods: tuple[str, ...],
-    min_elements: int,
-    overwrite: bool,
-) -> None:
-    """``webly compress RUN --max-size X [OUT]``: the frontier as a table, then the choice."""
-    from webly.compress.budget import choose_under_budget
-
-    result = choose_under_budget(
-        run_dir,
-        max_size,
-        dest,
-        methods=methods,  # type: ignore[arg-type]
-        min_elements=min_elements,
-        overwrite=overwrite,
-    )
+def _print_frontier(result: BudgetResult) -> None:
+    """The frontier of `choose_under_budget` as a table, then the choice."""
     table = Table(
-        title=f"accuracy/size frontier of {run_dir} ({result.metric} on {result.scored_on})",
+        title=f"accuracy/size/latency frontier of {result.run} ({result.metric} chosen on "
+        f"{result.scored_on})",
         title_justify="left",
     )
     rows = result.table()
@@ -1019,9 +1033,10 @@ def export(
     source: Annotated[
         Path,
         typer.Argument(
-            metavar="NETWORK_DIR|RUN",
-            help="A saved or compressed network folder, or a run directory (its final "
-            "distilled network, with the run's metrics and training store).",
+            metavar="RUN|CHOICE_DIR|NETWORK_DIR",
+            help="A run directory (what it deploys best within --max-size, chosen on validation "
+            "rows: its final network, a blend of members or the stacker), a folder written by "
+            "webly compress RUN --max-size (its choice), or a saved or compressed network.",
         ),
     ],
     old_out: OldOut = None,
@@ -1059,11 +1074,21 @@ def export(
         str | None,
         typer.Option(help="Predict one line per group of a store: mean, belief or first."),
     ] = None,
+    max_size: Annotated[
+        str, typer.Option(help="A run's size budget: every file shipped counts, e.g. 50MB.")
+    ] = "1GB",
+    max_latency_ms: MaxLatency = None,
+    final: Annotated[
+        bool, typer.Option("--final", help="Export a run's final network, whatever fits best.")
+    ] = False,
     opset: Annotated[int, typer.Option(help="ONNX opset (17 or later).")] = 17,
     overwrite: Overwrite = False,
 ) -> None:
-    """Export a network to ONNX (stored features in, probabilities out) + safetensors + JSON."""
+    """Export what a run deploys (a network, a blend or the stacker, whole) or a network to
+    ONNX: stored features in, scores out, with model.json."""
     from webly.compress import export_onnx
+    from webly.compress.budget import CHOICE_FILE
+    from webly.compress.deploy import export_best, export_choice, shipped_bytes
     from webly.compress.options import PredictOptions
     from webly.compress.run import export_run, is_run
     from webly.data import Dataset
@@ -1088,7 +1113,23 @@ def export(
         group_aggregation=group_aggregation,  # type: ignore[arg-type]
     )
     layout = Dataset.open(data).layout if data is not None else None
-    if is_run(source):
+    if is_run(source) and not final:
+        if metrics:
+            raise ConfigError(
+                "--metric records figures of a network; a run's export records its own (give "
+                "--final to export its final network with them)"
+            )
+        result, exported = export_best(
+            source, dest, max_size, max_latency_ms=max_latency_ms, layout=layout,
+            predict_options=options, opset=opset, overwrite=overwrite,
+        )  # fmt: skip
+        _print_frontier(result)
+    elif (source / CHOICE_FILE).is_file():
+        exported = export_choice(
+            source, dest, layout=layout, predict_options=options, opset=opset,
+            overwrite=overwrite,
+        )  # fmt: skip
+    elif is_run(source):
         exported = export_run(
             source, dest, layout=layout, metrics=metrics or None, predict_options=options,
             opset=opset, overwrite=overwrite,
@@ -1101,14 +1142,17 @@ def export(
     inputs = ", ".join(f"{spec.name} {spec.dtype} x{spec.dim}" for spec in exported.features) + (
         ", lengths int64" if exported.level == "frame" else ""
     )
-    sizes = ", ".join(
-        f"{name} {_megabytes(entry['bytes'])}" for name, entry in exported.info["files"].items()
+    files = exported.info["files"]
+    sizes = (
+        ", ".join(f"{name} {_megabytes(entry['bytes'])}" for name, entry in files.items())
+        if len(files) <= 3
+        else f"{len(files)} files"
     )
     figures = exported.info["metrics"] or {}
     recorded = ", ".join(f"{name} {value:.4f}" for name, value in figures.items())
     out.print(
-        f"exported the {exported.level}-level {exported.info['network']['name']} to {dest}: "
-        f"inputs {inputs} -> probabilities x{exported.n_classes}; {sizes}"
+        f"exported the {exported.level}-level {exported.name} to {dest}: inputs {inputs} -> "
+        f"probabilities x{exported.n_classes}; {sizes}, {_megabytes(shipped_bytes(dest))} in all"
         + (f"; metrics {recorded}" if recorded else ""),
         highlight=False,
     )

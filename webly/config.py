@@ -56,6 +56,7 @@ from webly.data.products import ProductsLikeConfig
 from webly.data.store import Dtype, Level
 from webly.data.synth import YT8MLikeConfig
 from webly.data.yt8m import Names
+from webly.distill.settings import lam_grid
 from webly.errors import ConfigError
 from webly.executor import ExecutorConfig
 from webly.train.zoo import Zoo, parse_zoo
@@ -335,31 +336,47 @@ class UnlabeledConfig(BaseModel):
 class DistillConfig(BaseModel):
     """The ``distill`` stage: students trained on soft labels (`webly.distill`).
 
-    ``teacher``: whose out-of-fold predictions become the soft labels: ``best`` (the
-    ensemble's best by out-of-fold metric), ``stacker`` or a blend method of the ensemble.
-    ``family``: each student is taught instead by the mean of the zoo members of its own
-    model family (the 1st-place YouTube-8M team's family-wise distillation). ``students``
-    (zoo members, trained out-of-fold like the zoo with its ``train`` defaults), ``lam``
-    (weight of the label loss, `TrainConfig.distill_lam`), ``k`` and ``min_score`` (classes
-    of the teacher kept per row). ``final``: one model trained on every row, taught by the
-    mean of the students' out-of-fold predictions (a second round) or, without students, by
-    the teacher: the model to compress and export. ``max_size`` (bytes or e.g. ``50MB``):
-    a student whose float32 weights are larger is refused before anything trains.
-    ``unlabeled`` (`UnlabeledConfig`): students and final model also learn the teacher's
-    predictions of the data's unlabeled split.
+    ``teacher``: whose out-of-fold predictions become the soft labels: ``best`` (chosen on
+    the out-of-fold metric against the training labels: for the students the ensemble's best
+    entry, for the final model the best of the entries and the students' mean), ``students``
+    (the final model taught by the students' mean, the students by the ensemble's best), or
+    ``stacker`` or a blend method of the ensemble (every model taught by it). ``family``:
+    each student is taught instead by the mean of the zoo members of its own model family
+    (the 1st-place YouTube-8M team's family-wise distillation). ``students`` (zoo members, trained
+    out-of-fold like the zoo with its ``train`` defaults), ``lam`` (weight of the label loss,
+    `TrainConfig.distill_lam`: one value, or the values tried, each model keeping the one of
+    best validation figure, `webly.distill.settings`; 1.0 is the labels-only twin), ``k`` and
+    ``min_score`` (classes of the teacher kept per row). ``final``: one model trained on every
+    row: the model to compress and export. ``max_size`` (bytes or e.g. ``50MB``): a student
+    whose float32 weights are larger is refused before anything trains. ``unlabeled``
+    (`UnlabeledConfig`): students and final model also learn the teacher's predictions of the
+    data's unlabeled split. ``mixup`` (alpha > 0): each setting of the final model with
+    ``lam < 1`` is also tried with one mixed row per row it trains on (``Beta(alpha, alpha)``
+    mixes of two rows' features, `webly.distill.mixed`), taught by the teacher's predictions
+    of the mixed inputs.
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     teacher: str = "best"
     family: bool = False
-    lam: float = Field(default=0.5, ge=0.0, le=1.0)
+    lam: float | list[float] = Field(default_factory=lambda: [1.0, 0.5, 0.2])
     k: int = Field(default=20, ge=1)
     min_score: float = Field(default=1e-3, ge=0.0, lt=1.0)
     students: list[dict[str, Any]] = Field(default_factory=list)
     final: dict[str, Any] | None = None
     max_size: int | str | None = None
     unlabeled: UnlabeledConfig | None = None
+    mixup: float | None = Field(default=None, gt=0.0)
+
+    @field_validator("lam")
+    @classmethod
+    def _lams(cls, lam: float | list[float]) -> float | list[float]:
+        try:
+            lam_grid(lam)
+        except ConfigError as err:
+            raise ValueError(str(err)) from None
+        return lam
 
     @field_validator("max_size")
     @classmethod
@@ -377,6 +394,11 @@ class DistillConfig(BaseModel):
     def _something_to_train(self) -> DistillConfig:
         if not self.students and self.final is None:
             raise ValueError("distill: no students and no final model; give one of them")
+        if self.mixup is not None and self.unlabeled is not None:
+            raise ValueError(
+                "distill.mixup: mixed rows and distill.unlabeled cannot be taught together yet; "
+                "remove one of them"
+            )
         return self
 
 
@@ -439,13 +461,15 @@ class LongtailConfig(BaseModel):
 
 class CompressConfig(BaseModel):
     """The ``compress`` stage (`webly.compress.budget.choose_under_budget`): among the final
-    model (float32 and each of ``methods``), the zoo members, subsets of them and the stacker,
-    the most accurate whose files fit ``max_size`` (bytes or e.g. ``1GB``); the accuracy/size
-    frontier is written beside the choice."""
+    model (float32 and each of ``methods``), blends of the members and the stacker, the most
+    accurate on validation rows whose files fit ``max_size`` (bytes or e.g. ``1GB``) and, with
+    ``max_latency_ms``, that runs a row within it; the accuracy/size/latency frontier is
+    written beside the choice."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     max_size: int | str
+    max_latency_ms: float | None = Field(default=None, gt=0)
     methods: list[Literal["fp16", "int8_partial", "kmeans"]] = ["fp16", "int8_partial"]
     min_elements: int = Field(default=17_000, ge=0)
 
@@ -462,8 +486,9 @@ class CompressConfig(BaseModel):
 
 
 class ExportConfig(BaseModel):
-    """The ``export`` stage (`webly.compress.export_onnx`): the final model, or its compressed
-    form when the compress stage chose it, as ONNX + safetensors + ``model.json``; ``predict``:
+    """The ``export`` stage (`webly.compress.deploy.export_choice`): what the compress stage
+    chose, whole (the final network, compressed or not, a blend of members or the stacker), as
+    one folder `webly predict` and `webly serve` run; ``predict``:
     how `webly predict` runs it (`webly.compress.options.PredictOptions` fields: test-time
     views, group aggregation)."""
 
@@ -579,6 +604,8 @@ class Recipe(BaseModel):
             teachers = ["best", *self.ensemble.blends]
             if self.ensemble.stacker is not None:
                 teachers.append("stacker")
+            if distill.students and distill.final is not None:
+                teachers.append("students")
             if distill.teacher not in teachers:
                 raise ValueError(
                     f"distill.teacher: {distill.teacher!r} is not made by the ensemble; use one "
@@ -620,7 +647,8 @@ class Recipe(BaseModel):
 
     def student_zoos(self) -> dict[str, Zoo]:
         """The distill stage's students and final model as zoos sharing the zoo's training
-        defaults (with ``distill_lam``), folds, seed and k, keyed by where they are written."""
+        defaults, folds, seed and k, keyed by where they are written (each ``distill.lam``
+        tried sets their ``distill_lam``: `webly.distill.settings`)."""
         distill = self.distill
         if distill is None:
             return {}
@@ -628,7 +656,7 @@ class Recipe(BaseModel):
             "folds": self.folds.n,
             "seed": self.seed,
             "k": self.zoo.k,
-            "train": {**self.zoo.train, "distill_lam": distill.lam},
+            "train": dict(self.zoo.train),
             "keep_checkpoints": self.zoo.keep_checkpoints,
         }
         zoos = {}
@@ -641,15 +669,6 @@ class Recipe(BaseModel):
                 {**shared, "members": [distill.final]}, "distill", members_at="distill.final"
             )
         return zoos
-
-    @model_validator(mode="after")
-    def _export_needs_a_final_model(self) -> Recipe:
-        if self.export is not None and (self.distill is None or self.distill.final is None):
-            raise ValueError(
-                "export: the export stage exports the final distilled model; add distill.final "
-                "to the recipe or drop export"
-            )
-        return self
 
     @model_validator(mode="after")
     def _longtail_needs_a_final_network(self) -> Recipe:

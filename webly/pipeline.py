@@ -49,6 +49,7 @@ from rich.console import Console
 
 from webly.config import Recipe, dump_recipe, load_recipe
 from webly.data.store import MANIFEST, read_manifest
+from webly.distill.settings import settings
 from webly.errors import DataError, WeblyError
 from webly.executor import Executor, make_executor
 from webly.models import model_entry
@@ -309,7 +310,8 @@ def _to_do(recipe: Recipe, run: Path) -> set[str]:
 def _training(recipe: Recipe) -> dict[str, dict[str, int]]:
     """The epochs of training each stage of ``recipe`` plans, by model, for the time left on
     the run's display: every fold of the zoo's network members, again for each clean round,
-    and the distill students (every fold) and final model (once)."""
+    and the distill students (every fold) and final model (once), at each distillation
+    setting tried."""
 
     def epochs(zoo: Zoo, fits: int, into: dict[str, int]) -> dict[str, int]:
         for spec in zoo.members:
@@ -323,7 +325,10 @@ def _training(recipe: Recipe) -> dict[str, dict[str, int]]:
         plan["clean"] = {m: n * recipe.clean.rounds for m, n in plan["zoo"].items()}
     distill: dict[str, int] = {}
     for name, zoo in recipe.student_zoos().items():
-        epochs(zoo, zoo.folds if name == "students" else 1, distill)
+        assert recipe.distill is not None  # it has student zoos
+        mixup = name == "final" and recipe.distill.mixup is not None
+        tried = len(settings(recipe.distill.lam, mixup))
+        epochs(zoo, tried * (zoo.folds if name == "students" else 1), distill)
     if distill:
         plan["distill"] = distill
     return plan

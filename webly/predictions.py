@@ -275,7 +275,9 @@ class PredictionWriter:
             pad = ((0, 0), (0, self.k - indices.shape[1]))
             indices = np.pad(indices, pad, constant_values=-1)
             values = np.pad(values, pad, constant_values=-np.inf)
-        return indices.astype(np.int32, copy=False), _to_float16(split, values)
+        _to_float16(split, values)  # refuses what float16 cannot hold
+        rounded = float16_topk(TopK(indices, values))
+        return rounded.indices.astype(np.int32, copy=False), rounded.scores.astype(np.float16)
 
     def _check_coverage(self, split: str, counts: np.ndarray) -> None:
         what = "the fold model that did not see it" if split == "oof" else "the averaged folds"
@@ -287,6 +289,18 @@ class PredictionWriter:
                     f"{self.path}: {rows.size} of {counts.size} {split} rows were {problem} "
                     f"(first: row {rows[0]}); each row must be written exactly once, by {what}"
                 )
+
+
+def float16_topk(topk: TopK) -> TopK:
+    """``topk`` (sorted best first) with its scores rounded to float16, as a store holds them,
+    and each row re-ordered by the rounded score, ties by ascending class (padding last): one
+    order whatever float32 noise told tied scores apart, so a deployed ensemble ranks a member's
+    classes exactly as the stores its blends and stacker were fitted on."""
+    scores = topk.scores.astype(np.float16).astype(np.float32)
+    order = np.lexsort((np.where(topk.indices < 0, np.iinfo(np.int32).max, topk.indices), -scores))
+    return TopK(
+        np.take_along_axis(topk.indices, order, axis=1), np.take_along_axis(scores, order, axis=1)
+    )
 
 
 def _to_float16(split: str, values: np.ndarray) -> np.ndarray:

@@ -12,6 +12,8 @@ import yaml
 
 from tests.conftest import random_batch
 from tests.test_pipeline import RECIPE
+from webly.compress.exported import LENGTHS, ExportedModel
+from webly.compress.options import PredictOptions
 from webly.data import Dataset, DatasetWriter, FeatureSpec, Layout
 from webly.models import create_model, save_network
 from webly.pipeline import run_recipe
@@ -64,6 +66,48 @@ def frame_store(tmp_path: Path, frame_layout: Layout) -> Dataset:
     return Dataset.open(tmp_path / "frames")
 
 
+class MixedModel(ExportedModel):
+    """Stand-in for an export reading frame-level and video-level groups together (e.g. ``rgb``
+    frames and ``mean_rgb``) with a known answer: `ExportedModel.feeds` checks its inputs,
+    every call's feeds are kept in ``calls``, and a row's probabilities depend on its real
+    frames and its video-level values alone (not on padding or the rows beside it)."""
+
+    def __init__(
+        self,
+        features: tuple[FeatureSpec, ...],
+        n_classes: int = 5,
+        options: PredictOptions | None = None,
+        max_frames: int = 6,
+    ) -> None:
+        info: dict[str, Any] = {
+            "name": "mixed",
+            "level": "frame",
+            "n_classes": n_classes,
+            "class_names": [f"class-{c}" for c in range(n_classes)],
+            "max_frames": max_frames,
+            "features": [spec.name for spec in features],
+            "webly_version": "test",
+            "predict": (options or PredictOptions()).to_json(),
+        }
+        super().__init__(Path("mixed-export"), info, features)
+        object.__setattr__(self, "calls", [])
+
+    def predict(self, groups: dict[str, np.ndarray], lengths: Any = None) -> np.ndarray:
+        feeds = self.feeds(groups, lengths)
+        self.calls.append(feeds)
+        n = feeds[LENGTHS]
+        score = np.zeros(len(n))
+        for i, spec in enumerate(self.features):
+            x = feeds[spec.name].astype(np.float64) * (i + 1) / spec.dim
+            if spec.level == "frame":  # the mean of the real frames
+                real = np.arange(x.shape[1]) < n[:, None]  # (B, T)
+                score += (x * real[..., None]).sum(axis=(1, 2)) / np.maximum(n, 1)
+            else:
+                score += x.sum(axis=1)
+        steps = np.linspace(-1.0, 1.0, self.n_classes) / 100
+        return (1 / (1 + np.exp(-score[:, None] * steps))).astype(np.float32)
+
+
 # tests/test_pipeline.py's recipe with an ensemble and a final distilled model.
 RUN_RECIPE: dict[str, Any] = {
     **RECIPE,
@@ -71,15 +115,23 @@ RUN_RECIPE: dict[str, Any] = {
         "blends": ["mean", "greedy"],
         "stacker": {"rounds": 5, "min_data_in_leaf": 5, "threads": 1},
     },
-    "distill": {"final": {"name": "logistic"}},
+    # one setting (distill/final/<id>), the labels-only twin (lam 1): a final network the
+    # size-budget chooser can score on the rows it held out (a distilled one it cannot)
+    "distill": {"lam": 1.0, "final": {"name": "logistic"}},
 }
+
+
+def finished_run(factory: pytest.TempPathFactory, recipe: dict[str, Any], name: str) -> Path:
+    """A finished run of ``recipe`` in a new temporary folder (read only: copy it to change
+    it)."""
+    folder = factory.mktemp(name)
+    (folder / "recipe.yaml").write_text(yaml.safe_dump(recipe))
+    result = run_recipe(folder / "recipe.yaml", folder / "run", [])
+    assert not result.failed, result.errors
+    return folder / "run"
 
 
 @pytest.fixture(scope="session")
 def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A finished run of `RUN_RECIPE` (read only: copy it to change it)."""
-    folder = tmp_path_factory.mktemp("run")
-    (folder / "recipe.yaml").write_text(yaml.safe_dump(RUN_RECIPE))
-    result = run_recipe(folder / "recipe.yaml", folder / "run", [])
-    assert not result.failed, result.errors
-    return folder / "run"
+    """A finished run of `RUN_RECIPE`."""
+    return finished_run(tmp_path_factory, RUN_RECIPE, "run")

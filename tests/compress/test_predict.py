@@ -15,6 +15,7 @@ from tests.conftest import random_batch
 from tests.data.test_yt8m import make_frame_files, make_video_files
 from webly.compress import export_onnx, open_network, predict
 from webly.compress.export import torch_probabilities
+from webly.compress.inputs import row_batches
 from webly.data import Dataset, DatasetWriter, FeatureSpec, Layout
 from webly.data import tfrecord as tr
 from webly.data.yt8m import import_yt8m, yt8m_layout
@@ -233,3 +234,80 @@ def test_nan_or_inf_features_are_refused_not_scored(tmp_path: Path) -> None:
     ):
         predict(tmp_path / "export", tmp_path / "store", out)
     assert_no_leftovers(out.parent)
+
+
+def test_a_mixed_model_reads_each_group_of_a_store_at_its_level(frame_store: Dataset) -> None:
+    layout = frame_store.layout
+    specs = (layout.feature("rgb"), layout.feature("mean_rgb"))  # uint8 frames, float32 means
+    batches = list(row_batches(frame_store.path, specs, batch_size=7))
+    assert sum(len(b.ids) for b in batches) == 45
+    start = 0
+    for batch in batches:
+        rows = np.arange(start, start + len(batch.ids))
+        start += len(batch.ids)
+        codes, lengths = frame_store.frames(rows, ("rgb",), decode=False)
+        assert batch.ids == [str(i) for i in frame_store.ids[rows]]
+        assert batch.groups["rgb"].dtype == np.uint8 and batch.groups["rgb"].ndim == 3
+        np.testing.assert_array_equal(batch.groups["rgb"], codes)
+        assert batch.lengths is not None and batch.lengths.dtype == np.int64
+        np.testing.assert_array_equal(batch.lengths, lengths)
+        means = batch.groups["mean_rgb"]
+        assert means.dtype == np.float32 and means.shape == (len(rows), 16)
+        np.testing.assert_array_equal(means, frame_store.features(rows, ("mean_rgb",)))
+    only_video = next(iter(row_batches(frame_store.path, specs[1:], batch_size=5)))
+    assert only_video.lengths is None and only_video.groups["mean_rgb"].shape == (5, 16)
+    for spec, said in (
+        (FeatureSpec("mean_rgb", 16, "float32", "frame"), "'mean_rgb' is video-level but the "
+         "model reads it frame-level"),
+        (FeatureSpec("rgb", 16, "uint8", "video"), "'rgb' is frame-level but the model reads "
+         "it video-level"),
+    ):  # fmt: skip
+        with pytest.raises(DataError, match=said):
+            next(iter(row_batches(frame_store.path, (specs[0], spec), batch_size=5)))
+
+
+def test_a_mixed_model_reads_frame_level_tfrecords_as_their_import(tmp_path: Path) -> None:
+    videos = make_frame_files(tmp_path / "files", n_files=2, per_file=4)
+    pattern = str(tmp_path / "files" / "*.tfrecord")
+    import_yt8m(pattern, tmp_path / "store", level="frame", workers=1)
+    store = Dataset.open(tmp_path / "store")
+    layout = yt8m_layout("frame", 3862)
+    specs = (layout.feature("rgb"), layout.feature("mean_rgb"), layout.feature("mean_audio"))
+    from_files = list(row_batches(pattern, specs, batch_size=3))
+    from_store = list(row_batches(store.path, specs, batch_size=3))
+    assert [b.ids for b in from_files] == [b.ids for b in from_store]
+    for got, want in zip(from_files, from_store, strict=True):
+        assert got.lengths is not None and want.lengths is not None
+        np.testing.assert_array_equal(got.lengths, want.lengths)
+        for spec in specs:  # the means bit for bit as the importer computes them
+            assert got.groups[spec.name].dtype == np.dtype(spec.dtype)
+            np.testing.assert_array_equal(got.groups[spec.name], want.groups[spec.name])
+    first = from_files[0]
+    rgb, audio = videos[0][2], videos[0][3]
+    assert first.ids[0] == videos[0][0] and first.lengths is not None
+    assert first.lengths[0] == len(rgb) and first.groups["rgb"].shape[2] == 1024
+    np.testing.assert_array_equal(first.groups["rgb"][0, : len(rgb)], rgb)
+    assert not first.groups["rgb"][0, len(rgb) :].any()  # zero-padded
+    assert first.groups["mean_rgb"].shape == (3, 1024)
+    for name, frames in (("mean_rgb", rgb), ("mean_audio", audio)):
+        expected = (frames.astype(np.float64) * 4 / 255 + 4 / 512 - 2).mean(axis=0)
+        np.testing.assert_allclose(first.groups[name][0], expected, atol=1e-5)
+    # frames counted across the frame-level groups only: an audio list of another length
+    # feeds mean_audio, but not the frame-level group audio
+    odd = tmp_path / "odd"
+    odd.mkdir()
+    record = tr.encode_sequence_example(
+        {"id": [b"odd"]},
+        {"rgb": np.zeros((3, 1024), np.uint8), "audio": np.full((5, 128), 255, np.uint8)},
+    )
+    tr.write_records(odd / "odd.tfrecord", [record])
+    batch = next(iter(row_batches(str(odd / "*.tfrecord"), specs, batch_size=2)))
+    assert batch.lengths is not None and batch.lengths.tolist() == [3]
+    assert batch.groups["mean_audio"][0, 0] == pytest.approx(2 + 4 / 512, abs=1e-5)  # code 255
+    frames = (specs[0], layout.feature("audio"), specs[1])
+    with pytest.raises(DataError, match=r"record at byte 0 \(id 'odd'\): frame lists of \[3, 5\]"):
+        next(iter(row_batches(str(odd / "*.tfrecord"), frames, batch_size=2)))
+    make_video_files(tmp_path / "video", n_files=1, per_file=2)
+    said = r"video-level record has no frame list 'rgb' .*; the frame-level model reads rgb, mean_"
+    with pytest.raises(DataError, match=said):
+        next(iter(row_batches(str(tmp_path / "video" / "*.tfrecord"), specs, batch_size=2)))

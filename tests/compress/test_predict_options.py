@@ -10,11 +10,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.compress.conftest import save_model
+from tests.compress.conftest import MixedModel, save_model
 from tests.conftest import random_batch
 from webly.compress import export_onnx, load_exported, open_network, predict
 from webly.compress.export import torch_probabilities
+from webly.compress.exported import LENGTHS
+from webly.compress.inputs import row_batches
 from webly.compress.options import PredictOptions
+from webly.compress.predict import view_probabilities
 from webly.compress.serve import create_app
 from webly.data import Dataset, DatasetWriter, FeatureSpec, Layout
 from webly.ensemble.aggregate import aggregate_groups
@@ -183,3 +186,33 @@ def test_what_the_options_refuse(tmp_path: Path, small_store: Dataset) -> None:
     with pytest.raises(DataError, match=r"model\.json: tta_views is 0; .* re-export the model"):
         load_exported(tmp_path / "export")
     assert list(out.iterdir()) == []
+
+
+def test_views_of_a_mixed_model_take_frames_and_pass_its_video_groups(
+    frame_store: Dataset,
+) -> None:
+    layout = frame_store.layout
+    specs = (layout.feature("rgb"), layout.feature("mean_rgb"))  # frame uint8, video float32
+    options = PredictOptions(tta_views=2, tta_max_frames=3)
+    model = MixedModel(specs, options=options)
+    batch = next(iter(row_batches(frame_store.path, specs, batch_size=10)))
+    assert batch.lengths is not None and batch.groups["rgb"].shape[1] > 3
+    probs = view_probabilities(model, batch, model.options, np.random.SeedSequence(0))  # type: ignore[arg-type]
+    assert len(model.calls) == 2
+    plain, view = model.calls
+    for call in model.calls:  # the video-level group reaches every view unchanged
+        np.testing.assert_array_equal(call["mean_rgb"], batch.groups["mean_rgb"])
+    np.testing.assert_array_equal(plain["rgb"], batch.groups["rgb"])
+    np.testing.assert_array_equal(plain[LENGTHS], batch.lengths)
+    assert view["rgb"].shape == (10, 3, 16) and view[LENGTHS].tolist() == [3] * 10
+    for b, kept in enumerate(view["rgb"]):  # each kept frame one of the row's real frames
+        real = batch.groups["rgb"][b, : batch.lengths[b]]
+        assert all((real == frame).all(axis=1).any() for frame in kept)
+    # the frames drawn are those a frame-level model gets from the same seed
+    frames_only = MixedModel(specs[:1], options=options)
+    rgb_batch = next(iter(row_batches(frame_store.path, specs[:1], batch_size=10)))
+    view_probabilities(frames_only, rgb_batch, options, np.random.SeedSequence(0))  # type: ignore[arg-type]
+    np.testing.assert_array_equal(frames_only.calls[1]["rgb"], view["rgb"])
+    again = MixedModel(specs)
+    views = [again.predict(batch.groups, batch.lengths), again.predict(view, view[LENGTHS])]
+    np.testing.assert_allclose(probs, np.mean(views, axis=0), rtol=1e-6)

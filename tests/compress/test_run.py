@@ -63,22 +63,25 @@ def test_a_run_without_a_final_model_is_one_line(
     with pytest.raises(ConfigError, match=r"made no final model.*add distill\.final to the recipe"):
         export_run(run, out / "export")
     assert_user_error(
-        webly(capsys, "export", str(run), "--out", str(out / "export")), "has no final model",
-        "add distill.final to the recipe",
+        webly(capsys, "export", str(run), "--final", "--out", str(out / "export")),
+        "has no final model", "add distill.final to the recipe",
     )  # fmt: skip
     assert_user_error(
         webly(capsys, "compress", str(run), "--out", str(out / "small")), "add distill.final"
     )
     shutil.rmtree(run / "distill")
     assert_user_error(
-        webly(capsys, "export", str(run), "--out", str(out / "e")), "distill stage never ran"
+        webly(capsys, "export", str(run), "--final", "--out", str(out / "e")),
+        "distill stage never ran",
     )
     assert list(out.iterdir()) == []
 
 
 @pytest.mark.slow
 def test_cli_on_a_run(tiny_run: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    status, printed, err = webly(capsys, "export", str(tiny_run), "--out", str(tmp_path / "export"))
+    status, printed, err = webly(
+        capsys, "export", str(tiny_run), "--final", "--out", str(tmp_path / "export")
+    )
     assert status == 0, err
     assert "inputs mean_rgb float32 x1024, mean_audio float32 x128 -> probabilities x10" in printed
     assert "metrics GAP@20 0." in printed
@@ -92,7 +95,8 @@ def test_cli_on_a_run(tiny_run: Path, tmp_path: Path, capsys: pytest.CaptureFixt
                                  "--out", str(tmp_path / "chosen"))  # fmt: skip
     assert status == 0, err
     words = " ".join(printed.split())  # the title wraps
-    assert "accuracy/size frontier of" in words and "(GAP@20 on test split, clean labels" in words
+    assert "accuracy/size/latency frontier of" in words
+    assert "(GAP@20 chosen on validation rows (held out of the final network's" in words
     assert "final logistic" in words and "on the frontier" in words and "<-" in words
     assert (tmp_path / "chosen" / "frontier.json").is_file()
     status, printed, err = webly(capsys, "compress", str(tiny_run), "--max-size", "1GB")

@@ -22,13 +22,22 @@ import numpy as np
 import pytest
 import uvicorn
 
-from tests.compress.conftest import save_model
+from tests.compress.conftest import MixedModel, save_model
 from tests.compress.test_commands import assert_user_error, webly
 from webly.compress import ExportedModel, export_onnx
-from webly.compress.serve import Limits, create_app, open_socket
-from webly.data import Dataset
+from webly.compress.exported import LENGTHS
+from webly.compress.serve import (
+    Limits,
+    PredictRequest,
+    RequestTooLarge,
+    create_app,
+    open_socket,
+    request_rows,
+)
+from webly.data import Dataset, FeatureSpec
 from webly.data import tfrecord as tr
-from webly.errors import ConfigError
+from webly.data.store import dequantize_uint8
+from webly.errors import ConfigError, DataError
 from webly.metrics.ranking import select_top_k
 
 
@@ -436,3 +445,102 @@ def test_service_limits_are_checked(
     export_onnx(source, tmp_path / "export", layout=small_store.layout)
     result = webly(capsys, "serve", str(tmp_path / "export"), "--max-batch-frames", "0")
     assert_user_error(result, "service max_batch_frames is 0; it must be an integer >= 1")
+
+
+def mixed_model() -> MixedModel:
+    """A stand-in for a model reading ``rgb``/``audio`` frames and ``mean_rgb`` together."""
+    return MixedModel(
+        (
+            FeatureSpec("rgb", 16, "uint8", "frame"),
+            FeatureSpec("audio", 4, "uint8", "frame", quant_min=-1.0, quant_max=3.0),
+            FeatureSpec("mean_rgb", 16, "float32"),
+        )
+    )
+
+
+def mixed_rows(n_frames: list[int], seed: int = 0) -> dict[str, list]:
+    rows = frame_rows(n_frames, seed)
+    rng = np.random.default_rng(seed + 100)
+    rows["mean_rgb"] = rng.uniform(-2, 2, (len(n_frames), 16)).astype(np.float32).tolist()
+    return rows
+
+
+def padded(rows: dict[str, list]) -> tuple[dict[str, np.ndarray], np.ndarray]:
+    """A request's ``features`` as the model's inputs: frames zero-padded, and lengths."""
+    lengths = np.array([len(frames) for frames in rows["rgb"]])
+    groups = {"mean_rgb": np.array(rows["mean_rgb"], np.float32)}
+    for g, dim in (("rgb", 16), ("audio", 4)):
+        groups[g] = np.zeros((len(lengths), lengths.max(), dim), np.uint8)
+        for b, frames in enumerate(rows[g]):
+            groups[g][b, : len(frames)] = frames
+    return groups, lengths
+
+
+def test_a_request_for_a_mixed_model_gives_frames_and_video_rows() -> None:
+    model = mixed_model()
+    rows = mixed_rows([3, 1, 5])
+    batch = request_rows(model, PredictRequest(features=rows, ids=list("abc")))  # type: ignore[arg-type]
+    groups, lengths = padded(rows)
+    assert batch.ids == list("abc") and batch.lengths is not None
+    np.testing.assert_array_equal(batch.lengths, lengths)
+    for g in ("rgb", "audio", "mean_rgb"):
+        assert batch.groups[g].dtype == groups[g].dtype
+        np.testing.assert_array_equal(batch.groups[g], groups[g])
+    # a record: the frame groups its frames, mean_rgb the mean of its rgb frames
+    rng = np.random.default_rng(3)
+    rgb, audio = rng.integers(0, 256, (4, 16), np.uint8), rng.integers(0, 256, (4, 4), np.uint8)
+    record = tr.encode_sequence_example({"id": [b"r1"]}, {"rgb": rgb, "audio": audio})
+    request = PredictRequest(records=[base64.b64encode(record).decode()])
+    batch = request_rows(model, request)  # type: ignore[arg-type]
+    assert batch.ids == ["r1"] and batch.lengths is not None and batch.lengths.tolist() == [4]
+    np.testing.assert_array_equal(batch.groups["rgb"][0], rgb)
+    np.testing.assert_array_equal(batch.groups["audio"][0], audio)
+    mean = dequantize_uint8(rgb.sum(axis=0, dtype=np.uint32) / 4)
+    np.testing.assert_array_equal(batch.groups["mean_rgb"], mean[None])
+
+
+def test_a_mixed_request_refuses_frames_of_another_count_or_level() -> None:
+    model = mixed_model()
+    uneven = mixed_rows([3, 2])
+    uneven["audio"][1] = uneven["audio"][1][:1]
+    as_frames = mixed_rows([2])
+    as_frames["mean_rgb"] = [[as_frames["mean_rgb"][0]] * 2]
+    flat = mixed_rows([1])
+    flat["audio"] = [flat["audio"][0][0]]
+    cases = [
+        (uneven, DataError, r"^row 1: the frame-level feature groups hold different numbers of "
+         r"frames \('rgb' 2, 'audio' 1\); give every frame-level group of a row the same frames$"),
+        (as_frames, DataError, r"^feature group 'mean_rgb' row 0: expected \(dim,\) with dim 16, "
+         r"got \(2, 16\); it is a video-level group, give each row as \(dim,\)$"),
+        (flat, DataError, r"^feature group 'audio' row 0: expected \(n_frames, dim\) with dim 4, "
+         r"got \(4,\); it is a frame-level group, give each row as \(n_frames, dim\)$"),
+        (mixed_rows([2, 7]), RequestTooLarge, r"^feature group 'rgb' row 1: 7 frames, over the "
+         "service's 6 a row"),
+    ]  # fmt: skip
+    for features, error, said in cases:
+        with pytest.raises(error, match=said):
+            request_rows(model, PredictRequest(features=features))  # type: ignore[arg-type]
+    assert model.calls == []
+
+
+def test_mixed_rows_are_micro_batched_with_their_video_groups() -> None:
+    model = mixed_model()
+    lengths = [6, 1, 5, 2, 6, 3]
+    single = mixed_rows(lengths, seed=1)
+    singles = [mixed_rows([t], seed=10 + t) for t in lengths]
+    with Server(model, Limits(max_wait_ms=100, max_batch_frames=12)) as server:  # type: ignore[arg-type]
+        status, answer = post(server.url, {"features": single})  # split over several calls
+        with ThreadPoolExecutor(len(singles)) as pool:  # merged, then split
+            answers = list(pool.map(lambda rows: post(server.url, {"features": rows}), singles))
+    assert status == 200 and [s for s, _ in answers] == [200] * len(singles)
+    calls = list(model.calls)
+    assert len(calls) >= 4 and any(len(call[LENGTHS]) > 1 for call in calls)
+    for call in calls:
+        rows, frames = call["rgb"].shape[:2]
+        assert rows * frames <= 12 and call["audio"].shape[:2] == (rows, frames)
+        assert call["mean_rgb"].shape == (rows, 16) and frames == call[LENGTHS].max()
+    for rows, got in [(single, answer), *zip(singles, (a for _, a in answers), strict=True)]:
+        groups, n = padded(rows)
+        classes, scores = expected(model, groups, n, 5)  # type: ignore[arg-type]
+        assert [p["classes"] for p in got["predictions"]] == classes
+        np.testing.assert_allclose([p["scores"] for p in got["predictions"]], scores, rtol=1e-6)

@@ -92,3 +92,26 @@ def test_unlabeled_rows_without_the_zoo_or_of_other_classes_are_refused(
         train_students(STUDENTS, teacher, train, None, tmp_path / "out",
                        unlabeled=Dataset.open(tmp_path / "wide"), zoo_dir=root / "zoo")  # fmt: skip
     assert not (tmp_path / "out").exists()
+
+
+def test_several_lams_each_student_keeps_the_best_on_validation(
+    trained: tuple[Path, Dataset, Dataset, Zoo], tmp_path: Path
+) -> None:
+    """Out of fold the figure is the out-of-fold metric; on every row it is the metric on the
+    rows the training held out: the test split is never looked at (it has no labels here)."""
+    root, train, _, _ = trained
+    teacher = root / "ens" / "stacker" / "predictions"
+    oof = train_students(STUDENTS, teacher, train, None, tmp_path / "oof", lam=[0.5, 1.0])
+    tried = {
+        lam: Predictions.open(tmp_path / "oof" / name / "mlp" / "predictions")
+        for lam, name in ((1.0, "labels"), (0.5, "lam-0.5"))
+    }
+    assert not tried[1.0].model.get("distilled") and tried[0.5].model["distilled"]
+    best = max(tried, key=lambda lam: (tried[lam].fold_metrics["oof"]["metric"], lam == 1.0))
+    (student,) = oof.members
+    assert student.oof_metric == tried[best].fold_metrics["oof"]["metric"]
+    full = train_students(STUDENTS, teacher, train, train, tmp_path / "full", lam=[1.0, 0.0],
+                          full=True)  # fmt: skip
+    assert len(full.members) == 1 and (tmp_path / "full" / "lam-0" / "mlp" / "full").is_dir()
+    with pytest.raises(ConfigError, match=r"distill\.lam: 2 is outside \[0, 1\]"):
+        train_students(STUDENTS, teacher, train, None, tmp_path / "bad", lam=[2.0])

@@ -34,6 +34,7 @@ FULL_RECIPE: dict[str, Any] = {
         "stacker": {"rounds": 10, "min_data_in_leaf": 5, "threads": 1},
     },
     "distill": {
+        "lam": 0.5,  # one setting: its models in distill/{students,final}/<id>
         "students": [{"name": "mlp", "id": "mlp_student", "hparams": {"hidden": [32]}}],
         "final": {"name": "mlp", "hparams": {"hidden": [32]}},
     },

@@ -24,10 +24,12 @@ from webly.models.gbdt import LgbmModel
 from webly.models.network import load_network
 from webly.predictions import Predictions
 from webly.train import iter_scores
+from webly.train.loop import held_out_rows as loop_held_out
 from webly.train.oof import (
     ZooResult,
     fit_full,
     fit_oof,
+    held_out_rows,
     predict_zoo,
     recorded_zoo,
     train_zoo,
@@ -321,6 +323,29 @@ def test_teacher_of_the_wrong_shape_or_for_trees_is_refused(
     with pytest.raises(ConfigError, match="lgbm are gradient-boosted trees"):
         fit_oof(_zoo({"name": "lgbm"}), train, test, tmp_path, teacher=teacher)
     assert not any(tmp_path.iterdir())
+
+
+def test_fit_full_records_the_rows_its_network_held_out(
+    data: tuple[Dataset, Dataset], tmp_path: Path
+) -> None:
+    """The rows `fit` validated on, as store rows: the weighted-out rows are never among them,
+    and they are the positions `held_out_rows` draws from the used rows."""
+    train, test = data
+    weight = np.ones(len(train), np.float32)
+    weight[:50] = 0
+    zoo = _zoo({"name": "logistic", "train": {"epochs": 1}})
+    fit_full(zoo, train, test, tmp_path, sample_weight=weight)
+    held = held_out_rows(tmp_path / "logistic" / "full" / "model")
+    assert held is not None and held.dtype == np.int64
+    used = np.flatnonzero(weight > 0)
+    (member,) = plan_zoo(zoo, train)
+    config = member.train_config(0)
+    positions = loop_held_out(len(used), config.valid_fraction, config.seed)
+    assert positions is not None
+    np.testing.assert_array_equal(held, used[positions])
+    assert held.size == round(len(used) * config.valid_fraction) and (held >= 50).all()
+    fit_oof(zoo, train, test, tmp_path / "oof", np.arange(len(train)) % 3)
+    assert held_out_rows(tmp_path / "oof" / "logistic" / "fold-0" / "model") is None
 
 
 def test_fit_full_trains_once_on_every_row_and_resumes(

@@ -4,7 +4,10 @@
   compression of a saved network's big tensors, with a per-tensor report; `open_network` loads
   a plain or compressed network folder.
 - `choose_under_budget`: among a run's final network (plain and compressed), member subsets,
-  blends and stacker, the most accurate within a size budget, with the accuracy/size frontier.
+  blends and stacker (members as stored and in 8-bit), the most accurate on validation rows
+  within a size (and latency) budget, with the accuracy/size/latency frontier.
+- `export_best` / `export_choice`: that choice exported whole (a network, a blend or the
+  stacker), one folder `load_exported` runs (`webly.compress.deploy`).
 - `export_onnx`: an ONNX graph from stored features (uint8 codes included) to probabilities,
   with ``weights.safetensors`` and ``model.json``; `export_run` exports a run's final network
   with the run's figures; `load_exported` checks and opens one.
@@ -14,7 +17,9 @@
 """
 
 from webly.compress.budget import BudgetResult, Candidate, choose_under_budget
-from webly.compress.export import ExportedModel, export_onnx, load_exported
+from webly.compress.deploy import export_best, export_candidate, export_choice
+from webly.compress.export import export_onnx
+from webly.compress.exported import ExportedModel, load_exported
 from webly.compress.options import PredictOptions
 from webly.compress.predict import PredictSummary, predict
 from webly.compress.quantize import (
@@ -39,6 +44,9 @@ __all__ = [
     "TensorReport",
     "choose_under_budget",
     "compress_network",
+    "export_best",
+    "export_candidate",
+    "export_choice",
     "export_onnx",
     "export_run",
     "is_compressed",

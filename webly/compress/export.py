@@ -23,7 +23,8 @@
   were measured on), a frame-level network's training ``max_frames`` (None when unknown), and
   the size and SHA-256 of both files.
 
-`load_exported` opens the folder for ONNX Runtime after checking all of it. LightGBM models
+`webly.compress.exported.load_exported` opens the folder for ONNX Runtime after checking all
+of it. LightGBM models
 (``lgbm``) are not exported to ONNX (that needs onnxmltools, not a dependency): their own text
 model files (``lgbm.json`` and one booster file each) are already a pickle-free deployable
 format, loaded with `webly.models.gbdt.LgbmModel.load`.
@@ -35,7 +36,7 @@ import json
 import shutil
 import warnings
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -43,12 +44,22 @@ from typing import Any
 import numpy as np
 import onnxruntime as ort
 import torch
-from onnxruntime.capi import onnxruntime_pybind11_state as ort_errors
 from torch import nn
 
 import webly
-from webly._fs import OutputKind
 from webly._optional import require
+from webly.compress.exported import (
+    EXPORT,
+    EXPORT_WEIGHTS,
+    FORMAT,
+    FORMAT_VERSION,
+    LENGTHS,
+    MANIFEST,
+    ONNX_FILE,
+    OUTPUT,
+    ExportedModel,
+    load_exported,
+)
 from webly.compress.files import fsync_file, sha256_file, write_json
 from webly.compress.options import PredictOptions
 from webly.compress.quantize import (
@@ -65,23 +76,9 @@ from webly.errors import ConfigError, DataError
 from webly.models.layers import frame_mask
 from webly.models.network import WEIGHTS_FILE, Network
 
-FORMAT, FORMAT_VERSION = "webly-export", 1
-MANIFEST, ONNX_FILE, EXPORT_WEIGHTS = "model.json", "model.onnx", "weights.safetensors"
-EXPORT = OutputKind("a webly export", MANIFEST, FORMAT)
-"""What ``webly export --overwrite`` replaces."""
-LENGTHS, OUTPUT = "lengths", "probabilities"
 MIN_OPSET = 17
 TOLERANCE = 1e-4
 """Largest difference in probability allowed between ONNX Runtime and PyTorch."""
-_ORT_ERRORS = (
-    ort_errors.Fail,
-    ort_errors.InvalidArgument,
-    ort_errors.InvalidGraph,
-    ort_errors.InvalidProtobuf,
-    ort_errors.NoSuchFile,
-    ort_errors.NotImplemented,
-    ort_errors.RuntimeException,
-)
 
 
 # --------------------------------------------------------------------------- the graph
@@ -225,6 +222,7 @@ def export_onnx(
     opset: int = MIN_OPSET,
     overwrite: bool = False,
     max_frames: int | None = None,
+    ship_weights: bool = True,
 ) -> ExportedModel:
     """Export the network saved at ``network_folder`` (plain or compressed) to ``out_folder``.
 
@@ -247,6 +245,8 @@ def export_onnx(
     max_frames : a frame-level network's training ``max_frames``, recorded in ``model.json``
         (`webly serve` takes no longer rows by default); None: the ``config.json`` of the zoo
         member the network belongs to (`training_max_frames`), when it has one.
+    ship_weights : also ship ``weights.safetensors`` (the graph holds the weights already; an
+        ensemble's fold models leave it out so their bytes count once).
 
     Returns
     -------
@@ -300,9 +300,10 @@ def export_onnx(
             )
         fsync_file(tmp / ONNX_FILE)
         _check_against_torch(tmp / ONNX_FILE, network, features, names, multilabel)
-        source = network_folder / (QUANTIZED_FILE if compressed else WEIGHTS_FILE)
-        shutil.copyfile(source, tmp / EXPORT_WEIGHTS)
-        fsync_file(tmp / EXPORT_WEIGHTS)
+        if ship_weights:
+            source = network_folder / (QUANTIZED_FILE if compressed else WEIGHTS_FILE)
+            shutil.copyfile(source, tmp / EXPORT_WEIGHTS)
+            fsync_file(tmp / EXPORT_WEIGHTS)
         info = {
             "format": FORMAT,
             "format_version": FORMAT_VERSION,
@@ -330,6 +331,7 @@ def export_onnx(
             "files": {
                 name: {"bytes": (tmp / name).stat().st_size, "sha256": sha256_file(tmp / name)}
                 for name in (ONNX_FILE, EXPORT_WEIGHTS)
+                if (tmp / name).is_file()
             },
         }
         write_json(tmp / MANIFEST, info)
@@ -426,226 +428,3 @@ def _preprocessing(
             "pass every frame of a video"
         )
     return steps
-
-
-# --------------------------------------------------------------------------- loading
-
-
-@dataclass(frozen=True)
-class ExportedModel:
-    """An exported model opened for ONNX Runtime (CPU); see `load_exported`."""
-
-    folder: Path
-    info: dict[str, Any]
-    features: tuple[FeatureSpec, ...]
-    session: ort.InferenceSession
-
-    @property
-    def level(self) -> str:
-        """``video`` or ``frame``."""
-        return str(self.info["level"])
-
-    @property
-    def n_classes(self) -> int:
-        return int(self.info["n_classes"])
-
-    @property
-    def class_names(self) -> list[str]:
-        return list(self.info["class_names"])
-
-    @property
-    def options(self) -> PredictOptions:
-        """How to predict with it (``model.json``'s ``predict``; the defaults without one)."""
-        return PredictOptions.from_json(self.info.get("predict") or {})
-
-    def predict(
-        self, groups: Mapping[str, np.ndarray], lengths: np.ndarray | None = None
-    ) -> np.ndarray:
-        """Probabilities ``(B, n_classes)`` float32 of a batch; the arguments as `feeds`."""
-        return self.session.run([OUTPUT], self.feeds(groups, lengths))[0]
-
-    def feeds(
-        self, groups: Mapping[str, np.ndarray], lengths: np.ndarray | None = None
-    ) -> dict[str, np.ndarray]:
-        """The graph's inputs for a batch, checked: a `DataError` names a missing group, or one
-        of another width, dtype or number of rows.
-
-        Parameters
-        ----------
-        groups : group name -> ``(B, dim)`` (video level) or ``(B, T, dim)`` (frame level)
-            values in the group's stored dtype (see ``features``).
-        lengths : ``(B,)`` real frames a row, frame level only.
-        """
-        frame_level = self.level == "frame"
-        feeds: dict[str, np.ndarray] = {}
-        batch = None
-        for spec in self.features:
-            if spec.name not in groups:
-                raise DataError(
-                    f"feature group {spec.name!r} is missing; the model reads "
-                    f"{', '.join(s.name for s in self.features)}"
-                )
-            x = np.asarray(groups[spec.name])
-            rank = 3 if frame_level else 2
-            per = "frame" if frame_level else "row"
-            if x.ndim != rank or x.shape[-1] != spec.dim:
-                got = x.shape[-1] if x.ndim == rank else f"an array of shape {x.shape}"
-                raise DataError(
-                    f"feature group {spec.name!r}: the model expects {spec.dim} values per "
-                    f"{per}, got {got}; pass the features the model was trained on"
-                )
-            if x.dtype != np.dtype(spec.dtype):
-                raise DataError(
-                    f"feature group {spec.name!r} is {x.dtype}; the model reads {spec.dtype} "
-                    "(the stored dtype); convert it or export against the right store"
-                )
-            if batch is not None and len(x) != batch:
-                raise DataError(f"feature group {spec.name!r} has {len(x)} rows, not {batch}")
-            batch = len(x)
-            feeds[spec.name] = x
-        if frame_level:
-            if lengths is None or np.shape(lengths) != (batch,):
-                raise DataError(f"lengths must be ({batch},) frames a row for this frame model")
-            feeds[LENGTHS] = np.asarray(lengths, dtype=np.int64)
-        return feeds
-
-
-def load_exported(folder: str | Path, threads: int | None = None) -> ExportedModel:
-    """Open an `export_onnx` folder for ONNX Runtime's CPU provider.
-
-    Checks, each failure a one-line `DataError`: ``model.json`` is an export of this format
-    version, both files have the recorded size and SHA-256 (a truncated or corrupt file is
-    named), and the graph's inputs and output match the recorded feature groups and classes.
-    ``threads``: ONNX Runtime's intra-op threads (default: its own choice).
-    """
-    folder = Path(folder)
-    info = _read_info(folder)
-    for name, recorded in _shipped_files(folder, info).items():
-        path = folder / name
-        size = path.stat().st_size if path.is_file() else -1
-        if size != recorded["bytes"]:
-            found = "no file" if size < 0 else f"{size} bytes"
-            raise DataError(
-                f"{path}: {found}, model.json records {recorded['bytes']}; the file is truncated "
-                "or replaced, re-export the model"
-            )
-        if sha256_file(path) != recorded["sha256"]:
-            raise DataError(f"{path}: SHA-256 mismatch; the file is corrupt, re-export the model")
-    _check_classes(folder / MANIFEST, info)
-    features = tuple(FeatureSpec(**spec) for spec in info["features"])
-    try:
-        PredictOptions.from_json(info.get("predict") or {}).check_level(info["level"], folder.name)
-    except ConfigError as err:
-        raise DataError(f"{folder / MANIFEST}: {err}; re-export the model") from None
-    options = ort.SessionOptions()
-    if threads is not None:
-        options.intra_op_num_threads = threads
-    try:
-        session = ort.InferenceSession(
-            str(folder / ONNX_FILE), options, providers=["CPUExecutionProvider"]
-        )
-    except _ORT_ERRORS as err:
-        raise DataError(f"{folder / ONNX_FILE}: ONNX Runtime cannot load it ({err})") from None
-    _check_signature(folder, session, info, features)
-    return ExportedModel(folder, info, features, session)
-
-
-def _read_info(folder: Path) -> dict[str, Any]:
-    """``model.json`` of an export folder, checked to be of this export format version."""
-    path = folder / MANIFEST
-    if not path.is_file():
-        hint = "it is not an exported webly model" if folder.is_dir() else "it does not exist"
-        raise DataError(f"{folder}: no {MANIFEST} ({hint}); export one with webly export")
-    try:
-        info: dict[str, Any] = json.loads(path.read_text())
-        fmt, version = info.get("format"), info.get("format_version")
-    except (OSError, ValueError, AttributeError) as err:
-        raise DataError(f"{path}: unreadable ({err}); re-export the model") from None
-    if fmt != FORMAT:
-        raise DataError(f"{path}: format {fmt!r}, not {FORMAT!r}; pass a webly export folder")
-    if type(version) is not int:
-        raise DataError(
-            f"{path}: format_version is {version!r} ({type(version).__name__}); it must be the "
-            f"integer {FORMAT_VERSION}, re-export the model"
-        )
-    if version != FORMAT_VERSION:
-        raise DataError(
-            f"{path}: written by webly {info.get('webly_version')} in export format v{version}; "
-            f"webly {webly.__version__} reads v{FORMAT_VERSION}, re-export the model with it"
-        )
-    return info
-
-
-def _check_classes(path: Path, info: dict[str, Any]) -> None:
-    """Refuse a ``model.json`` whose class names do not name every one of its classes."""
-    n_classes, names = info.get("n_classes"), info.get("class_names")
-    if type(n_classes) is not int or n_classes < 1:
-        raise DataError(f"{path}: n_classes is {n_classes!r}, not a count; re-export the model")
-    if not isinstance(names, list) or not all(isinstance(name, str) for name in names):
-        raise DataError(f"{path}: class_names is not a list of names; re-export the model")
-    if len(names) != n_classes:
-        raise DataError(
-            f"{path}: class_names lists {len(names)} names for {n_classes} classes; give one "
-            "name per class, or re-export the model"
-        )
-
-
-def _shipped_files(folder: Path, info: dict[str, Any]) -> dict[str, dict[str, Any]]:
-    """``model.json``'s ``files`` entries, checked to list every shipped file (the ONNX graph
-    and the weights) with its size and SHA-256, so none can escape the integrity check."""
-    path = folder / MANIFEST
-    files = info.get("files")
-    if not isinstance(files, dict):
-        got = "no 'files' key" if files is None else f"'files' is {type(files).__name__}"
-        raise DataError(f"{path}: {got}, so the model files cannot be checked; re-export the model")
-    shipped = (ONNX_FILE, EXPORT_WEIGHTS)
-    checked: dict[str, dict[str, Any]] = {}
-    for name in shipped:
-        entry = files.get(name)
-        if not (
-            isinstance(entry, dict)
-            and type(entry.get("bytes")) is int
-            and isinstance(entry.get("sha256"), str)
-        ):
-            problem = "does not list" if entry is None else "has no size and SHA-256 for"
-            raise DataError(f"{path}: 'files' {problem} {name}; re-export the model")
-        checked[name] = entry
-    unknown = sorted(set(files) - set(shipped))
-    if unknown:
-        raise DataError(
-            f"{path}: 'files' lists {unknown[0]!r}, not a file of an export (only "
-            f"{', '.join(shipped)}); re-export the model"
-        )
-    return checked
-
-
-_ORT_TYPES = {"uint8": "tensor(uint8)", "float16": "tensor(float16)", "float32": "tensor(float)"}
-
-
-def _check_signature(
-    folder: Path,
-    session: ort.InferenceSession,
-    info: dict[str, Any],
-    features: Sequence[FeatureSpec],
-) -> None:
-    """Refuse a graph whose inputs or output disagree with ``model.json``."""
-    inputs = {i.name: i for i in session.get_inputs()}
-    expected: dict[str, tuple[str, int | None]] = {
-        spec.name: (_ORT_TYPES[spec.dtype], spec.dim) for spec in features
-    }
-    if info["level"] == "frame":
-        expected[LENGTHS] = ("tensor(int64)", None)
-    problems = [name for name in expected if name not in inputs] + [
-        name for name in inputs if name not in expected
-    ]
-    for name, (dtype, dim) in expected.items():
-        node = inputs.get(name)
-        if node is not None and (node.type != dtype or (dim is not None and node.shape[-1] != dim)):
-            problems.append(name)
-    output = session.get_outputs()[0]
-    if problems or output.name != OUTPUT or output.shape[-1] != info["n_classes"]:
-        raise DataError(
-            f"{folder}: the graph's inputs/output ({', '.join(inputs)} -> {output.name} "
-            f"{output.shape}) do not match model.json (first problem: "
-            f"{problems[0] if problems else output.name}); re-export the model"
-        )

@@ -2,16 +2,20 @@
 
 Either source yields `RowBatch` es holding, for every feature group an exported model reads,
 the values in the dtype the model takes (`webly.compress.export`): uint8 codes as stored, or
-float32/float16 values. Nothing is held beyond one batch.
+float32/float16 values. Each group is read at its own level (`FeatureSpec.level`), so one model
+may read frame-level and video-level groups together (e.g. ``rgb`` frames and ``mean_rgb``): a
+video-level group is ``(B, dim)``, a frame-level one ``(B, T, dim)`` zero-padded, with
+``lengths`` ``(B,)`` as soon as one group is frame-level. Nothing is held beyond one batch.
 
 TFRecord files are read without TensorFlow (`webly.data.tfrecord`), video-level
 (``tf.train.Example``: ``id``, ``mean_rgb``, ``mean_audio``) or frame-level
 (``tf.train.SequenceExample``: context ``id``, frame lists ``rgb`` and ``audio``), each record as
 `webly.data.yt8m` imports it: the video-level group ``mean_rgb`` is a video-level file's
-``mean_rgb``, or the mean of a frame-level file's dequantized ``rgb`` frames; the frame groups
-``rgb``/``audio`` are the uint8 codes. (A model trained on a video-level store imported before
-the video-level groups were named ``mean_rgb``/``mean_audio`` reads its ``rgb``/``audio`` from
-the same fields.)
+``mean_rgb``, or the mean of a frame-level file's dequantized ``rgb`` frames; the frame-level
+groups ``rgb``/``audio`` are a frame-level file's uint8 codes. So a model reading ``rgb`` frames
+and ``mean_rgb`` together reads frame-level files, ``mean_rgb`` the mean of the same frames.
+(A model trained on a video-level store imported before the video-level groups were named
+``mean_rgb``/``mean_audio`` reads its ``rgb``/``audio`` from the same fields.)
 """
 
 from __future__ import annotations
@@ -32,8 +36,10 @@ from webly.errors import DataError
 
 @dataclass(frozen=True)
 class RowBatch:
-    """Rows to predict: ``ids`` (B,), ``groups[name]`` ``(B, dim)`` or ``(B, T, dim)`` (frames
-    zero-padded to the batch's longest row) and ``lengths`` ``(B,)`` for frame level."""
+    """Rows to predict: ``ids`` (B,), ``groups[name]`` ``(B, dim)`` for a video-level group or
+    ``(B, T, dim)`` for a frame-level one (frames zero-padded to the batch's longest row), and
+    ``lengths`` ``(B,)`` int64, the real frames of each row, when some group is frame-level
+    (None when every group is video-level)."""
 
     ids: list[str]
     groups: dict[str, np.ndarray]
@@ -43,13 +49,12 @@ class RowBatch:
 def row_batches(
     source: str | Path,
     features: Sequence[FeatureSpec],
-    level: str,
     batch_size: int,
     names: Names = "2018",
 ) -> Iterator[RowBatch]:
     """Batches of ``source``: a data store folder, or a glob of YouTube-8M TFRecord files
     (``names`` picks the 2018 or 2017 field names). ``features`` are the model's groups with
-    the dtypes it reads, ``level`` its level (``video`` or ``frame``)."""
+    the dtypes and levels it reads them at."""
     if batch_size < 1:
         raise DataError(f"batch size is {batch_size}; use 1 or more (--batch-size)")
     path = Path(source)
@@ -59,18 +64,25 @@ def row_batches(
                 f"{path} is a folder without {MANIFEST}, not a data store; for TFRecord files "
                 "pass a glob such as 'DIR/*.tfrecord'"
             )
-        return store_batches(Dataset.open(path), features, level, batch_size)
-    return tfrecord_batches(str(source), features, level, batch_size, names)
+        return store_batches(Dataset.open(path), features, batch_size)
+    return tfrecord_batches(str(source), features, batch_size, names)
+
+
+def model_level(features: Sequence[FeatureSpec]) -> str:
+    """``frame`` when some group of ``features`` is frame-level (the batch has ``lengths``),
+    else ``video``."""
+    return "frame" if any(spec.level == "frame" for spec in features) else "video"
 
 
 # --------------------------------------------------------------------------- data store
 
 
 def store_batches(
-    store: Dataset, features: Sequence[FeatureSpec], level: str, batch_size: int
+    store: Dataset, features: Sequence[FeatureSpec], batch_size: int
 ) -> Iterator[RowBatch]:
-    """The rows of ``store`` in order, checked against the model's ``features`` first."""
-    stored = {spec.name: _store_spec(store, spec, level) for spec in features}
+    """The rows of ``store`` in order, checked against the model's ``features`` first; each
+    group read at its own level."""
+    stored = {spec.name: _store_spec(store, spec) for spec in features}
     ids = store.ids
     for start in range(0, len(store), batch_size):
         rows = np.arange(start, min(start + batch_size, len(store)))
@@ -78,7 +90,7 @@ def store_batches(
         for spec in features:
             have = stored[spec.name]
             codes = spec.dtype == "uint8"  # the model takes the stored codes themselves
-            if level == "frame":
+            if spec.level == "frame":  # every frame group of a row holds the same frames
                 values, lengths = store.frames(rows, (spec.name,), decode=not codes)
             else:
                 values = store.features(rows, (spec.name,))
@@ -103,8 +115,9 @@ def _check_finite(store: Dataset, spec: FeatureSpec, values: np.ndarray, ids: np
     )
 
 
-def _store_spec(store: Dataset, spec: FeatureSpec, level: str) -> FeatureSpec:
-    """The store's group ``spec.name``, refused unless the model can read it."""
+def _store_spec(store: Dataset, spec: FeatureSpec) -> FeatureSpec:
+    """The store's group ``spec.name``, refused unless the model can read it (at the level
+    ``spec`` says)."""
     known = {f.name: f for f in store.layout.features}
     have = known.get(spec.name)
     where = f"{store.path}: feature group {spec.name!r}"
@@ -113,13 +126,13 @@ def _store_spec(store: Dataset, spec: FeatureSpec, level: str) -> FeatureSpec:
             f"{store.path}: no feature group {spec.name!r} (it has: {', '.join(known)}); pass "
             "data with the groups the model was trained on"
         )
-    if have.level != level:
+    if have.level != spec.level:
         raise DataError(
-            f"{where} is {have.level}-level but the model reads it {level}-level; pass a store "
-            "of the model's level"
+            f"{where} is {have.level}-level but the model reads it {spec.level}-level; pass a "
+            "store of the model's level"
         )
     if have.dim != spec.dim:
-        unit = "frame" if level == "frame" else "row"
+        unit = "frame" if spec.level == "frame" else "row"
         raise DataError(
             f"{where} has {have.dim} values per {unit}, the model expects {spec.dim}; pass data "
             "with the model's features"
@@ -142,7 +155,6 @@ def _store_spec(store: Dataset, spec: FeatureSpec, level: str) -> FeatureSpec:
 def tfrecord_batches(
     pattern: str,
     features: Sequence[FeatureSpec],
-    level: str,
     batch_size: int,
     names: Names = "2018",
 ) -> Iterator[RowBatch]:
@@ -155,40 +167,41 @@ def tfrecord_batches(
         )
     if names not in FIELDS:
         raise DataError(f"names {names!r} is unknown; use '2018' or '2017' (--names)")
-    return _record_batches(files, features, level, batch_size, names)
+    return _record_batches(files, features, batch_size, names)
 
 
 def _record_batches(
-    files: list[str], features: Sequence[FeatureSpec], level: str, batch_size: int, names: Names
+    files: list[str], features: Sequence[FeatureSpec], batch_size: int, names: Names
 ) -> Iterator[RowBatch]:
     ids: list[str] = []
     rows: list[dict[str, np.ndarray]] = []
     for path in files:
         for offset, payload in iter_records(path):
             where = f"{path}: record at byte {offset}"
-            video_id, row = parse_record(payload, features, level, names, where)
+            video_id, row = parse_record(payload, features, names, where)
             ids.append(video_id)
             rows.append(row)
             if len(rows) == batch_size:
-                yield stack_rows(ids, rows, features, level)
+                yield stack_rows(ids, rows, features)
                 ids, rows = [], []
     if rows:
-        yield stack_rows(ids, rows, features, level)
+        yield stack_rows(ids, rows, features)
 
 
 def parse_record(
-    payload: bytes, features: Sequence[FeatureSpec], level: str, names: Names, where: str
+    payload: bytes, features: Sequence[FeatureSpec], names: Names, where: str
 ) -> tuple[str, dict[str, np.ndarray]]:
     """One serialized YouTube-8M ``Example`` or ``SequenceExample``: its video id and the
-    model's groups (``(dim,)``, or ``(n_frames, dim)`` for frame level) in the dtypes the model
-    reads. ``where`` (e.g. file and offset) starts every error message."""
+    model's groups (``(dim,)`` for a video-level group, ``(n_frames, dim)`` for a frame-level
+    one, the same ``n_frames`` in each) in the dtypes the model reads. ``where`` (e.g. file and
+    offset) starts every error message."""
     try:
         context, lists = parse_sequence_example(payload)
     except DataError as err:
         raise DataError(f"{where}: {err}") from None
     video_id = _record_id(context, FIELDS[names]["id"], where)
     where += f" (id {video_id!r})"
-    return video_id, _record_row(context, lists, features, level, names, where)
+    return video_id, _record_row(context, lists, features, names, where)
 
 
 def _record_id(context: dict[str, FeatureValue], key: str, where: str) -> str:
@@ -205,17 +218,19 @@ def _record_row(
     context: dict[str, FeatureValue],
     lists: dict[str, FrameValue],
     features: Sequence[FeatureSpec],
-    level: str,
     names: Names,
     where: str,
 ) -> dict[str, np.ndarray]:
-    """The model's groups of one record, in the dtypes the model reads."""
+    """The model's groups of one record, each at its own level, in the dtypes the model reads:
+    a frame-level group the record's frames, a video-level one its ``mean_`` feature (a
+    video-level record) or the mean of its frames (a frame-level record)."""
     fields = FIELDS[names]
+    level = model_level(features)
     row: dict[str, np.ndarray] = {}
     for spec in features:
-        base = spec.name.removeprefix("mean_") if level == "video" else spec.name
+        base = spec.name.removeprefix("mean_") if spec.level == "video" else spec.name
         field = fields.get(base, base)
-        if level == "frame" or lists:
+        if spec.level == "frame" or lists:
             frames = lists.get(field)
             if not isinstance(frames, np.ndarray) or frames.ndim != 2:
                 kind = "frame-level" if lists else "video-level"
@@ -224,8 +239,8 @@ def _record_row(
                     f"(it has: {', '.join(lists) or 'none'}); the {level}-level model reads "
                     f"{', '.join(s.name for s in features)}"
                 )
-            _check_dim(spec, frames.shape[1], level, where)
-            if level == "frame":
+            _check_dim(spec, frames.shape[1], where)
+            if spec.level == "frame":
                 codes = FeatureSpec(spec.name, spec.dim, "uint8", "frame")
                 row[spec.name] = frames if spec.dtype == "uint8" else codes.decode(frames)
                 continue
@@ -237,9 +252,9 @@ def _record_row(
             if not isinstance(found, np.ndarray) or found.dtype != np.float32:
                 raise DataError(
                     f"{where}: no float feature {key!r} (it has: {', '.join(context) or 'none'}); "
-                    f"the video-level model reads {', '.join(s.name for s in features)}"
+                    f"the {level}-level model reads {', '.join(s.name for s in features)}"
                 )
-            _check_dim(spec, found.size, level, where)
+            _check_dim(spec, found.size, where)
             value = found
         with np.errstate(over="ignore", invalid="ignore"):  # said below
             encoded = spec.encode(value)
@@ -249,7 +264,7 @@ def _record_row(
                 f"{spec.dtype}'s range; clean or drop that record"
             )
         row[spec.name] = encoded
-    counts = {len(values) for values in row.values()} if level == "frame" else {1}
+    counts = {len(row[spec.name]) for spec in features if spec.level == "frame"}
     if len(counts) > 1 or 0 in counts:
         raise DataError(
             f"{where}: frame lists of {sorted(counts)} frames; a video needs the same number "
@@ -258,9 +273,9 @@ def _record_row(
     return row
 
 
-def _check_dim(spec: FeatureSpec, dim: int, level: str, where: str) -> None:
+def _check_dim(spec: FeatureSpec, dim: int, where: str) -> None:
     if dim != spec.dim:
-        unit = "frame" if level == "frame" else "row"
+        unit = "frame" if spec.level == "frame" else "row"
         raise DataError(
             f"{where}: feature group {spec.name!r} has {dim} values per {unit}, the model "
             f"expects {spec.dim}; pass files with the model's features"
@@ -268,17 +283,21 @@ def _check_dim(spec: FeatureSpec, dim: int, level: str, where: str) -> None:
 
 
 def stack_rows(
-    ids: list[str], rows: list[dict[str, np.ndarray]], features: Sequence[FeatureSpec], level: str
+    ids: list[str], rows: list[dict[str, np.ndarray]], features: Sequence[FeatureSpec]
 ) -> RowBatch:
-    """Rows (each group ``(dim,)`` or ``(n_frames, dim)``) -> one batch; frames zero-padded to
-    the longest row."""
-    if level == "video":
-        groups = {spec.name: np.stack([row[spec.name] for row in rows]) for spec in features}
-        return RowBatch(ids, groups, None)
-    first = features[0].name
-    lengths = np.array([len(row[first]) for row in rows], dtype=np.int64)
+    """Rows (each video-level group ``(dim,)``, each frame-level one ``(n_frames, dim)``, the
+    same ``n_frames`` across a row's frame groups) -> one batch; frames zero-padded to the
+    longest row, ``lengths`` the first frame group's."""
+    frame_groups = [spec.name for spec in features if spec.level == "frame"]
+    lengths = None
+    if frame_groups:
+        lengths = np.array([len(row[frame_groups[0]]) for row in rows], dtype=np.int64)
     groups = {}
     for spec in features:
+        if spec.level != "frame":
+            groups[spec.name] = np.stack([row[spec.name] for row in rows])
+            continue
+        assert lengths is not None
         padded = np.zeros((len(rows), int(lengths.max()), spec.dim), dtype=spec.dtype)
         for b, row in enumerate(rows):
             padded[b, : len(row[spec.name])] = row[spec.name]

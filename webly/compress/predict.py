@@ -1,13 +1,16 @@
 """Batch prediction with an exported model: data store or TFRecord files in, top-k file out.
 
+Each of the model's feature groups is read at its own level (`webly.compress.inputs`), so one
+model may read frame-level groups (``rgb`` frames) and video-level ones (``mean_rgb``) together.
 What the model's ``model.json`` asks for (`webly.compress.options.PredictOptions`) is applied:
-test-time views of a frame-level model, or views kept in a data store (the image route's flips
-and crops), each run through ONNX Runtime and combined as `webly.ensemble.tta.tta_scores`
-combines them; and group aggregation, one prediction per group of a data store's rows
-(`webly.ensemble.aggregate.aggregate_groups`), written under the group id. A group is written
-once every row of it has been predicted, in order of first appearance, so memory holds the rows
-of the groups still open: one batch and one group when a store's groups are contiguous (as
-`webly.data.products` writes them), at most every row otherwise.
+test-time views of a frame-level model (subsets of the frames of its frame-level groups; its
+video-level groups go to every view as they are), or views kept in a data store (the image
+route's flips and crops), each run through ONNX Runtime and combined as
+`webly.ensemble.tta.tta_scores` combines them; and group aggregation, one prediction per group
+of a data store's rows (`webly.ensemble.aggregate.aggregate_groups`), written under the group
+id. A group is written once every row of it has been predicted, in order of first appearance,
+so memory holds the rows of the groups still open: one batch and one group when a store's
+groups are contiguous (as `webly.data.products` writes them), at most every row otherwise.
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ import numpy as np
 import torch
 
 from webly._fs import check_output
-from webly.compress.export import ExportedModel, load_exported
+from webly.compress.exported import ExportedModel, load_exported
 from webly.compress.inputs import RowBatch, row_batches, store_batches
 from webly.compress.options import PredictOptions
 from webly.compress.outputs import OutputFormat, topk_file
@@ -78,7 +81,8 @@ def predict(
     ----------
     model : an `webly.compress.export_onnx` folder, or one already loaded
     source : a data store folder, or a glob of YouTube-8M TFRecord files (video- or
-        frame-level, as the model reads; ``names`` picks the 2018 or 2017 field names)
+        frame-level, as the model reads: frame-level for a model reading frame-level groups;
+        ``names`` picks the 2018 or 2017 field names)
     out : the file to write, replaced in one step once every row is written (untouched on error)
     top_k : classes kept a line, best first (Kaggle's YouTube-8M submission: 20)
     fmt : ``csv`` (Kaggle submission), ``parquet`` or ``jsonl``; see `webly.compress.outputs`
@@ -100,7 +104,7 @@ def predict(
     stored = [
         stored_view_batches(source, exported, view, batch_size) for view in options.tta_stored
     ]
-    batches = row_batches(source, exported.features, exported.level, batch_size, names)
+    batches = row_batches(source, exported.features, batch_size, names)
     seeds = np.random.SeedSequence(options.tta_seed)
     rows = 0
     with (  # the line that says the rows are written comes once the file is in place
@@ -161,7 +165,7 @@ def stored_view_batches(
     names = [(spec.name, read.name) for spec, read in zip(exported.features, specs, strict=True)]
     return (
         RowBatch(batch.ids, {name: batch.groups[read] for name, read in names}, batch.lengths)
-        for batch in store_batches(store, specs, exported.level, batch_size)
+        for batch in store_batches(store, specs, batch_size)
     )
 
 
@@ -176,8 +180,9 @@ def view_probabilities(
 
     View 0 is the batch as it is; with ``options.tta_stored`` the other views are ``stored``,
     the same rows read from the store's view groups (`stored_view_batches`); otherwise views
-    1.. keep ``options.tta_max_frames`` frames of each row (`webly.ensemble.tta`), drawn from
-    one child of ``seeds`` (spawned per call, so successive batches get successive children, as
+    1.. keep ``options.tta_max_frames`` frames of each row of every frame-level group
+    (`webly.ensemble.tta`; the video-level groups go to each view unchanged), drawn from one
+    child of ``seeds`` (spawned per call, so successive batches get successive children, as
     `tta_scores` gives them). Without views nothing is drawn.
     """
     probs = exported.predict(batch.groups, batch.lengths)
@@ -186,9 +191,11 @@ def view_probabilities(
     if options.tta_stored:
         everyone = [probs, *(exported.predict(view.groups, view.lengths) for view in stored)]
         return np.mean(everyone, axis=0) if options.tta_mode == "mean" else np.max(everyone, 0)
-    assert batch.lengths is not None  # views are for frame-level models (checked at export)
+    frame_groups = [spec.name for spec in exported.features if spec.level == "frame"]
+    # views are for frame-level models (checked at export)
+    assert batch.lengths is not None and frame_groups
     rng = np.random.default_rng(seeds.spawn(1)[0])
-    n_rows, n_frames = batch.lengths.size, int(next(iter(batch.groups.values())).shape[1])
+    n_rows, n_frames = batch.lengths.size, int(batch.groups[frame_groups[0]].shape[1])
     frames = torch.arange(n_frames).expand(n_rows, n_frames).unsqueeze(-1)  # (B, T, 1)
     lengths = torch.from_numpy(batch.lengths)
     for view in range(1, options.tta_views):
@@ -198,8 +205,9 @@ def view_probabilities(
         )  # fmt: skip
         picks = picked.numpy()  # (B, F, 1) frame of each kept slot
         groups = {
-            name: np.take_along_axis(x, picks, axis=1) for name, x in batch.groups.items()
-        }  # (B, F, dim) each
+            name: np.take_along_axis(x, picks, axis=1) if name in frame_groups else x
+            for name, x in batch.groups.items()
+        }  # (B, F, dim) each frame-level group, the video-level ones (B, dim) as they are
         view_probs = exported.predict(groups, kept.numpy())
         if options.tta_mode == "mean":
             probs += view_probs

@@ -6,7 +6,8 @@ for stores read in place):
 
 - ``data``: the ``train`` (and ``test``) stores;
 - ``zoo``: ``members``, member id -> its prediction store ``zoo/<id>/predictions``, whose
-  folder holds the fold models ``fold-<f>/model``;
+  folder holds the fold models ``fold-<f>/model``; ``clean``: the same for the members of its
+  last round, which the ensemble combines in place of the zoo's (`run_members`);
 - ``ensemble``: ``stores``, entry -> prediction store (``blend-<method>``, the stacker's
   ``stacker/predictions`` beside its fold models ``stacker/model``);
 - ``distill``: ``model``, the final network's folder (``distill/final/<id>/full/model``) and
@@ -27,7 +28,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from webly.compress.export import ExportedModel, export_onnx
+from webly.compress.export import export_onnx
+from webly.compress.exported import ExportedModel
 from webly.compress.options import PredictOptions
 from webly.data.store import Dataset, Layout
 from webly.errors import ConfigError, DataError
@@ -138,6 +140,13 @@ def run_results(run: Path) -> dict[str, Any] | None:
         return None
     results: dict[str, Any] = json.loads((run / path).read_text())
     return results
+
+
+def run_members(run: Path) -> dict[str, Path]:
+    """``{member id: prediction store}`` of the zoo members the run's ensemble combines: the
+    clean stage's last round when it ran, else the zoo stage's (``{}`` before either ran)."""
+    paths = stage_output(run, "clean", "members") or stage_output(run, "zoo", "members") or {}
+    return {name: run / path for name, path in paths.items()}
 
 
 def run_store(run: Path, split: str) -> Path | None:

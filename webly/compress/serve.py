@@ -5,9 +5,11 @@ Endpoints (the OpenAPI schema is at ``/openapi.json``, browsable at ``/docs``):
 - ``POST /predict``: a JSON object with either ``features`` or ``records``, and ``top_k``
   (default 20):
 
-  - ``features``: feature group -> rows, ``(B, dim)`` for a video-level model or ``(B, n_frames,
-    dim)`` for a frame-level one (rows may have different numbers of frames), every group the
-    model reads (``GET /model``), values as stored: integer codes 0..255 for uint8 groups,
+  - ``features``: feature group -> rows, every group the model reads (``GET /model``), each at
+    its own level: ``(B, dim)`` for a video-level group, ``(B, n_frames, dim)`` for a
+    frame-level one (rows may have different numbers of frames, a row the same number in each
+    of its frame groups), so a model reading both (e.g. ``rgb`` frames and ``mean_rgb``) takes
+    both shapes in one request; values as stored: integer codes 0..255 for uint8 groups,
     numbers for the others; optional ``ids``, one per row;
   - ``records``: serialized YouTube-8M ``tf.train.Example`` or ``SequenceExample`` protos, base64
     encoded, read as `webly.compress.inputs.parse_record` reads TFRecord files (``names``:
@@ -19,19 +21,21 @@ Endpoints (the OpenAPI schema is at ``/openapi.json``, browsable at ``/docs``):
 - ``GET /model``: the export's ``model.json`` (classes, feature groups, preprocessing, metrics)
   and the service's limits.
 
-A body over ``max_request_bytes``, more than ``max_rows`` rows or, at frame level, a row of more
-than ``max_frames`` frames (default: the ``max_frames`` the model trained with, as ``model.json``
-records it) is refused with 413; invalid input (a value that is not a finite number of the
-group's dtype, NaN, Infinity, 1e308 for float32, true/false, a wrong shape) with 422, each with a
-one-line ``detail`` naming the row and the feature group. Concurrent requests are micro-batched:
-the first waiting request is joined by those arriving within ``max_wait_ms``, up to ``max_batch``
-rows, and ONNX Runtime runs them off the event loop, frame-level rows in calls of at most
-``max_batch_frames`` padded frames (rows of similar length together). A model call that fails is
-retried request by request, so one request never fails another.
+A body over ``max_request_bytes``, more than ``max_rows`` rows or a row of more than
+``max_frames`` frames in a frame-level group (default: the ``max_frames`` the model trained
+with, as ``model.json`` records it) is refused with 413; invalid input (a value that is not a
+finite number of the group's dtype, NaN, Infinity, 1e308 for float32, true/false, a wrong shape,
+frame groups of one row with different numbers of frames) with 422, each with a one-line
+``detail`` naming the row and the feature group. Concurrent requests are micro-batched: the
+first waiting request is joined by those arriving within ``max_wait_ms``, up to ``max_batch``
+rows, and ONNX Runtime runs them off the event loop; a model with frame-level groups in calls of
+at most ``max_batch_frames`` padded frames (rows of similar length together; its video-level
+groups go along row by row). A model call that fails is retried request by request, so one
+request never fails another.
 
 Memory is bounded: bodies being read, parsed or predicted hold at most ``max_inflight_bytes``
-together (others wait, unread), and a model call at most ``max_batch_frames`` frames (video
-level: the rows of the requests it joins).
+together (others wait, unread), and a model call at most ``max_batch_frames`` frames (a model
+with video-level groups only: the rows of the requests it joins).
 """
 
 from __future__ import annotations
@@ -54,7 +58,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from webly.compress.export import ExportedModel
+from webly.compress.exported import ExportedModel
 from webly.compress.inputs import RowBatch, parse_record, stack_rows
 from webly.data.store import FeatureSpec
 from webly.errors import ConfigError, DataError
@@ -76,8 +80,8 @@ class Limits:
 
     ``max_request_bytes``: largest body; ``max_rows``: most rows a request; ``max_batch``: rows
     a model call collects from waiting requests; ``max_wait_ms``: how long the first waiting
-    request waits for company. Frame level: ``max_frames``, most frames a row (None: the
-    model's training ``max_frames``, `resolve_limits`); ``max_batch_frames``, most padded
+    request waits for company. Frame-level groups: ``max_frames``, most frames a row (None:
+    the model's training ``max_frames``, `resolve_limits`); ``max_batch_frames``, most padded
     frames (rows x longest row) a model call. ``max_inflight_bytes``: request bodies being read,
     parsed and predicted at once, in bytes (None: 4 x ``max_request_bytes``); a body of unknown
     length counts as ``max_request_bytes``.
@@ -137,7 +141,9 @@ class PredictRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     features: dict[str, list[Any]] | None = Field(
-        None, description="feature group -> rows (B, dim), or (B, n_frames, dim) at frame level"
+        None,
+        description="feature group -> rows: (B, dim) for a video-level group, (B, n_frames, dim) "
+        "for a frame-level one",
     )
     ids: list[str] | None = Field(None, description="one id per row of features")
     records: list[str] | None = Field(
@@ -206,7 +212,7 @@ class MicroBatcher:
         retried job by job, so only the jobs that fail on their own get the error."""
         out = [np.empty((len(job.batch.ids), self.model.n_classes), np.float32) for job in jobs]
         failed: dict[int, BaseException] = {}
-        for part in _plan(jobs, self.limits.max_batch_frames):
+        for part in _plan(jobs, self.limits.max_batch_frames, self.model.features):
             try:
                 self._fill(out, part, await self._call(jobs, part))
             except Exception as err:
@@ -244,10 +250,11 @@ class MicroBatcher:
             start += len(rows)
 
 
-def _plan(jobs: Sequence[_Job], max_frames: int) -> list[_Part]:
-    """The model calls answering ``jobs``: video level one call; frame level rows sorted by
-    length, longest first, in calls of at most ``max_frames`` padded frames (rows x longest)."""
-    if jobs[0].batch.lengths is None:
+def _plan(jobs: Sequence[_Job], max_frames: int, features: Sequence[FeatureSpec]) -> list[_Part]:
+    """The model calls answering ``jobs``: one call when every group of ``features`` is
+    video-level; else rows sorted by length, longest first, in calls of at most ``max_frames``
+    padded frames (rows x longest)."""
+    if not any(spec.level == "frame" for spec in features):
         return [[(j, np.arange(len(job.batch.ids))) for j, job in enumerate(jobs)]]
     rows = sorted(
         (
@@ -274,18 +281,21 @@ def _plan(jobs: Sequence[_Job], max_frames: int) -> list[_Part]:
 
 
 def _gather(jobs: Sequence[_Job], part: _Part, features: Sequence[FeatureSpec]) -> RowBatch:
-    """The rows ``part`` names as one batch, frames zero-padded to the longest of them."""
+    """The rows ``part`` names as one batch: video-level groups ``(B, dim)`` as they are,
+    frame-level ones zero-padded to the longest of the rows."""
     ids = [jobs[j].batch.ids[r] for j, rows in part for r in rows]
-    if jobs[part[0][0]].batch.lengths is None:
-        groups = {
-            spec.name: np.concatenate([jobs[j].batch.groups[spec.name][rows] for j, rows in part])
-            for spec in features
-        }
+    groups = {
+        spec.name: np.concatenate([jobs[j].batch.groups[spec.name][rows] for j, rows in part])
+        for spec in features
+        if spec.level != "frame"
+    }
+    if not any(spec.level == "frame" for spec in features):
         return RowBatch(ids, groups, None)
     lengths = np.concatenate([jobs[j].batch.lengths[rows] for j, rows in part])  # type: ignore[index]
     n_frames = int(lengths.max()) if lengths.size else 0
-    groups = {}
     for spec in features:
+        if spec.level != "frame":
+            continue
         padded = np.zeros((len(ids), n_frames, spec.dim), dtype=spec.dtype)  # (B, T, D)
         start = 0
         for j, rows in part:
@@ -294,7 +304,7 @@ def _gather(jobs: Sequence[_Job], part: _Part, features: Sequence[FeatureSpec]) 
             padded[start : start + len(rows), :width] = values[rows, :width]
             start += len(rows)
         groups[spec.name] = padded
-    return RowBatch(ids, groups, lengths)
+    return RowBatch(ids, {spec.name: groups[spec.name] for spec in features}, lengths)
 
 
 def request_rows(
@@ -316,14 +326,12 @@ def request_rows(
                 raise DataError(
                     f"records[{i}] is not base64; encode the serialized proto"
                 ) from None
-            row_id, row = parse_record(
-                payload, model.features, model.level, request.names, f"records[{i}]"
-            )
+            row_id, row = parse_record(payload, model.features, request.names, f"records[{i}]")
             for spec in model.features:
-                _check_numbers(spec, row[spec.name], model.level, f"records[{i}]", max_frames)
+                _check_numbers(spec, row[spec.name], f"records[{i}]", max_frames)
             ids.append(row_id)
             rows.append(row)
-        batch = stack_rows(ids, rows, model.features, model.level) if rows else None
+        batch = stack_rows(ids, rows, model.features) if rows else None
     else:
         batch = _feature_rows(model, request.features or {}, request.ids, limits, max_frames)
     if batch is None:
@@ -362,16 +370,31 @@ def _feature_rows(
         if spec.name not in features:
             raise DataError(f"feature group {spec.name!r} is missing; the model reads {known}")
         for i, values in enumerate(features[spec.name]):
-            per_row[i][spec.name] = _values(spec, values, model.level, i, max_frames)
+            per_row[i][spec.name] = _values(spec, values, i, max_frames)
+    frame_groups = [spec.name for spec in model.features if spec.level == "frame"]
+    for i, row in enumerate(per_row):
+        _check_frame_counts(row, frame_groups, i)
     row_ids = ids if ids is not None else [str(i) for i in range(count)]
-    return stack_rows(row_ids, per_row, model.features, model.level)
+    return stack_rows(row_ids, per_row, model.features)
+
+
+def _check_frame_counts(row: dict[str, np.ndarray], frame_groups: Sequence[str], i: int) -> None:
+    """Refuse row ``i`` unless its frame-level groups hold the same number of frames."""
+    counts = {name: len(row[name]) for name in frame_groups}
+    if len(set(counts.values())) > 1:
+        said = ", ".join(f"{name!r} {n}" for name, n in counts.items())
+        raise DataError(
+            f"row {i}: the frame-level feature groups hold different numbers of frames ({said}); "
+            "give every frame-level group of a row the same frames"
+        )
 
 
 def _values(
-    spec: FeatureSpec, values: Any, level: str, row: int, max_frames: int = DEFAULT_MAX_FRAMES
+    spec: FeatureSpec, values: Any, row: int, max_frames: int = DEFAULT_MAX_FRAMES
 ) -> np.ndarray:
-    """One row of a group from JSON: ``(dim,)`` or ``(n_frames, dim)`` in the stored dtype."""
-    rank, shape = (2, "(n_frames, dim)") if level == "frame" else (1, "(dim,)")
+    """One row of a group from JSON: ``(dim,)`` for a video-level group, ``(n_frames, dim)``
+    for a frame-level one, in the stored dtype."""
+    rank, shape = (2, "(n_frames, dim)") if spec.level == "frame" else (1, "(dim,)")
     where = f"feature group {spec.name!r} row {row}"
     if rank == 2 and isinstance(values, list) and len(values) > max_frames:  # before any copy
         _check_frames(where, len(values), max_frames)
@@ -381,13 +404,16 @@ def _values(
         array = np.empty(0)
     if array.ndim != rank or array.shape[-1] != spec.dim:
         got = array.shape if array.size else "not an array of numbers"
-        raise DataError(f"{where}: expected {shape} with dim {spec.dim}, got {got}")
+        fix = ""
+        if array.size and array.ndim in (1, 2) and array.ndim != rank:  # the other level's shape
+            fix = f"; it is a {spec.level}-level group, give each row as {shape}"
+        raise DataError(f"{where}: expected {shape} with dim {spec.dim}, got {got}{fix}")
     flat = itertools.chain.from_iterable(values) if rank == 2 else values
     odd = set(map(type, flat)) - {int, float}
     if odd:  # true/false (which numpy reads as 1/0) or numbers given as text
         kind = "true/false" if bool in odd else f"a {sorted(t.__name__ for t in odd)[0]}"
         raise DataError(f"{where}: holds {kind}; give numbers (JSON numbers, not {kind})")
-    return _check_numbers(spec, array, level, where, max_frames)
+    return _check_numbers(spec, array, where, max_frames)
 
 
 def _check_frames(where: str, n_frames: int, max_frames: int) -> None:
@@ -400,13 +426,11 @@ def _check_frames(where: str, n_frames: int, max_frames: int) -> None:
 _LARGEST = {"float16": float(np.finfo(np.float16).max), "float32": float(np.finfo(np.float32).max)}
 
 
-def _check_numbers(
-    spec: FeatureSpec, array: np.ndarray, level: str, where: str, max_frames: int
-) -> np.ndarray:
+def _check_numbers(spec: FeatureSpec, array: np.ndarray, where: str, max_frames: int) -> np.ndarray:
     """``array`` of one row in the group's stored dtype, once its values fit it: finite, within
-    the float range, integer codes 0..255 for uint8; frame level at most ``max_frames``
-    frames."""
-    if level == "frame" and len(array) > max_frames:
+    the float range, integer codes 0..255 for uint8; a frame-level group at most
+    ``max_frames`` frames."""
+    if spec.level == "frame" and len(array) > max_frames:
         _check_frames(where, len(array), max_frames)
     if array.dtype.kind == "f":
         bad = ~np.isfinite(array)
@@ -521,16 +545,16 @@ def create_app(model: ExportedModel, limits: Limits | None = None) -> FastAPI:
 
     app = FastAPI(
         title="webly prediction service",
-        description=f"{model.info['network']['name']} ({model.level} level), exported by webly "
+        description=f"{model.name} ({model.level} level), exported by webly "
         f"{model.info['webly_version']}",
         lifespan=lifespan,
     )
     app.add_middleware(
         BodyLimit, max_bytes=limits.max_request_bytes, max_inflight=limits.max_inflight_bytes
     )
-    hidden = {"source", "files", "network"}
+    hidden = {"source", "files", "network", "members", "combine"}
     summary = {k: v for k, v in model.info.items() if k not in hidden}
-    summary |= {"model": model.info["network"]["name"], "limits": asdict(limits)}
+    summary |= {"model": model.name, "limits": asdict(limits)}
 
     @app.get("/health")
     async def health() -> dict[str, Any]:

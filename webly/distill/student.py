@@ -5,7 +5,9 @@ or the stacker of `webly.ensemble.fit.fit_ensemble`, or a zoo member. Its top-k 
 targets (`webly.distill.soft_labels.soft_targets`) of every member of the students' zoo, which
 train with ``lam * loss(labels) + (1 - lam) * loss(teacher)``: out-of-fold like the zoo
 (comparable with the members trained on labels alone), or once on every row (``full``: the
-model to compress and export).
+model to compress and export). Given several ``lam`` (1.0: the labels-only twin), each student
+is trained at each and keeps the one of best validation figure (`webly.distill.grid`), as in
+the recipe's distill stage.
 
 With ``unlabeled`` the students also learn the teacher's predictions of rows nobody labeled
 (`webly.distill.unlabeled`): the teacher, an ensemble entry or a zoo member, is applied to
@@ -20,6 +22,8 @@ from pathlib import Path
 import numpy as np
 
 from webly.data.store import Dataset
+from webly.distill.grid import fit_grid, held_out_figure, oof_figure, with_lam
+from webly.distill.settings import Setting, settings
 from webly.distill.soft_labels import soft_targets
 from webly.distill.unlabeled import teach_unlabeled
 from webly.ensemble.fit import ENTRIES, load_entry
@@ -39,7 +43,7 @@ def train_students(
     test: Dataset | None,
     out: str | Path,
     *,
-    lam: float = 0.5,
+    lam: float | Sequence[float] = 0.5,
     full: bool = False,
     k: int = 20,
     min_score: float = 1e-3,
@@ -56,7 +60,10 @@ def train_students(
     teacher : prediction store whose ``oof`` split predicts ``train``'s rows
     train, test : the training store; the store the students predict (required when ``full``)
     out : folder of the students' folders (`fit_oof` / `fit_full` layout)
-    lam : weight of the label loss (`TrainConfig.distill_lam`, set for every student)
+    lam : weight of the label loss (`TrainConfig.distill_lam`, set for every student); several:
+        each tried (into ``out/<setting>``, `webly.distill.grid.setting_folder`), every student
+        keeping the one of best out-of-fold metric, or with ``full`` of best metric on the rows
+        its training held out (1.0: the labels-only twin, taught by the labels alone)
     full : train each student once on every row instead of out-of-fold
     k, min_score : teacher classes kept per row (`soft_targets`)
     unlabeled : a store of the same classes whose rows the students also learn, with the
@@ -67,9 +74,7 @@ def train_students(
     executor : where the students' fold models train (`fit_oof`'s); None: here
     """
     students = load_zoo(zoo) if not isinstance(zoo, Zoo) else zoo
-    students = parse_zoo(
-        {**students.model_dump(), "train": {**students.train, "distill_lam": lam}}, "students"
-    )
+    grid = settings(lam)
     store = Predictions.open(teacher)
     targets = soft_targets(store.oof.topk(), train.n_classes, train.task, k=k, min_score=min_score)
     pseudo = None
@@ -90,9 +95,18 @@ def train_students(
             predicted, unlabeled, np.arange(len(unlabeled)), threshold=threshold, k=k,
             min_score=min_score,
         )  # fmt: skip
-    if full:
-        return fit_full(students, train, test, out, targets, executor=executor, pseudo=pseudo)
-    return fit_oof(students, train, test, out, teacher=targets, executor=executor, pseudo=pseudo)
+
+    def fit(setting: Setting, folder: Path) -> ZooResult:
+        chosen = parse_zoo(with_lam(students, setting.lam).model_dump(), "students")
+        taught = None if setting.twin else targets
+        extra = None if setting.twin else pseudo
+        if full:
+            return fit_full(chosen, train, test, folder, taught, executor=executor, pseudo=extra)
+        return fit_oof(chosen, train, test, folder, teacher=taught, executor=executor,
+                       pseudo=extra)  # fmt: skip
+
+    result = fit_grid(grid, Path(out), fit, held_out_figure if full else oof_figure)
+    return ZooResult(result.kept)
 
 
 def predict_teacher(

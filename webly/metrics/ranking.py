@@ -512,7 +512,8 @@ def select_top_k(
     Returns
     -------
     indices : (n_samples, k') int, -1 = padding
-    scores : (n_samples, k') float, best first if `sort`
+    scores : (n_samples, k') float, best first if `sort` (ties by ascending class, for dense
+        ``scores``)
     """
     if isinstance(scores, TopK):
         return _select_topk(scores, k, sort=sort)
@@ -535,8 +536,8 @@ def _select(dense: np.ndarray, k: int, *, sort: bool) -> tuple[np.ndarray, np.nd
     k = min(k, dense.shape[1])
     indices = np.argpartition(dense, -k, axis=1)[:, -k:]
     values = np.take_along_axis(dense, indices, axis=1)
-    if sort:
-        order = np.argsort(-values, axis=1, kind="stable")
+    if sort:  # ties by ascending class: one order whatever argpartition left
+        order = np.lexsort((indices, -values))
         indices = np.take_along_axis(indices, order, axis=1)
         values = np.take_along_axis(values, order, axis=1)
     return indices, values

@@ -90,6 +90,9 @@ def results_section(files: RunFiles) -> Section:
             )
         )
         section.blocks.append(_second_level(files, metric, teacher))
+        tried = _distill_settings(files, metric)
+        if tried is not None:
+            section.blocks.append(tried)
     else:
         section.blocks.append(
             Note(
@@ -133,10 +136,44 @@ def _second_level(files: RunFiles, metric: str, teacher: str | None) -> Table | 
     return Table("Second level: chosen out of fold", columns, rows, frozenset(columns[1:4]), note)
 
 
+def _distill_settings(files: RunFiles, metric: str) -> Table | None:
+    """Every distillation setting the distill stage tried, with the validation figure that
+    chose among them and the test figure, and the final model's teacher; None without them."""
+    summary = files.summary("distill")
+    tried = [
+        (kind, row)
+        for kind, key in (("student", "students_tried"), ("final", "final_tried"))
+        for row in summary.get(key, [])
+    ]
+    if not tried:
+        return None
+    columns = ("model", "setting", f"validation {metric}", f"test {metric}", "time", "kept")
+    rows = [
+        (
+            f"{kind}: {row['model']}", row["setting"], format_cell(metric, row["valid"]),
+            format_cell(metric, row["test"]), _duration(row["seconds"]),
+            "yes" if row["chosen"] else "",
+        )
+        for kind, row in tried
+    ]  # fmt: skip
+    note = (
+        "Each model keeps the setting of best validation figure (students: out of fold; the "
+        "final model: the rows its training held out); labels is the labels-only twin, kept on "
+        "a tie."
+    )
+    teacher = summary.get("teacher")
+    if teacher is not None:
+        figures = ", ".join(f"{n} {v:.4f}" for n, v in teacher["candidates"].items())
+        note += f" The final model's teacher: {teacher['final']} (out of fold: {figures})."
+    return Table("Distillation: chosen on validation", columns, rows,
+                 frozenset(columns[2:5]), note)  # fmt: skip
+
+
 def gain_steps(files: RunFiles, results: dict[str, Any]) -> list[Step]:
     """The waterfall: best zoo member, the ensemble's teacher, the distilled final model (or
-    best student), its long-tail form and the compressed form compress chose: each step the
-    run has, with its figure in ``results`` (the compressed one: in ``frontier.json``)."""
+    best student), its long-tail form and what compress chose to deploy (the final network's
+    compressed form, or a blend or the stacker): each step the run has, with its figure in
+    ``results`` (the deployed one: its test figure in ``frontier.json``)."""
     metric = results["metric"]
     by_label = {r["model"]: r for r in results["rows"] if r.get(metric) is not None}
     members = [
@@ -160,8 +197,13 @@ def gain_steps(files: RunFiles, results: dict[str, Any]) -> list[Step]:
         method = files.summary("longtail").get("method", "")
         steps.append(Step(f"long tail: {method}".rstrip(": "), balanced[0][metric]))
     chosen = _chosen_candidate(files)
-    if finals and chosen is not None and chosen["kind"] == "final" and chosen["method"] != "fp32":
-        steps.append(Step(f"compressed: {chosen['method']}", chosen["metric"]))
+    figure = None if chosen is None else chosen.get("test_metric", chosen["metric"])
+    if chosen is None or figure is None:
+        return steps
+    if chosen["kind"] != "final":
+        steps.append(Step(f"deployed: {chosen['name']}", figure))
+    elif finals and chosen["method"] != "fp32":
+        steps.append(Step(f"compressed: {chosen['method']}", figure))
     return steps
 
 

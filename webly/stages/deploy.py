@@ -1,8 +1,9 @@
-"""The ``compress`` and ``export`` stages: what fits the size budget, and the deployable model.
+"""The ``compress`` and ``export`` stages: what fits the budgets, and the deployable model.
 
 ``RUN/compress/`` holds ``frontier.json`` and ``choice.json`` (`choose_under_budget`) and, when
-the choice is the final network, that network's folder; ``RUN/export/model/`` the ONNX export
-of the final network, compressed when the compress stage chose a compressed form of it.
+the choice is the final network, that network's folder; ``RUN/export/model/`` the export of
+the choice (`webly.compress.deploy.export_choice`): the final network, compressed when the
+compress stage chose a compressed form of it, a blend of members or the stacker.
 """
 
 from __future__ import annotations
@@ -10,12 +11,10 @@ from __future__ import annotations
 from typing import Any
 
 from webly.compress.budget import choose_under_budget
-from webly.compress.export import export_onnx
+from webly.compress.deploy import DEFAULT_MAX_SIZE, export_best, export_choice, shipped_bytes
 from webly.compress.options import PredictOptions
-from webly.compress.run import run_final
 from webly.config import Recipe
 from webly.stages.context import StageContext, StageResult, splits
-from webly.train.loop import TrainConfig
 
 CHOICE, MODEL = "choice", "model"
 
@@ -31,18 +30,18 @@ def make_compress(ctx: StageContext) -> StageResult:
     if section is None:
         return StageResult(key="not in the recipe")
     result = choose_under_budget(
-        ctx.run, section.max_size, ctx.folder / CHOICE, methods=tuple(section.methods),
-        min_elements=section.min_elements, overwrite=True,
+        ctx.run, section.max_size, ctx.folder / CHOICE, max_latency_ms=section.max_latency_ms,
+        methods=tuple(section.methods), min_elements=section.min_elements, overwrite=True,
     )  # fmt: skip
-    chosen = result.chosen
-    outputs: dict[str, Any] = {"choice": f"{ctx.name}/{CHOICE}", "kind": chosen.kind}
-    if chosen.kind == "final":
-        outputs["network"] = f"{ctx.name}/{CHOICE}"
-        outputs["metrics"] = {result.metric: chosen.metric}
     return StageResult(
         key=str(result).split(";")[0],
-        outputs=outputs,
-        summary={"frontier": result.table(), "scored_on": result.scored_on},
+        outputs={"choice": f"{ctx.name}/{CHOICE}", "kind": result.chosen.kind},
+        summary={
+            "frontier": result.table(),
+            "scored_on": result.scored_on,
+            "reported_on": result.reported_on,
+            "max_bytes": result.max_bytes,
+        },
     )
 
 
@@ -52,31 +51,28 @@ def export_config(recipe: Recipe) -> dict[str, Any]:
 
 
 def export_model(ctx: StageContext) -> StageResult:
-    """Export the final network (its compressed form when compress chose it) with its figures,
-    the training store's layout and where it came from."""
+    """Export what the compress stage chose (without one, the best candidate within 1 GB), with
+    its figures, the training store's layout and where it came from."""
     section = ctx.recipe.export
     if section is None:
         return StageResult(key="not in the recipe")
-    final = run_final(ctx.run)
-    compressed = ctx.inputs["compress"]["outputs"].get("network")
-    folder = ctx.run / compressed if compressed else final.folder
-    metrics = ctx.inputs["compress"]["outputs"].get("metrics") if compressed else final.metrics
     train, _ = splits(ctx)
-    spec = (ctx.recipe.distill.final if ctx.recipe.distill is not None else None) or {}
-    settings = {**ctx.recipe.zoo.train, **(spec.get("train") or {})}
-    exported = export_onnx(
-        folder, ctx.folder / MODEL, layout=train.layout, metrics=metrics,
-        predict_options=PredictOptions(**section.predict), opset=section.opset, overwrite=True,
-        max_frames=settings.get("max_frames", TrainConfig.max_frames),
-        run={
-            "folder": str(ctx.run.resolve()), "final": final.id, "final_stage": final.stage,
-            "model_folder": str(folder.resolve()), "metrics_on": final.measured_on,
-        },
-    )  # fmt: skip
-    size = sum(entry["bytes"] for entry in exported.info["files"].values())
-    form = "compressed " if compressed else ""
+    options = PredictOptions(**section.predict)
+    choice = ctx.inputs["compress"].get("outputs", {}).get("choice")
+    if choice is not None:
+        exported = export_choice(
+            ctx.run / choice, ctx.folder / MODEL, layout=train.layout, predict_options=options,
+            opset=section.opset, overwrite=True,
+        )  # fmt: skip
+    else:  # no compress stage: the best within the YouTube-8M challenge's 1 GB
+        _, exported = export_best(
+            ctx.run, ctx.folder / MODEL, DEFAULT_MAX_SIZE, layout=train.layout,
+            predict_options=options, opset=section.opset, overwrite=True,
+        )  # fmt: skip
+    size = shipped_bytes(exported.folder)
+    candidate = exported.info["run"]["candidate"]
     return StageResult(
-        key=f"{form}{final.id} exported: {size / 1e6:.2f} MB in {ctx.name}/{MODEL}",
+        key=f"{candidate} exported: {size / 1e6:.2f} MB in {ctx.name}/{MODEL}",
         outputs={"model": f"{ctx.name}/{MODEL}"},
-        summary={"files": exported.info["files"], "metrics": metrics},
+        summary={"files": exported.info["files"], "metrics": exported.info["metrics"]},
     )

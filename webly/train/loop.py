@@ -231,7 +231,9 @@ class FitResult:
     ``metric`` names it (``gap@20`` or ``accuracy``). ``lr`` is the base learning rate trained
     with; ``lr_search`` the rates tried by ``lr="auto"`` (`webly.train.lr_search.LRSearch`),
     else None. ``valid_rows``: validation rows (given, or held out of the training rows).
-    ``out_of_time``: training stopped at ``time_limit``."""
+    ``out_of_time``: training stopped at ``time_limit``. ``held_out``: ``(valid_rows,)`` int64
+    positions in ``train`` of the rows held out for validation (ascending), None when
+    ``valid`` was given or no row was held out."""
 
     metric: str
     best_metric: float | None
@@ -242,6 +244,7 @@ class FitResult:
     lr_search: LRSearch | None = None
     valid_rows: int = 0
     out_of_time: bool = False
+    held_out: np.ndarray | None = None
 
 
 def training_device() -> torch.device:
@@ -318,8 +321,10 @@ def fit(
             check_labels("valid_labels", valid_labels, (len(valid), valid.n_classes))
         )
     data = _Data(train, valid, targets, sample_weight, labels, valid_labels)
+    held = None
     if valid is None and config.valid_fraction > 0:
-        data = data.hold_out(config.valid_fraction, config.seed)
+        held = held_out_rows(len(train), config.valid_fraction, config.seed)
+        data = data.hold_out(held) if held is not None else data
     workdir = Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
     device = training_device()
@@ -337,7 +342,18 @@ def fit(
             model, data, config, lr, tuple(groups), workdir, device,
             class_weight, on_epoch_end, pseudo, searched=time.perf_counter() - started,
         )  # fmt: skip
-        return replace(trainer.run(), lr_search=search)
+        return replace(trainer.run(), lr_search=search, held_out=held)
+
+
+def held_out_rows(n_rows: int, fraction: float, seed: int) -> np.ndarray | None:
+    """The ``(round(n_rows * fraction),)`` positions (at least one, ascending) that `fit`
+    holds out of ``n_rows`` training rows for validation when given none, drawn from
+    ``seed``; None when fewer than 2 rows would be left to train."""
+    n_valid = max(1, round(n_rows * fraction))
+    if n_rows - n_valid < 2:
+        return None
+    order = np.random.default_rng(np.random.SeedSequence([seed, 1])).permutation(n_rows)
+    return np.sort(order[:n_valid])
 
 
 @dataclass(frozen=True)
@@ -352,15 +368,11 @@ class _Data:
     labels: sp.csr_matrix | None
     valid_labels: sp.csr_matrix | None
 
-    def hold_out(self, fraction: float, seed: int) -> _Data:
-        """A random ``fraction`` of the training rows (at least one; drawn from ``seed``) as
-        the validation rows, the rest for training; unchanged when fewer than 2 would train."""
+    def hold_out(self, held: np.ndarray) -> _Data:
+        """The training rows at positions ``held`` (`held_out_rows`) as the validation rows,
+        the rest for training."""
         n = len(self.train)
-        n_valid = max(1, round(n * fraction))
-        if n - n_valid < 2:
-            return self
-        order = np.random.default_rng(np.random.SeedSequence([seed, 1])).permutation(n)
-        held, kept = np.sort(order[:n_valid]), np.sort(order[n_valid:])
+        kept = np.setdiff1d(np.arange(n), held)
         weight = self.sample_weight
         if isinstance(weight, WeightSchedule):
             weight = weight.subset(kept)

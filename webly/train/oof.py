@@ -106,6 +106,10 @@ if TYPE_CHECKING:  # the trainer only reads its fields; importing it would tie t
 TEST_SUM_BYTES = 8 << 30
 CONFIG_FILE, MODEL_DIR, STORE_DIR, FULL_DIR = "config.json", "model", "predictions", "full"
 FIT_FILE = "fit.json"
+HELD_OUT_FILE = "held_out.npy"
+"""Beside a network trained on every row (`fit_full`): ``(n,)`` int64 training-store rows `fit`
+held out for its validation, so they can score it against other models' out-of-fold
+predictions (`held_out_rows`)."""
 ATTEMPTS_FILE, SECONDS_FILE = "attempts.json", "seconds.json"
 _BLOCK_ROWS = 8192
 
@@ -883,6 +887,8 @@ def _fold_model(
             record = _fit_record(result) | {"time_limit": config.time_limit}
             (tmp / FIT_FILE).write_text(json.dumps(record, indent=1))
             (tmp / SECONDS_FILE).write_text(json.dumps(spent()))
+            if result.held_out is not None:
+                np.save(tmp / HELD_OUT_FILE, kept[result.held_out])
     (workdir / ATTEMPTS_FILE).unlink(missing_ok=True)  # its seconds are in the saved model's
     if not keep_checkpoints:  # also what a run killed between the save and this left
         drop_trainer_files(workdir)
@@ -933,6 +939,14 @@ def _fit_record(result: FitResult) -> dict[str, Any]:
         "out_of_time": result.out_of_time,
         "history": [asdict(epoch) for epoch in result.history],
     }
+
+
+def held_out_rows(saved: str | Path) -> np.ndarray | None:
+    """The training-store rows the network saved in ``saved`` never trained on (`fit` held
+    them out for validation; ``HELD_OUT_FILE``), ascending; None when it recorded none (a fold
+    model, validated on its held-out fold, or one saved before they were recorded)."""
+    path = Path(saved) / HELD_OUT_FILE
+    return np.load(path) if path.is_file() else None
 
 
 def read_fit_record(saved: Path) -> dict[str, Any]:

@@ -1,0 +1,61 @@
+"""The distillation settings tried per model, and the one kept on validation."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from webly.config import DistillConfig, load_recipe
+from webly.distill.settings import Setting, choose, lam_grid, settings
+from webly.errors import ConfigError
+
+
+def test_the_twin_comes_first_and_mixup_pairs_every_distilled_lam() -> None:
+    assert lam_grid([0.5, 1.0, 0.2]) == (1.0, 0.5, 0.2)
+    assert lam_grid(0.5) == (0.5,)
+    grid = settings([0.2, 1.0], mixup=True)
+    assert grid == (Setting(1.0), Setting(0.2), Setting(0.2, mixup=True))
+    assert [s.name for s in grid] == ["labels", "lam-0.2", "lam-0.2-mixup"]
+    assert [s.twin for s in grid] == [True, False, False]
+
+
+def test_a_tie_keeps_the_twin_and_a_failed_setting_is_never_chosen() -> None:
+    assert choose([0.61, 0.61, 0.60]) == 0
+    assert choose([0.60, 0.62, 0.62]) == 1
+    assert choose([None, 0.1, 0.3]) == 2
+    with pytest.raises(ConfigError, match="no distillation setting has a validation figure"):
+        choose([None, None])
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        ("[1.0, 1.5]", r"distill\.lam: 1\.5 is outside \[0, 1\] .* use e\.g\. \[1\.0, 0\.5"),
+        ("-0.1", r"distill\.lam: -0\.1 is outside \[0, 1\]"),
+        ("[]", r"distill\.lam: no value to try"),
+        ("[0.5, 0.5]", r"distill\.lam: \[0\.5, 0\.5\] repeats a value"),
+    ],
+)
+def test_a_bad_lam_grid_is_one_line_naming_the_key(
+    value: str, message: str, tmp_path: Path
+) -> None:
+    recipe = {
+        "data": {"synth": {"kind": "yt8m-like", "videos": 50, "classes": 5}},
+        "zoo": {"members": [{"name": "logistic"}]},
+        "ensemble": {},
+        "distill": {"final": {"name": "logistic"}},
+    }
+    path = tmp_path / "recipe.yaml"
+    path.write_text(yaml.safe_dump(recipe))
+    section = load_recipe(path).distill
+    assert section is not None and section.lam == [1.0, 0.5, 0.2]  # the default grid
+    with pytest.raises(ConfigError, match=message) as caught:
+        load_recipe(path, [f"distill.lam={value}"])
+    assert "\n" not in str(caught.value)
+
+
+def test_mixup_with_unlabeled_rows_is_refused() -> None:
+    with pytest.raises(ValueError, match=r"distill\.mixup: mixed rows and distill\.unlabeled"):
+        DistillConfig(final={"name": "logistic"}, mixup=0.4, unlabeled={})
