@@ -89,7 +89,8 @@ def test_eval_scores_a_submission(tmp_path: Path, small_store: Dataset) -> None:
 @pytest.mark.slow
 def test_demo_end_to_end(tmp_path: Path) -> None:
     console = Console(record=True, width=120)
-    small = ("data.synth.videos=400", "data.synth.classes=12", "data.synth.max_frames=8")
+    small = ("data.synth.videos=400", "data.synth.classes=12", "data.synth.max_frames=8",
+             "compress.measure_latency=false")  # fmt: skip
     rows = run_demo(tmp_path, seed=0, console=console, overrides=[*small, "zoo.train.epochs=3"])
     text = console.export_text()
     assert "400 train / 100 test rows, 12 classes" in text and "labels per row" in text

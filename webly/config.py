@@ -464,12 +464,14 @@ class CompressConfig(BaseModel):
     model (float32 and each of ``methods``), blends of the members and the stacker, the most
     accurate on validation rows whose files fit ``max_size`` (bytes or e.g. ``1GB``) and, with
     ``max_latency_ms``, that runs a row within it; the accuracy/size/latency frontier is
-    written beside the choice."""
+    written beside the choice. ``measure_latency: false`` skips timing every candidate with
+    ONNX Runtime (most of the stage's time; ``max_latency_ms`` needs it)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     max_size: int | str
     max_latency_ms: float | None = Field(default=None, gt=0)
+    measure_latency: bool = True
     methods: list[Literal["fp16", "int8_partial", "kmeans"]] = ["fp16", "int8_partial"]
     min_elements: int = Field(default=17_000, ge=0)
 

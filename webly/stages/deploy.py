@@ -31,7 +31,8 @@ def make_compress(ctx: StageContext) -> StageResult:
         return StageResult(key="not in the recipe")
     result = choose_under_budget(
         ctx.run, section.max_size, ctx.folder / CHOICE, max_latency_ms=section.max_latency_ms,
-        methods=tuple(section.methods), min_elements=section.min_elements, overwrite=True,
+        measure_latency=section.measure_latency, methods=tuple(section.methods),
+        min_elements=section.min_elements, overwrite=True,
     )  # fmt: skip
     return StageResult(
         key=str(result).split(";")[0],
