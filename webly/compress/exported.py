@@ -12,6 +12,7 @@ of a batch of stored feature groups (`ExportedModel.feeds`), which is all `webly
 from __future__ import annotations
 
 import json
+from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -49,7 +50,7 @@ _ORT_ERRORS = (
 
 
 @dataclass(frozen=True)
-class ExportedModel:
+class ExportedModel(ABC):
     """An export opened for ONNX Runtime (CPU): a network (`ExportedNetwork`) or an ensemble
     (`ExportedEnsemble`); see `load_exported`. ``features``: the feature groups it reads, each
     at its own level."""
@@ -83,11 +84,11 @@ class ExportedModel:
         """How to predict with it (``model.json``'s ``predict``; the defaults without one)."""
         return PredictOptions.from_json(self.info.get("predict") or {})
 
+    @abstractmethod
     def predict(
         self, groups: Mapping[str, np.ndarray], lengths: np.ndarray | None = None
     ) -> np.ndarray:
         """Probabilities ``(B, n_classes)`` float32 of a batch; the arguments as `feeds`."""
-        raise NotImplementedError
 
     def feeds(
         self, groups: Mapping[str, np.ndarray], lengths: np.ndarray | None = None
