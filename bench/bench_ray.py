@@ -1,6 +1,12 @@
 """Zoo on Ray: the demo recipe run in this process vs with ``executor: ray`` on a cluster of two
-nodes on this machine (`webly.executor.local_cluster.LocalCluster`, one CPU each), and Ray's
+nodes on this machine (Ray's own `ray.cluster_utils.Cluster`, one CPU each), and Ray's
 scheduling overhead per task.
+
+The Ray run goes as on a cluster whose nodes share no folder with the caller: its stores and
+fold files travel through ``--storage`` (a filesystem URI; default ``file://OUT/storage``,
+``none`` to pass local paths instead), and its ``runtime_env`` ships webly (``py_modules``) and
+points the workers' cache at ``OUT/cache``. The 1-minute load average (``uptime``) is printed
+before and after each run.
 
 Prints each run's wall time, then (1) each stage's seconds in both runs, whether all their
 prediction stores are identical, and for each stage that trains fold models its Ray overhead:
@@ -20,6 +26,7 @@ import argparse
 import json
 import os
 import shutil
+import subprocess
 import time
 import timeit
 from pathlib import Path
@@ -28,9 +35,10 @@ from typing import Any
 import numpy as np
 import ray
 import torch
+from ray.cluster_utils import Cluster
 
-from webly.data.store import MANIFEST
-from webly.executor.local_cluster import LocalCluster
+import webly
+from webly.data.store import CACHE_ENV, MANIFEST
 from webly.executor.ray import TASK_FILE
 from webly.pipeline import STAGES, run_recipe
 from webly.predictions import Predictions
@@ -38,7 +46,7 @@ from webly.predictions import Predictions
 ROOT = Path(__file__).resolve().parents[1]
 
 
-NODES = [{"head": 1}, {"second": 1}]  # one CPU each
+NODES = 2  # one CPU each
 
 
 def main() -> None:
@@ -47,6 +55,9 @@ def main() -> None:
     parser.add_argument("--recipe", type=Path, default=ROOT / "recipes" / "demo.yaml")
     parser.add_argument("--tasks", type=int, default=2000, help="empty tasks in flight")
     parser.add_argument(
+        "--storage", help="executor.storage of the Ray run (default file://OUT/storage; none)"
+    )
+    parser.add_argument(
         "--report-only", action="store_true", help="print (1) again from the runs in --out"
     )
     args = parser.parse_args()
@@ -54,12 +65,17 @@ def main() -> None:
         torch.set_num_threads(1)
         shutil.rmtree(args.out, ignore_errors=True)
         print(f"torch threads {torch.get_num_threads()}, {os.cpu_count()} cores (shared machine)")
-        with LocalCluster(NODES, cpus_per_node=1) as cluster:
+        cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1})
+        try:
+            for _ in range(NODES - 1):
+                cluster.add_node(num_cpus=1)
+            cluster.wait_for_nodes()
             overhead = scheduling_overhead(cluster.address, args.tasks)
             ray.shutdown()
-            on_ray = ["executor.kind=ray", f"executor.address={cluster.address}"]
-            timed_run(args.recipe, args.out / "ray", on_ray)
+            timed_run(args.recipe, args.out / "ray", ray_overrides(cluster.address, args))
             ray.shutdown()
+        finally:
+            cluster.shutdown()
         timed_run(args.recipe, args.out / "local", [])
     report(args.out, args.recipe.name)
     if not args.report_only:
@@ -88,7 +104,7 @@ def report(out: Path, name: str) -> None:
         f"{'ray s':>7} {'overhead':>9} {'a task':>7}"
     )
     for stage, (worker, local) in task_seconds(out).items():
-        ideal = worker.sum() / len(NODES) + local_stages[stage] - local.sum()
+        ideal = worker.sum() / NODES + local_stages[stage] - local.sum()
         extra = ray_stages[stage] - ideal
         print(
             f"{stage:<10} {worker.size:5d} {worker.sum():9.1f} {local.sum():8.1f} {ideal:8.1f} "
@@ -125,13 +141,36 @@ def nothing() -> None:
     """The empty task."""
 
 
+def ray_overrides(address: str, args: argparse.Namespace) -> list[str]:
+    """The recipe overrides of the Ray run: the cluster, its runtime_env (webly shipped, the
+    workers' cache under ``--out``) and ``--storage``."""
+    runtime_env = {
+        "py_modules": [str(Path(webly.__file__).parent)],
+        "excludes": ["__pycache__"],
+        "env_vars": {CACHE_ENV: str(args.out / "cache")},
+    }
+    overrides = [
+        "executor.kind=ray",
+        f"executor.address={address}",
+        f"executor.runtime_env={json.dumps(runtime_env)}",
+    ]
+    storage = args.storage or (args.out / "storage").as_uri()
+    return overrides + ([] if storage == "none" else [f"executor.storage={storage}"])
+
+
 def timed_run(recipe: Path, out: Path, overrides: list[str]) -> None:
-    """Run ``recipe`` into ``out``; print its wall time."""
+    """Run ``recipe`` into ``out``; print its wall time and the load before and after."""
+    print(f"{out.name}: load before {load()}")
     started = time.perf_counter()
     result = run_recipe(recipe, out, overrides)
     if result.failed:
         raise SystemExit(f"{out}: {result.errors}")
-    print(f"{out.name}: {time.perf_counter() - started:.1f} s wall")
+    print(f"{out.name}: {time.perf_counter() - started:.1f} s wall, load after {load()}")
+
+
+def load() -> str:
+    """The load averages as ``uptime`` prints them."""
+    return subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()
 
 
 def stage_seconds(run: Path) -> dict[str, float]:

@@ -10,11 +10,16 @@ Outputs are built in a hidden temporary beside the target (`temp_path`:
 writer of the same folder removes what a killed one left (`remove_stale`) and leaves alone what
 a live process is still writing. Files are created with the permissions the umask gives
 (`create_file`), as ``open`` creates them.
+
+Every single file webly writes goes through `replaced_file` (or `write_atomic`, `write_json`
+for files inside a folder that is itself renamed into place); `sha256_file` is the one
+checksum of a file.
 """
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import re
@@ -22,9 +27,10 @@ import shutil
 import socket
 import time
 import uuid
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import IO, Any
 
 from webly.errors import ConfigError, DataError
 
@@ -212,3 +218,85 @@ def create_file(path: str | os.PathLike[str]) -> int:
     those the umask gives (0644 under umask 022), as ``open`` gives them, not
     ``tempfile.mkstemp``'s 0600."""
     return os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666)
+
+
+# --------------------------------------------------------------------------- single files
+
+_BLOCK = 1 << 24  # bytes hashed at a time
+
+
+@contextlib.contextmanager
+def replaced_file(target: str | os.PathLike[str], mode: str = "w") -> Iterator[IO[Any]]:
+    """Yield a file opened in ``mode`` (``"w"``: UTF-8 text, ``"wb"``: bytes) that replaces
+    ``target`` in one step on success.
+
+    The data goes to a hidden temporary beside ``target`` (`temp_path`), which is fsynced and
+    renamed over ``target`` when the ``with`` block ends normally (then the folder is fsynced),
+    and deleted when it raises, so ``target`` is never left partly written.
+    """
+    target = Path(target)
+    if target.is_dir():
+        raise DataError(f"{target} is a folder; name the file to write, e.g. {target}/out.csv")
+    if not target.parent.is_dir():
+        raise DataError(
+            f"{target}: folder {target.parent} does not exist; create it or choose another path"
+        )
+    remove_stale(target)
+    temp = temp_path(target)
+    descriptor = create_file(temp)  # the umask's permissions, as open() gives them
+    try:
+        text = "b" not in mode
+        with os.fdopen(
+            descriptor, mode, encoding="utf-8" if text else None, newline="\n" if text else None
+        ) as fh:
+            yield fh
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(temp, target)
+    except BaseException:
+        temp.unlink(missing_ok=True)
+        raise
+    fsync_path(target.parent)
+
+
+def write_atomic(path: str | os.PathLike[str], data: bytes) -> None:
+    """Replace the file ``path`` by ``data`` in one step (`replaced_file`)."""
+    with replaced_file(path, "wb") as fh:
+        fh.write(data)
+
+
+def write_json(path: str | os.PathLike[str], obj: Any) -> None:
+    """Write ``obj`` as indented JSON to ``path`` and fsync it: a file inside a temporary folder
+    that is renamed into place as a whole (`replaced_file` replaces a file on its own)."""
+    with open(path, "w", encoding="utf-8") as fh:
+        json.dump(obj, fh, indent=1)
+        fh.write("\n")
+        fh.flush()
+        os.fsync(fh.fileno())
+
+
+def sha256_file(path: str | os.PathLike[str]) -> str:
+    """Hex SHA-256 of the file at ``path``, read in 16 MB blocks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while block := fh.read(_BLOCK):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def file_hash(path: str | os.PathLike[str]) -> str | None:
+    """`sha256_file` of ``path``, None when there is no file."""
+    try:
+        return sha256_file(path)
+    except FileNotFoundError:
+        return None
+
+
+def fsync_path(path: str | os.PathLike[str]) -> None:
+    """Make the file or folder at ``path`` durable, whichever process (or library given only a
+    path) wrote it."""
+    descriptor = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(descriptor)
+    finally:
+        os.close(descriptor)

@@ -11,6 +11,7 @@ import os
 import re
 import sys
 import warnings
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -222,11 +223,19 @@ def import_yt8m(
         int | None, typer.Option(help="Parallel processes (default: one a core).")
     ] = None,
     overwrite: Overwrite = False,
+    ray: RayAddress = None,
 ) -> None:
-    """Import official YouTube-8M TFRecord files (no TensorFlow needed)."""
+    """Import official YouTube-8M TFRecord files (no TensorFlow needed); with --ray, one Ray
+    task a file on the cluster."""
     from webly.data.yt8m import import_yt8m as run
 
     dest = _out(dest, old_out, "dataset folder")
+    executor = _executor(ray, 1, 0.0)
+    run_files = None
+    if executor is not None:
+        from webly.executor.ray_import import import_files_on_ray
+
+        run_files = partial(import_files_on_ray, executor)
     summary = run(
         pattern,
         dest,
@@ -237,6 +246,7 @@ def import_yt8m(
         skip_corrupt=skip_corrupt,
         workers=workers,
         overwrite=overwrite,
+        run_files=run_files,
     )
     out.print(str(summary))
 
@@ -508,7 +518,8 @@ RayAddress = Annotated[
         "--ray",
         metavar="ADDRESS",
         help="Train the fold models as Ray tasks on the cluster at ADDRESS: the head's "
-        "HOST:PORT, auto (ray start on this machine) or local (Ray inside this process).",
+        "HOST:PORT, ray://HOST:PORT (Ray Client), auto (ray start on this machine) or local "
+        "(Ray inside this process); a Ray session already open in this process is used.",
     ),
 ]
 CpusPerTask = Annotated[
@@ -522,25 +533,23 @@ GpusPerTask = Annotated[
 def _ray_config(
     address: str | None, cpus_per_task: int | None = None, gpus_per_task: float | None = None
 ) -> Any:
-    """The `webly.executor.ExecutorConfig` of ``--ray ADDRESS`` (``local``: Ray inside this
-    process), or None without ``--ray``; unset numbers take the config's defaults."""
+    """The `webly.executor.ExecutorConfig` of ``--ray ADDRESS`` (``local`` validates to null:
+    Ray inside this process), or None without ``--ray``; unset numbers take the config's
+    defaults."""
     if address is None:
         return None
     from pydantic import ValidationError
 
     from webly.errors import ConfigError
-    from webly.executor import ExecutorConfig
+    from webly.executor import ADDRESSES, ExecutorConfig
 
     numbers = {"cpus_per_task": cpus_per_task, "gpus_per_task": gpus_per_task}
     given = {key: value for key, value in numbers.items() if value is not None}
     try:
-        return ExecutorConfig.model_validate(
-            {"kind": "ray", "address": None if address == "local" else address, **given}
-        )
+        return ExecutorConfig.model_validate({"kind": "ray", "address": address, **given})
     except ValidationError:  # the address: typer checked the numbers
         raise ConfigError(
-            f"--ray: {address!r} is not HOST:PORT; give the Ray head's address as ray start "
-            "--head prints it (e.g. 10.0.0.1:6379), auto, or local"
+            f"--ray: {address!r} is not {ADDRESSES}; give the head's address in one of those forms"
         ) from None
 
 

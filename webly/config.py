@@ -17,6 +17,7 @@ A recipe::
         - {name: mlp, hparams: {hidden: [512]}}
     evaluate: {k: 20}             # GAP@k of the members and of their plain average
     executor: {kind: ray, address: 10.0.0.1:6379}   # optional: fold models as Ray tasks
+    # executor: {kind: ray, address: "ray://head:10001", storage: s3://bucket/webly}
 
 Each key is read in one place: ``seed`` and ``folds.n`` feed the zoo (a ``zoo.seed`` or
 ``zoo.folds`` is refused), so `Recipe.zoo` comes out of validation with them filled in.

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from webly._fs import create_file, remove_stale, temp_path
+from webly._fs import replaced_file
 from webly.errors import DataError, WeblyWarning
 from webly.metrics.ranking import TopK
 
@@ -54,37 +54,22 @@ def write_submission(
     order = np.argsort(-topk.scores, axis=1, kind="stable")
     indices = np.take_along_axis(topk.indices, order, axis=1)
     scores = np.take_along_axis(topk.scores, order, axis=1)
-    target = Path(path)
-    if not target.parent.is_dir():
-        raise DataError(
-            f"{target}: folder {target.parent} does not exist; create it or choose another path"
-        )
-    remove_stale(target)
-    temp_name = temp_path(target)
-    descriptor = create_file(temp_name)  # the umask's permissions, as open() gives them
-    try:
-        with os.fdopen(descriptor, "w", encoding="utf-8", newline="\n") as handle:
-            handle.write(HEADER + "\n")
-            for row, row_id in enumerate(ids):
-                if "," in row_id or "\n" in row_id or "\r" in row_id:
-                    raise DataError(
-                        f"id {row_id!r} of row {row} holds a comma or line break; "
-                        "submission ids must be plain tokens"
-                    )
-                keep = indices[row] >= 0
-                pairs = " ".join(
-                    f"{names[c] if names is not None else c} {s:.6f}"
-                    for c, s in zip(
-                        indices[row][keep].tolist(), scores[row][keep].tolist(), strict=True
-                    )
+    with replaced_file(path, "w") as handle:
+        handle.write(HEADER + "\n")
+        for row, row_id in enumerate(ids):
+            if "," in row_id or "\n" in row_id or "\r" in row_id:
+                raise DataError(
+                    f"id {row_id!r} of row {row} holds a comma or line break; "
+                    "submission ids must be plain tokens"
                 )
-                handle.write(f"{row_id},{pairs}\n")
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temp_name, target)
-    except BaseException:
-        Path(temp_name).unlink(missing_ok=True)
-        raise
+            keep = indices[row] >= 0
+            pairs = " ".join(
+                f"{names[c] if names is not None else c} {s:.6f}"
+                for c, s in zip(
+                    indices[row][keep].tolist(), scores[row][keep].tolist(), strict=True
+                )
+            )
+            handle.write(f"{row_id},{pairs}\n")
 
 
 def read_submission(

@@ -47,6 +47,7 @@ from typing import Any
 import yaml
 from rich.console import Console
 
+from webly._fs import file_hash, write_atomic
 from webly.config import Recipe, dump_recipe, load_recipe
 from webly.data.store import MANIFEST, read_manifest
 from webly.distill.settings import settings
@@ -67,7 +68,6 @@ from webly.stages import (
     evaluate_zoo,
     export_config,
     export_model,
-    file_hash,
     folds_config,
     longtail_config,
     make_clean,
@@ -80,7 +80,6 @@ from webly.stages import (
     make_report,
     report_config,
     train_zoo,
-    write_atomic,
     zoo_config,
 )
 from webly.tracking import Tracker, open_tracker

@@ -25,8 +25,8 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any, Protocol
 
+from webly._fs import write_atomic
 from webly._optional import require
-from webly.stages.context import write_atomic
 
 STATE_FILE = "tracking.json"
 FIT_RECORDS = "**/model/fit.json"

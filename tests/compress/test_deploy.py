@@ -19,7 +19,13 @@ from tests.compress.test_commands import assert_user_error, webly
 from tests.compress.test_serve import Server, post
 from webly.compress.budget import Candidate, choose_under_budget
 from webly.compress.deploy import export_candidate, export_choice, shipped_bytes
-from webly.compress.exported import MANIFEST, ExportedEnsemble, ExportedModel, load_exported
+from webly.compress.exported import (
+    MANIFEST,
+    ExportedEnsemble,
+    ExportedModel,
+    ExportedTrees,
+    load_exported,
+)
 from webly.compress.inputs import store_batches
 from webly.compress.run import run_members
 from webly.compress.serve import Limits
@@ -41,6 +47,8 @@ MIXED_RECIPE: dict[str, Any] = {
             {"name": "logistic"},  # video level: mean_rgb + mean_audio
             {"name": "dbof", "hparams": {"cluster_size": 16, "hidden": 16}},  # rgb/audio frames
             {"name": "mlp", "hparams": {"hidden": [8]}},
+            # LightGBM over the video-level groups: shipped as LightGBM's own files
+            {"name": "lgbm", "hparams": {"n_estimators": 5, "min_child_samples": 5}},
         ],
     },
 }
@@ -89,8 +97,11 @@ def test_the_stacker_of_both_levels_deploys_as_the_run_predicted(
     assert {(s.name, s.level) for s in exported.features} == {
         ("mean_rgb", "video"), ("mean_audio", "video"), ("rgb", "frame"), ("audio", "frame"),
     }  # fmt: skip
-    assert [m.id for m in exported.members] == ["logistic", "dbof", "mlp"]
+    assert [m.id for m in exported.members] == ["logistic", "dbof", "mlp", "lgbm"]
     assert all(len(m.folds) == 3 for m in exported.members)
+    trees = exported.members[3].folds
+    assert all(isinstance(fold, ExportedTrees) for fold in trees)
+    assert [s.name for s in trees[0].features] == ["mean_rgb", "mean_audio"]
     test = Dataset.open(mixed_run / "data" / "test")
     got = scores_of(exported, test)
     # the run's stacker applied to the run's member stores, and the run's stored predictions

@@ -24,7 +24,9 @@ from webly.data import (
     atomic_output,
     dequantize_uint8,
     quantize_uint8,
+    store,
 )
+from webly.data.store import RaggedFrames
 from webly.errors import ConfigError, DataError, WeblyWarning
 
 FULL = Layout(
@@ -512,3 +514,107 @@ def test_values_beyond_the_stored_dtype_are_refused(tmp_path: Path, dtype: str, 
     with pytest.raises(DataError, match=match), DatasetWriter(tmp_path / "ds", layout) as writer:
         writer.write_batch(batch)
     assert not (tmp_path / "ds").exists()
+
+
+# ---------------------------------------------------------------- frames in one buffer, syncing
+
+
+def ragged(rows: list[np.ndarray]) -> RaggedFrames:
+    """Per-row ``(T_i, dim)`` frames as one buffer and ``(B + 1,)`` offsets."""
+    return RaggedFrames(np.concatenate(rows), np.cumsum([0] + [len(r) for r in rows]))
+
+
+def test_ragged_frames_make_the_same_shards_as_lists(tmp_path: Path) -> None:
+    rng = np.random.default_rng(3)
+    batches = [random_batch(rng, FULL, 30, prefix=f"b{i}_") for i in range(3)]
+    write(tmp_path / "lists", FULL, batches)
+    for batch in batches:
+        batch.frames = {name: ragged(list(rows)) for name, rows in batch.frames.items()}
+    write(tmp_path / "ragged", FULL, batches)
+    shards = sorted(p.name for p in (tmp_path / "lists").glob("shard-*.arrow"))
+    assert shards == sorted(p.name for p in (tmp_path / "ragged").glob("shard-*.arrow"))
+    for name in shards:
+        assert (tmp_path / "lists" / name).read_bytes() == (tmp_path / "ragged" / name).read_bytes()
+
+
+FLOAT_FRAMES = Layout((FeatureSpec("f", 2, "float32", level="frame"),), n_classes=2)
+
+
+@pytest.mark.parametrize(
+    ("values", "offsets", "message"),
+    [
+        (np.zeros((5, 3)), [0, 2, 5], r"frames of 'f' have shape \(5, 3\) but the layout declares"),
+        (np.zeros((5, 2)), [0, 5], r"frame offsets of 'f' do not rise from 0 to 5 in 3 steps"),
+        (np.zeros((5, 2)), [1, 2, 5], r"frame offsets of 'f' do not rise"),
+        (np.zeros((5, 2)), [0, 2, 4], r"frame offsets of 'f' do not rise"),
+        (np.zeros((5, 2)), [0, 6, 5], r"frame offsets of 'f' do not rise"),
+        (np.array([[0, 0], [0, 0], [0, np.nan]]), [0, 2, 3], r"row 'b': frames of 'f' hold NaN"),
+    ],
+)
+def test_ragged_frames_are_checked(
+    tmp_path: Path, values: np.ndarray, offsets: list[int], message: str
+) -> None:
+    batch = Batch(["a", "b"], [[0], [1]], frames={"f": RaggedFrames(values, np.array(offsets))})
+    with pytest.raises(DataError, match=f"^input: {message}"):
+        write(tmp_path / "ds", FLOAT_FRAMES, [batch])
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_every_shard_is_synced_before_the_manifest_names_it(
+    tmp_path: Path, video_layout: Layout, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Shards are fsynced in the background while the next ones are written, each before the
+    manifest is written; a failed fsync fails the commit and leaves nothing."""
+    synced: list[tuple[str, bool]] = []  # (name, whether the manifest was there)
+
+    def record(path: Path) -> None:
+        synced.append((path.name, (path.parent / "manifest.json").exists()))
+
+    monkeypatch.setattr(store, "fsync_path", record)
+    rng = np.random.default_rng(4)
+    batches = [random_batch(rng, video_layout, 30, prefix=f"b{i}_") for i in range(5)]
+    ds = write(tmp_path / "ds", video_layout, batches, shard_bytes=2_000)
+    shards = [shard["file"] for shard in ds.manifest["shards"]]
+    assert len(shards) > 1
+    assert sorted(name for name, _ in synced if name.startswith("shard-")) == shards
+    assert not any(manifest for name, manifest in synced if name.startswith("shard-"))
+
+    def fail(path: Path) -> None:
+        raise OSError(5, "Input/output error", str(path))
+
+    monkeypatch.setattr(store, "fsync_path", fail)
+    with pytest.raises(OSError, match="Input/output error"):
+        write(tmp_path / "failed", video_layout, batches, shard_bytes=2_000)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ds"]
+
+
+WITHOUT_PANDAS = textwrap.dedent(
+    """
+    import sys, numpy as np
+    from webly.data import Batch, DatasetWriter, FeatureSpec, Layout
+    layout = Layout(
+        (FeatureSpec("v", 4), FeatureSpec("f", 3, "uint8", level="frame")), n_classes=5,
+        has_group=True, has_text=True, has_clean_labels=True,
+    )
+    frames = [np.zeros((2, 3), np.uint8), np.ones((1, 3), np.uint8)]
+    with DatasetWriter(sys.argv[1], layout) as writer:
+        writer.write_batch(Batch(
+            ["a", "b"], [[1], [2, 3]], {"v": np.zeros((2, 4), np.float32)}, {"f": frames},
+            groups=["g", "g"], texts=["x", "y"], clean_labels=[[1], [2]],
+        ))
+    print("pandas" in sys.modules)
+    """
+)
+
+
+def test_writing_a_store_does_not_import_pandas(tmp_path: Path) -> None:
+    """``pa.array`` imports pandas on its first call in a process (a second or more, in every
+    worker of an import); the writer builds its Arrow arrays without it."""
+    out = subprocess.run(
+        [sys.executable, "-c", WITHOUT_PANDAS, str(tmp_path / "ds")],
+        check=True,
+        capture_output=True,
+        text=True,
+    )
+    assert out.stdout.strip() == "False"
+    assert Dataset.open(tmp_path / "ds").texts.tolist() == ["x", "y"]

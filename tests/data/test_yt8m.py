@@ -4,6 +4,7 @@ and the real 2018 video-level sample when it is present."""
 from __future__ import annotations
 
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -11,7 +12,8 @@ import numpy as np
 import pytest
 
 from webly.data import tfrecord as tr
-from webly.data.store import Dataset
+from webly.data import yt8m
+from webly.data.store import Dataset, ShardWriter, dequantize_uint8
 from webly.data.yt8m import FRAME_GROUPS, VIDEO_GROUPS, Names, import_yt8m, yt8m_layout
 from webly.errors import DataError, WeblyWarning
 from webly.train.zoo import parse_zoo, plan_zoo
@@ -160,6 +162,120 @@ def test_frame_level_import(tmp_path: Path, names: Names) -> None:
         expected = dequantize(np.concatenate([rgb, audio], axis=1))
         np.testing.assert_allclose(x[i, : lengths[i]], expected, atol=1e-6)
         np.testing.assert_allclose(means[i], expected.mean(axis=0), atol=1e-5)
+
+
+# ---------------------------------------------------------------- frame level: the gathered path
+
+
+def tf_layout_video(vid: str, labels: list[int], rgb: np.ndarray, audio: np.ndarray) -> bytes:
+    """A frame-level SequenceExample with the context in the order TensorFlow writes it here
+    (``labels`` before ``id``)."""
+    context: dict[str, tr.FeatureInput] = {
+        "labels": np.array(labels, np.int64),
+        "id": [vid.encode()],
+    }
+    return tr.encode_sequence_example(context, {"rgb": rgb, "audio": audio})
+
+
+# frame counts around the uint16 sum blocks (257) and the buffers' slack
+FRAME_COUNTS = [1, 2, 1, 40, 257, 258, 600, 5, 1, 3, 300, 7, 1]
+
+
+def make_varied_frame_files(
+    folder: Path, n_files: int = 1
+) -> tuple[list[int], list[tuple[int, ...]], list[Any]]:
+    """`FRAME_COUNTS` frame-level videos (0-4 labels each) in ``n_files`` files ``a0.tfrecord``,
+    ``a1.tfrecord`` ...; returns the byte offsets of the records of ``a0``, and each video's
+    labels and (labels, rgb, audio). Videos of more than 257 frames hold codes of 254 and 255,
+    whose sums over 258 frames overflow uint16."""
+    rng = np.random.default_rng(7)
+    videos, payloads = [], []
+    for i, n_frames in enumerate(FRAME_COUNTS):
+        labels = sorted(rng.choice(3862, i % 5, replace=False).tolist())
+        low = 254 if n_frames > 257 else 0
+        rgb = rng.integers(low, 256, (n_frames, 1024), dtype=np.uint8)
+        audio = rng.integers(low, 256, (n_frames, 128), dtype=np.uint8)
+        videos.append((labels, rgb, audio))
+        payloads.append(tf_layout_video(f"v{i}", labels, rgb, audio))
+    folder.mkdir(exist_ok=True)
+    parts = np.array_split(np.arange(len(payloads)), n_files)
+    for f, part in enumerate(parts):
+        tr.write_records(folder / f"a{f}.tfrecord", [payloads[i] for i in part])
+    offsets = np.cumsum([0] + [16 + len(payloads[i]) for i in parts[0]]).tolist()
+    return offsets, [tuple(v[0]) for v in videos], videos
+
+
+def stored_codes(ds: Dataset, group: str) -> tuple[np.ndarray, list[int]]:
+    """Every row's stored uint8 frames of ``group``, concatenated, and the record batch sizes."""
+    chunks = [chunk for _, chunk in ds.iter_chunks()]
+    values = [chunk.column(group).values.values.to_numpy() for chunk in chunks]
+    return np.concatenate(values), [chunk.num_rows for chunk in chunks]
+
+
+@pytest.mark.parametrize("small_batches", [False, True])
+def test_frame_level_values_are_exact_in_batches_of_any_size(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, small_batches: bool
+) -> None:
+    """Codes are stored as read and the means are the means of the dequantised codes, whatever
+    the batches: small ones (3 rows, or about 40 frames) split the videos of two files into
+    record batches, keep one (3 rows, 4 frames) until the next is written, refill the buffers
+    of written ones and make them grow for the 600-frame video."""
+    _, labels, videos = make_varied_frame_files(tmp_path / "in", n_files=2)
+    if small_batches:
+        monkeypatch.setattr(yt8m, "_BATCH_ROWS", 3)
+        monkeypatch.setattr(yt8m, "_FRAME_SLACK", 2)
+        monkeypatch.setattr(yt8m, "ShardWriter", partial(ShardWriter, batch_bytes=40 * 1152))
+    import_yt8m(str(tmp_path / "in" / "*"), tmp_path / "ds", "frame", workers=1)
+    ds = Dataset.open(tmp_path / "ds")
+    assert ds.ids.tolist() == [f"v{i}" for i in range(len(videos))]
+    assert [tuple(ds.labels[i].indices.tolist()) for i in range(len(videos))] == labels
+    assert ds.n_frames().tolist() == FRAME_COUNTS
+    for group, index in (("rgb", 1), ("audio", 2)):
+        codes, chunk_rows = stored_codes(ds, group)
+        np.testing.assert_array_equal(codes.reshape(-1, codes.size // sum(FRAME_COUNTS)),
+                                      np.concatenate([v[index] for v in videos]))  # fmt: skip
+        means = ds.features(np.arange(len(videos)), groups=(f"mean_{group}",))
+        for row, video in enumerate(videos):
+            frames = video[index]
+            exact = dequantize_uint8(frames.sum(axis=0, dtype=np.uint32) / len(frames))
+            np.testing.assert_array_equal(means[row], exact)
+            np.testing.assert_allclose(means[row], dequantize(frames).mean(axis=0), atol=1e-5)
+    assert (len(chunk_rows) > 4) == small_batches
+
+
+def test_a_bad_video_among_good_ones_names_its_record(tmp_path: Path) -> None:
+    offsets = make_varied_frame_files(tmp_path / "in")[0]
+    path = tmp_path / "in" / "a0.tfrecord"
+    payloads = [payload for _, payload in tr.iter_records(path)]
+    empty = np.zeros((0, 1024), np.uint8), np.zeros((0, 128), np.uint8)
+    payloads.insert(4, tf_layout_video("none", [1], *empty))
+    tr.write_records(path, payloads)
+    with pytest.raises(DataError) as err:
+        import_yt8m(str(path), tmp_path / "ds", "frame", workers=1)
+    assert str(err.value).startswith(
+        f"{path}: record at byte {offsets[4]} (id 'none'): 0 'rgb' frames and 0 'audio' frames"
+    )
+    assert "\n" not in str(err.value)
+    assert leftovers(tmp_path) == []
+
+
+def test_a_truncated_frame_file(tmp_path: Path) -> None:
+    """A frame-level file cut inside its 7th record: an error naming the file and record, and
+    nothing written; with --skip-corrupt the 6 whole records before it, exactly."""
+    offsets, _, videos = make_varied_frame_files(tmp_path / "in")
+    path = tmp_path / "in" / "a0.tfrecord"
+    path.write_bytes(path.read_bytes()[: offsets[6] + 500])
+    message = rf"^{path}: record at byte {offsets[6]} is truncated \(it needs \d+ bytes, 500 left\)"
+    with pytest.raises(DataError, match=message):
+        import_yt8m(str(path), tmp_path / "ds", "frame", workers=1)
+    assert leftovers(tmp_path) == []
+    with pytest.warns(WeblyWarning, match="skipped 1 corrupt records"):
+        summary = import_yt8m(str(path), tmp_path / "ds", "frame", skip_corrupt=True)
+    assert (summary.rows, summary.corrupt_records) == (6, 1)
+    codes, _ = stored_codes(Dataset.open(tmp_path / "ds"), "rgb")
+    np.testing.assert_array_equal(
+        codes.reshape(-1, 1024), np.concatenate([v[1] for v in videos[:6]])
+    )
 
 
 # ---------------------------------------------------------------- group names

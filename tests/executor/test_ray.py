@@ -1,20 +1,27 @@
-"""The Ray executor on a real cluster of two nodes on this machine (`LocalCluster`, one CPU
-each): a recipe's fold tasks run on both nodes and give exactly the prediction stores of a local
-run, also with a teacher, replaced labels, sample weights and pseudo-labeled rows; a worker
-killed mid-task is retried and nothing is lost; an unreachable head fails within seconds, before
-anything is written."""
+"""The Ray executor on a real cluster of two nodes on this machine (Ray's own
+`ray.cluster_utils.Cluster`, one CPU each): a recipe's fold tasks run on both nodes and give
+exactly the prediction stores of a local run, also with a teacher, replaced labels, sample
+weights and pseudo-labeled rows; a worker killed mid-task is retried and nothing is lost; with
+``executor.storage`` the tasks get no local path and read the stores through the URI; a Ray
+session the caller opened is used and left open; ``ray://`` goes through Ray Client; the
+import's files as Ray tasks write a local import's store; an unreachable head fails within
+seconds, before anything is written."""
 
 from __future__ import annotations
 
+import contextlib
+import importlib.util
 import json
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import threading
 import time
 from collections.abc import Iterator
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -24,16 +31,33 @@ import pytest
 import ray
 import scipy.sparse as sp
 import yaml
+from ray.cluster_utils import Cluster
+from typer.testing import CliRunner
 
+from tests.data.test_yt8m import make_video_files
+from tests.executor.stores import assert_same_stores
+from webly.cli import app
 from webly.data import Dataset
+from webly.data.store import CACHE_ENV
+from webly.data.yt8m import import_yt8m
 from webly.distill.pseudo import PseudoLabels
+from webly.errors import ConfigError, DataError
 from webly.executor import ExecutorConfig, make_executor
-from webly.executor.local_cluster import LocalCluster
-from webly.executor.ray import CONNECT_TIMEOUT_S, TASK_FILE
+from webly.executor.ray import CONNECT_TIMEOUT_S, TASK_FILE, RayExecutor
+from webly.executor.ray_import import import_files_on_ray
+from webly.executor.storage import Storage
 from webly.pipeline import RunResult, run_recipe
 from webly.predictions import Predictions
 from webly.train.oof import ZooResult, fit_oof
 from webly.train.zoo import Zoo, parse_zoo
+
+
+def free_port() -> int:
+    """A TCP port nothing listens on now."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
 
 RECIPE: dict[str, Any] = {
     "seed": 0,
@@ -58,11 +82,27 @@ RECIPE: dict[str, Any] = {
 MEMBERS = ["logistic", "mlp", "lgbm"]
 
 
+CLIENT = importlib.util.find_spec("grpc") is not None  # ray[client]: ray:// is tested
+CLIENT_PORT = free_port()
+
+
 @pytest.fixture(scope="module")
-def cluster() -> Iterator[LocalCluster]:
-    with LocalCluster([{"head": 1}, {"second": 1}], cpus_per_node=1) as started:
+def cluster() -> Iterator[Cluster]:
+    """A head (with a Ray Client server at `CLIENT_PORT` where ray[client] is installed) and a
+    second node, one CPU each."""
+    head = {"num_cpus": 1} | ({"ray_client_server_port": CLIENT_PORT} if CLIENT else {})
+    started = Cluster(initialize_head=True, head_node_args=head)
+    try:
+        started.add_node(num_cpus=1)
+        started.wait_for_nodes()
         yield started
+    finally:
         ray.shutdown()  # this process's driver, before its cluster goes
+        started.shutdown()
+
+
+def node_ids(cluster: Cluster) -> set[str]:
+    return {node.node_id for node in cluster.list_all_nodes()}
 
 
 @pytest.fixture(scope="module")
@@ -79,20 +119,8 @@ def run(tmp: Path, out: Path, *overrides: str) -> RunResult:
     return run_recipe(recipe, out, list(overrides))
 
 
-def on_ray(cluster: LocalCluster) -> list[str]:
+def on_ray(cluster: Cluster) -> list[str]:
     return ["executor.kind=ray", f"executor.address={cluster.address}"]
-
-
-def assert_same_stores(one: Path, other: Path, members: list[str]) -> None:
-    """Every member's out-of-fold and test predictions equal, bit for bit."""
-    for member in members:
-        a, b = (
-            Predictions.open(one / member / "predictions"),
-            Predictions.open(other / member / "predictions"),
-        )
-        assert a.splits == b.splits
-        for split in a.splits:
-            np.testing.assert_array_equal(a.dense(split), b.dense(split), err_msg=member)
 
 
 def task_records(zoo: Path) -> list[dict[str, Any]]:
@@ -101,21 +129,21 @@ def task_records(zoo: Path) -> list[dict[str, Any]]:
 
 @pytest.mark.slow
 def test_zoo_runs_on_both_nodes_and_equals_a_local_run(
-    cluster: LocalCluster, local_run: Path, tmp_path: Path
+    cluster: Cluster, local_run: Path, tmp_path: Path
 ) -> None:
     result = run(tmp_path, tmp_path / "run", *on_ray(cluster))
     assert not result.failed
     assert_same_stores(local_run / "zoo", tmp_path / "run" / "zoo", MEMBERS)
     records = task_records(tmp_path / "run" / "zoo")
     assert len(records) == len(MEMBERS) * 2  # one task a fold
-    assert {r["node_id"] for r in records} == set(cluster.node_ids.values())
+    assert {r["node_id"] for r in records} == node_ids(cluster)
     assert all(r["pid"] != os.getpid() and r["seconds"] > 0 for r in records)
     assert not task_records(local_run / "zoo")  # the local executor trains in the loop
 
 
 @pytest.mark.slow
 def test_local_run_resumed_on_ray_skips_everything(
-    cluster: LocalCluster, local_run: Path, tmp_path: Path
+    cluster: Cluster, local_run: Path, tmp_path: Path
 ) -> None:
     """The executor is in no config hash: nothing is trained again, no task runs."""
     shutil.copytree(local_run, tmp_path / "run", symlinks=True)
@@ -124,6 +152,10 @@ def test_local_run_resumed_on_ray_skips_everything(
     assert not task_records(tmp_path / "run" / "zoo")
 
 
+QUICK_ZOO = {
+    "folds": 2, "seed": 0, "k": 8, "train": {"epochs": 2, "batch_size": 16},
+    "members": [{"name": "mlp", "hparams": {"hidden": [16]}}],
+}  # fmt: skip
 SLOW_ZOO = {
     "folds": 2, "seed": 0, "k": 8, "train": {"epochs": 60, "batch_size": 16},
     "members": [{"name": "mlp", "hparams": {"hidden": [64]}}],
@@ -132,7 +164,7 @@ SLOW_ZOO = {
 
 @pytest.mark.slow
 def test_per_row_inputs_travel_to_the_tasks(
-    cluster: LocalCluster, local_run: Path, tmp_path: Path
+    cluster: Cluster, local_run: Path, tmp_path: Path
 ) -> None:
     """A teacher, replaced labels, sample weights and pseudo-labeled rows of another split reach
     the Ray tasks: the stores equal a local run's with the same inputs, and differ from a run
@@ -166,7 +198,7 @@ def test_per_row_inputs_travel_to_the_tasks(
 
 @pytest.mark.slow
 def test_worker_killed_mid_task_is_retried_and_nothing_is_lost(
-    cluster: LocalCluster, local_run: Path, tmp_path: Path
+    cluster: Cluster, local_run: Path, tmp_path: Path
 ) -> None:
     train, zoo = Dataset.open(local_run / "data" / "train"), parse_zoo(SLOW_ZOO)
     result, killed = train_killing_a_worker(cluster, train, zoo, tmp_path / "ray", max_retries=2)
@@ -179,7 +211,7 @@ def test_worker_killed_mid_task_is_retried_and_nothing_is_lost(
 
 @pytest.mark.slow
 def test_task_lost_for_good_fails_its_member_and_a_rerun_finishes(
-    cluster: LocalCluster, local_run: Path, tmp_path: Path
+    cluster: Cluster, local_run: Path, tmp_path: Path
 ) -> None:
     train, zoo = Dataset.open(local_run / "data" / "train"), parse_zoo(SLOW_ZOO)
     result, _ = train_killing_a_worker(cluster, train, zoo, tmp_path / "ray", max_retries=0)
@@ -191,7 +223,7 @@ def test_task_lost_for_good_fails_its_member_and_a_rerun_finishes(
 
 
 def train_killing_a_worker(
-    cluster: LocalCluster, train: Dataset, zoo: Zoo, out: Path, max_retries: int
+    cluster: Cluster, train: Dataset, zoo: Zoo, out: Path, max_retries: int
 ) -> tuple[ZooResult, int]:
     """`fit_oof` on ``cluster`` while `kill_a_training_worker` kills one of its workers; the
     result and the killed pid."""
@@ -207,22 +239,154 @@ def train_killing_a_worker(
     return result, killed[0]
 
 
-def kill_a_training_worker(cluster: LocalCluster, zoo: Path, killed: list[int]) -> None:
-    """SIGKILL a worker of ``cluster`` running a fold task once a fold has checkpointed an
-    epoch (so the retry resumes from it); gives up after 60 s."""
+def kill_a_training_worker(cluster: Cluster, zoo: Path, killed: list[int]) -> None:
+    """SIGKILL a worker of ``cluster`` (a child of one of its raylets) running a fold task once
+    a fold has checkpointed an epoch (so the retry resumes from it); gives up after 60 s."""
+    raylets = [
+        psutil.Process(node.all_processes["raylet"][0].process.pid)
+        for node in cluster.list_all_nodes()
+    ]
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline and not killed:
         if any(zoo.glob("*/fold-*/checkpoint.pt")):
-            for proc in psutil.process_iter(["cmdline"]):
-                cmdline = proc.info["cmdline"] or [""]
-                if (
-                    cmdline[0].startswith("ray::_run_job")
-                    and os.getsid(proc.pid) in cluster.sessions
-                ):
-                    os.kill(proc.pid, signal.SIGKILL)
-                    killed.append(proc.pid)
-                    return
+            for proc in (child for raylet in raylets for child in raylet.children()):
+                with contextlib.suppress(psutil.Error):  # gone meanwhile
+                    if proc.cmdline()[0].startswith("ray::_run_job"):
+                        os.kill(proc.pid, signal.SIGKILL)
+                        killed.append(proc.pid)
+                        return
         time.sleep(0.005)
+
+
+@pytest.mark.slow
+def test_with_storage_the_tasks_read_the_stores_through_the_uri(
+    cluster: Cluster, local_run: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``executor.storage``: the tasks are given no local path (the payload names the store by
+    the URI of its published copy, and the folds by relative folders) and the store's folder is
+    renamed away from the moment it is published until the call returns, so the tasks can
+    read it only through the URI (``pyarrow.fs``, into their cache); the ``runtime_env`` given
+    reaches them (their cache is the folder its env_vars name); the folds come back through the
+    URI into the run directory and equal a local run's."""
+    shutil.copytree(local_run / "data" / "train", tmp_path / "train")
+    train, zoo = Dataset.open(tmp_path / "train"), parse_zoo(QUICK_ZOO)
+    shipped = hide_after_packing(monkeypatch, tmp_path / "train")
+    config = ExecutorConfig(
+        kind="ray", address=cluster.address, storage=(tmp_path / "storage").as_uri(),
+        runtime_env={"env_vars": {CACHE_ENV: str(tmp_path / "cache")}},
+    )  # fmt: skip
+    try:
+        result = fit_oof(zoo, train, None, tmp_path / "ray", executor=make_executor(config))
+    finally:
+        (tmp_path / "hidden").rename(tmp_path / "train")
+    assert not result.failed
+    (payload,) = shipped
+    for path in (tmp_path / "train", tmp_path / "ray", local_run):
+        assert str(path).encode() not in payload
+    (published,) = (tmp_path / "storage" / "stores").iterdir()
+    assert published.as_uri().encode() in payload
+    assert (tmp_path / "cache" / "stores" / published.name / "manifest.json").is_file()
+    records = task_records(tmp_path / "ray")
+    assert len(records) == 2 and {r["node_id"] for r in records} == node_ids(cluster)
+    fit_oof(zoo, train, None, tmp_path / "local")
+    assert_same_stores(tmp_path / "local", tmp_path / "ray", ["mlp"])
+
+
+@pytest.mark.slow
+def test_a_session_the_caller_opened_is_used_and_left_open(
+    cluster: Cluster, local_run: Path, tmp_path: Path
+) -> None:
+    """In a Ray session the caller opened, webly runs its tasks there (the address is not
+    used), sets the ``runtime_env`` given on each task, and leaves the session open."""
+    ray.shutdown()  # webly's own session of the tests before
+    ray.init(address=cluster.address, namespace="caller", log_to_driver=False)
+    try:
+        train, zoo = Dataset.open(local_run / "data" / "train"), parse_zoo(QUICK_ZOO)
+        config = ExecutorConfig(
+            kind="ray", storage=(tmp_path / "storage").as_uri(),
+            runtime_env={"env_vars": {CACHE_ENV: str(tmp_path / "cache")}},
+        )  # fmt: skip
+        executor = make_executor(config)
+        assert not fit_oof(zoo, train, None, tmp_path / "zoo", executor=executor).failed
+        assert ray.is_initialized() and ray.get_runtime_context().namespace == "caller"
+        assert len(task_records(tmp_path / "zoo")) == 2
+        assert any((tmp_path / "cache" / "stores").iterdir())  # the task-level runtime_env
+        folder = RayExecutor(ExecutorConfig(kind="ray", runtime_env={"working_dir": "."}))
+        with pytest.raises(ConfigError, match=r"give local folders to your own ray.init"):
+            folder.remote(node_ids)  # Ray uploads those from ray.init only
+    finally:
+        ray.shutdown()
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not CLIENT, reason="ray:// needs ray[client] (grpcio)")
+def test_ray_client_address_runs_the_folds_with_webly_shipped(
+    cluster: Cluster, local_run: Path, tmp_path: Path
+) -> None:
+    """``ray://HOST:PORT``: webly connects through Ray Client with its default runtime_env
+    (its package as py_modules); the folds run on both nodes and equal a local run's."""
+    ray.shutdown()  # webly's own session of the tests before
+    train, zoo = Dataset.open(local_run / "data" / "train"), parse_zoo(QUICK_ZOO)
+    config = ExecutorConfig(kind="ray", address=f"ray://127.0.0.1:{CLIENT_PORT}")
+    try:
+        assert not fit_oof(
+            zoo, train, None, tmp_path / "ray", executor=make_executor(config)
+        ).failed
+    finally:
+        ray.shutdown()
+    records = task_records(tmp_path / "ray")
+    assert len(records) == 2 and {r["node_id"] for r in records} == node_ids(cluster)
+    fit_oof(zoo, train, None, tmp_path / "local")
+    assert_same_stores(tmp_path / "local", tmp_path / "ray", ["mlp"])
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("storage", [False, True], ids=["shared-paths", "storage"])
+def test_import_files_as_ray_tasks_writes_the_local_imports_store(
+    cluster: Cluster, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, storage: bool
+) -> None:
+    """`import_files_on_ray` in place of the import's process pool (``webly data import-yt8m
+    --ray ADDRESS``; through a storage URI with the API): one task a file, the store of a local
+    import; a bad file fails the import with its one-line `DataError`."""
+    make_video_files(tmp_path / "files", n_files=3)
+    pattern = str(tmp_path / "files" / "*.tfrecord")
+    import_yt8m(pattern, tmp_path / "local", "video", workers=1)
+    uri = (tmp_path / "storage").as_uri() if storage else None
+    executor = RayExecutor(ExecutorConfig(kind="ray", address=cluster.address, storage=uri))
+    run_files = partial(import_files_on_ray, executor)
+    if storage:
+        import_yt8m(pattern, tmp_path / "ray", "video", run_files=run_files)
+    else:
+        done = CliRunner().invoke(
+            app, ["data", "import-yt8m", pattern, "--out", str(tmp_path / "ray"),
+                  "--ray", cluster.address],
+        )  # fmt: skip
+        assert done.exit_code == 0, done.output
+    local, on_ray = Dataset.open(tmp_path / "local"), Dataset.open(tmp_path / "ray")
+    assert on_ray.ids.tolist() == local.ids.tolist()
+    assert [s["crc32c"] for s in on_ray.manifest["shards"]] == [
+        s["crc32c"] for s in local.manifest["shards"]
+    ]
+    (tmp_path / "files" / "v3.tfrecord").write_bytes(b"not a tfrecord file")
+    with pytest.raises(DataError, match=r"v3.tfrecord"):
+        import_yt8m(pattern, tmp_path / "bad", "video", run_files=run_files)
+    assert not (tmp_path / "bad").exists()
+
+
+def hide_after_packing(monkeypatch: pytest.MonkeyPatch, store: Path) -> list[bytes]:
+    """Make `Storage.pack` rename ``store`` to ``hidden`` beside it once it has published the
+    stores; the payloads it packed."""
+    shipped: list[bytes] = []
+    pack = Storage.pack
+
+    def pack_and_hide(self: Storage, inputs: Any, jobs: Any) -> tuple[bytes, list[Any]]:
+        payload, tasks = pack(self, inputs, jobs)
+        shipped.append(payload)
+        store.rename(store.with_name("hidden"))
+        return payload, tasks
+
+    monkeypatch.setattr(Storage, "pack", pack_and_hide)
+    return shipped
 
 
 def _fails_fast_bound() -> float:
@@ -261,7 +425,7 @@ def webly_cli(*args: str) -> subprocess.CompletedProcess[str]:
 
 @pytest.mark.slow
 def test_webly_train_with_ray_runs_the_folds_on_the_cluster(
-    cluster: LocalCluster, local_run: Path, tmp_path: Path
+    cluster: Cluster, local_run: Path, tmp_path: Path
 ) -> None:
     """``webly train --ray ADDRESS``: one task a fold on both nodes, the local run's stores."""
     zoo = tmp_path / "zoo.yaml"
@@ -274,14 +438,15 @@ def test_webly_train_with_ray_runs_the_folds_on_the_cluster(
     assert_same_stores(local_run / "zoo", tmp_path / "zoo", MEMBERS)
     records = task_records(tmp_path / "zoo")
     assert len(records) == len(MEMBERS) * 2
-    assert {r["node_id"] for r in records} == set(cluster.node_ids.values())
+    assert {r["node_id"] for r in records} == node_ids(cluster)
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize(
     ("address", "needle"),
     [
-        ("nowhere", "--ray: 'nowhere' is not HOST:PORT"),
+        ("nowhere", "--ray: 'nowhere' is not HOST:PORT (e.g. 10.0.0.1:6379"),
+        ("ray://nowhere", "--ray: 'ray://nowhere' is not HOST:PORT"),
         ("127.0.0.1:1", "--ray 127.0.0.1:1: no Ray head answers there"),
     ],
 )

@@ -22,7 +22,9 @@ ARGS = [
 ]
 SCREENSHOT = Path(__file__).resolve().parents[2] / "test-artifacts" / "report.png"
 VIEWPORT = {"width": 1366, "height": 768}  # a laptop screen
-SECTIONS = ("#summary", "#results", "#noise", "#longtail", "#compression", "#run")
+SECTIONS = (
+    "#summary", "#results", "#classes", "#noise", "#data", "#longtail", "#compression", "#run",
+)  # fmt: skip
 
 
 @pytest.fixture(scope="module")
@@ -68,7 +70,10 @@ def test_the_report_loads_offline_without_errors(chromium: Path, full_run: Path)
             for section in SECTIONS:
                 assert page.locator(section).is_visible(), section
             assert page.locator("#results table").first.is_visible()
-            assert page.locator("svg").count() == 8
+            assert page.locator("svg").count() == 10
+            assert page.locator("#noise a[download]").get_attribute("href") == (
+                "report.suspicious_rows.csv"
+            )
             assert page.locator("h1").inner_text() == "webly run report"
             width = page.evaluate("document.documentElement.scrollWidth")
             assert width <= VIEWPORT["width"]  # nothing wider than the laptop's window

@@ -25,7 +25,7 @@ from webly.report.noise import noise_section
 from webly.report.results import gain_steps, model_sizes
 from webly.report.run_files import RunFiles
 
-SECTIONS = ("summary", "results", "noise", "longtail", "compression", "run")
+SECTIONS = ("summary", "results", "classes", "noise", "data", "longtail", "compression", "run")
 
 
 def manifest(run: Path, stage: str) -> dict:
@@ -40,11 +40,14 @@ def test_the_pipeline_writes_the_report_last(full_run: Path) -> None:
     stage = manifest(full_run, "report")
     assert stage["state"] == "done" and stage["outputs"] == {"report": "report/report.html"}
     assert stage["key"].startswith("report/report.html: ")
+    assert (full_run / "report" / "report.suspicious_rows.csv").is_file()  # beside the page
     html = (full_run / "report" / "report.html").read_text()
     for section in SECTIONS:
         assert f'<section id="{section}">' in html
     assert "Not in this run" not in html and "note missing" not in html  # every stage ran
-    assert html.count("<svg") == 8  # waterfall; 3 noise charts; 2 long tail; frontier; times
+    # waterfall; confusion matrix; 4 noise charts (with found against the truth); 2 long
+    # tail; frontier; times
+    assert html.count("<svg") == 10
     results = json.loads((full_run / "evaluate" / "results.json").read_text())
     for row in results["rows"]:
         assert f"<td>{row['model']}</td>" in html
@@ -57,8 +60,11 @@ def test_the_page_fetches_nothing(full_run: Path) -> None:
     assert not re.findall(r"url\((?!#)", html)  # clip paths refer to ids in the page
     assert "<?xml" not in html and "<!DOCTYPE svg" not in html
     hrefs = re.findall(r'href="([^"]*)"', html)
-    # in-page anchors and the heatmap's cells and colour bar, inline as data: URIs
-    assert hrefs and all(h.startswith(("#", "data:image/png;base64,")) for h in hrefs)
+    # in-page anchors, the heatmaps' cells and colour bars inline as data: URIs, and the CSV
+    # of the flagged rows beside the page (a download, not fetched to show the page)
+    beside = {h for h in hrefs if not h.startswith(("#", "data:image/png;base64,"))}
+    assert hrefs and beside == {"report.suspicious_rows.csv"}
+    assert (full_run / "report" / "report.suspicious_rows.csv").is_file()
 
 
 def test_gains_follow_the_results(full_run: Path) -> None:
@@ -110,6 +116,7 @@ def test_noise_section_lists_the_most_suspicious_rows(full_run: Path) -> None:
     charts = [b.title for b in section.blocks if isinstance(b, Chart)]
     assert charts == [
         "Confidence where the label agrees and where it disagrees",
+        "Noise found against the truth",  # the generated data keeps its true labels
         "Estimated noise per class",
         "Most confused class pairs",
     ]

@@ -10,11 +10,13 @@ import numpy as np
 import pytest
 
 from webly.report.plots import (
+    CLASS_TICKS,
     Point,
     Step,
     band_bars,
     class_bars,
     confidence_histogram,
+    found_and_true,
     frequency_curve,
     frontier,
     heatmap,
@@ -42,11 +44,15 @@ def test_every_chart_is_one_inline_svg_with_its_labels_as_text() -> None:
         "given label": heatmap(
             np.array([[0, 3], [5, 0]]), ["a", "b"], ["a", "b"], "true", "given label"
         ),
-        "classes, most frequent first (rank)": frequency_curve(
+        "classes, most frequent first": frequency_curve(
             np.array([500, 90, 30, 5]),
             np.array([0.9, 0.6, np.nan, 0.1]),
             np.array([0, 1, 1, 2]),
             "top-1 accuracy",
+            ["cat", "dog", "emu", "yak"],
+        ),
+        "rows with a wrong label": found_and_true(
+            ["rows with a wrong label"], np.array([0.073]), np.array([0.675])
         ),
         "top-1 accuracy": band_bars(
             {"before": {"head": 0.9, "medium": 0.5, "tail": 0.1}}, "top-1 accuracy"
@@ -67,6 +73,23 @@ def test_waterfall_labels_each_change() -> None:
         [Step("best", 0.80), Step("ensemble", 0.85), Step("distilled", 0.83)], "GAP@20", "end"
     )
     for text in (">0.8000<", ">+0.0500<", ">-0.0200<", ">0.8300<", ">end<"):
+        assert text in svg
+
+
+def test_the_frequency_curve_names_its_classes() -> None:
+    few = [f"class {i}" for i in range(12)]
+    svg = frequency_curve(np.arange(12, 0, -1), np.full(12, 0.5), np.zeros(12, int), "AP", few)
+    assert all(f">{name}<" in svg for name in few)  # every class when they fit
+    many = [f"c{i:04d}" for i in range(1000)]
+    svg = frequency_curve(np.arange(1000, 0, -1), np.full(1000, 0.5), np.zeros(1000, int), "AP",
+                          many)  # fmt: skip
+    named = [name for name in many if f">{name}<" in svg]
+    assert named[0] == "c0000" and named[-1] == "c0999" and len(named) == CLASS_TICKS
+
+
+def test_found_and_true_label_both_bars() -> None:
+    svg = found_and_true(["rows", "labels"], np.array([0.073, 0.2]), np.array([0.675, 0.1]))
+    for text in (">7.3%<", ">67.5%<", ">20.0%<", ">10.0%<", ">found<", ">true<"):
         assert text in svg
 
 

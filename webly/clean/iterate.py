@@ -36,7 +36,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import time
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
@@ -46,6 +45,7 @@ from typing import Any
 import numpy as np
 import scipy.sparse as sp
 
+from webly._fs import write_atomic
 from webly.clean._registry import method_entry
 from webly.clean.actions import DROP, ActionRules
 from webly.clean.detect import find_noisy_labels
@@ -478,8 +478,6 @@ def _finished(folder: Path, digest: str) -> tuple[RoundRow, NoiseReport] | None:
 
 def _write_round(folder: Path, digest: str, row: RoundRow) -> None:
     """Record a finished round atomically (after its report is saved)."""
-    tmp = folder / f".{ROUND_FILE}.tmp"
-    tmp.write_text(json.dumps({"digest": digest, "row": asdict(row)}, indent=1))
-    with open(tmp, "rb") as fh:
-        os.fsync(fh.fileno())
-    os.replace(tmp, folder / ROUND_FILE)
+    write_atomic(
+        folder / ROUND_FILE, json.dumps({"digest": digest, "row": asdict(row)}, indent=1).encode()
+    )

@@ -11,16 +11,17 @@ ensembles whole. `choose_under_budget` weighs every deployable product of a run
   (`webly.compress.compress_network`: ``fp16``, partial 8-bit ``int8_partial`` by default),
   each variant predicting the validation rows again, so its figure includes what compression
   cost;
-- mean blends of subsets of the members the ensemble combines (the clean stage's last round,
-  else the zoo's; a member alone is its fold models' average): subsets from
+- every member the ensemble combines alone (the clean stage's last round, else the zoo's; a
+  member is its fold models' average), and mean blends of subsets of them: subsets from
   `webly.ensemble.budget.select_under_budget` (every subset for up to 12 members, else greedy
   under the budgets), those on its frontier kept;
 - the run's other fitted blends (``ensemble.blends`` other than ``mean``) with their members of
   non-zero weight;
 - the stacker: its members and its own fold models.
 
-Every candidate is one `webly export` folder (`webly.compress.deploy`). Members whose fold models
-are LightGBM (no ONNX graph) are left out, and so is every candidate holding one.
+Every candidate is one `webly export` folder (`webly.compress.deploy`). A member's fold models
+are ONNX graphs there, or, for a LightGBM member, LightGBM's own files; those stay as they are
+in the compressed pools (8 bits applies to networks).
 
 **Size** is the bytes of the files that load it: a network's ``model.json`` and weights file,
 the stacker's manifest and fold models; an ensemble's adds its members' fold models (stored
@@ -56,9 +57,8 @@ from typing import Any, Literal
 import numpy as np
 import scipy.sparse as sp
 
-from webly._fs import OutputKind
-from webly.compress.files import write_json
-from webly.compress.latency import LATENCY_ROWS, ms_per_row, network_latency
+from webly._fs import OutputKind, write_json
+from webly.compress.latency import LATENCY_ROWS, ms_per_row, network_latency, trees_latency
 from webly.compress.quantize import (
     MIN_ELEMENTS,
     QUANTIZED_FILE,
@@ -480,7 +480,9 @@ class _Timing:
     def member(self, store: Path) -> float:
         """Every fold model of the member whose prediction store is ``store``."""
         return sum(
-            self.network(fold, f"{store.parent.name}-{fold.parent.name}")
+            trees_latency(fold, self.store, self.rows)
+            if (fold / LGBM_FILE).is_file()
+            else self.network(fold, f"{store.parent.name}-{fold.parent.name}")
             for fold in _fold_models(store)
         )
 
@@ -577,10 +579,9 @@ def _ensemble_candidates(
     work: Path,
     timing: _Timing | None,
 ) -> tuple[list[Candidate], bool]:
-    """Subsets of the members, the run's other blends and the stacker (those whose members
-    all export to ONNX), over the members as stored and compressed by each of
-    ``member_methods``; and whether every subset was scored."""
-    paths = {name: path for name, path in run_members(run).items() if _exportable(path)}
+    """Subsets of the members, the run's other blends and the stacker, over the members as
+    stored and compressed by each of ``member_methods``; and whether every subset was scored."""
+    paths = run_members(run)
     if not paths:
         return [], True
     members = open_members(paths, ("oof", "test") if test is not None else ("oof",))
@@ -599,6 +600,7 @@ def _ensemble_candidates(
     pools = [stored] + [
         _compressed_pool(
             method,
+            stored,
             paths,
             k,
             valid,
@@ -695,20 +697,21 @@ class _Entry:
     options: dict[str, Any] = field(default_factory=dict)
 
 
-def _fitted_entries(run: Path, exportable: set[str]) -> dict[str, _Entry]:
-    """The run's stacker and its blends other than ``mean``, those whose members all export."""
+def _fitted_entries(run: Path, members: set[str]) -> dict[str, _Entry]:
+    """The run's stacker and its blends other than ``mean``, those whose members are all among
+    ``members``."""
     section = load_recipe(run / RECIPE_FILE).ensemble
     entries: dict[str, _Entry] = {}
     for entry, path in (stage_output(run, "ensemble", "stores") or {}).items():
         if entry == STACKER:
             folder = (run / path).parent / "model"
             stacker = Stacker.load(folder)
-            if set(stacker.members) <= exportable:
+            if set(stacker.members) <= members:
                 entries[entry] = _Entry(stacker, folder_bytes(folder))
         elif entry != "mean":
             blend = Blend.from_json(Predictions.open(run / path).model["blend"])
             kept = [(n, w) for n, w in zip(blend.names, blend.weights, strict=True) if w > 0]
-            if {n for n, _ in kept} <= exportable:
+            if {n for n, _ in kept} <= members:
                 used, weights = zip(*kept, strict=True)
                 options = dict(section.blend_options.get(entry, {})) if section else {}
                 entries[entry] = _Entry(Blend(blend.method, used, weights), options=options)
@@ -758,10 +761,12 @@ def _pool_candidates(
         )
 
     found = []
-    for p in dict.fromkeys([*choice.frontier, *((choice.chosen,) if fits else ())]):
-        blend = Blend("mean", p.members, (1.0,) * len(p.members))
-        name = f"member {p.members[0]}" if len(p.members) == 1 else f"mean {'+'.join(p.members)}"
-        found.append(candidate(name, "ensemble", p.members, scores(blend), blend))
+    # every member alone (a leaderboard lists each), then the frontier's mean subsets
+    subsets = [(n,) for n in names] + [tuple(p.members) for p in choice.frontier]
+    for used in dict.fromkeys([*subsets, *((tuple(choice.chosen.members),) if fits else ())]):
+        blend = Blend("mean", used, (1.0,) * len(used))
+        name = f"member {used[0]}" if len(used) == 1 else f"mean {'+'.join(used)}"
+        found.append(candidate(name, "ensemble", used, scores(blend), blend))
     rows = np.arange(len(folds)) if valid.rows is None else valid.rows
     for entry, fitted_entry in fitted.items():
         model, own = fitted_entry.model, fitted_entry.own
@@ -832,6 +837,7 @@ def _assemble(parts: Sequence[tuple[np.ndarray, TopK]], n_rows: int) -> TopK:
 
 def _compressed_pool(
     method: Method,
+    stored: _Pool,
     paths: dict[str, Path],
     k: dict[str, int],
     valid: _Split,
@@ -844,9 +850,15 @@ def _compressed_pool(
 ) -> _Pool:
     """Every member with each fold model compressed by ``method`` (in ``work``), predicting
     the training rows out of fold and the test split again, so its figures include what
-    compression cost; predictions cut and rounded as a store holds them (`float16_topk`)."""
+    compression cost; predictions cut and rounded as a store holds them (`float16_topk`). A
+    LightGBM member is as in the ``stored`` pool."""
     pool = _Pool(method, {}, {}, {}, {}, {}, min_elements)
     for name, store in paths.items():
+        if _is_trees(store):
+            for part in ("every", "oof", "test", "sizes", "costs"):
+                if name in getattr(stored, part):
+                    getattr(pool, part)[name] = getattr(stored, part)[name]
+            continue
         compressed = []
         for f, fold in enumerate(_fold_models(store)):
             out = work / name / f"fold-{f}"
@@ -897,9 +909,9 @@ def _fold_models(store: Path) -> list[Path]:
     return folds
 
 
-def _exportable(store: Path) -> bool:
-    """Whether a member's fold models are networks (exported to ONNX), not LightGBM."""
-    return not any((fold / LGBM_FILE).is_file() for fold in _fold_models(store))
+def _is_trees(store: Path) -> bool:
+    """Whether a member's fold models are LightGBM's, not networks."""
+    return any((fold / LGBM_FILE).is_file() for fold in _fold_models(store))
 
 
 def _member_bytes(store: Path) -> int:
@@ -913,8 +925,8 @@ def _choose(
     """The most accurate scored candidate within the budgets; a `ConfigError` when none fits."""
     if not candidates:
         raise DataError(
-            "the run has no final network and no zoo members that export to ONNX to weigh; "
-            "run the recipe with network members"
+            "the run has no final network and no zoo members to weigh; run the recipe's zoo "
+            "stage first"
         )
     fitting = [(i, c) for i, c in enumerate(candidates) if c.size <= budget]
     if not fitting:

@@ -13,7 +13,8 @@
                                shipped file's size and SHA-256
       members/<id>/fold-<f>/   each fold model as ``model.onnx`` + ``model.json`` (an
                                `export_onnx` folder without the weights file: the graph holds
-                               them)
+                               them), or a LightGBM member's as the run saved it (``lgbm.json``
+                               and its boosters' text files, run by LightGBM)
       stacker/                 the stacker's manifest and LightGBM text models (its own
                                pickle-free format, `webly.ensemble.stack.Stacker.load`)
 
@@ -34,6 +35,7 @@ from pathlib import Path
 from typing import Any
 
 import webly
+from webly._fs import sha256_file, write_json
 from webly.compress.budget import BudgetResult, Candidate, choose_under_budget, read_choice
 from webly.compress.export import export_onnx
 from webly.compress.exported import (
@@ -44,7 +46,6 @@ from webly.compress.exported import (
     ExportedModel,
     load_exported,
 )
-from webly.compress.files import sha256_file, write_json
 from webly.compress.inputs import model_level
 from webly.compress.options import PredictOptions
 from webly.compress.quantize import compress_network
@@ -53,6 +54,8 @@ from webly.data.store import Dataset, FeatureSpec, Layout, atomic_output
 from webly.ensemble.budget import format_size
 from webly.ensemble.fit import STACKER
 from webly.errors import ConfigError, DataError
+from webly.models.gbdt import CONFIG_FILE as TREES_FILE
+from webly.models.gbdt import LgbmModel
 from webly.predictions import Predictions
 
 MEMBERS_DIR, STACKER_DIR = "members", "stacker"
@@ -223,6 +226,12 @@ def _export_ensemble(
             shipped = []
             for f, fold in enumerate(folds):
                 where = f"{MEMBERS_DIR}/{name}/fold-{f}"
+                if (fold / TREES_FILE).is_file():  # LightGBM's own files, as the run saved them
+                    shutil.copytree(fold, tmp / where)
+                    groups = LgbmModel.load(fold).input_dims
+                    features |= {group: layout.feature(group) for group in groups}
+                    shipped.append(where)
+                    continue
                 if candidate.compression is not None:  # the graph keeps the compressed weights
                     fold = compress_network(
                         fold,

@@ -47,6 +47,7 @@ import torch
 from torch import nn
 
 import webly
+from webly._fs import fsync_path, sha256_file, write_json
 from webly._optional import require
 from webly.compress.exported import (
     EXPORT,
@@ -60,7 +61,6 @@ from webly.compress.exported import (
     ExportedModel,
     load_exported,
 )
-from webly.compress.files import fsync_file, sha256_file, write_json
 from webly.compress.options import PredictOptions
 from webly.compress.quantize import (
     QUANTIZED_FILE,
@@ -298,12 +298,12 @@ def export_onnx(
                 dynamo=False,
                 do_constant_folding=not compressed,  # folding would expand the codes
             )
-        fsync_file(tmp / ONNX_FILE)
+        fsync_path(tmp / ONNX_FILE)
         _check_against_torch(tmp / ONNX_FILE, network, features, names, multilabel)
         if ship_weights:
             source = network_folder / (QUANTIZED_FILE if compressed else WEIGHTS_FILE)
             shutil.copyfile(source, tmp / EXPORT_WEIGHTS)
-            fsync_file(tmp / EXPORT_WEIGHTS)
+            fsync_path(tmp / EXPORT_WEIGHTS)
         info = {
             "format": FORMAT,
             "format_version": FORMAT_VERSION,

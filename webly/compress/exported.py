@@ -23,14 +23,15 @@ import onnxruntime as ort
 from onnxruntime.capi import onnxruntime_pybind11_state as ort_errors
 
 import webly
-from webly._fs import OutputKind
-from webly.compress.files import sha256_file
+from webly._fs import OutputKind, sha256_file
 from webly.compress.options import PredictOptions
 from webly.data.store import FeatureSpec
 from webly.ensemble.blend import Blend
 from webly.ensemble.stack import Stacker
 from webly.errors import ConfigError, DataError
 from webly.metrics.ranking import TopK, select_top_k
+from webly.models.gbdt import CONFIG_FILE as TREES_FILE
+from webly.models.gbdt import LgbmModel
 from webly.predictions import float16_topk
 
 FORMAT, FORMAT_VERSION = "webly-export", 1
@@ -152,12 +153,31 @@ class ExportedNetwork(ExportedModel):
 
 
 @dataclass(frozen=True)
+class ExportedTrees(ExportedModel):
+    """One LightGBM fold model of an ensemble member (`webly.models.gbdt.LgbmModel`'s own
+    pickle-free folder: ``lgbm.json`` and the boosters' text files), run by LightGBM: ONNX has
+    no exact form of its boosters here. It reads its video-level groups decoded to float32 and
+    concatenated in its training order, as the zoo trained it."""
+
+    model: LgbmModel
+
+    def predict(
+        self, groups: Mapping[str, np.ndarray], lengths: np.ndarray | None = None
+    ) -> np.ndarray:
+        """Probabilities ``(B, n_classes)`` float32 of a batch; the arguments as `feeds`."""
+        self.feeds(groups)
+        return self.model.predict(
+            np.concatenate([spec.decode(groups[spec.name]) for spec in self.features], axis=1)
+        )
+
+
+@dataclass(frozen=True)
 class EnsembleMember:
-    """One member of an exported ensemble: its fold graphs and the top ``k`` its predictions
-    are cut to."""
+    """One member of an exported ensemble: its fold models (ONNX graphs, or LightGBM's) and
+    the top ``k`` its predictions are cut to."""
 
     id: str
-    folds: tuple[ExportedNetwork, ...]
+    folds: tuple[ExportedModel, ...]
     k: int
 
     def topk(self, groups: Mapping[str, np.ndarray], lengths: np.ndarray | None) -> TopK:
@@ -296,8 +316,11 @@ def _load_ensemble(folder: Path, info: dict[str, Any], threads: int | None) -> E
     return ExportedEnsemble(folder, info, features, members, apply)
 
 
-def _fold(folder: Path, ensemble: dict[str, Any], threads: int | None) -> ExportedNetwork:
-    """One fold graph of an ensemble, checked to predict the ensemble's classes."""
+def _fold(folder: Path, ensemble: dict[str, Any], threads: int | None) -> ExportedModel:
+    """One fold model of an ensemble (its files checked by the ensemble's ``model.json``),
+    checked to predict the ensemble's classes from groups the ensemble records."""
+    if (folder / TREES_FILE).is_file():
+        return _trees(folder, ensemble)
     info = _read_info(folder)
     if info.get("kind") == "ensemble" or info.get("n_classes") != ensemble["n_classes"]:
         raise DataError(
@@ -305,6 +328,27 @@ def _fold(folder: Path, ensemble: dict[str, Any], threads: int | None) -> Export
             "re-export the model"
         )
     return _load_network(folder, info, threads)
+
+
+def _trees(folder: Path, ensemble: dict[str, Any]) -> ExportedTrees:
+    """A LightGBM fold model of an ensemble, checked against the ensemble's classes and groups."""
+    model = LgbmModel.load(folder)
+    specs = {spec["name"]: FeatureSpec(**spec) for spec in ensemble["features"]}
+    features = tuple(specs.get(name) for name in model.input_dims)
+    if model.n_classes != ensemble["n_classes"] or any(
+        spec is None or spec.dim != model.input_dims[spec.name] for spec in features
+    ):
+        raise DataError(
+            f"{folder}: a LightGBM model of {model.n_classes} classes over "
+            f"{', '.join(f'{n}:{d}' for n, d in model.input_dims.items())}, not of the "
+            "ensemble's classes and groups; re-export the model"
+        )
+    info = {
+        "level": "video",
+        "name": "lgbm",
+        **{k: ensemble[k] for k in ("n_classes", "class_names")},
+    }
+    return ExportedTrees(folder, info, tuple(s for s in features if s is not None), model)
 
 
 def _read_info(folder: Path) -> dict[str, Any]:

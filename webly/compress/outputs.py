@@ -23,7 +23,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from webly.compress.files import replaced_file
+from webly._fs import replaced_file
 from webly.errors import ConfigError, DataError
 from webly.io import HEADER
 

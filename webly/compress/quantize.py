@@ -34,8 +34,7 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, safe_open, save_file
 
-from webly._fs import OutputKind
-from webly.compress.files import fsync_file, write_json
+from webly._fs import OutputKind, fsync_path, write_json
 from webly.data.store import atomic_output
 from webly.errors import ConfigError, DataError
 from webly.models.gbdt import CONFIG_FILE as LGBM_FILE
@@ -126,7 +125,7 @@ class QuantizedState:
             "min_elements": str(self.min_elements),
         }
         save_file(tensors, str(path), metadata=metadata)
-        fsync_file(Path(path))
+        fsync_path(Path(path))
 
     @classmethod
     def load(cls, path: str | Path) -> QuantizedState:

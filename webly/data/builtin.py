@@ -45,30 +45,35 @@ class BuiltinSummary:
         )
 
 
-def builtin_digits(
-    out: str | Path,
+@dataclass(frozen=True)
+class NoisyDigits:
+    """scikit-learn's digits split into a noisy training split and a clean test split.
+
+    ``x_train`` ``(n_train, 64)`` and ``x_test`` ``(n_test, 64)`` float32 in [0, 1];
+    ``y_train`` ``(n_train,)`` the given (noisy) class ids, ``y_true`` the true ones, ``y_test``
+    ``(n_test,)``; ``train_rows``, ``test_rows`` the positions in ``load_digits``; ``noise`` the
+    realized rates of the training labels against the truth."""
+
+    x_train: np.ndarray
+    y_train: np.ndarray
+    x_test: np.ndarray
+    y_test: np.ndarray
+    y_true: np.ndarray
+    train_rows: np.ndarray
+    test_rows: np.ndarray
+    noise: dict[str, float]
+
+
+def load_noisy_digits(
+    noise: NoiseKind | None = "symmetric",
+    rate: float = 0.2,
     *,
-    noise: NoiseKind | None = None,
-    rate: float = 0.0,
     seed: int = 0,
     test_fraction: float = 0.25,
-    overwrite: bool = False,
-) -> BuiltinSummary:
-    """Write scikit-learn's handwritten digits to ``out/train`` and ``out/test``.
-
-    Parameters
-    ----------
-    out : folder to create (atomically)
-    noise : kind of label noise in the training split (symmetric, pair or instance), or None
-    rate : noise rate in [0, 1); must be 0 without ``noise``
-    seed : seeds the split and the noise; the same arguments give the same bytes
-    test_fraction : share of each class held out as the clean test split, in (0, 1)
-    overwrite : replace ``out`` if it exists and is not empty
-
-    Returns
-    -------
-    BuiltinSummary
-    """
+) -> NoisyDigits:
+    """scikit-learn's handwritten digits, ``rate`` of the training labels moved by ``noise``
+    (symmetric, pair or instance; None: none), in memory (`builtin_digits` writes them as
+    stores). The same arguments give the same arrays."""
     if noise is None and rate != 0.0:
         raise ConfigError(f"rate is {rate} but no noise kind is given; pass --noise KIND")
     if noise is not None:
@@ -94,7 +99,39 @@ def builtin_digits(
             confusable=confusable_from_means(means),
             difficulty=margin_difficulty(x[train], truth, means),
         )
-    realized = realized_rates(given, truth)
+    return NoisyDigits(
+        x[train], np.asarray(given.argmax(axis=1)).ravel().astype(np.int64), x[test], y[test],
+        y[train], train, test, realized_rates(given, truth),
+    )  # fmt: skip
+
+
+def builtin_digits(
+    out: str | Path,
+    *,
+    noise: NoiseKind | None = None,
+    rate: float = 0.0,
+    seed: int = 0,
+    test_fraction: float = 0.25,
+    overwrite: bool = False,
+) -> BuiltinSummary:
+    """Write scikit-learn's handwritten digits (`load_noisy_digits`) to ``out/train`` and
+    ``out/test``.
+
+    Parameters
+    ----------
+    out : folder to create (atomically)
+    noise : kind of label noise in the training split (symmetric, pair or instance), or None
+    rate : noise rate in [0, 1); must be 0 without ``noise``
+    seed : seeds the split and the noise; the same arguments give the same bytes
+    test_fraction : share of each class held out as the clean test split, in (0, 1)
+    overwrite : replace ``out`` if it exists and is not empty
+
+    Returns
+    -------
+    BuiltinSummary
+    """
+    data = load_noisy_digits(noise, rate, seed=seed, test_fraction=test_fraction)
+    train, test = data.train_rows, data.test_rows
     layout = Layout(
         features=(FeatureSpec("pixels", 64, "float32"),),
         n_classes=len(DIGIT_WORDS),
@@ -112,14 +149,14 @@ def builtin_digits(
     }
     with atomic_output(out, overwrite, kind=DATASETS) as tmp:
         train_layout = dataclasses.replace(layout, has_clean_labels=True)
-        train_source = {**source, "split": "train", "realized": realized}
+        train_source = {**source, "split": "train", "realized": data.noise}
         with DatasetWriter(tmp / "train", train_layout, source=train_source) as writer:
             writer.write_batch(
                 Batch(
                     ids=[f"digit{i:04d}" for i in train],
-                    labels=np.split(given.indices, given.indptr[1:-1]),
-                    clean_labels=list(y[train, None]),
-                    features={"pixels": x[train]},
+                    labels=list(data.y_train[:, None]),
+                    clean_labels=list(data.y_true[:, None]),
+                    features={"pixels": data.x_train},
                 ),
                 source="digits train",
             )
@@ -127,12 +164,12 @@ def builtin_digits(
             writer.write_batch(
                 Batch(
                     ids=[f"digit{i:04d}" for i in test],
-                    labels=list(y[test, None]),
-                    features={"pixels": x[test]},
+                    labels=list(data.y_test[:, None]),
+                    features={"pixels": data.x_test},
                 ),
                 source="digits test",
             )
-    return BuiltinSummary(Path(out), int(train.size), int(test.size), realized)
+    return BuiltinSummary(Path(out), int(train.size), int(test.size), data.noise)
 
 
 def _stratified_split(

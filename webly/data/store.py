@@ -20,13 +20,16 @@ so an interrupted import leaves nothing that opens as a dataset.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import io
 import json
 import mmap
 import os
+import re
 import shutil
 import warnings
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -36,12 +39,15 @@ import numpy as np
 import pyarrow as pa
 import scipy.sparse as sp
 
-from webly._fs import OutputKind, check_output, remove_stale, temp_path
+from webly._fs import OutputKind, check_output, fsync_path, remove_stale, temp_path
 from webly.errors import DataError, WeblyWarning
 
 FORMAT = "webly-dataset"
 FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
+CACHE_ENV = "WEBLY_CACHE"
+"""The environment variable naming this machine's cache folder (`cache_dir`)."""
+_URI = re.compile(r"^[A-Za-z][A-Za-z0-9+.\-]*://")
 
 Dtype = Literal["uint8", "float16", "float32"]
 Level = Literal["video", "frame"]
@@ -200,17 +206,32 @@ class Batch:
     """Rows to append to a dataset.
 
     ``features[name]`` is ``(B, dim)`` (floats, or uint8 codes for a uint8 group);
-    ``frames[name]`` is a list of B arrays of shape ``(T_i, dim)``, the same ``T_i`` in every
-    frame group of a row.
+    ``frames[name]`` is a list of B arrays of shape ``(T_i, dim)``, or the same frames already
+    in one buffer (`RaggedFrames`); the same ``T_i`` in every frame group of a row.
     """
 
     ids: Sequence[str]
     labels: Sequence[Sequence[int] | np.ndarray]
     features: dict[str, np.ndarray] = field(default_factory=dict)
-    frames: dict[str, Sequence[np.ndarray]] = field(default_factory=dict)
+    frames: Mapping[str, Sequence[np.ndarray] | RaggedFrames] = field(default_factory=dict)
     groups: Sequence[str] | None = None
     texts: Sequence[str] | None = None
     clean_labels: Sequence[Sequence[int] | np.ndarray] | None = None
+
+
+@dataclass(frozen=True)
+class RaggedFrames:
+    """The frames of B rows in one buffer, as the store's list columns hold them: row ``i`` is
+    ``values[offsets[i]:offsets[i + 1]]``.
+
+    ``values`` is ``(n_frames, dim)`` (floats, or uint8 codes for a uint8 group); ``offsets`` is
+    ``(B + 1,)`` integers rising from 0 to ``n_frames``. The writer wraps ``values`` in the Arrow
+    column without copying it when it is C-contiguous and already of the group's dtype, and may
+    hold it until the shard's next flush: hand over a buffer that is not written to afterwards.
+    """
+
+    values: np.ndarray
+    offsets: np.ndarray
 
 
 @dataclass(frozen=True)
@@ -231,6 +252,29 @@ def _file_crc32c(path: Path) -> str:
     return f"{crc:08x}"
 
 
+def _arrow_numbers(values: np.ndarray) -> pa.Array:
+    """A numeric numpy array, flattened, as an Arrow array without nulls; no copy when it is
+    C-contiguous.
+
+    What ``pa.array`` makes of it, without the import of pandas that ``pa.array`` does on its
+    first call in a process (a second or more, in every worker of an import)."""
+    flat = np.ascontiguousarray(values).ravel()
+    return pa.Array.from_buffers(
+        pa.from_numpy_dtype(flat.dtype), len(flat), [None, pa.py_buffer(flat)]
+    )
+
+
+def _arrow_strings(texts: Sequence[str]) -> pa.Array:
+    """``texts`` as an Arrow string array without nulls, built as `_arrow_numbers` (no pandas):
+    one UTF-8 data buffer and ``(len(texts) + 1,)`` int32 offsets."""
+    encoded = [text.encode("utf-8") for text in texts]
+    offsets = np.zeros(len(encoded) + 1, np.int32)
+    np.cumsum(np.fromiter(map(len, encoded), np.int64, len(encoded)), out=offsets[1:])
+    return pa.StringArray.from_buffers(
+        len(encoded), pa.py_buffer(offsets), pa.py_buffer(b"".join(encoded))
+    )
+
+
 class _ChecksummedFile(io.RawIOBase):
     """A write-only file that keeps the CRC32C of what it wrote, so no second pass is needed."""
 
@@ -245,10 +289,12 @@ class _ChecksummedFile(io.RawIOBase):
         self.crc = crc32c.crc32c(data, self.crc)
         return self._file.write(data)
 
-    def close(self) -> None:
+    def close(self, sync: bool = True) -> None:
+        """Close the file, first making it durable (fsync) if ``sync``."""
         if not self._file.closed:
             self._file.flush()
-            os.fsync(self._file.fileno())
+            if sync:
+                os.fsync(self._file.fileno())
             self._file.close()
         super().close()
 
@@ -264,14 +310,6 @@ def _map_for_random_access(path: Path) -> pa.Buffer:
         mapping = mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ)
     mapping.madvise(mmap.MADV_RANDOM)
     return pa.py_buffer(mapping)
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def read_manifest(
@@ -329,13 +367,13 @@ def claim_output(
 
 def publish_output(tmp: Path, out: Path) -> None:
     """Rename the finished ``tmp`` folder to ``out`` (replacing what is there), durably."""
-    _fsync_dir(tmp)
+    fsync_path(tmp)
     trash = None
     if out.exists():
         trash = temp_path(out, "old")
         os.rename(out, trash)
     os.rename(tmp, out)
-    _fsync_dir(out.parent)
+    fsync_path(out.parent)
     if trash is not None and trash.is_dir():
         shutil.rmtree(trash)
     elif trash is not None:
@@ -394,6 +432,11 @@ class ShardWriter:
         """Bytes of row data written or buffered so far."""
         return self._written_bytes + self._pending_bytes
 
+    @property
+    def pending_rows(self) -> int:
+        """Rows buffered for the next record batch: the writer still holds their arrays."""
+        return sum(record.num_rows for record in self._pending)
+
     def write_batch(self, batch: Batch) -> None:
         self.write_record_batch(self._to_record_batch(batch))
 
@@ -411,16 +454,18 @@ class ShardWriter:
         if self._pending_bytes >= self.batch_bytes:
             self._flush()
 
-    def close(self) -> ShardInfo:
-        """Write what is buffered, fsync, and describe the finished shard."""
+    def close(self, sync: bool = True) -> ShardInfo:
+        """Write what is buffered, fsync (unless not ``sync``: a shard given to
+        `DatasetWriter.add_shard` is synced there, in the background), and describe the
+        finished shard."""
         self._flush()
         self._writer.close()
-        self._file.close()
+        self._file.close(sync)
         crc = f"{self._file.crc:08x}"
         return ShardInfo(self.path.name, self.rows, self.path.stat().st_size, crc)
 
     def abort(self) -> None:
-        self._file.close()
+        self._file.close(sync=False)
         self.path.unlink(missing_ok=True)
 
     def _flush(self) -> None:
@@ -459,7 +504,9 @@ class ShardWriter:
             )
         offsets = np.zeros(len(rows) + 1, dtype=np.int32)
         np.cumsum(lengths, out=offsets[1:])
-        return pa.ListArray.from_arrays(pa.array(offsets), pa.array(values.astype(np.int32)))
+        return pa.ListArray.from_arrays(
+            _arrow_numbers(offsets), _arrow_numbers(values.astype(np.int32))
+        )
 
     def _check_finite(self, ids: Sequence[str], name: str, values: np.ndarray) -> None:
         if values.dtype.kind == "f" and not np.isfinite(values).all():
@@ -482,7 +529,7 @@ class ShardWriter:
         with np.errstate(over="ignore"):  # said by _check_range
             encoded = spec.encode(x)
         self._check_range(ids, spec, x.dtype, encoded, np.arange(len(ids) + 1))
-        flat = pa.array(np.ascontiguousarray(encoded).ravel())
+        flat = _arrow_numbers(encoded.ravel())
         return pa.FixedSizeListArray.from_arrays(flat, spec.dim)
 
     def _check_range(
@@ -506,19 +553,52 @@ class ShardWriter:
                 f"(+-{float(np.finfo(encoded.dtype).max):.4g}); scale them, or drop that row",
             )
 
-    def _frame_array(self, spec: FeatureSpec, ids: Sequence[str], rows: Sequence[Any]) -> pa.Array:
-        arrays = [np.asarray(r) for r in rows]
-        for row_id, a in zip(ids, arrays, strict=True):
-            if a.ndim != 2 or a.shape[1] != spec.dim:
-                raise self._fail(
-                    row_id,
-                    f"frames of {spec.name!r} have shape {a.shape} but the layout declares "
-                    f"(n_frames, {spec.dim}); check the feature dimension",
+    def _ragged(
+        self, spec: FeatureSpec, ids: Sequence[str], rows: Sequence[Any] | RaggedFrames
+    ) -> RaggedFrames:
+        """The frames of ``spec`` for the rows ``ids`` as checked `RaggedFrames` with int32
+        offsets (Arrow's list offsets): a list of per-row ``(T_i, dim)`` arrays is joined (one
+        copy); given `RaggedFrames` keep their buffer."""
+        if isinstance(rows, RaggedFrames):
+            values, offsets = np.asarray(rows.values), np.asarray(rows.offsets)
+            if values.ndim != 2 or values.shape[1] != spec.dim:
+                raise DataError(
+                    f"{self.source}: frames of {spec.name!r} have shape {values.shape} but the "
+                    f"layout declares (n_frames, {spec.dim}); check the feature dimension"
                 )
-        values = np.concatenate(arrays) if arrays else np.zeros((0, spec.dim), np.float32)
-        lengths = np.fromiter((a.shape[0] for a in arrays), dtype=np.int64, count=len(arrays))
-        offsets = np.zeros(len(arrays) + 1, dtype=np.int32)
-        np.cumsum(lengths, out=offsets[1:])
+            if (
+                offsets.shape != (len(ids) + 1,)
+                or offsets[0] != 0
+                or offsets[-1] != len(values)
+                or (np.diff(offsets) < 0).any()
+            ):
+                raise DataError(
+                    f"{self.source}: frame offsets of {spec.name!r} do not rise from 0 to "
+                    f"{len(values)} in {len(ids) + 1} steps; build them as (0, *cumsum(n_frames))"
+                )
+        else:
+            arrays = [np.asarray(r) for r in rows]
+            for row_id, a in zip(ids, arrays, strict=True):
+                if a.ndim != 2 or a.shape[1] != spec.dim:
+                    raise self._fail(
+                        row_id,
+                        f"frames of {spec.name!r} have shape {a.shape} but the layout declares "
+                        f"(n_frames, {spec.dim}); check the feature dimension",
+                    )
+            values = np.concatenate(arrays) if arrays else np.zeros((0, spec.dim), np.float32)
+            lengths = np.fromiter((a.shape[0] for a in arrays), dtype=np.int64, count=len(arrays))
+            offsets = np.zeros(len(arrays) + 1, dtype=np.int64)
+            np.cumsum(lengths, out=offsets[1:])
+        if len(values) > np.iinfo(np.int32).max:
+            raise DataError(
+                f"{self.source}: {len(values):,} frames of {spec.name!r} in one batch; an Arrow "
+                "list holds at most 2**31 - 1, write fewer rows at a time"
+            )
+        return RaggedFrames(values, offsets.astype(np.int32, copy=False))
+
+    def _frame_array(self, spec: FeatureSpec, ids: Sequence[str], frames: RaggedFrames) -> pa.Array:
+        """The Arrow ``list<fixed_size_list<dtype>[dim]>`` column of checked ``frames``."""
+        values, offsets = frames.values, frames.offsets
         if values.dtype.kind == "f" and not np.isfinite(values).all():
             frame = int(np.flatnonzero(~np.isfinite(values).all(axis=1))[0])
             raise self._fail(
@@ -528,10 +608,8 @@ class ShardWriter:
         with np.errstate(over="ignore"):  # said by _check_range
             encoded = spec.encode(values)
         self._check_range(ids, spec, values.dtype, encoded, offsets)
-        frames = pa.FixedSizeListArray.from_arrays(
-            pa.array(np.ascontiguousarray(encoded).ravel()), spec.dim
-        )
-        return pa.ListArray.from_arrays(pa.array(offsets), frames)
+        per_frame = pa.FixedSizeListArray.from_arrays(_arrow_numbers(encoded.ravel()), spec.dim)
+        return pa.ListArray.from_arrays(_arrow_numbers(offsets), per_frame)
 
     def _to_record_batch(self, batch: Batch) -> pa.RecordBatch:
         layout, ids = self.layout, list(batch.ids)
@@ -539,7 +617,7 @@ class ShardWriter:
         if len(batch.labels) != n:
             raise DataError(f"{self.source}: {n} ids but {len(batch.labels)} label rows")
         columns: dict[str, pa.Array] = {
-            "id": pa.array(ids, pa.string()),
+            "id": _arrow_strings(ids),
             "labels": self._label_array(ids, batch.labels, "labels"),
         }
         optional = {
@@ -554,7 +632,7 @@ class ShardWriter:
                 if name == "clean_labels":
                     columns[name] = self._label_array(ids, given, name)
                 else:
-                    columns[name] = pa.array([str(v) for v in given], pa.string())
+                    columns[name] = _arrow_strings([str(v) for v in given])
         n_frames: np.ndarray | None = None
         for spec in layout.features:
             source = batch.features if spec.level == "video" else batch.frames
@@ -566,15 +644,15 @@ class ShardWriter:
             if spec.level == "video":
                 columns[spec.name] = self._video_array(spec, ids, source[spec.name])
                 continue
-            rows = batch.frames[spec.name]
-            lengths = np.array([len(r) for r in rows])
+            frames = self._ragged(spec, ids, batch.frames[spec.name])
+            lengths = np.diff(frames.offsets)
             if n_frames is not None and not np.array_equal(lengths, n_frames):
                 where = int(np.flatnonzero(lengths != n_frames)[0])
                 raise self._fail(
                     ids[where], "frame groups hold different numbers of frames; align them"
                 )
             n_frames = lengths
-            columns[spec.name] = self._frame_array(spec, ids, rows)
+            columns[spec.name] = self._frame_array(spec, ids, frames)
         return pa.RecordBatch.from_pydict(columns, schema=self._schema)
 
 
@@ -584,7 +662,9 @@ class DatasetWriter:
 
     Single process: ``with DatasetWriter(out, layout) as w: w.write_batch(batch)``.
     Parallel: workers write `ShardWriter` s at ``w.shard_path(i)`` and the caller `add_shard` s
-    their `ShardInfo` in a fixed order, then `commit` s.
+    their `ShardInfo` in a fixed order, then `commit` s. A shard is made durable (fsync) in a
+    background thread once added, while the next ones are written: the import runs at the
+    speed of the slower of the disk and the CPUs, not of their sum.
     """
 
     def __init__(
@@ -606,13 +686,18 @@ class DatasetWriter:
         self.tmp = claim_output(self.out, overwrite, kind=DATASET, inputs=inputs)
         self.shards: list[ShardInfo] = []
         self._current: ShardWriter | None = None
+        self._syncer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="webly-fsync")
+        self._syncs: list[Future[None]] = []  # the fsync of each added shard
         self._done = False
 
     def shard_path(self, index: int) -> Path:
         return self.tmp / f"shard-{index:05d}.arrow"
 
     def add_shard(self, info: ShardInfo) -> None:
+        """Add the finished shard ``info`` (written at ``shard_path(len(shards))``, synced or
+        not); `commit` waits for its fsync, which starts now, before writing the manifest."""
         self.shards.append(info)
+        self._syncs.append(self._syncer.submit(fsync_path, self.tmp / info.file))
 
     def write_batch(self, batch: Batch, source: str = "input") -> None:
         """Validate and append ``batch``; ``source`` names the input in error messages."""
@@ -638,13 +723,20 @@ class DatasetWriter:
     def _roll(self) -> None:
         """Close the current shard once it reaches ``shard_bytes``."""
         if self._current is not None and self._current.nbytes >= self.shard_bytes:
-            self.add_shard(self._current.close())
+            self.add_shard(self._current.close(sync=False))
             self._current = None
 
     def commit(self) -> Dataset:
         if self._current is not None:
-            self.add_shard(self._current.close())
+            self.add_shard(self._current.close(sync=False))
             self._current = None
+        self._syncer.shutdown()
+        try:
+            for sync in self._syncs:
+                sync.result()  # every shard is durable before the manifest names it
+        except BaseException:
+            self.abort()
+            raise
         n_rows = sum(s.rows for s in self.shards)
         if n_rows == 0:
             self.abort()
@@ -672,6 +764,7 @@ class DatasetWriter:
         if self._current is not None:
             self._current.abort()
             self._current = None
+        self._syncer.shutdown(cancel_futures=True)
         shutil.rmtree(self.tmp, ignore_errors=True)
         self._done = True
 
@@ -733,8 +826,10 @@ class Dataset:
         manifest: dict[str, Any],
         chunks: list[pa.RecordBatch],
         rows: np.ndarray | None = None,
+        source: str | None = None,
     ) -> None:
         self.path = path
+        self.source = str(path) if source is None else source  # what it was opened from
         self.manifest = manifest
         self.layout = Layout.from_json(manifest["layout"])
         self._chunks = chunks
@@ -747,8 +842,13 @@ class Dataset:
 
     @classmethod
     def open(cls, path: str | Path, verify: bool = False) -> Dataset:
-        """Open the dataset folder at ``path``; ``verify`` also checks every shard's CRC32C."""
-        path = Path(path)
+        """Open the dataset folder at ``path``; ``verify`` also checks every shard's CRC32C.
+
+        ``path`` may be a filesystem URI (a str: ``s3://bucket/store``, ``file:///nfs/store``,
+        any that ``pyarrow.fs`` reads): the store is copied once into this machine's cache
+        (`fetch_store`) and opened there, and the `Dataset` pickles as the URI."""
+        source = str(path)
+        path = fetch_store(path) if isinstance(path, str) and _URI.match(path) else Path(path)
         manifest = read_manifest(
             path, FORMAT, FORMAT_VERSION, "a webly dataset folder", "import data first "
             "(webly data import-*)", "re-import"
@@ -766,13 +866,29 @@ class Dataset:
                 raise DataError(f"{file}: checksum mismatch; the dataset is damaged, re-import it")
             reader = pa.ipc.open_file(pa.BufferReader(_map_for_random_access(file)))
             chunks += [reader.get_batch(i) for i in range(reader.num_record_batches)]
-        ds = cls(path, manifest, chunks)
+        ds = cls(path, manifest, chunks, source=source)
         if ds._starts[-1] != manifest["n_rows"]:
             raise DataError(
                 f"{path}: shards hold {ds._starts[-1]} rows, the manifest says "
                 f"{manifest['n_rows']}; the dataset is damaged, re-import it"
             )
         return ds
+
+    @classmethod
+    def from_arrays(cls, features: Any = None, labels: Any = None, **options: Any) -> Dataset:
+        """Write arrays to a store (a temporary one without ``path=``) and open it; see
+        `webly.data.arrays.dataset_from_arrays`."""
+        from webly.data.arrays import dataset_from_arrays
+
+        return dataset_from_arrays(features, labels, **options)
+
+    @classmethod
+    def from_pandas(cls, frame: Any, label: str | None = "label", **options: Any) -> Dataset:
+        """Write a DataFrame with a label column to a store and open it; see
+        `webly.data.arrays.dataset_from_pandas`."""
+        from webly.data.arrays import dataset_from_pandas
+
+        return dataset_from_pandas(frame, label, **options)
 
     # ---- shape of the data
 
@@ -802,12 +918,13 @@ class Dataset:
 
     def subset(self, rows: Sequence[int] | np.ndarray) -> Dataset:
         """A view of ``rows`` (positions in this view), sharing the memory maps."""
-        return Dataset(self.path, self.manifest, self._chunks, self._global(rows))
+        return Dataset(self.path, self.manifest, self._chunks, self._global(rows), self.source)
 
     def __reduce__(self) -> tuple[Any, ...]:
-        """Pickled as its folder and rows, never its data: unpickling opens the folder again,
-        so another process on a shared file system (a Ray worker) maps the same files."""
-        return _reopen, (str(self.path), self._rows)
+        """Pickled as what it was opened from (its folder, or its URI) and its rows, never its
+        data: unpickling opens that again, so another process on a shared file system (a Ray
+        worker) maps the same files, or fetches the store from its URI."""
+        return _reopen, (self.source, self._rows)
 
     # ---- whole columns (small per row)
 
@@ -1018,6 +1135,40 @@ class Dataset:
             self._cache[key] = matrix
         matrix = self._cache[key]
         return matrix if self._rows is None else matrix[self._rows]
+
+
+def cache_dir() -> Path:
+    """This machine's cache folder: ``$WEBLY_CACHE``, else ``~/.cache/webly``."""
+    return Path(os.environ.get(CACHE_ENV) or Path.home() / ".cache" / "webly")
+
+
+def fetch_store(uri: str) -> Path:
+    """The local copy of the dataset folder at the filesystem URI ``uri``: copied through
+    ``pyarrow.fs`` into ``cache_dir()/stores/<hash of its manifest>`` (atomically, by a rename)
+    unless a copy of the same manifest is there already."""
+    from pyarrow import fs
+
+    try:
+        remote, root = fs.FileSystem.from_uri(uri)
+        with remote.open_input_stream(f"{root.rstrip('/')}/{MANIFEST}") as fh:
+            digest = hashlib.sha256(fh.read()).hexdigest()[:32]
+    except (OSError, pa.ArrowException) as err:
+        raise DataError(
+            f"{uri}: no readable {MANIFEST} there ({err}); check the URI and the credentials of "
+            "its file system, or import the data first"
+        ) from None
+    local = cache_dir() / "stores" / digest
+    if not (local / MANIFEST).is_file():
+        local.parent.mkdir(parents=True, exist_ok=True)
+        remove_stale(local)
+        tmp = temp_path(local)
+        tmp.mkdir()
+        fs.copy_files(root, str(tmp), source_filesystem=remote)
+        try:
+            os.replace(tmp, local)
+        except OSError:  # another process put the same copy there first
+            shutil.rmtree(tmp, ignore_errors=True)
+    return local
 
 
 def _reopen(path: str, rows: np.ndarray | None) -> Dataset:

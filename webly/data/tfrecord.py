@@ -37,7 +37,7 @@ from typing import TypeAlias, TypeVar
 import crc32c
 import numpy as np
 
-from webly._fs import remove_stale, temp_path
+from webly._fs import replaced_file
 from webly.errors import DataError
 
 FeatureValue: TypeAlias = "list[bytes] | np.ndarray"
@@ -151,24 +151,14 @@ def frame_record(payload: bytes) -> bytes:
 def write_records(path: str | Path, payloads: Iterable[bytes]) -> int:
     """Write ``payloads`` as a TFRecord file at ``path``, atomically; returns the record count.
 
-    The records go to a temporary file beside ``path`` that is fsynced and renamed over it, so
-    ``path`` is either absent/unchanged or complete.
+    The records go to a temporary file beside ``path`` that is fsynced and renamed over it
+    (`webly._fs.replaced_file`), so ``path`` is either absent/unchanged or complete.
     """
-    path = Path(path)
-    remove_stale(path)
-    tmp = temp_path(path)
     count = 0
-    try:
-        with open(tmp, "wb", buffering=_READ_BUFFER) as fh:
-            for payload in payloads:
-                fh.write(frame_record(payload))
-                count += 1
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    with replaced_file(path, "wb") as fh:
+        for payload in payloads:
+            fh.write(frame_record(payload))
+            count += 1
     return count
 
 

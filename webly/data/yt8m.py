@@ -31,7 +31,8 @@ import glob
 import os
 import time
 import warnings
-from collections.abc import Iterator, Sequence
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -46,12 +47,14 @@ from webly.data.store import (
     FeatureSpec,
     Layout,
     Level,
+    RaggedFrames,
     ShardInfo,
     ShardWriter,
     dequantize_uint8,
 )
 from webly.data.tfrecord import (
     FeatureValue,
+    FrameValue,
     ReadStats,
     iter_records,
     parse_example,
@@ -79,6 +82,13 @@ prefix the feature names with ``mean_``."""
 
 _BATCH_ROWS = 1024  # rows handed to the shard writer at a time, or fewer once their frames
 # fill its buffer (then it writes them at once, without first joining several batches)
+_FRAME_SLACK = 1024  # frames a batch's buffers hold beyond its limit, for the video crossing it
+_SUM_BLOCK = 257  # frames whose uint8 codes are summed in uint16 (255 * 257 < 2**16)
+
+_spare_codes: list[dict[str, np.ndarray]] = []
+"""Frame buffers of this process whose rows the shard writer has written, for the next file's
+import to refill (`_FrameRows`): new memory costs page faults and zeroing, about as much as
+copying the frames in. Emptied when an import in this process ends."""
 
 
 @dataclass(frozen=True)
@@ -104,7 +114,7 @@ class ImportSummary:
 
 
 @dataclass(frozen=True)
-class _FileTask:
+class FileTask:
     """One input file for a worker: where to read, where to write and how to convert."""
 
     source: Path
@@ -116,7 +126,7 @@ class _FileTask:
 
 
 @dataclass(frozen=True)
-class _FileResult:
+class FileResult:
     shard: ShardInfo
     corrupt_records: int
 
@@ -132,6 +142,7 @@ def import_yt8m(
     n_classes: int = 3862,
     video_dtype: Dtype = "float32",
     overwrite: bool = False,
+    run_files: Callable[[list[FileTask]], Iterable[FileResult]] | None = None,
 ) -> ImportSummary:
     """Import the YouTube-8M TFRecord files matching the glob ``pattern`` into a dataset at ``out``.
 
@@ -142,6 +153,9 @@ def import_yt8m(
     ``out`` (an existing dataset there is replaced only with ``overwrite``, and only on success);
     input files are only read. Raises `DataError` naming the file, record offset, video id and
     field of a bad record (``skip_corrupt`` skips records with bad checksums instead).
+    ``run_files`` runs the file tasks elsewhere and yields their results in order (e.g.
+    `webly.executor.ray_import.import_files_on_ray`: one Ray task a file); ``workers`` local
+    processes when None.
     """
     started = time.perf_counter()
     if level not in ("video", "frame"):
@@ -161,10 +175,10 @@ def import_yt8m(
     rows = corrupt = 0
     with DatasetWriter(out, layout, overwrite=overwrite, source=source, inputs=files) as writer:
         tasks = [
-            _FileTask(path, writer.shard_path(i), layout, level, names, skip_corrupt)
+            FileTask(path, writer.shard_path(i), layout, level, names, skip_corrupt)
             for i, path in enumerate(files)
         ]
-        for result in _run(tasks, workers):
+        for result in run_files(tasks) if run_files is not None else _run(tasks, workers):
             writer.add_shard(result.shard)
             rows += result.shard.rows
             corrupt += result.corrupt_records
@@ -201,127 +215,207 @@ def yt8m_layout(level: Level, n_classes: int = 3862, video_dtype: Dtype = "float
     return Layout(features=tuple((frames if level == "frame" else []) + means), n_classes=n_classes)
 
 
-def _run(tasks: list[_FileTask], workers: int) -> Iterator[_FileResult]:
+def _run(tasks: list[FileTask], workers: int) -> Iterator[FileResult]:
     """Results of ``tasks`` in order; in this process for one worker, else in a process pool."""
     if min(workers, len(tasks)) == 1:
-        yield from map(_import_file, tasks)
+        try:
+            yield from map(import_file, tasks)
+        finally:
+            _spare_codes.clear()
         return
     pool = ProcessPoolExecutor(max_workers=min(workers, len(tasks)))
     try:
-        yield from pool.map(_import_file, tasks)
+        yield from pool.map(import_file, tasks)
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
 
 
-def _import_file(task: _FileTask) -> _FileResult:
-    """Stream one TFRecord file into its own shard (runs in a worker process)."""
+def import_file(task: FileTask) -> FileResult:
+    """Stream one TFRecord file into its own shard (runs in a worker process): its videos go to
+    the shard writer in `Batch` es of at most `_BATCH_ROWS` rows and about the writer's
+    ``batch_bytes`` of frames."""
     stats = ReadStats()
     shard = ShardWriter(task.shard, task.layout, source=str(task.source))
+    fields, n_classes = FIELDS[task.names], task.layout.n_classes
+
+    def gather(codes: dict[str, np.ndarray]) -> _Rows:
+        if task.level == "video":
+            return _VideoRows(fields)
+        return _FrameRows(fields, shard.batch_bytes, codes)
+
+    rows = gather(_spare_codes.pop() if _spare_codes else {})
     try:
-        for batch in _batches(task, stats, shard.batch_bytes):
-            shard.write_batch(batch)
-        info = shard.close()
+        for offset, payload in iter_records(task.source, task.skip_corrupt, stats):
+            rows.add(payload, f"{task.source}: record at byte {offset}")
+            if rows.full():
+                shard.write_batch(rows.batch(n_classes))
+                # the next rows refill the buffers if the writer has written these (holds none)
+                rows = gather({} if shard.pending_rows else rows.codes)
+        if rows.ids:
+            shard.write_batch(rows.batch(n_classes))
+        info = shard.close(sync=False)  # DatasetWriter.add_shard syncs it in the background
     except BaseException:
         shard.abort()
         raise
-    return _FileResult(info, stats.corrupt)
+    _spare_codes.append(rows.codes)
+    return FileResult(info, stats.corrupt)
 
 
-def _batches(task: _FileTask, stats: ReadStats, max_frame_bytes: int) -> Iterator[Batch]:
-    """The file's videos as `Batch` es of at most `_BATCH_ROWS` rows and about
-    ``max_frame_bytes`` of frames."""
-    fields = FIELDS[task.names]
-    # file fields whose values are checked per batch, by group name (frame means are finite)
-    checked = {f"mean_{n}": f"mean_{fields[n]}" for n in DIMS} if task.level == "video" else {}
-    rows: list[_Row] = []
-    frame_bytes = 0
-    for offset, payload in iter_records(task.source, task.skip_corrupt, stats):
-        where = f"{task.source}: record at byte {offset}"
-        if task.level == "video":
-            row = _video_row(payload, fields, where)
-        else:
-            row = _frame_row(payload, fields, where)
-            frame_bytes += sum(f.nbytes for f in row.frames.values())
-        rows.append(row)
-        if len(rows) >= _BATCH_ROWS or frame_bytes >= max_frame_bytes:
-            yield _batch(rows, task.layout.n_classes, checked)
-            rows, frame_bytes = [], 0
-    if rows:
-        yield _batch(rows, task.layout.n_classes, checked)
+class _Rows(ABC):
+    """The videos of one `Batch`, added one record at a time; a subclass per level decodes the
+    record's features (`add`) and hands them over (`batch`)."""
 
+    def __init__(self, fields: dict[str, str]) -> None:
+        self.fields = fields
+        self.wheres: list[str] = []  # file, record offset and video id of each row
+        self.ids: list[str] = []
+        self.labels: list[np.ndarray] = []  # (n_labels,) int64 per row
+        self.codes: dict[str, np.ndarray] = {}  # frame buffers by group (frame level)
 
-@dataclass(frozen=True)
-class _Row:
-    """One decoded video; ``where`` names its file, offset and id for error messages."""
+    @abstractmethod
+    def add(self, payload: bytes, where: str) -> None:
+        """Decode the record ``payload`` (found at ``where``) into a new row."""
 
-    where: str
-    id: str
-    labels: np.ndarray
-    features: dict[str, np.ndarray]
-    frames: dict[str, np.ndarray]
+    @abstractmethod
+    def batch(self, n_classes: int) -> Batch:
+        """The rows as one `Batch`, their labels checked to lie in ``0..n_classes - 1``."""
 
+    def full(self) -> bool:
+        return len(self.ids) >= _BATCH_ROWS
 
-def _batch(rows: list[_Row], n_classes: int, checked: dict[str, str]) -> Batch:
-    """Stack ``rows`` into a `Batch`, checking labels and the ``checked`` features at once."""
-    lengths = np.array([row.labels.size for row in rows])
-    labels = np.concatenate([row.labels for row in rows])
-    bad = np.flatnonzero((labels < 0) | (labels >= n_classes))
-    if bad.size:
-        row = rows[int(np.searchsorted(np.cumsum(lengths), bad[0], side="right"))]
-        raise DataError(
-            f"{row.where}: 'labels' use class {int(labels[bad[0]])} but the dataset declares "
-            f"{n_classes} classes (0..{n_classes - 1}); check --num-classes"
-        )
-    features = {name: np.stack([row.features[name] for row in rows]) for name in rows[0].features}
-    for name, key in checked.items():
-        bad = np.flatnonzero(~np.isfinite(features[name]).all(axis=1))
+    def _add_id_and_labels(self, features: dict[str, FeatureValue], where: str) -> str:
+        """Append the row's id and labels; returns ``where`` extended with the video id."""
+        vid, where = _id_and_where(features, self.fields["id"], where)
+        self.labels.append(_array_feature(features, "labels", np.int64, where))
+        self.ids.append(vid)
+        self.wheres.append(where)
+        return where
+
+    def _check_labels(self, n_classes: int) -> None:
+        """Raise `DataError` naming the first row with a class outside ``0..n_classes - 1``."""
+        lengths = np.array([row.size for row in self.labels])
+        labels = np.concatenate(self.labels)
+        bad = np.flatnonzero((labels < 0) | (labels >= n_classes))
         if bad.size:
+            where = self.wheres[int(np.searchsorted(np.cumsum(lengths), bad[0], side="right"))]
             raise DataError(
-                f"{rows[bad[0]].where}: {key!r} holds NaN or inf; the file is damaged, "
-                "re-download it"
+                f"{where}: 'labels' use class {int(labels[bad[0]])} but the dataset declares "
+                f"{n_classes} classes (0..{n_classes - 1}); check --num-classes"
             )
-    frames: dict[str, Sequence[np.ndarray]] = {
-        name: [row.frames[name] for row in rows] for name in rows[0].frames
-    }
-    return Batch(
-        ids=[row.id for row in rows],
-        labels=[row.labels for row in rows],
-        features=features,
-        frames=frames,
-    )
 
 
-def _video_row(payload: bytes, fields: dict[str, str], where: str) -> _Row:
-    """One video-level Example -> features ``mean_rgb`` (1024,) and ``mean_audio`` (128,)
-    float32."""
-    try:
-        example = parse_example(payload)
-    except DataError as err:
-        raise DataError(f"{where}: {err}") from None
-    vid, where = _id_and_where(example, fields["id"], where)
-    labels = _array_feature(example, "labels", np.int64, where)
-    values = {}
-    for name, dim in DIMS.items():
-        key = f"mean_{fields[name]}"
-        value = _array_feature(example, key, np.float32, where)
-        if value.size != dim:
-            raise DataError(
-                f"{where}: {key!r} has {value.size} values but YouTube-8M {key} has {dim}; "
-                "check that these are video-level files (--level) of the right release (--names)"
-            )
-        values[f"mean_{name}"] = value
-    return _Row(where, vid, labels, values, {})
+class _VideoRows(_Rows):
+    """Video-level Examples: features ``mean_rgb`` (1024,) and ``mean_audio`` (128,) float32."""
+
+    def __init__(self, fields: dict[str, str]) -> None:
+        super().__init__(fields)
+        self.features: dict[str, list[np.ndarray]] = {f"mean_{name}": [] for name in DIMS}
+
+    def add(self, payload: bytes, where: str) -> None:
+        try:
+            example = parse_example(payload)
+        except DataError as err:
+            raise DataError(f"{where}: {err}") from None
+        where = self._add_id_and_labels(example, where)
+        for name, dim in DIMS.items():
+            key = f"mean_{self.fields[name]}"
+            value = _array_feature(example, key, np.float32, where)
+            if value.size != dim:
+                raise DataError(
+                    f"{where}: {key!r} has {value.size} values but YouTube-8M {key} has {dim}; "
+                    "check that these are video-level files (--level) of the right release "
+                    "(--names)"
+                )
+            self.features[f"mean_{name}"].append(value)
+
+    def batch(self, n_classes: int) -> Batch:
+        self._check_labels(n_classes)
+        features = {name: np.stack(values) for name, values in self.features.items()}
+        for name in DIMS:
+            bad = np.flatnonzero(~np.isfinite(features[f"mean_{name}"]).all(axis=1))
+            if bad.size:
+                raise DataError(
+                    f"{self.wheres[bad[0]]}: 'mean_{self.fields[name]}' holds NaN or inf; the "
+                    "file is damaged, re-download it"
+                )
+        return Batch(ids=self.ids, labels=self.labels, features=features)
 
 
-def _frame_row(payload: bytes, fields: dict[str, str], where: str) -> _Row:
-    """One frame-level SequenceExample -> frames ``rgb`` (T, 1024) and ``audio`` (T, 128) uint8
-    codes, and features ``mean_rgb`` / ``mean_audio``: the means of the dequantised frames."""
-    try:
-        context, lists = parse_sequence_example(payload)
-    except DataError as err:
-        raise DataError(f"{where}: {err}") from None
-    vid, where = _id_and_where(context, fields["id"], where)
-    labels = _array_feature(context, "labels", np.int64, where)
+class _FrameRows(_Rows):
+    """Frame-level SequenceExamples, gathered with no per-frame Python work.
+
+    The parser gives each video's ``rgb`` ``(T, 1024)`` and ``audio`` ``(T, 128)`` uint8 codes
+    as strided views into its record; `add` copies them at once to the end of one ``(capacity,
+    dim)`` uint8 buffer per group and sums their codes into a ``(_BATCH_ROWS, dim)`` uint32
+    table. `batch` hands the buffers to the store as `RaggedFrames` (values + offsets), which
+    become the Arrow list columns without another copy, and the video-level ``mean_rgb`` /
+    ``mean_audio`` of all rows are dequantised from the sums in one step.
+
+    ``codes`` are buffers to refill, those of an earlier batch that the store has written (it
+    may hold a batch's buffers until its shard's next flush); new ones are made for a group
+    missing there or too small.
+    """
+
+    def __init__(
+        self, fields: dict[str, str], max_frame_bytes: int, codes: dict[str, np.ndarray]
+    ) -> None:
+        super().__init__(fields)
+        # the batch ends with the video that brings its frames to max_frame_bytes
+        self.max_frames = -(-max_frame_bytes // sum(DIMS.values()))
+        self.offsets = [0]  # row i's frames are codes[offsets[i]:offsets[i + 1]]
+        # untouched pages of an np.empty buffer cost nothing, so the slack is free
+        capacity = self.max_frames + _FRAME_SLACK
+        self.codes = {
+            name: codes[name]
+            if name in codes and len(codes[name]) >= capacity
+            else np.empty((capacity, dim), np.uint8)
+            for name, dim in DIMS.items()
+        }
+        self.sums = {name: np.empty((_BATCH_ROWS, dim), np.uint32) for name, dim in DIMS.items()}
+
+    def add(self, payload: bytes, where: str) -> None:
+        try:
+            context, lists = parse_sequence_example(payload)
+        except DataError as err:
+            raise DataError(f"{where}: {err}") from None
+        where = self._add_id_and_labels(context, where)
+        frames = _frame_codes(lists, self.fields, where)
+        start = self.offsets[-1]
+        end = start + len(frames["rgb"])
+        for name, codes in frames.items():
+            if end > len(self.codes[name]):  # a video longer than the slack: grow (one copy)
+                grown = np.empty((2 * end, codes.shape[1]), np.uint8)
+                grown[:start] = self.codes[name][:start]
+                self.codes[name] = grown
+            into = self.codes[name][start:end]
+            into[...] = codes
+            _column_sums(into, self.sums[name][len(self.ids) - 1])
+        self.offsets.append(end)
+
+    def full(self) -> bool:
+        return super().full() or self.offsets[-1] >= self.max_frames
+
+    def batch(self, n_classes: int) -> Batch:
+        self._check_labels(n_classes)
+        offsets = np.array(self.offsets, np.int64)
+        n_frames = np.diff(offsets)[:, None]  # (B, 1)
+        # Dequantisation is affine, so the mean of the dequantised frames is the dequantised
+        # mean code.
+        means = {
+            f"mean_{name}": dequantize_uint8(sums[: len(self.ids)] / n_frames)
+            for name, sums in self.sums.items()
+        }
+        frames = {
+            name: RaggedFrames(codes[: offsets[-1]], offsets) for name, codes in self.codes.items()
+        }
+        return Batch(ids=self.ids, labels=self.labels, features=means, frames=frames)
+
+
+def _frame_codes(
+    lists: dict[str, FrameValue], fields: dict[str, str], where: str
+) -> dict[str, np.ndarray]:
+    """A SequenceExample's frames, checked: ``rgb`` ``(T, 1024)`` and ``audio`` ``(T, 128)``
+    uint8 codes with the same ``T >= 1``."""
     frames = {}
     for name, dim in DIMS.items():
         key = fields[name]
@@ -346,13 +440,17 @@ def _frame_row(payload: bytes, fields: dict[str, str], where: str) -> _Row:
             f"{where}: {n_rgb} {fields['rgb']!r} frames and {n_audio} 'audio' frames; a video "
             "needs the same number (>= 1) of each; drop it or re-download the file"
         )
-    # Dequantisation is affine, so the mean of the dequantised frames is the dequantised mean
-    # code; an integer sum is several times faster than a float mean over (T, D) bytes.
-    means = {
-        f"mean_{name}": dequantize_uint8(f.sum(axis=0, dtype=np.uint32) / len(f))
-        for name, f in frames.items()
-    }
-    return _Row(where, vid, labels, means, frames)
+    return frames
+
+
+def _column_sums(codes: np.ndarray, out: np.ndarray) -> None:
+    """Sum ``(T, dim)`` uint8 ``codes`` over their frames into ``out``, ``(dim,)`` uint32.
+
+    Summed in uint16 over blocks of `_SUM_BLOCK` frames (255 * 257 < 2**16 cannot overflow),
+    which moves half the bytes of a uint32 sum and takes half the time."""
+    out[:] = 0
+    for start in range(0, len(codes), _SUM_BLOCK):
+        out += np.add.reduce(codes[start : start + _SUM_BLOCK], axis=0, dtype=np.uint16)
 
 
 def _id_and_where(features: dict[str, FeatureValue], key: str, where: str) -> tuple[str, str]:

@@ -37,12 +37,26 @@ class Table:
 
 @dataclass(frozen=True)
 class Note:
-    """A paragraph; ``missing`` marks one that says what the run lacks for this part."""
+    """A paragraph; ``missing`` marks one that says what the run lacks for this part,
+    ``warning`` one that says a figure should not be trusted as it stands (both are also
+    listed at the top of the page)."""
 
     text: str
     missing: bool = False
+    warning: bool = False
     wide: bool = True
     kind: Literal["note"] = "note"
+
+
+@dataclass(frozen=True)
+class Link:
+    """A link to a file written beside the page (``href`` relative to it), with a caption."""
+
+    text: str
+    href: str
+    caption: str = ""
+    wide: bool = True
+    kind: Literal["link"] = "link"
 
 
 @dataclass(frozen=True)
@@ -55,7 +69,7 @@ class Code:
     kind: Literal["code"] = "code"
 
 
-Block = Chart | Table | Note | Code
+Block = Chart | Table | Note | Link | Code
 
 
 @dataclass(frozen=True)
@@ -72,6 +86,11 @@ class Section:
         """The notes saying what the run lacks for this section."""
         return [b.text for b in self.blocks if isinstance(b, Note) and b.missing]
 
+    @property
+    def warnings(self) -> list[str]:
+        """The notes saying a figure of this section should not be trusted as it stands."""
+        return [b.text for b in self.blocks if isinstance(b, Note) and b.warning]
+
 
 @dataclass(frozen=True)
 class Card:
@@ -80,3 +99,7 @@ class Card:
     label: str
     value: str
     detail: str = ""
+
+
+NO_PREDICTIONS = Note("No predictions to score yet: the zoo stage has not finished.", missing=True)
+"""What a section scoring the shown model's predictions holds before there are any."""

@@ -15,7 +15,6 @@ from typing import Any
 
 import numpy as np
 
-from webly.compress.run import final_stage
 from webly.longtail.labels import class_counts
 from webly.metrics.classification import (
     BAND_NAMES,
@@ -23,8 +22,8 @@ from webly.metrics.classification import (
     per_class_top1_accuracy,
 )
 from webly.metrics.ranking import per_class_average_precision
-from webly.report.blocks import Chart, Note, Section, Table
-from webly.report.plots import band_bars, frequency_curve
+from webly.report.blocks import NO_PREDICTIONS, Chart, Note, Section, Table
+from webly.report.plots import CLASS_TICKS, band_bars, frequency_curve
 from webly.report.run_files import RunFiles, Scored
 
 HEAD, TAIL = 100, 20  # band bounds without a longtail stage (frequency_bands' defaults)
@@ -38,14 +37,11 @@ def long_tail_section(files: RunFiles) -> Section:
         "Long tail",
         "How the figures fall from the frequent classes to the rare ones.",
     )
-    train, scored = files.train, files.scored
-    entry = _scored_entry(files, scored.split) if scored is not None else None
-    if train is None or scored is None or entry is None:
-        section.blocks.append(
-            Note("No predictions to score yet: the zoo stage has not finished.", missing=True)
-        )
+    shown = files.shown_scored()
+    if shown is None:
+        section.blocks.append(NO_PREDICTIONS)
         return section
-    name, recorded = entry
+    train, scored, name, recorded = shown
     head, tail = _bounds(files)
     counts = class_counts(train.labels)
     bands = frequency_bands(counts, head=head, tail=tail)
@@ -58,10 +54,21 @@ def long_tail_section(files: RunFiles) -> Section:
     section.blocks.append(
         Chart(
             "Class frequency and per-class figure",
-            frequency_curve(counts[order], per_class[order], bands[order], metric),
+            frequency_curve(
+                counts[order],
+                per_class[order],
+                bands[order],
+                metric,
+                [train.class_names[c] for c in order],
+            ),
             f"{train.n_classes:,} classes by training rows (grey, log scale); each dot is one "
             f"class's {metric} of {name} on the {_scored_words(scored)}. Bands: head > {head} "
-            f"training rows, tail < {tail}.",
+            f"training rows, tail < {tail}. "
+            + (
+                "Every class is named under the axis."
+                if train.n_classes <= CLASS_TICKS
+                else f"{CLASS_TICKS} evenly spaced classes are named under the axis."
+            ),
             wide=True,
         )
     )
@@ -77,31 +84,6 @@ def long_tail_section(files: RunFiles) -> Section:
         )
         section.blocks.append(Note(text, missing=True))
     return section
-
-
-def _scored_entry(files: RunFiles, split: str) -> tuple[str, str] | None:
-    """(name, recorded store) of the model whose per-class figures are shown: the final model
-    the run deploys (`final_stage`), else the ensemble's teacher, else the member of best
-    figure: the first with predictions on ``split``."""
-    stage = final_stage(files.run)
-    final = files.outputs(stage)["final"] if stage is not None else {}
-    form = "re-balanced final model" if stage == "longtail" else "final model"
-    stores = files.outputs("ensemble").get("stores", {})
-    teacher = files.outputs("ensemble").get("teacher")
-    candidates = [(f"{form} {m}", p) for m, p in final.items()]
-    if teacher in stores:
-        candidates.append((f"the ensemble's {teacher}", stores[teacher]))
-    members = files.member_stores()
-
-    def figure(member: str) -> float:
-        metrics = files.store(members[member]).fold_metrics.get(split, {})
-        return float(metrics.get("metric", -np.inf))
-
-    candidates += [(f"member {m}", members[m]) for m in sorted(members, key=figure, reverse=True)]
-    for name, recorded in candidates:
-        if split in files.store(recorded).splits:
-            return name, recorded
-    return None
 
 
 def _bounds(files: RunFiles) -> tuple[int, int]:

@@ -1,6 +1,7 @@
 """The label-noise section: how confident the predictions are where the given label agrees and
-where it disagrees (AliProducts' Fig. 1), the cleaning rounds, the estimated noise per class,
-the most confused class pairs and the most suspicious rows with what was done to them.
+where it disagrees (AliProducts' Fig. 1), the noise found against the truth when the data keeps
+its true labels (`webly.report.noise_truth`), the cleaning rounds, the estimated noise per
+class, the most confused class pairs and the most suspicious rows with what was done to them.
 
 With a clean stage everything comes from its `NoiseReport` (the verdict on the zoo's
 out-of-fold predictions that made the last round's labels); without one, the histogram comes
@@ -18,7 +19,8 @@ import scipy.sparse as sp
 from webly.clean.report import NoiseReport
 from webly.config import ReportConfig
 from webly.data.store import Dataset
-from webly.report.blocks import Chart, Note, Section, Table
+from webly.report.blocks import Chart, Link, Note, Section, Table
+from webly.report.noise_truth import true_class_noise, truth_blocks
 from webly.report.plots import class_bars, confidence_histogram, heatmap
 from webly.report.run_files import RunFiles
 
@@ -32,8 +34,8 @@ _ROUND_COLUMNS = {
     "rows_trained": "rows",
     "dropped": "dropped",
     "relabelled": "relabelled",
-    "noise_estimate": "noise est.",
-    "true_noise": "true noise",
+    "noise_estimate": "noise est. (class mean)",
+    "true_noise": "true noisy rows",
     "precision": "precision",
     "recall": "recall",
     "valid_metric": "valid {metric}",
@@ -42,8 +44,9 @@ _ROUND_COLUMNS = {
 _RATES = ("noise_estimate", "true_noise", "precision", "recall")  # shown as percentages
 
 
-def noise_section(files: RunFiles, config: ReportConfig) -> Section:
-    """The label-noise section of the run in ``files``."""
+def noise_section(files: RunFiles, config: ReportConfig, rows_file: Link | None = None) -> Section:
+    """The label-noise section of the run in ``files``; ``rows_file`` links the file of every
+    flagged row, listed after the most suspicious ones."""
     section = Section(
         "noise",
         "Label noise",
@@ -53,7 +56,7 @@ def noise_section(files: RunFiles, config: ReportConfig) -> Section:
     if train is None:
         section.blocks.append(Note("No data yet: the data stage has not finished.", missing=True))
         return section
-    report = _noise_report(files)
+    report = files.noise_report
     section.blocks.append(_histogram(files, train, report))
     if report is None:
         if files.recipe.clean is None:
@@ -65,20 +68,20 @@ def noise_section(files: RunFiles, config: ReportConfig) -> Section:
             text = "The clean stage has not finished: its verdict is not there yet."
         section.blocks.append(Note(text, missing=True))
         return section
+    clean = train.clean_labels
+    if clean is not None:
+        section.blocks.extend(truth_blocks(report, clean))
     section.blocks.extend(
         [
-            _class_noise(report, train),
+            _class_noise(report, train, clean),
             _confusions(report, train, config.confused_pairs),
             _rounds(files),
             _suspicious(report, train, config.suspicious_rows),
         ]
     )
+    if rows_file is not None:
+        section.blocks.append(rows_file)
     return section
-
-
-def _noise_report(files: RunFiles) -> NoiseReport | None:
-    recorded = files.outputs("clean").get("report")
-    return NoiseReport.load(files.path(recorded)) if recorded is not None else None
 
 
 def _histogram(files: RunFiles, train: Dataset, report: NoiseReport | None) -> Chart | Note:
@@ -156,18 +159,22 @@ def _rounds(files: RunFiles) -> Table:
     columns = tuple(_ROUND_COLUMNS[k].format(metric=metric) for k in keys)
     rows = [tuple(_cell(r.get(k), percent=k in _RATES) for k in keys) for r in rounds]
     caption = (
-        "Round 0 is the zoo on the given labels; rows: those trained on. Precision and recall "
-        "of the rows cleaning touched, against the true labels when the data has them; valid: "
-        "the out-of-fold predictions against the given labels, the same rows every round; "
-        "test: the zoo's average."
+        "Round 0 is the zoo on the given labels; rows: those trained on. Noise est.: the mean "
+        "over classes of the estimated share of a class's labels that are wrong; true noisy "
+        "rows: the share of rows trained on whose labels differ from the true ones (another "
+        "measure: the chart above sets each estimate against its own truth). Precision and "
+        "recall of the rows cleaning touched, against the true labels when the data has them; "
+        "valid: the out-of-fold predictions against the given labels, the same rows every "
+        "round; test: the zoo's average."
     )
     if summary.get("best") is not None:
         caption += f" Round {summary['best']}, the best valid, is the zoo the ensemble uses."
     return Table("Cleaning rounds", columns, rows, frozenset(columns), caption, wide=True)
 
 
-def _class_noise(report: NoiseReport, train: Dataset) -> Chart:
-    """The classes of highest estimated noise rate (of equal rates, those of more labels)."""
+def _class_noise(report: NoiseReport, train: Dataset, clean: sp.csr_matrix | None) -> Chart:
+    """The classes of highest estimated noise rate (of equal rates, those of more labels),
+    each with its true rate when the data has ``clean`` labels."""
     rates = report.class_noise_rate
     counts = np.asarray(report.labels.sum(axis=0)).ravel()
     order = np.lexsort((-counts, -rates))[:NOISIEST_CLASSES]  # ties: the class of more rows
@@ -179,11 +186,13 @@ def _class_noise(report: NoiseReport, train: Dataset) -> Chart:
         class_bars(
             names,
             rates[order],
-            "estimated share of the class's labels that are wrong",
+            "share of the class's labels that are wrong",
             "class-noise",
+            truth=None if clean is None else true_class_noise(report.labels, clean)[order],
         ),
-        f"The {len(order)} noisiest of {report.n_classes:,} classes; mean over the labelled "
-        f"classes {mean:.1%} ({report.method}).",
+        f"The {len(order)} noisiest of {report.n_classes:,} classes by the estimate; mean over "
+        f"the labelled classes {mean:.1%} ({report.method})"
+        + ("; the ticks mark each class's true rate." if clean is not None else "."),
     )
 
 
@@ -247,13 +256,13 @@ def _suspicious(report: NoiseReport, train: Dataset, n_rows: int) -> Table | Not
         )
         changes = [f"−{names[c]}" for c in report.removed[row].indices]
         changes += [f"+{names[c]}" for c in report.added[row].indices]
-        text = (_clip(str(texts[row])),) if texts is not None else ()
+        text = (clip_text(str(texts[row])),) if texts is not None else ()
         rows.append(
             (
                 str(rank),
                 str(row_id),
                 *text,
-                _label_list(names[report.labels[row].indices]),
+                label_list(names[report.labels[row].indices]),
                 prediction,
                 f"{report.row_score[row]:.3f}",
                 actions[row].replace("_", " "),
@@ -271,13 +280,15 @@ def _suspicious(report: NoiseReport, train: Dataset, n_rows: int) -> Table | Not
     )
 
 
-def _label_list(names: np.ndarray) -> str:
+def label_list(names: np.ndarray) -> str:
+    """Class ``names`` comma-separated, the first `LABELS_SHOWN` and "+N more"."""
     shown = ", ".join(str(n) for n in names[:LABELS_SHOWN])
     more = len(names) - LABELS_SHOWN
     return f"{shown} +{more} more" if more > 0 else shown or "none"
 
 
-def _clip(text: str) -> str:
+def clip_text(text: str) -> str:
+    """``text`` cut to `TEXT_CHARS` characters."""
     return text if len(text) <= TEXT_CHARS else text[: TEXT_CHARS - 1] + "…"
 
 

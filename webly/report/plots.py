@@ -54,6 +54,7 @@ _STYLE: dict[str, Any] = {
     "svg.fonttype": "none",
 }
 _WIDTH, _HEIGHT = 6.4, 3.3  # inches of a half-page chart; 1 in = 72 SVG units
+CLASS_TICKS = 40  # class names under the frequency curve at most
 _PLAIN = FuncFormatter(lambda v, _: f"{v:,.0f}" if v >= 1 else f"{v:g}")  # log axes: 20, not 2x10^1
 
 
@@ -204,29 +205,73 @@ def confidence_histogram(
         return _svg(fig, "confidence")
 
 
-def class_bars(names: Sequence[str], values: np.ndarray, xlabel: str, name: str) -> str:
-    """Horizontal bars, one per class, first at the top, each labelled with its percentage."""
+def class_bars(
+    names: Sequence[str],
+    values: np.ndarray,
+    xlabel: str,
+    name: str,
+    truth: np.ndarray | None = None,
+) -> str:
+    """Horizontal bars, one per class, first at the top, each labelled with its percentage;
+    with ``truth`` (same order, shares in [0, 1]) a black tick on each bar at its true value."""
     with _styled():
         shown = [_short(n, 30) for n in names]
-        margins = _Margins(left=_label_inches(shown) + 0.2, right=0.3)
-        fig = _figure(height=max(1.6, 0.22 * len(names) + 0.8), margins=margins)
+        top = 0.45 if truth is not None else 0.15  # room for the legend
+        margins = _Margins(left=_label_inches(shown) + 0.2, right=0.3, top=top)
+        fig = _figure(height=max(1.6, 0.22 * len(names) + 0.5 + top), margins=margins)
         ax = fig.add_subplot()
         rows = np.arange(len(names))
-        ax.barh(rows, values, color=ORANGE, height=0.7)
+        ax.barh(rows, values, color=ORANGE, height=0.7, label="estimated")
         _bar_values(ax, rows, values, "{:.0%}")
+        highest = float(np.max(values, initial=0.0))
+        if truth is not None:
+            ax.scatter(truth, rows, marker="|", s=140, linewidths=2, color="black", label="true")
+            highest = max(highest, float(np.max(truth, initial=0.0)))
+            ax.legend(loc="lower center", bbox_to_anchor=(0.5, 1.0), ncols=2)
         ax.set_yticks(rows, shown, fontsize=8)
-        ax.invert_yaxis()
-        ax.set_xlim(0, min(1.0, float(np.max(values, initial=0.0)) * 1.2 + 0.02))
+        ax.set_ylim(len(names) - 0.5, -0.5)  # first class on top
+        ax.set_xlim(0, min(1.0, highest * 1.2 + 0.02))
         ax.xaxis.set_major_formatter(PercentFormatter(1.0, decimals=0))
         ax.set_xlabel(xlabel)
         ax.grid(axis="y", visible=False)
         return _svg(fig, name)
 
 
+def found_and_true(measures: Sequence[str], found: np.ndarray, true: np.ndarray) -> str:
+    """Pairs of horizontal bars, one pair per measure (first on top): what a detector found
+    (orange) and the truth (grey), each a share in [0, 1] labelled with its percentage."""
+    with _styled():
+        shown = [textwrap.fill(m, 30) for m in measures]
+        lines = [line for m in shown for line in m.splitlines()]
+        margins = _Margins(left=_label_inches(lines) + 0.2, right=0.45, top=0.45)
+        fig = _figure(height=0.62 * len(measures) + 1.0, margins=margins)
+        ax = fig.add_subplot()
+        rows = np.arange(len(measures))
+        for offset, values, colour, label in ((-0.2, found, ORANGE, "found"),
+                                              (0.2, true, GREY, "true")):  # fmt: skip
+            ax.barh(rows + offset, values, height=0.38, color=colour, label=label)
+            _bar_values(ax, rows + offset, values, "{:.1%}")
+        ax.set_yticks(rows, shown, fontsize=8)
+        ax.set_ylim(len(measures) - 0.5, -0.5)
+        highest = float(max(np.max(found, initial=0.0), np.max(true, initial=0.0)))
+        ax.set_xlim(0, min(1.0, highest * 1.25 + 0.02))
+        ax.xaxis.set_major_formatter(PercentFormatter(1.0, decimals=0))
+        ax.grid(axis="y", visible=False)
+        ax.legend(loc="lower center", bbox_to_anchor=(0.5, 1.0), ncols=2)
+        return _svg(fig, "found-true")
+
+
 def heatmap(
-    matrix: np.ndarray, rows: Sequence[str], columns: Sequence[str], xlabel: str, ylabel: str
+    matrix: np.ndarray,
+    rows: Sequence[str],
+    columns: Sequence[str],
+    xlabel: str,
+    ylabel: str,
+    unit: str = "rows (estimated)",
+    name: str = "confusions",
 ) -> str:
-    """A ``(len(rows), len(columns))`` matrix of counts as coloured cells, each annotated."""
+    """A ``(len(rows), len(columns))`` matrix of counts as coloured cells, each annotated; the
+    colour bar says the ``unit``, ``name`` prefixes the chart's ids."""
     with _styled():
         row_names, column_names = [_short(n, 22) for n in rows], [_short(n, 18) for n in columns]
         below = 0.6 * _label_inches(column_names, 7) + 0.55  # labels turned 35 degrees
@@ -250,19 +295,28 @@ def heatmap(
         ax.set_xlabel(xlabel)
         ax.set_ylabel(ylabel)
         ax.grid(False)
-        fig.colorbar(image, ax=ax, label="rows (estimated)", shrink=0.8)
-        return _svg(fig, "confusions")
+        fig.colorbar(image, ax=ax, label=unit, shrink=0.8)
+        return _svg(fig, name)
 
 
 def frequency_curve(
-    counts: np.ndarray, per_class: np.ndarray, bands: np.ndarray, metric: str
+    counts: np.ndarray,
+    per_class: np.ndarray,
+    bands: np.ndarray,
+    metric: str,
+    names: Sequence[str],
 ) -> str:
     """Classes sorted by training count (most frequent first): the count curve (log scale)
     and each class's ``metric`` (NaN: no positive in the scored rows) with its running mean,
-    over the head / medium / tail bands (``bands``: 0, 1, 2 per class, same order). Drawn
-    page-wide."""
+    over the head / medium / tail bands (``bands``: 0, 1, 2 per class, same order), the
+    class ``names`` (same order) under the axis, every one when they fit, else evenly
+    spaced ones. Drawn page-wide."""
     with _styled():
-        fig = _figure(height=3.4, width=2 * _WIDTH, margins=_Margins(right=0.7))
+        ticks = np.unique(np.linspace(0, len(counts) - 1, min(len(counts), CLASS_TICKS)).round())
+        labels = [_short(names[int(t)], 18) for t in ticks]
+        below = 0.6 * _label_inches(labels, 7) + 0.5  # names turned 40 degrees
+        margins = _Margins(right=0.7, bottom=below)
+        fig = _figure(height=3.0 + below, width=2 * _WIDTH, margins=margins)
         ax = fig.add_subplot()
         ranks = np.arange(len(counts))
         for band, name in enumerate(("head", "medium", "tail")):
@@ -284,7 +338,8 @@ def frequency_curve(
         shown = np.maximum(counts, 1)
         decades = math.log10(float(shown.max()) / float(shown.min()))
         ax.yaxis.set_minor_formatter(_PLAIN if decades < 1.5 else NullFormatter())
-        ax.set_xlabel("classes, most frequent first (rank)")
+        ax.set_xticks(ticks, labels, rotation=40, ha="right", fontsize=7)
+        ax.set_xlabel("classes, most frequent first")
         ax.set_ylabel("training rows of the class (log)")
         ax.set_xlim(-0.5, len(counts) - 0.5)
         right = ax.twinx()

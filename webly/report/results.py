@@ -14,6 +14,7 @@ from webly.compress.run import RESULT_ROW, final_stage
 from webly.ensemble.budget import format_size
 from webly.metrics.evaluate import format_cell
 from webly.report.blocks import Chart, Note, Section, Table
+from webly.report.latency import row_latencies
 from webly.report.plots import Step, waterfall
 from webly.report.run_files import RunFiles
 
@@ -47,9 +48,14 @@ def results_section(files: RunFiles) -> Section:
         )
         return section
     metric, loss = results["metric"], results["loss"]
+    labels = [row["model"] for row in results["rows"]]
     sizes = model_sizes(files, results["rows"])
+    valid = validation_figures(files, labels)
+    latency = row_latencies(files, labels, final_label(files))
     teacher = _teacher_label(files)
-    columns = ("model", "level", metric, loss, "size", "time", "in final ensemble")
+    split = results["split"]
+    columns = ("model", "level", "validation", split, loss, "size", "ms/row", "time",
+               "in final ensemble")  # fmt: skip
     rows = []
     for row in results["rows"]:
         label = row["model"]
@@ -62,19 +68,24 @@ def results_section(files: RunFiles) -> Section:
             (
                 label,
                 _level(files, row),
+                format_cell(metric, valid[label]) if label in valid else "",
                 figure,
                 format_cell(loss, row.get(loss)),
                 format_size(size) if size else "",
+                f"{latency[label]:.3g}" if label in latency else "—",
                 _duration(row.get("seconds")),
                 in_ensemble,
             )
         )
-    scored = (
-        f"{metric} and {loss} on {results['rows_scored']:,} {results['split']} rows "
-        f"({results['labels']} labels); time: training and predicting, all folds"
-    )
     section.blocks.append(
-        Table("Every model", columns, rows, frozenset(columns[2:6]), scored, wide=True)
+        Table(
+            "Every model",
+            columns,
+            rows,
+            frozenset(columns[2:8]),
+            _results_caption(files, results, bool(latency)),
+            wide=True,
+        )
     )
     failed = [f"{r['model']}: {r['error']}" for r in results["rows"] if r.get("error")]
     if failed:
@@ -102,6 +113,59 @@ def results_section(files: RunFiles) -> Section:
             )
         )
     return section
+
+
+def _results_caption(files: RunFiles, results: dict[str, Any], timed: bool) -> str:
+    """What the results table's columns measure, and how to get the latencies it lacks."""
+    metric, split = results["metric"], results["split"]
+    held_out = "GAP@20" if metric.startswith("GAP@") else metric  # as the stages record it
+    caption = (
+        f"{split}: {metric} on {results['rows_scored']:,} {split} rows ({results['labels']} "
+        f"labels), {results['loss']} beside it; validation: {held_out} on the rows the model "
+        "did not train on, against the training labels (members, "
+        "students, blends, stacker: out of fold; the final model: the rows its training held "
+        "out): with noisy training labels and clean test labels it reads below the test "
+        "figure. ms/row: "
+        "milliseconds a row with ONNX Runtime, as the compress stage timed what it could "
+        "deploy (a member: all its fold models; a blend: its members of non-zero weight). "
+        "time: training and predicting, all folds. "
+    )
+    if files.frontier is None:
+        caption += (
+            "—: no compress stage has timed the models (add compress: {max_size: 1GB} to the "
+            "recipe)."
+        )
+    elif not timed:
+        caption += "—: the compress stage skipped timing (set compress.measure_latency: true)."
+    else:
+        caption += "—: not a model the compress stage timed (students, the long-tail's input)."
+    return caption
+
+
+def validation_figures(files: RunFiles, labels: list[str]) -> dict[str, float]:
+    """The held-out figure each stage recorded for the models of ``labels`` (rows of
+    ``results.json``): members' and students' out-of-fold figures, the ensemble entries' and
+    the final model's on the rows its training held out (its chosen distillation setting's)."""
+    members = files.outputs("zoo").get("members", {})
+    entries = files.summary("ensemble").get("entries", {})
+    tried = files.summary("distill")
+    chosen = {
+        f"{prefix}{row['model']}": row["valid"]
+        for prefix, key in ((STUDENT, "students_tried"), (FINAL, "final_tried"))
+        for row in tried.get(key, [])
+        if row["chosen"] and row["valid"] is not None
+    }
+    found: dict[str, float] = {}
+    for label in labels:
+        if label in members:
+            found[label] = files.store(members[label]).fold_metrics["oof"]["metric"]
+        elif label == STACKER or label.startswith(BLEND):
+            figure = entries.get(label.removeprefix(BLEND), {}).get("oof_metric")
+            if figure is not None:
+                found[label] = figure
+        elif label in chosen:
+            found[label] = chosen[label]
+    return found
 
 
 def _second_level(files: RunFiles, metric: str, teacher: str | None) -> Table | Note:

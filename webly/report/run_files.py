@@ -13,11 +13,13 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import scipy.sparse as sp
 from rich.console import Console
 
+from webly.clean.report import NoiseReport
 from webly.compress.budget import FRONTIER_FILE
-from webly.compress.run import stage_manifest
+from webly.compress.run import final_stage, stage_manifest
 from webly.config import Recipe, load_recipe
 from webly.data.store import Dataset
 from webly.pipeline import RECIPE_FILE, RECIPE_HEADER, StageStatus, read_results, run_status
@@ -101,6 +103,13 @@ class RunFiles:
         return Dataset.open(self.path(recorded)) if recorded is not None else None
 
     @cached_property
+    def noise_report(self) -> NoiseReport | None:
+        """The clean stage's verdict (the one that made the labels of the round the ensemble
+        uses); None without a finished clean stage."""
+        recorded = self.outputs("clean").get("report")
+        return NoiseReport.load(self.path(recorded)) if recorded is not None else None
+
+    @cached_property
     def scored(self) -> Scored | None:
         """The split and labels the run's figures are measured on (the evaluate stage's
         rule), None before the data stage finished."""
@@ -127,3 +136,38 @@ class RunFiles:
         cleaned = self.outputs("clean").get("members")
         members: dict[str, str] = cleaned or self.outputs("zoo").get("members") or {}
         return members
+
+    def shown_scored(self) -> tuple[Dataset, Scored, str, str] | None:
+        """(training store, scoring, name, recorded store) of the model whose per-class
+        figures the report shows on the scored split (`shown_model`); None before the zoo
+        stage has predictions."""
+        train, scored = self.train, self.scored
+        entry = self.shown_model(scored.split) if scored is not None else None
+        if train is None or scored is None or entry is None:
+            return None
+        return train, scored, *entry
+
+    def shown_model(self, split: str) -> tuple[str, str] | None:
+        """(name, recorded store) of the model whose per-class figures the report shows: the
+        final model the run deploys (`final_stage`), else the ensemble's teacher, else the
+        member of best figure: the first with predictions on ``split``; None without one."""
+        stage = final_stage(self.run)
+        final = self.outputs(stage)["final"] if stage is not None else {}
+        form = "re-balanced final model" if stage == "longtail" else "final model"
+        stores = self.outputs("ensemble").get("stores", {})
+        teacher = self.outputs("ensemble").get("teacher")
+        candidates = [(f"{form} {m}", p) for m, p in final.items()]
+        if teacher in stores:
+            candidates.append((f"the ensemble's {teacher}", stores[teacher]))
+        members = self.member_stores()
+
+        def figure(member: str) -> float:
+            metrics = self.store(members[member]).fold_metrics.get(split, {})
+            return float(metrics.get("metric", -np.inf))
+
+        ranked = sorted(members, key=figure, reverse=True)
+        candidates += [(f"member {m}", members[m]) for m in ranked]
+        for name, recorded in candidates:
+            if split in self.store(recorded).splits:
+                return name, recorded
+        return None

@@ -23,7 +23,7 @@ a config function and a stage function here, and a line in `webly.pipeline.STAGE
 """
 
 from webly.stages.clean import clean_config, make_clean
-from webly.stages.context import StageContext, StageResult, file_hash, splits, write_atomic
+from webly.stages.context import StageContext, StageResult, splits
 from webly.stages.data import check_data, data_config, folds_config, make_data, make_folds
 from webly.stages.deploy import compress_config, export_config, export_model, make_compress
 from webly.stages.distill import distill_config, make_distill
@@ -46,7 +46,6 @@ __all__ = [
     "evaluate_zoo",
     "export_config",
     "export_model",
-    "file_hash",
     "folds_config",
     "longtail_config",
     "make_clean",
@@ -61,6 +60,5 @@ __all__ = [
     "results_table",
     "splits",
     "train_zoo",
-    "write_atomic",
     "zoo_config",
 ]  # fmt: skip

@@ -1,9 +1,7 @@
-"""What every stage function gets and returns, and the run directory's atomic writes."""
+"""What every stage function gets and returns."""
 
 from __future__ import annotations
 
-import hashlib
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -53,30 +51,6 @@ class StageResult:
     outputs: dict[str, Any] = field(default_factory=dict)
     summary: dict[str, Any] = field(default_factory=dict)
     errors: tuple[str, ...] = ()
-
-
-def file_hash(path: Path) -> str | None:
-    """SHA-256 of the file at ``path``, None when there is none."""
-    try:
-        return hashlib.sha256(path.read_bytes()).hexdigest()
-    except FileNotFoundError:
-        return None
-
-
-def write_atomic(path: Path, data: bytes) -> None:
-    """Replace ``path`` by ``data`` in one step: a temporary file beside it, fsync, rename,
-    fsync of the folder."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "wb") as fh:
-        fh.write(data)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
-    folder = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(folder)
-    finally:
-        os.close(folder)
 
 
 def splits(ctx: StageContext) -> tuple[Dataset, Dataset | None]:

@@ -38,6 +38,7 @@ from typing import Any
 import numpy as np
 import scipy.sparse as sp
 
+from webly._fs import write_atomic
 from webly.config import Recipe
 from webly.data.store import Dataset
 from webly.distill.grid import (
@@ -59,7 +60,7 @@ from webly.errors import ConfigError, DataError
 from webly.metrics.evaluate import task_metric
 from webly.metrics.ranking import TopK
 from webly.predictions import Predictions, merge_topk
-from webly.stages.context import StageContext, StageResult, splits, write_atomic
+from webly.stages.context import StageContext, StageResult, splits
 from webly.stages.ensemble import stage_members, trained_members
 from webly.train.loop import held_out_rows as loop_held_out_rows
 from webly.train.oof import (

@@ -36,7 +36,11 @@ def make_ensemble(ctx: StageContext) -> StageResult:
     entries = fit_ensemble(
         members, train.labels, train.task, ctx.folder,
         blends=section.blends, blend_options=section.blend_options,
-        stacker=stacker_config(section.stacker, ctx.recipe.seed) if section.stacker else None,
+        stacker=(
+            stacker_config(section.stacker, ctx.recipe.seed)
+            if section.stacker is not None
+            else None
+        ),
         folds=np.load(folds_file),
         test_labels=scored.labels if scored.split == "test" else None, k=ctx.recipe.zoo.k,
     )  # fmt: skip

@@ -10,11 +10,12 @@ import numpy as np
 import scipy.sparse as sp
 from rich.table import Table
 
+from webly._fs import write_atomic
 from webly.config import Recipe
 from webly.metrics.evaluate import format_cell, loss_sum, task_metric
 from webly.metrics.ranking import TopK, select_top_k
 from webly.predictions import Predictions
-from webly.stages.context import StageContext, StageResult, scoring, write_atomic
+from webly.stages.context import StageContext, StageResult, scoring
 from webly.stages.ensemble import STACKER
 from webly.train.loop import GAP_K
 

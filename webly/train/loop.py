@@ -18,8 +18,6 @@ import contextlib
 import copy
 import hashlib
 import math
-import os
-import shutil
 import time
 from collections import deque
 from collections.abc import Callable, Generator, Iterator, Sequence
@@ -33,6 +31,7 @@ import scipy.sparse as sp
 import torch
 from torch import nn
 
+from webly._fs import replaced_file
 from webly.data.store import Dataset
 from webly.errors import ConfigError, DataError
 from webly.metrics.ranking import TopK, gap_at_k, hit_at_1
@@ -611,16 +610,15 @@ def _search_lr(
 ) -> LRSearch:
     """``lr="auto"``: `choose_lr` over ``config.lr_candidates``, each probe a quiet trainer on a
     copy of ``model`` (its initial weights) for ``lr_probe_steps`` steps at a constant rate,
-    without EMA (whose average would hide the rate) or pseudo rows, in ``workdir/lr-search/``
-    (removed after). The outcome is kept in ``workdir/lr-search.pt``, so a resumed `fit` does
-    not search again."""
+    without EMA (whose average would hide the rate) or pseudo rows, that writes nothing (a
+    probe is not resumed: its best weights stay in memory). The outcome is kept in
+    ``workdir/lr-search.pt``, so a resumed `fit` does not search again."""
     record = workdir / LR_SEARCH
     settings = config.results_settings()
     if record.is_file():
         saved = torch.load(record, weights_only=True)
         if saved["settings"] == settings:
             return LRSearch.from_json(saved["search"])
-    probes = workdir / "lr-search"
     size = config.eval_batch_size
     # The bars a probe must pass: the initial weights' validation metric, and their loss on
     # the first training rows (the same rows for every probe, in eval mode).
@@ -635,12 +633,9 @@ def _search_lr(
             config, lr=rate, schedule="constant", warmup_epochs=0.0, patience=None,
             ema_decay=None, time_limit=None,
         )  # fmt: skip
-        folder = probes / f"{rate:g}"
-        shutil.rmtree(folder, ignore_errors=True)
-        folder.mkdir(parents=True)
         trainer = _Trainer(
-            trial, data, trial_config, rate, groups, folder, device, class_weight,
-            None, None, max_steps=config.lr_probe_steps, quiet=True,
+            trial, data, trial_config, rate, groups, workdir, device, class_weight,
+            None, None, max_steps=config.lr_probe_steps, quiet=True, persist=False,
         )  # fmt: skip
         trainer.run()
         last = trainer.history[-1]
@@ -649,10 +644,7 @@ def _search_lr(
             return Probe(last.metric, lowered or last.metric > initial)
         return Probe(-last.loss, lowered)
 
-    try:
-        search = choose_lr(config.lr_candidates, probe)
-    finally:
-        shutil.rmtree(probes, ignore_errors=True)
+    search = choose_lr(config.lr_candidates, probe)
     _save_atomic({"settings": settings, "search": search.to_json()}, record)
     return search
 
@@ -737,16 +729,14 @@ def _cat_rows(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
 
 
 def _save_atomic(obj: Any, path: Path) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "wb") as fh:
+    """``torch.save`` of ``obj`` replacing ``path`` in one step (`replaced_file`)."""
+    with replaced_file(path, "wb") as fh:
         torch.save(obj, fh)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
 
 
 class _Trainer:
-    """The state of one `fit` call; `run` trains, checkpoints and resumes."""
+    """The state of one `fit` call; `run` trains, checkpoints and resumes (with ``persist``;
+    without, it writes nothing and keeps its best weights in memory)."""
 
     def __init__(
         self,
@@ -763,12 +753,15 @@ class _Trainer:
         max_steps: int | None = None,
         quiet: bool = False,
         searched: float = 0.0,
+        persist: bool = True,
     ) -> None:
         self.model = model.to(device)
         train, valid, labels = data.train, data.valid, data.labels
         self.train, self.valid, self.config, self.lr = train, valid, config, lr
         self.groups, self.workdir, self.device = groups, workdir, device
         self.max_steps, self.quiet, self.searched = max_steps, quiet, searched
+        self.persist = persist
+        self.best_state: dict[str, torch.Tensor] | None = None  # without persist
         self.out_of_time = False
         self.labels = train.labels if labels is None else labels
         self.sampled_labels = train.labels if labels is None else hard_labels(labels)
@@ -841,7 +834,8 @@ class _Trainer:
     # ---- the loop
 
     def run(self) -> FitResult:
-        self._resume()
+        if self.persist:
+            self._resume()
         config = self.config
         with self._reporter() as report:
             while self.epoch < config.epochs and not self.stopped_early and not self._spent():
@@ -850,12 +844,16 @@ class _Trainer:
                 self.epoch += 1
                 best = self._best()
                 if stats.metric is not None and best is not None and best.epoch == stats.epoch:
-                    _save_atomic(self._eval_state(), self.workdir / BEST)
+                    if self.persist:
+                        _save_atomic(self._eval_state(), self.workdir / BEST)
+                    else:
+                        self.best_state = self._eval_state()
                 if config.patience is not None and best is not None:
                     self.stopped_early = stats.epoch - best.epoch >= config.patience
                 self.out_of_time = self._out_of_time()
                 self.stopped_early |= self.out_of_time
-                self._checkpoint()
+                if self.persist:
+                    self._checkpoint()
                 report(stats)
                 if self.on_epoch_end is not None:
                     self.on_epoch_end(stats)
@@ -1134,7 +1132,9 @@ class _Trainer:
         best = self._best()
         if best is not None:
             self.model.load_state_dict(
-                torch.load(self.workdir / BEST, map_location=self.device, weights_only=True)
+                self.best_state
+                if self.best_state is not None
+                else torch.load(self.workdir / BEST, map_location=self.device, weights_only=True)
             )
         elif self.ema is not None:
             self.ema.copy_to(self.model)

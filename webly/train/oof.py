@@ -61,7 +61,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import shutil
 import time
 from collections.abc import Iterator
@@ -72,6 +71,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import scipy.sparse as sp
 
+from webly._fs import write_atomic
 from webly.data.store import Dataset, atomic_output
 from webly.errors import ConfigError, DataError, WeblyError
 from webly.executor import Executor, LocalExecutor
@@ -848,7 +848,10 @@ def _fold_model(
         if (workdir / CHECKPOINT).is_file():
             model_resumed(member.id, fold, n_folds, "from its trainer checkpoint")
         workdir.mkdir(parents=True, exist_ok=True)
-        _write_json(workdir / ATTEMPTS_FILE, {"seconds": earlier, "started": attempt})
+        write_atomic(
+            workdir / ATTEMPTS_FILE,
+            json.dumps({"seconds": earlier, "started": attempt}).encode(),
+        )
 
     def spent() -> dict[str, float]:
         return {"seconds": earlier + max(time.time() - attempt, 0.0)}
@@ -915,13 +918,6 @@ def _earlier_seconds(workdir: Path) -> float:
         return 0.0
     last = max((p.stat().st_mtime for p in workdir.rglob("*") if p.is_file()), default=started)
     return earlier + max(last - started, 0.0)
-
-
-def _write_json(path: Path, value: Any) -> None:
-    """Write ``value`` as JSON at ``path`` in one step (a temporary file, then a rename)."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(value))
-    os.replace(tmp, path)
 
 
 def _fit_record(result: FitResult) -> dict[str, Any]:
@@ -1010,9 +1006,9 @@ def _claim(folder: Path, member: Member, digest: str) -> None:
         if previous != digest:
             shutil.rmtree(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    tmp = folder / f".{CONFIG_FILE}.tmp"
-    tmp.write_text(json.dumps({"config_hash": digest, "config": member.config}, indent=1))
-    os.replace(tmp, record)
+    write_atomic(
+        record, json.dumps({"config_hash": digest, "config": member.config}, indent=1).encode()
+    )
 
 
 def _from_store(base: MemberResult, store: Predictions, skipped: bool = True) -> MemberResult:
