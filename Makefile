@@ -25,11 +25,13 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check webly tests bench
 	$(BIN)/mypy webly
 
+# Two pytest-xdist workers (the 2-core machines this runs on); worksteal balances the long
+# end-to-end tests.
 test: lint
-	$(BIN)/pytest -q
+	$(BIN)/pytest -q -n 2 --dist worksteal
 
 test-fast: lint
-	$(BIN)/pytest -q -m "not slow"
+	$(BIN)/pytest -q -n 2 --dist worksteal -m "not slow"
 
 demo: $(STAMP)
 	$(BIN)/webly demo --out demo-out

@@ -33,8 +33,8 @@ def fitted(tmp_path_factory: pytest.TempPathFactory) -> tuple[Predictor, tuple[n
     data = digits()
     x, y, x_test, y_test, _ = data
     path = tmp_path_factory.mktemp("predictor") / "digits"
-    # the README's lines, with a smaller K and no progress for the test's output
-    predictor = Predictor(path=path, folds=3, progress=False)
+    # the README's lines, with the smallest K and no progress for the test's output
+    predictor = Predictor(path=path, folds=2, progress=False)
     predictor.fit((x, y), test=(x_test, y_test))
     return predictor, data
 

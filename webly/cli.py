@@ -591,9 +591,9 @@ def train(
     gpus_per_task: GpusPerTask = 0.0,
 ) -> None:
     """Train every zoo member K-fold: out-of-fold and test predictions, resumable."""
+    executor = _executor(ray, cpus_per_task, gpus_per_task)  # a bad address fails before imports
     from webly.train.oof import train_zoo
 
-    executor = _executor(ray, cpus_per_task, gpus_per_task)
     _print_zoo(train_zoo(zoo, data, test, dest, executor), f"zoo in {dest}")
 
 

@@ -45,14 +45,16 @@ import time
 import uuid
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
 import webly
 from webly._fs import write_atomic
 from webly.errors import ConfigError, WeblyError
 from webly.executor import RECIPE_WORDS, ExecutorConfig, Words
 from webly.executor.storage import Storage
-from webly.train.oof import FoldInputs, FoldJob, train_fold
+
+if TYPE_CHECKING:  # the trainer imports this package: types only
+    from webly.train.oof import FoldInputs, FoldJob
 
 TASK_FILE = "task.json"
 CONNECT_TIMEOUT_S = 5.0
@@ -239,12 +241,14 @@ def _run_job(
     import ray
     import torch
 
+    from webly.train.oof import train_fold
+
     torch.set_num_threads(threads)
     if storage is not None:
         inputs, job = storage.unpack(cast(bytes, inputs)), storage.local(job)
     started = time.perf_counter()
     try:
-        train_fold(cast(FoldInputs, inputs), job)
+        train_fold(cast("FoldInputs", inputs), job)
     except WeblyError as err:
         return str(err)
     record = {

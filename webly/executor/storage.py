@@ -30,7 +30,7 @@ import shutil
 from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
 from pyarrow import fs
@@ -38,7 +38,9 @@ from pyarrow import fs
 from webly._fs import temp_path
 from webly.data.store import MANIFEST, Dataset, cache_dir
 from webly.errors import ConfigError
-from webly.train.oof import FoldInputs, FoldJob
+
+if TYPE_CHECKING:  # the trainer imports this package: types only
+    from webly.train.oof import FoldInputs, FoldJob
 
 
 class Storage:
