@@ -8,8 +8,9 @@ without loading PyTorch, LightGBM or pandas::
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from webly._lazy import lazy_names
 
 __version__ = "0.1.0"
 
@@ -44,13 +45,4 @@ if TYPE_CHECKING:
     from webly.predictor import Predictor as Predictor
 
 
-def __getattr__(name: str) -> Any:
-    if name not in _WHERE:
-        raise AttributeError(f"module 'webly' has no attribute {name!r}")
-    value = getattr(importlib.import_module(_WHERE[name]), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(__all__)
+__getattr__, __dir__ = lazy_names(__name__, _WHERE)
