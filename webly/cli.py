@@ -21,6 +21,7 @@ from rich.markup import escape
 from rich.table import Table
 from typer.core import TyperCommand
 
+from webly.core import Task
 from webly.errors import WeblyError
 
 if TYPE_CHECKING:
@@ -116,7 +117,7 @@ Seed = Annotated[int, typer.Option(help="The one seed of everything generated.")
 Classes = Annotated[
     Path | None, typer.Option(help="File of class names, one a line, in class-id order.")
 ]
-TaskOption = Annotated[str, typer.Option("--task", help="multilabel or multiclass.")]
+TaskOption = Annotated[Task, typer.Option("--task", help="multilabel or multiclass.")]
 LabelSep = Annotated[
     str | None, typer.Option(help="Separator of several labels in one cell, e.g. ' ' or '|'.")
 ]
@@ -275,7 +276,7 @@ def import_table(
     num_classes: Annotated[
         int | None, typer.Option(help="Number of classes (default: max label + 1).")
     ] = None,
-    task: TaskOption = "multilabel",
+    task: TaskOption = Task.MULTILABEL,
     group_name: Annotated[str, typer.Option(help="Name of the stored feature group.")] = "x",
     dtype: Annotated[
         str, typer.Option(help="Storage dtype: float32, float16 or uint8.")
@@ -298,7 +299,7 @@ def import_table(
         group_column=group,
         text_column=text,
         n_classes=num_classes,
-        task=task,  # type: ignore[arg-type]
+        task=task,
         group_name=group_name,
         dtype=dtype,  # type: ignore[arg-type]
         overwrite=overwrite,
@@ -328,7 +329,7 @@ def import_images(
     ] = False,
     classes: Classes = None,
     label_sep: LabelSep = None,
-    task: TaskOption = "multiclass",
+    task: TaskOption = Task.MULTICLASS,
     workers: Annotated[int, typer.Option(help="Image decoding threads.")] = 4,
     views: Annotated[
         list[str] | None,
@@ -353,7 +354,7 @@ def import_images(
         skip_bad=skip_bad,
         classes=classes,
         label_sep=label_sep,
-        task=task,  # type: ignore[arg-type]
+        task=task,
         workers=workers,
         views=_names(views),
         overwrite=overwrite,
@@ -716,7 +717,7 @@ def ensemble(
         stacker=StackerConfig(rounds=rounds, seed=int(model["seed"])) if stacker else None,
         folds=folds, test_labels=test_labels,
     )  # fmt: skip
-    metric = "GAP@20" if train.task == "multilabel" else "accuracy"
+    metric = train.task.metric().name
     table = Table(title=f"{len(chosen)} members of {zoo_dir} -> {dest}", title_justify="left")
     for column in ("entry", f"oof {metric}", f"test {metric}", "seconds"):
         table.add_column(column, justify="left" if column == "entry" else "right")

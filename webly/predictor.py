@@ -44,8 +44,9 @@ from webly.compress.exported import ExportedModel, load_exported
 from webly.compress.inputs import store_batches
 from webly.compress.predict import view_probabilities
 from webly.config import parse_recipe
+from webly.core import Task
 from webly.data.arrays import dataset_from_arrays, dataset_from_pandas
-from webly.data.store import MANIFEST, Dataset, Task
+from webly.data.store import MANIFEST, Dataset
 from webly.errors import ConfigError, DataError
 from webly.pipeline import RunResult, read_results, run_pipeline
 

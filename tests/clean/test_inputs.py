@@ -103,7 +103,7 @@ def test_task_must_fit_the_labels() -> None:
     two = sp.csr_matrix(np.array([[1, 1, 0], [0, 1, 0], [0, 0, 1], [1, 0, 0]], np.float32))
     _raises(DataError, r"task is multiclass but labels row 0 has 2 labels", two, PROBS,
             task="multiclass")  # fmt: skip
-    _raises(ConfigError, r"task is 'binary'; pass 'multiclass', 'multilabel'", LABELS, PROBS,
+    _raises(ConfigError, r"task is 'binary'; use multilabel or multiclass", LABELS, PROBS,
             task="binary")  # fmt: skip
     assert find_noisy_labels(two, PROBS, "self_confidence").task == "multilabel"
 

@@ -154,7 +154,7 @@ def test_errors_name_the_problem() -> None:
         aggregate_groups(probs, np.array(["a", 1, "b"], dtype=object))
     with pytest.raises(DataError, match="scores have shape"):
         aggregate_groups(np.ones(3), np.zeros(3))
-    with pytest.raises(ConfigError, match="task 'binary'"):
+    with pytest.raises(ConfigError, match="task is 'binary'"):
         group_labels(sp.csr_matrix(probs), np.zeros(3), "binary")  # type: ignore[arg-type]
 
 

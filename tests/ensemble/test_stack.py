@@ -191,7 +191,7 @@ def test_bad_inputs_fail_before_training(zoo: Zoo, tmp_path: Path) -> None:
         fit_stacker(
             zoo.members, zoo.labels, zoo.folds, "multilabel", StackerConfig(members=("resnet_av",))
         )
-    with pytest.raises(ConfigError, match="task 'ranking' is unknown"):
+    with pytest.raises(ConfigError, match="task is 'ranking'; use multilabel or multiclass"):
         fit_stacker(zoo.members, zoo.labels, zoo.folds, "ranking", config)
     with pytest.raises(DataError, match=r"multiclass but row \d+ has"):
         fit_stacker(zoo.members, zoo.labels, zoo.folds, "multiclass", config)

@@ -77,6 +77,7 @@ from webly.compress.run import (
     stage_output,
 )
 from webly.config import load_recipe
+from webly.core import Task
 from webly.data.store import Dataset, atomic_output
 from webly.ensemble.blend import Blend, fit_blend
 from webly.ensemble.budget import BudgetPoint, format_size, pareto_frontier, parse_size
@@ -258,7 +259,7 @@ class _Split:
     words: str
 
     @property
-    def task(self) -> str:
+    def task(self) -> Task:
         return self.store.task
 
     @property

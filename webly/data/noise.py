@@ -23,7 +23,7 @@ from typing import Literal, get_args
 import numpy as np
 import scipy.sparse as sp
 
-from webly.data.store import Task
+from webly.core import Task
 from webly.errors import ConfigError
 
 NoiseKind = Literal["missing", "spurious", "symmetric", "pair", "instance"]

@@ -39,6 +39,7 @@ from pathlib import Path
 import numpy as np
 import scipy.sparse as sp
 
+from webly.core import Task
 from webly.data.latent import RandomFeatureMap, class_prototypes, zipf_prior
 from webly.data.noise import NoiseKind, confusable_classes, inject, realized_rates
 from webly.data.store import DATASETS, Batch, DatasetWriter, FeatureSpec, Layout, atomic_output
@@ -217,7 +218,7 @@ def synth_products_like(
     base_layout = Layout(
         features=(FeatureSpec("image", config.image_dim, "float16"),),
         n_classes=config.n_classes,
-        task="multiclass",
+        task=Task.MULTICLASS,
         class_names=tuple(world.vocabulary.names),
         class_descriptions=tuple(world.vocabulary.descriptions()),
         has_group=True,

@@ -40,6 +40,7 @@ import pyarrow as pa
 import scipy.sparse as sp
 
 from webly._fs import OutputKind, check_output, fsync_path, remove_stale, temp_path
+from webly.core import Task
 from webly.errors import DataError, WeblyWarning
 
 FORMAT = "webly-dataset"
@@ -51,7 +52,6 @@ _URI = re.compile(r"^[A-Za-z][A-Za-z0-9+.\-]*://")
 
 Dtype = Literal["uint8", "float16", "float32"]
 Level = Literal["video", "frame"]
-Task = Literal["multilabel", "multiclass"]
 Sampling = Literal["first", "uniform", "random", "replace"]
 
 _RESERVED = frozenset({"id", "labels", "group", "text", "clean_labels"})
@@ -134,7 +134,7 @@ class Layout:
 
     features: tuple[FeatureSpec, ...]
     n_classes: int
-    task: Task = "multilabel"
+    task: Task = Task.MULTILABEL
     class_names: tuple[str, ...] | None = None
     class_descriptions: tuple[str, ...] | None = None
     has_group: bool = False
@@ -147,8 +147,7 @@ class Layout:
             raise DataError(f"feature group names repeat: {names}; give each group its own name")
         if self.n_classes < 1:
             raise DataError(f"n_classes is {self.n_classes}; it must be >= 1 (--num-classes)")
-        if self.task not in ("multilabel", "multiclass"):
-            raise DataError(f"task {self.task!r} is unknown; use multilabel or multiclass")
+        object.__setattr__(self, "task", Task.parse(self.task))
         for what, given in (("names", self.class_names), ("descriptions", self.class_descriptions)):
             if given is not None and len(given) != self.n_classes:
                 raise DataError(
@@ -189,7 +188,7 @@ class Layout:
         return cls(
             features=tuple(FeatureSpec(**f) for f in obj["features"]),
             n_classes=int(obj["n_classes"]),
-            task=obj["task"],
+            task=Task.parse(obj["task"]),
             class_names=tuple(names) if names is not None else None,
             class_descriptions=tuple(descriptions) if descriptions is not None else None,
             has_group=bool(obj["has_group"]),
@@ -495,7 +494,7 @@ class ShardWriter:
                 f"{name} use class {int(values[bad][0])} but the dataset declares "
                 f"{n_classes} classes (0..{n_classes - 1}); check --num-classes",
             )
-        if self.layout.task == "multiclass" and (lengths > 1).any():
+        if not self.layout.task.multilabel and (lengths > 1).any():
             where = int(np.flatnonzero(lengths > 1)[0])
             raise self._fail(
                 ids[where],

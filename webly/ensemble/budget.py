@@ -17,6 +17,7 @@ from typing import TypeVar
 
 import numpy as np
 
+from webly.core import Task
 from webly.ensemble.blend import Blend, OofScorer, Running
 from webly.errors import ConfigError
 from webly.metrics.ranking import LabelsLike, TopK
@@ -123,7 +124,7 @@ class BudgetChoice:
 def select_under_budget(
     oof: Sequence[TopK],
     labels: LabelsLike,
-    task: str,
+    task: Task,
     names: Sequence[str],
     sizes_bytes: Sequence[int | str],
     costs: Sequence[float] | None = None,

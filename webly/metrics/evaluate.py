@@ -9,6 +9,7 @@ from typing import Any
 import numpy as np
 import scipy.sparse as sp
 
+from webly.core import GAP_K, Task
 from webly.data.store import Dataset
 from webly.io import align_submission, read_submission
 from webly.metrics.ranking import (
@@ -35,21 +36,23 @@ def ranking_metrics(scores: np.ndarray | TopK, labels: LabelsLike, k: int = 20) 
     }
 
 
-def task_metric(scores: np.ndarray | TopK, labels: LabelsLike, task: str, k: int = 20) -> float:
-    """GAP@k (multi-label) or accuracy (multi-class) of ``scores`` (B, C) or a (B, k') TopK."""
-    if task == "multilabel":
+def task_metric(scores: np.ndarray | TopK, labels: LabelsLike, task: Task, k: int = GAP_K) -> float:
+    """``task.metric(k)`` of ``scores`` (B, C) or a (B, k') TopK: GAP@k (multi-label) or
+    accuracy (multi-class)."""
+    if Task.parse(task).multilabel:
         return gap_at_k(scores, labels, k=k)
     return hit_at_1(scores, labels)
 
 
-def loss_sum(probs: np.ndarray, labels: sp.csr_matrix, task: str) -> float:
-    """Summed per-row BCE (mean over classes, multi-label) or log-loss (multi-class).
+def loss_sum(probs: np.ndarray, labels: sp.csr_matrix, task: Task) -> float:
+    """Summed per-row ``task.loss``: BCE (mean over classes, multi-label) or log-loss
+    (multi-class).
 
     ``probs`` (B, C) in [0, 1], ``labels`` (B, C) 0/1; probabilities are clipped to
     ``[1e-7, 1 - 1e-7]``.
     """
     p = np.clip(probs.astype(np.float64), _EPS, 1 - _EPS)
-    if task == "multilabel":
+    if Task.parse(task).multilabel:
         y = labels.toarray() > 0
         return float(-np.where(y, np.log(p), np.log1p(-p)).mean(axis=1).sum())
     rows, cols = labels.nonzero()

@@ -71,10 +71,6 @@ class Scoring:
     labels: sp.csr_matrix
     which: str
 
-    @property
-    def multilabel(self) -> bool:
-        return self.data.task == "multilabel"
-
 
 def scoring(ctx: StageContext) -> Scoring:
     """The `Scoring` of the run's data."""

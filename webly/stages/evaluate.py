@@ -12,12 +12,12 @@ from rich.table import Table
 
 from webly._fs import write_atomic
 from webly.config import Recipe
+from webly.core import GAP_K, Task
 from webly.metrics.evaluate import format_cell, loss_sum, task_metric
 from webly.metrics.ranking import TopK, select_top_k
 from webly.predictions import Predictions
 from webly.stages.context import StageContext, StageResult, scoring
 from webly.stages.ensemble import STACKER
-from webly.train.loop import GAP_K
 
 RESULTS_FILE = "results.json"
 AVERAGE = "zoo average"
@@ -42,11 +42,10 @@ def evaluate_zoo(ctx: StageContext) -> StageResult:
     k = ctx.recipe.evaluate.k
     scored = scoring(ctx)
     split, data, labels, which = scored.split, scored.data, scored.labels, scored.which
-    multilabel = scored.multilabel
-    metric, loss = (f"GAP@{k}", "BCE") if multilabel else ("accuracy", "log-loss")
+    metric, loss = data.task.metric(k).name, data.task.loss.name
     paths = ctx.inputs["zoo"]["outputs"]["members"]
     stores = {member: Predictions.open(ctx.run / path) for member, path in paths.items()}
-    rescore = multilabel and k != GAP_K
+    rescore = data.task.multilabel and k != GAP_K
     streamed = _stream(stores, split, labels, data.task, k, rescore) if stores else None
     rows = []
     for member in ctx.inputs["zoo"]["summary"]["members"]:
@@ -163,7 +162,7 @@ def _stream(
     stores: dict[str, Predictions],
     split: str,
     labels: sp.csr_matrix,
-    task: str,
+    task: Task,
     k: int,
     members_too: bool,
 ) -> _Streamed:

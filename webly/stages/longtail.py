@@ -43,6 +43,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from webly.config import LongtailConfig, Recipe
+from webly.core import GAP_K
 from webly.data.store import Dataset, atomic_output
 from webly.longtail import (
     BandReport,
@@ -60,7 +61,7 @@ from webly.metrics.ranking import TopK, select_top_k
 from webly.models.network import Network, load_network, save_network
 from webly.predictions import Predictions, PredictionWriter
 from webly.stages.context import StageContext, StageResult, scoring, splits
-from webly.train.loop import GAP_K, TrainConfig, iter_scores
+from webly.train.loop import TrainConfig, iter_scores
 
 FINAL, MODEL, STORE = "final", "model", "predictions"
 CRT_WORK = "crt-work"

@@ -32,9 +32,11 @@ import torch
 from torch import nn
 
 from webly._fs import replaced_file
+from webly.core import GAP_K, Task
 from webly.data.store import Dataset
 from webly.errors import ConfigError, DataError
-from webly.metrics.ranking import TopK, gap_at_k, hit_at_1
+from webly.metrics.evaluate import task_metric
+from webly.metrics.ranking import TopK
 from webly.progress import epoch_reporter
 from webly.train.ema import EMA
 from webly.train.frames import FRAME_SAMPLINGS, FrameSampling, gather_frames
@@ -52,7 +54,6 @@ CHECKPOINT, BEST, LR_SEARCH = "checkpoint.pt", "best.pt", "lr-search.pt"
 TRAINER_FILES = (CHECKPOINT, BEST, LR_SEARCH)
 """What `fit` leaves in its work folder: the epoch checkpoint, the best weights and the
 learning-rate search's outcome."""
-GAP_K = 20
 
 
 @runtime_checkable
@@ -443,7 +444,7 @@ def eval_batches(
 
 
 def predict_probs(
-    model: nn.Module, x: torch.Tensor, lengths: torch.Tensor | None, task: str
+    model: nn.Module, x: torch.Tensor, lengths: torch.Tensor | None, task: Task
 ) -> np.ndarray:
     """(B, n_classes) float32 probabilities of one batch (see `eval_batches`): sigmoid
     (``multilabel``) or softmax (``multiclass``) of the logits, without gradients, under
@@ -451,7 +452,7 @@ def predict_probs(
     with torch.no_grad(), _autocast(x.device):
         logits = model(x) if lengths is None else model(x, lengths)
     logits = logits.float()
-    probs = logits.sigmoid() if task == "multilabel" else logits.softmax(dim=1)
+    probs = logits.sigmoid() if task.multilabel else logits.softmax(dim=1)
     return probs.cpu().numpy()
 
 
@@ -463,7 +464,7 @@ def evaluate(
     device: torch.device | None = None,
     labels: sp.csr_matrix | None = None,
 ) -> float:
-    """GAP@20 (multi-label) or accuracy (multi-class) of the model on ``ds``, streamed: only
+    """``ds.task.metric()`` (GAP@20 or accuracy) of the model on ``ds``, streamed: only
     each row's top 20 classes are kept. ``labels``: (len(ds), n_classes) 0/1 to score against
     instead of ``ds.labels``."""
     k = min(GAP_K, ds.n_classes)
@@ -474,9 +475,7 @@ def evaluate(
         scores.append(np.take_along_axis(probs, top, axis=1))
     top_k = TopK(np.concatenate(indices), np.concatenate(scores))
     truth = ds.labels if labels is None else labels
-    if ds.task == "multilabel":
-        return gap_at_k(top_k, truth, k=GAP_K)
-    return hit_at_1(top_k, truth)
+    return task_metric(top_k, truth, ds.task, GAP_K)
 
 
 def hard_labels(labels: sp.spmatrix) -> sp.csr_matrix:
@@ -797,7 +796,7 @@ class _Trainer:
             if pseudo is not None and self.frame_level
             else None
         )
-        self.metric = "gap@20" if train.task == "multilabel" else "accuracy"
+        self.metric = train.task.metric().key
 
         data_seed, mix_seed, torch_seed = np.random.SeedSequence(config.seed).spawn(3)
         self.data_rng = np.random.default_rng(data_seed)

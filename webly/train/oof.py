@@ -660,13 +660,12 @@ def _fit_member(
 ) -> MemberResult:
     """Train (``folds`` None: on every row, `_train_full`) or find finished one member;
     ``error``: its training already failed (in an executor), recorded as it is."""
-    multilabel = train.task == "multilabel"
     base = MemberResult(
         id=member.id,
         name=member.name,
         level=member.level,
-        metric="gap@20" if multilabel else "accuracy",
-        loss="bce" if multilabel else "log-loss",
+        metric=train.task.metric().key,
+        loss=train.task.loss.key,
     )
     finished = _finished(folder / STORE_DIR, digest)
     if finished is not None:
