@@ -64,9 +64,10 @@ from webly.compress import compress_network, export_onnx, load_exported, open_ne
 from webly.compress.export import torch_probabilities
 from webly.compress.exported import ExportedModel
 from webly.compress.inputs import RowBatch, store_batches
+from webly.core import TopK
 from webly.data import Dataset
 from webly.data.synth import YT8MLikeConfig, synth_yt8m_like
-from webly.metrics import TopK, gap_at_k
+from webly.metrics import gap_at_k
 from webly.models import Network, create_model, save_network
 from webly.train.loop import TrainConfig, fit
 

@@ -26,10 +26,10 @@ from webly.compress.deploy import export_best, shipped_bytes
 from webly.compress.exported import ExportedModel
 from webly.compress.inputs import store_batches
 from webly.compress.run import run_members, run_results, run_store
+from webly.core import TopK
 from webly.data import Dataset
 from webly.ensemble.budget import format_size
 from webly.metrics.evaluate import task_metric
-from webly.metrics.ranking import TopK
 
 
 def exported_metric(

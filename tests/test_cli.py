@@ -17,10 +17,10 @@ from rich.console import Console
 from tests.conftest import REAL_YT8M
 from webly.cli import os_error_message
 from webly.compress import load_exported
+from webly.core import TopK
 from webly.data import Dataset
 from webly.demo import run_demo
 from webly.io import write_submission
-from webly.metrics import TopK
 from webly.pipeline import STAGES
 from webly.predictions import Predictions
 

@@ -1,4 +1,4 @@
-"""webly's shared vocabulary: the task and its metric and loss.
+"""webly's shared vocabulary: the task and its metric and loss, and top-k predictions.
 
 Every package below the CLI speaks in these types instead of strings: a `Task` knows the
 headline metric and the loss its models are scored with, so no caller derives ``"GAP@20"`` or
@@ -12,7 +12,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import StrEnum
 
-from webly.errors import ConfigError
+import numpy as np
+
+from webly.errors import ConfigError, DataError
 
 GAP_K = 20
 """k of the headline GAP@k (the YouTube-8M competition's k)."""
@@ -72,3 +74,153 @@ class Task(StrEnum):
         if self.multilabel:
             return Figure(name="BCE", key="bce", higher_is_better=False)
         return Figure(name="log-loss", key="log-loss", higher_is_better=False)
+
+
+@dataclass(frozen=True, eq=False)
+class TopK:
+    """Each row's k best classes and their scores, best first or in any order.
+
+    Attributes
+    ----------
+    indices : (n_samples, k) int32
+        Class ids in 0..n_classes-1, distinct within a row; -1 pads a row that has fewer than k
+        predictions.
+    scores : (n_samples, k) float32
+        Score of each class; -inf at padding (any other value there is replaced by -inf).
+    """
+
+    indices: np.ndarray
+    scores: np.ndarray
+
+    def __post_init__(self) -> None:
+        indices = np.asarray(self.indices)
+        scores = np.asarray(self.scores)
+        if indices.ndim != 2 or indices.shape != scores.shape:
+            raise DataError(
+                f"TopK indices have shape {indices.shape} and scores {scores.shape}; both must "
+                "be (n_samples, k) with the same shape"
+            )
+        if not np.issubdtype(indices.dtype, np.integer):
+            raise DataError(
+                f"TopK indices have dtype {indices.dtype}; pass integer class ids (-1 = padding)"
+            )
+        if scores.dtype.kind not in "fiu":
+            raise DataError(f"TopK scores have dtype {scores.dtype}; pass real-valued scores")
+        if indices.size and (indices.min() < -1 or indices.max() > np.iinfo(np.int32).max):
+            raise DataError(
+                f"TopK indices range over {indices.min()}..{indices.max()}; class ids must be "
+                ">= 0, with -1 only as padding"
+            )
+        scores = scores.astype(np.float32, copy=False)
+        if np.isnan(scores).any():
+            row = int(np.flatnonzero(np.isnan(scores).any(axis=1))[0])
+            raise DataError(f"TopK scores hold NaN (first in row {row}); replace NaN scores")
+        padding = indices < 0
+        if padding.any() and not np.isneginf(scores[padding]).all():
+            scores = np.where(padding, np.float32(-np.inf), scores)
+        object.__setattr__(self, "indices", np.ascontiguousarray(indices, dtype=np.int32))
+        object.__setattr__(self, "scores", np.ascontiguousarray(scores))
+
+    @property
+    def n_samples(self) -> int:
+        """Number of rows."""
+        return int(self.indices.shape[0])
+
+    @property
+    def k(self) -> int:
+        """Number of prediction slots per row (padding included)."""
+        return int(self.indices.shape[1])
+
+    @classmethod
+    def from_dense(cls, scores: np.ndarray, k: int) -> TopK:
+        """Keep each row's `k` highest scores, sorted best first.
+
+        Parameters
+        ----------
+        scores : (n_samples, n_classes) float
+            Dense scores; cast to float32.
+        k : int
+            Predictions to keep per row; clipped to n_classes.
+
+        Returns
+        -------
+        TopK
+            (n_samples, min(k, n_classes)), selected as ``np.argpartition`` selects them (so
+            ties at the k-th place are cut as the YouTube-8M starter code cuts them).
+        """
+        indices, values = _select_dense(dense_scores(scores), check_k(k), sort=True)
+        return cls(indices, values)
+
+
+def select_top_k(
+    scores: np.ndarray | TopK, k: int | None, *, sort: bool = False
+) -> tuple[np.ndarray, np.ndarray]:
+    """Each row's top-k (all if k is None) of validated scores.
+
+    Returns
+    -------
+    indices : (n_samples, k') int, -1 = padding
+    scores : (n_samples, k') float, best first if `sort` (ties by ascending class, for dense
+        ``scores``)
+    """
+    if isinstance(scores, TopK):
+        return _select_topk(scores, k, sort=sort)
+    return _select_dense(scores, scores.shape[1] if k is None else k, sort=sort)
+
+
+def check_k(k: int) -> int:
+    if isinstance(k, bool) or not isinstance(k, int | np.integer) or k < 1:
+        raise DataError(f"k must be a positive integer, got {k!r}; pass e.g. k=20")
+    return int(k)
+
+
+def dense_scores(scores: np.ndarray) -> np.ndarray:
+    """Validate dense scores: (n_samples, n_classes) real, at least one class, no NaN."""
+    array = np.asarray(scores)
+    if array.ndim != 2 or array.shape[1] == 0:
+        raise DataError(
+            f"scores have shape {array.shape}; pass (n_samples, n_classes) dense scores or a TopK"
+        )
+    if not np.issubdtype(array.dtype, np.floating):
+        if not np.issubdtype(array.dtype, np.integer) and array.dtype != bool:
+            raise DataError(f"scores have dtype {array.dtype}; pass real-valued scores")
+        array = array.astype(np.float64)
+    nan_rows = np.isnan(array).any(axis=1)
+    if nan_rows.any():
+        raise DataError(
+            f"scores hold NaN (first in row {int(np.flatnonzero(nan_rows)[0])}); replace NaN scores"
+        )
+    return array
+
+
+def _select_dense(dense: np.ndarray, k: int, *, sort: bool) -> tuple[np.ndarray, np.ndarray]:
+    """(n_samples, min(k, n_classes)) indices and scores of each row's top-k, as argpartition."""
+    k = min(k, dense.shape[1])
+    indices = np.argpartition(dense, -k, axis=1)[:, -k:]
+    values = np.take_along_axis(dense, indices, axis=1)
+    if sort:  # ties by ascending class: one order whatever argpartition left
+        order = np.lexsort((indices, -values))
+        indices = np.take_along_axis(indices, order, axis=1)
+        values = np.take_along_axis(values, order, axis=1)
+    return indices, values
+
+
+def _select_topk(topk: TopK, k: int | None, *, sort: bool) -> tuple[np.ndarray, np.ndarray]:
+    """Best min(k, topk.k) entries per row of a TopK; padding ranks below every score."""
+    indices, values = topk.indices, topk.scores
+    keep = topk.k if k is None else min(k, topk.k)
+    if keep == topk.k and not sort:
+        return indices, values
+    key = values.astype(np.float64)
+    key[np.isneginf(key)] = -np.finfo(np.float64).max
+    key[indices < 0] = -np.inf
+    if keep < topk.k:
+        chosen = np.argpartition(key, -keep, axis=1)[:, -keep:]
+        key = np.take_along_axis(key, chosen, axis=1)
+        indices = np.take_along_axis(indices, chosen, axis=1)
+        values = np.take_along_axis(values, chosen, axis=1)
+    if sort:
+        order = np.argsort(-key, axis=1, kind="stable")
+        indices = np.take_along_axis(indices, order, axis=1)
+        values = np.take_along_axis(values, order, axis=1)
+    return indices, values

@@ -15,8 +15,8 @@ from pathlib import Path
 import numpy as np
 
 from webly._fs import replaced_file
+from webly.core import TopK
 from webly.errors import DataError, WeblyWarning
-from webly.metrics.ranking import TopK
 
 HEADER = "VideoId,LabelConfidencePairs"
 

@@ -36,9 +36,9 @@ from typing import Any
 import crc32c
 import numpy as np
 
+from webly.core import TopK, select_top_k
 from webly.data.store import claim_output, publish_output, read_manifest
 from webly.errors import ConfigError, DataError
-from webly.metrics.ranking import TopK, select_top_k
 
 FORMAT = "webly-predictions"
 FORMAT_VERSION = 1

@@ -10,8 +10,8 @@ import scipy.sparse as sp
 
 from tests.clean.conftest import Planted
 from webly.clean import find_noisy_labels
+from webly.core import TopK
 from webly.errors import ConfigError, DataError, WeblyError
-from webly.metrics.ranking import TopK
 
 LABELS = np.array([0, 1, 2, 1])
 PROBS = np.array([[0.8, 0.1, 0.1], [0.2, 0.7, 0.1], [0.1, 0.1, 0.8], [0.3, 0.6, 0.1]])

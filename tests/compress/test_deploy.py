@@ -29,6 +29,7 @@ from webly.compress.exported import (
 from webly.compress.inputs import store_batches
 from webly.compress.run import run_members
 from webly.compress.serve import Limits
+from webly.core import TopK
 from webly.data import Dataset
 from webly.ensemble.blend import Blend
 from webly.ensemble.members import open_members
@@ -36,7 +37,6 @@ from webly.ensemble.stack import Stacker
 from webly.errors import ConfigError, DataError
 from webly.io import read_submission
 from webly.metrics.evaluate import task_metric
-from webly.metrics.ranking import TopK
 from webly.predictions import Predictions
 
 MIXED_RECIPE: dict[str, Any] = {

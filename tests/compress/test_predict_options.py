@@ -19,11 +19,11 @@ from webly.compress.inputs import row_batches
 from webly.compress.options import PredictOptions
 from webly.compress.predict import view_probabilities
 from webly.compress.serve import create_app
+from webly.core import TopK
 from webly.data import Dataset, DatasetWriter, FeatureSpec, Layout
 from webly.ensemble.aggregate import aggregate_groups
 from webly.ensemble.tta import tta_scores
 from webly.errors import ConfigError, DataError
-from webly.metrics.ranking import TopK
 
 
 def read_jsonl(path: Path) -> list[dict]:

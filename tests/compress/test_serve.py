@@ -34,11 +34,11 @@ from webly.compress.serve import (
     open_socket,
     request_rows,
 )
+from webly.core import select_top_k
 from webly.data import Dataset, FeatureSpec
 from webly.data import tfrecord as tr
 from webly.data.store import dequantize_uint8
 from webly.errors import ConfigError, DataError
-from webly.metrics.ranking import select_top_k
 
 
 class Server:

@@ -7,10 +7,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from webly.core import TopK
 from webly.distill.soft_labels import families, family_teacher, soft_targets
 from webly.ensemble.members import open_members
 from webly.errors import ConfigError, DataError
-from webly.metrics.ranking import TopK
 from webly.predictions import PredictionWriter
 
 TEACHER = TopK(

@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 
+from webly.core import TopK
 from webly.ensemble import aggregate
 from webly.ensemble.aggregate import aggregate_groups, group_index, group_labels
 from webly.errors import ConfigError, DataError
-from webly.metrics.ranking import TopK
 
 
 def _dense(topk: TopK, n_classes: int) -> np.ndarray:

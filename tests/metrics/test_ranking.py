@@ -10,10 +10,10 @@ import pytest
 import scipy.sparse as sp
 from sklearn.metrics import average_precision_score
 
+from webly.core import TopK
 from webly.errors import DataError
 from webly.metrics import ranking
 from webly.metrics.ranking import (
-    TopK,
     binary_labels,
     gap_at_k,
     hit_at_1,

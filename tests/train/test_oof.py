@@ -15,11 +15,11 @@ import torch
 
 import webly.train.oof as oof_module
 from tests.train.test_loop import Kill, _kill_after
+from webly.core import TopK
 from webly.data import Batch, Dataset, DatasetWriter, FeatureSpec, Layout
 from webly.distill.pseudo import PseudoLabels
 from webly.ensemble.members import zoo_members
 from webly.errors import ConfigError, DataError
-from webly.metrics.ranking import TopK
 from webly.models.gbdt import LgbmModel
 from webly.models.network import load_network
 from webly.predictions import Predictions

@@ -15,9 +15,9 @@ import numpy as np
 import scipy.sparse as sp
 
 from webly.clean.probs import Probs, dense_probs
-from webly.core import Task
+from webly.core import Task, TopK
 from webly.errors import ConfigError, DataError
-from webly.metrics.ranking import LabelsLike, TopK, binary_labels
+from webly.metrics.ranking import LabelsLike, binary_labels
 
 OofLike: TypeAlias = np.ndarray | TopK
 ROW_SUM_TOLERANCE = 1e-3

@@ -77,7 +77,7 @@ from webly.compress.run import (
     stage_output,
 )
 from webly.config import load_recipe
-from webly.core import Task
+from webly.core import Task, TopK, select_top_k
 from webly.data.store import Dataset, atomic_output
 from webly.ensemble.blend import Blend, fit_blend
 from webly.ensemble.budget import BudgetPoint, format_size, pareto_frontier, parse_size
@@ -88,7 +88,6 @@ from webly.ensemble.stack import Stacker, fit_stacker
 from webly.ensemble.tta import scores_topk
 from webly.errors import ConfigError, DataError
 from webly.metrics.evaluate import task_metric
-from webly.metrics.ranking import TopK, select_top_k
 from webly.models.gbdt import CONFIG_FILE as LGBM_FILE
 from webly.models.network import CONFIG_FILE, WEIGHTS_FILE
 from webly.predictions import Predictions, float16_topk, write_predictions

@@ -25,11 +25,11 @@ from onnxruntime.capi import onnxruntime_pybind11_state as ort_errors
 import webly
 from webly._fs import OutputKind, sha256_file
 from webly.compress.options import PredictOptions
+from webly.core import TopK, select_top_k
 from webly.data.store import FeatureSpec
 from webly.ensemble.blend import Blend
 from webly.ensemble.stack import Stacker
 from webly.errors import ConfigError, DataError
-from webly.metrics.ranking import TopK, select_top_k
 from webly.models.gbdt import CONFIG_FILE as TREES_FILE
 from webly.models.gbdt import LgbmModel
 from webly.predictions import float16_topk

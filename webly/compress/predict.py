@@ -30,13 +30,13 @@ from webly.compress.exported import ExportedModel, load_exported
 from webly.compress.inputs import RowBatch, row_batches, store_batches
 from webly.compress.options import PredictOptions
 from webly.compress.outputs import OutputFormat, topk_file
+from webly.core import TopK, select_top_k
 from webly.data.images import view_group
 from webly.data.store import MANIFEST, Dataset
 from webly.data.yt8m import Names
 from webly.ensemble.aggregate import aggregate_groups, group_index
 from webly.ensemble.tta import frame_view
 from webly.errors import ConfigError, DataError
-from webly.metrics.ranking import TopK, select_top_k
 from webly.progress import steps
 
 

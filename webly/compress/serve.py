@@ -60,9 +60,9 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from webly.compress.exported import ExportedModel
 from webly.compress.inputs import RowBatch, parse_record, stack_rows
+from webly.core import select_top_k
 from webly.data.store import FeatureSpec
 from webly.errors import ConfigError, DataError
-from webly.metrics.ranking import select_top_k
 from webly.train.loop import TrainConfig
 
 DEFAULT_MAX_FRAMES = TrainConfig.max_frames

@@ -20,11 +20,10 @@ from typing import Any
 import numpy as np
 import scipy.sparse as sp
 
-from webly.core import Task
+from webly.core import Task, TopK
 from webly.data.store import Dataset
 from webly.distill.soft_labels import soft_targets
 from webly.errors import ConfigError, DataError
-from webly.metrics.ranking import TopK
 
 
 def alpha_schedule(epoch: float, t1: float, t2: float, alpha_f: float) -> float:

@@ -13,10 +13,9 @@ from collections.abc import Sequence
 import numpy as np
 import scipy.sparse as sp
 
+from webly.core import Task, TopK, select_top_k
 from webly.ensemble.members import Members
-from webly.core import Task
 from webly.errors import ConfigError, DataError
-from webly.metrics.ranking import TopK, select_top_k
 from webly.predictions import merge_topk
 
 

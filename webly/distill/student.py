@@ -21,6 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
+from webly.core import TopK
 from webly.data.store import Dataset
 from webly.distill.grid import fit_grid, held_out_figure, oof_figure, with_lam
 from webly.distill.settings import Setting, settings
@@ -30,7 +31,6 @@ from webly.ensemble.fit import ENTRIES, load_entry
 from webly.ensemble.members import zoo_members
 from webly.errors import ConfigError
 from webly.executor import Executor
-from webly.metrics.ranking import TopK
 from webly.predictions import Predictions
 from webly.train.oof import ZooResult, fit_full, fit_oof, predict_zoo, recorded_zoo
 from webly.train.zoo import Zoo, load_zoo, parse_zoo

@@ -41,9 +41,8 @@ import numpy as np
 import pyarrow as pa
 import scipy.sparse as sp
 
-from webly.core import Task
+from webly.core import Task, TopK, select_top_k
 from webly.errors import ConfigError, DataError
-from webly.metrics.ranking import TopK, select_top_k
 
 Method = Literal["mean", "belief", "first"]
 METHODS = ("mean", "belief", "first")

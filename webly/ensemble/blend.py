@@ -35,11 +35,11 @@ from typing import Any
 import numpy as np
 import scipy.sparse as sp
 
-from webly.core import Task
+from webly.core import Task, TopK, select_top_k
 from webly.ensemble.vote import require_multiclass, vote, vote_logits
 from webly.errors import ConfigError, DataError
 from webly.metrics.evaluate import task_metric
-from webly.metrics.ranking import LabelsLike, TopK, binary_labels, hit_mask, select_top_k
+from webly.metrics.ranking import LabelsLike, binary_labels, hit_mask
 from webly.predictions import merge_topk, union_candidates
 
 _ALIGNED_BYTES = 1 << 30  # OofScorer aligns members on their candidates up to this

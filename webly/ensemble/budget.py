@@ -17,10 +17,10 @@ from typing import TypeVar
 
 import numpy as np
 
-from webly.core import Task
+from webly.core import Task, TopK
 from webly.ensemble.blend import Blend, OofScorer, Running
 from webly.errors import ConfigError
-from webly.metrics.ranking import LabelsLike, TopK
+from webly.metrics.ranking import LabelsLike
 
 EXACT_MAX_MODELS = 12
 SEARCHES = ("auto", "exact", "greedy")

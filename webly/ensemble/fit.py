@@ -24,13 +24,12 @@ from typing import Any
 import numpy as np
 import scipy.sparse as sp
 
-from webly.core import GAP_K, Task
+from webly.core import GAP_K, Task, TopK
 from webly.ensemble.blend import METHODS, Blend, fit_blend
 from webly.ensemble.members import Members
 from webly.ensemble.stack import Stacker, StackerConfig, fit_stacker
 from webly.errors import ConfigError, DataError
 from webly.metrics.evaluate import task_metric
-from webly.metrics.ranking import TopK
 from webly.predictions import Predictions, write_predictions
 
 STACKER = "stacker"

@@ -84,12 +84,12 @@ import numpy as np
 import scipy.sparse as sp
 from sklearn.linear_model import LogisticRegression
 
-from webly.core import Task
+from webly.core import Task, TopK, select_top_k
 from webly.data.store import claim_output, publish_output, read_manifest
 from webly.ensemble.members import Members
 from webly.errors import ConfigError, DataError
 from webly.metrics.evaluate import task_metric
-from webly.metrics.ranking import TopK, binary_labels, hit_mask, select_top_k
+from webly.metrics.ranking import binary_labels, hit_mask
 from webly.predictions import union_candidates
 from webly.progress import Advance, steps
 

@@ -23,9 +23,8 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
-from webly.core import Task
+from webly.core import Task, TopK, select_top_k
 from webly.errors import ConfigError, DataError
-from webly.metrics.ranking import TopK, select_top_k
 from webly.predictions import merge_topk
 
 FLOOR = 1e-7

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import numpy as np
 import scipy.sparse as sp
 
-from webly.core import Task
+from webly.core import Task, TopK
 from webly.longtail.labels import class_counts, label_matrix
 from webly.metrics.classification import (
     BAND_NAMES,
@@ -16,7 +16,7 @@ from webly.metrics.classification import (
     frequency_bands,
     metrics_by_band,
 )
-from webly.metrics.ranking import LabelsLike, TopK
+from webly.metrics.ranking import LabelsLike
 
 
 @dataclass(frozen=True)

@@ -21,14 +21,14 @@ import scipy.sparse as sp
 import torch
 from torch import nn
 
-from webly.core import GAP_K, Task
+from webly.core import GAP_K, Task, TopK
 from webly.data.store import Dataset
 from webly.errors import ConfigError, DataError
 from webly.longtail.bands import BandReport, band_report
 from webly.longtail.classifier import linear_classifier, network_groups
 from webly.longtail.labels import label_matrix
 from webly.metrics.classification import mean_class_error
-from webly.metrics.ranking import LabelsLike, TopK, gap_at_k, hit_at_1
+from webly.metrics.ranking import LabelsLike, gap_at_k, hit_at_1
 from webly.train.loop import iter_scores
 
 Bias = Literal["zero", "keep"]

@@ -10,14 +10,9 @@ from typing import Literal
 
 import numpy as np
 
+from webly.core import TopK, select_top_k
 from webly.errors import ConfigError, DataError
-from webly.metrics.ranking import (
-    LabelsLike,
-    TopK,
-    per_class_average_precision,
-    select_top_k,
-    validate_inputs,
-)
+from webly.metrics.ranking import LabelsLike, per_class_average_precision, validate_inputs
 
 BAND_NAMES = ("head", "medium", "tail")
 BandMetric = Literal["top1_accuracy", "average_precision"]

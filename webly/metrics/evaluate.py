@@ -9,12 +9,11 @@ from typing import Any
 import numpy as np
 import scipy.sparse as sp
 
-from webly.core import GAP_K, Task
+from webly.core import GAP_K, Task, TopK
 from webly.data.store import Dataset
 from webly.io import align_submission, read_submission
 from webly.metrics.ranking import (
     LabelsLike,
-    TopK,
     gap_at_k,
     hit_at_1,
     mean_average_precision,

@@ -13,7 +13,7 @@ from __future__ import annotations
 import numpy as np
 import scipy.sparse as sp
 
-from webly.metrics.ranking import TopK, select_top_k
+from webly.core import TopK, select_top_k
 from webly.report.blocks import NO_PREDICTIONS, Chart, Note, Section, Table
 from webly.report.plots import heatmap
 from webly.report.run_files import RunFiles

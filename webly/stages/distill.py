@@ -40,6 +40,7 @@ import scipy.sparse as sp
 
 from webly._fs import write_atomic
 from webly.config import Recipe
+from webly.core import TopK
 from webly.data.store import Dataset
 from webly.distill.grid import (
     GridResult,
@@ -58,7 +59,6 @@ from webly.ensemble.budget import format_size, parse_size
 from webly.ensemble.fit import load_entry
 from webly.errors import ConfigError, DataError
 from webly.metrics.evaluate import task_metric
-from webly.metrics.ranking import TopK
 from webly.predictions import Predictions, merge_topk
 from webly.stages.context import StageContext, StageResult, splits
 from webly.stages.ensemble import stage_members, trained_members

@@ -12,9 +12,8 @@ from rich.table import Table
 
 from webly._fs import write_atomic
 from webly.config import Recipe
-from webly.core import GAP_K, Task
+from webly.core import GAP_K, Task, TopK, select_top_k
 from webly.metrics.evaluate import format_cell, loss_sum, task_metric
-from webly.metrics.ranking import TopK, select_top_k
 from webly.predictions import Predictions
 from webly.stages.context import StageContext, StageResult, scoring
 from webly.stages.ensemble import STACKER

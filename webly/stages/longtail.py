@@ -43,7 +43,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from webly.config import LongtailConfig, Recipe
-from webly.core import GAP_K
+from webly.core import GAP_K, TopK, select_top_k
 from webly.data.store import Dataset, atomic_output
 from webly.longtail import (
     BandReport,
@@ -57,7 +57,6 @@ from webly.longtail import (
     tau_sweep_folds,
 )
 from webly.metrics.evaluate import loss_sum, task_metric
-from webly.metrics.ranking import TopK, select_top_k
 from webly.models.network import Network, load_network, save_network
 from webly.predictions import Predictions, PredictionWriter
 from webly.stages.context import StageContext, StageResult, scoring, splits

@@ -32,11 +32,10 @@ import torch
 from torch import nn
 
 from webly._fs import replaced_file
-from webly.core import GAP_K, Task
+from webly.core import GAP_K, Task, TopK
 from webly.data.store import Dataset
 from webly.errors import ConfigError, DataError
 from webly.metrics.evaluate import task_metric
-from webly.metrics.ranking import TopK
 from webly.progress import epoch_reporter
 from webly.train.ema import EMA
 from webly.train.frames import FRAME_SAMPLINGS, FrameSampling, gather_frames

@@ -72,11 +72,11 @@ import numpy as np
 import scipy.sparse as sp
 
 from webly._fs import write_atomic
+from webly.core import TopK, select_top_k
 from webly.data.store import Dataset, atomic_output
 from webly.errors import ConfigError, DataError, WeblyError
 from webly.executor import Executor, LocalExecutor
 from webly.metrics.evaluate import loss_sum, task_metric
-from webly.metrics.ranking import TopK, select_top_k
 from webly.models.gbdt import LgbmModel
 from webly.models.network import load_network, save_network
 from webly.predictions import Predictions, PredictionWriter
