@@ -685,7 +685,7 @@ class Recipe(BaseModel):
             )
         from webly.models._registry import model_entry
 
-        if model_entry(str(final.get("name"))).level == "gbdt":
+        if not model_entry(str(final.get("name"))).trains_with_epochs:
             raise ValueError(
                 f"longtail: distill.final is {final.get('name')!r}, a gradient-boosted model "
                 "with no linear classifier to re-balance; use a network final or drop longtail"
@@ -702,7 +702,7 @@ class Recipe(BaseModel):
         trees = [
             (i, m.name)
             for i, m in enumerate(self.zoo.members)
-            if model_entry(m.name).level == "gbdt"
+            if not model_entry(m.name).trains_with_epochs
         ]
         if self.clean is not None and trees:
             down_weight = ActionRules(**self.clean.rules).down_weight
@@ -720,7 +720,7 @@ class Recipe(BaseModel):
             final = [("distill.final", distill.final)] if distill.final is not None else []
             for where, spec in students + final:
                 name = str(spec.get("name"))
-                if model_entry(name).level == "gbdt":
+                if not model_entry(name).trains_with_epochs:
                     raise ValueError(
                         f"{where}: {name} is a gradient-boosted model, which takes no soft "
                         "targets (distillation trains on the teacher's); distil into a network "

@@ -1,4 +1,5 @@
-"""webly's shared vocabulary: the task and its metric and loss, and top-k predictions.
+"""webly's shared vocabulary: the task and its metric and loss, top-k predictions, and the
+`Model` protocol every first-level model is trained, saved, loaded and scored through.
 
 Every package below the CLI speaks in these types instead of strings: a `Task` knows the
 headline metric and the loss its models are scored with, so no caller derives ``"GAP@20"`` or
@@ -9,12 +10,19 @@ headline metric and the loss its models are scored with, so no caller derives ``
 
 from __future__ import annotations
 
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol, Self, runtime_checkable
 
 import numpy as np
+import scipy.sparse as sp
 
 from webly.errors import ConfigError, DataError
+
+if TYPE_CHECKING:  # annotations only: webly.data.store itself imports this module
+    from webly.data.store import Dataset
 
 GAP_K = 20
 """k of the headline GAP@k (the YouTube-8M competition's k)."""
@@ -74,6 +82,62 @@ class Task(StrEnum):
         if self.multilabel:
             return Figure(name="BCE", key="bce", higher_is_better=False)
         return Figure(name="log-loss", key="log-loss", higher_is_better=False)
+
+
+@runtime_checkable
+class Model(Protocol):
+    """A first-level model of the zoo, a network or gradient-boosted trees alike: what
+    `webly.train.oof` builds, trains, saves, loads and scores a fold with, never asking which
+    kind it is. Adapters: `webly.train.fold_model.NetworkModel` and ``TreeModel``.
+    """
+
+    @property
+    def takes_frames(self) -> bool:
+        """Whether it reads frame sequences ``(B, T, D)`` rather than one vector a row."""
+        ...
+
+    @property
+    def trains_with_epochs(self) -> bool:
+        """Whether it trains by epochs (checkpoints, a time limit, soft targets, graded sample
+        weights, pseudo-labels); trees do not."""
+        ...
+
+    def fit(
+        self,
+        train: Dataset,
+        valid: Dataset | None,
+        workdir: Path,
+        *,
+        labels: sp.csr_matrix | None = None,
+        valid_labels: sp.csr_matrix | None = None,
+        targets: sp.csr_matrix | None = None,
+        sample_weight: Any = None,
+        pseudo: Any = None,
+        time_limit: float | None = None,
+    ) -> np.ndarray | None:
+        """Train on ``train`` (validated on ``valid``), leaving resumable state in ``workdir``.
+
+        ``labels`` / ``valid_labels``: (n, n_classes) in [0, 1] in place of the stores' own;
+        ``targets``: a teacher's soft targets; ``sample_weight``: (n,) weights or a schedule;
+        ``pseudo``: pseudo-labeled rows; ``time_limit``: seconds. Returns the rows of ``train``
+        it held out for validation (ascending), or None.
+        """
+        ...
+
+    def predict_proba(self, data: Dataset) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """``(rows (B,) int, probabilities (B, n_classes) float32)`` blocks of ``data``, in
+        row order."""
+        ...
+
+    def save(self, folder: Path) -> None:
+        """Write the model (and how it was trained) into ``folder``, no pickle."""
+        ...
+
+    @classmethod
+    def load(cls, folder: Path, groups: Sequence[str], batch_size: int) -> Self:
+        """The model `save` wrote into ``folder``, fed ``groups``, scoring ``batch_size`` rows a
+        block."""
+        ...
 
 
 @dataclass(frozen=True, eq=False)

@@ -314,7 +314,7 @@ def _training(recipe: Recipe) -> dict[str, dict[str, int]]:
 
     def epochs(zoo: Zoo, fits: int, into: dict[str, int]) -> dict[str, int]:
         for spec in zoo.members:
-            if model_entry(spec.name).level != "gbdt":
+            if model_entry(spec.name).trains_with_epochs:
                 n = int({**zoo.train, **spec.train}.get("epochs", TrainConfig.epochs))
                 into[spec.member_id] = into.get(spec.member_id, 0) + fits * n
         return into

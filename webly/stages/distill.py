@@ -340,7 +340,7 @@ def _final_teachers(
 def _check_size(zoo: Zoo, train: Dataset, max_bytes: int, where: str) -> None:
     """Refuse a student whose float32 weights exceed ``max_bytes`` (built, not trained)."""
     for member in plan_zoo(zoo, train):
-        model = member.build(train.n_classes, 0)
+        model = member.network(train.n_classes, 0)
         size = 4 * sum(p.numel() for p in model.parameters())
         if size > max_bytes:
             raise ConfigError(

@@ -38,10 +38,13 @@ import numpy as np
 import torch
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from webly.core import Model
 from webly.data.store import Dataset
 from webly.errors import ConfigError
-from webly.models import create_model
+from webly.models import Network, create_model
 from webly.models._registry import Level, check_hparams, model_entry
+from webly.models.gbdt import LgbmModel
+from webly.train.fold_model import NetworkModel, TreeModel
 from webly.train.loop import TrainConfig
 from webly.validate import check_finite, check_values, did_you_mean, key_path
 from webly.yaml_file import read_yaml
@@ -135,17 +138,44 @@ class Member:
             "train": train,
         }
 
-    def build(self, n_classes: int, fold: int) -> Any:
-        """A fresh model of fold ``fold``, its initial weights drawn from the fold's seed."""
-        if self.level == "gbdt":
-            return create_model(self.name, n_classes, self.input_dims, **self.hparams)
+    @property
+    def takes_frames(self) -> bool:
+        """Whether the member's model reads frame sequences (`ModelEntry.takes_frames`)."""
+        return model_entry(self.name).takes_frames
+
+    @property
+    def trains_with_epochs(self) -> bool:
+        """Whether the member is a network (`ModelEntry.trains_with_epochs`)."""
+        return model_entry(self.name).trains_with_epochs
+
+    def create(self, n_classes: int, fold: int) -> Network | LgbmModel:
+        """A fresh model of fold ``fold``, its initial weights drawn from the fold's seed; a
+        network's options (trees take none) with the columns' ``subset_seed``."""
         init_seed = int(self.fold_seeds[fold].generate_state(1, np.uint32)[0])
+        options = {"seed": self.subset_seed, **self.options} if self.trains_with_epochs else {}
         with torch.random.fork_rng():
             torch.manual_seed(init_seed)
-            return create_model(
-                self.name, n_classes, self.input_dims, seed=self.subset_seed,
-                **self.options, **self.hparams,
-            )  # fmt: skip
+            return create_model(self.name, n_classes, self.input_dims, **options, **self.hparams)
+
+    def build(self, n_classes: int, fold: int) -> Model:
+        """`create`'s model behind the `Model` protocol, training under `train_config`."""
+        model = self.create(n_classes, fold)
+        if isinstance(model, Network):
+            config = self.train_config(fold)
+            return NetworkModel(model, self.groups, self.train.eval_batch_size, config)
+        return TreeModel(model, self.groups, self.train.eval_batch_size)
+
+    def network(self, n_classes: int, fold: int) -> Network:
+        """`create`'s model, refused in one line unless it is a network."""
+        model = self.create(n_classes, fold)
+        if not isinstance(model, Network):
+            raise ConfigError(f"member {self.id!r}: {self.name} is not a network; use one")
+        return model
+
+    def load(self, folder: Path) -> Model:
+        """The fold model `Model.save` wrote into ``folder``."""
+        adapter: type[Model] = NetworkModel if self.trains_with_epochs else TreeModel
+        return adapter.load(folder, self.groups, self.train.eval_batch_size)
 
     def train_config(self, fold: int) -> TrainConfig:
         """The member's `TrainConfig` with fold ``fold``'s training seed."""
@@ -286,12 +316,12 @@ def _check_zoo(zoo: Zoo, source: str, train_at: str, members_at: str) -> None:
             raise ConfigError(f"{where}.name: {err}") from None
         check_hparams(entry, spec.hparams, f"{where}.hparams")
         _check_train(spec.train, f"{where}.train")
-        if entry.level == "gbdt" and (spec.options is not None or spec.train):
+        if not entry.trains_with_epochs and (spec.options is not None or spec.train):
             raise ConfigError(
                 f"{where}: {spec.name} is a gbdt model and takes only hparams; remove its "
                 "options and train settings"
             )
-        if entry.level != "gbdt":  # the member's settings together, as plan_zoo resolves them
+        if entry.trains_with_epochs:  # the member's settings together, as plan_zoo resolves them
             try:
                 TrainConfig(**{**zoo.train, **spec.train})
             except ConfigError as err:
