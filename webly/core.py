@@ -14,7 +14,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol, Self, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, Self, TypeAlias, runtime_checkable
 
 import numpy as np
 import scipy.sparse as sp
@@ -23,6 +23,13 @@ from webly.errors import ConfigError, DataError
 
 if TYPE_CHECKING:  # annotations only: webly.data.store itself imports this module
     from webly.data.store import Dataset
+
+LabelsLike: TypeAlias = np.ndarray | sp.spmatrix | sp.sparray
+"""Labels as callers give them: (n_samples, n_classes) sparse or dense 0/1 (multi-label, 1 =
+positive), or (n_samples,) integer class ids (multi-class)."""
+Labels: TypeAlias = sp.csr_matrix
+"""Canonical labels (`canonical_labels`): (n_samples, n_classes) int8 CSR, sorted indices, no
+duplicates or explicit zeros, data 1."""
 
 GAP_K = 20
 """k of the headline GAP@k (the YouTube-8M competition's k)."""
@@ -288,3 +295,92 @@ def _select_topk(topk: TopK, k: int | None, *, sort: bool) -> tuple[np.ndarray, 
         indices = np.take_along_axis(indices, order, axis=1)
         values = np.take_along_axis(values, order, axis=1)
     return indices, values
+
+
+def canonical_labels(
+    labels: LabelsLike, n_samples: int | None = None, n_classes: int | None = None
+) -> Labels:
+    """Validate ``labels`` and return them as canonical `Labels`.
+
+    Parameters
+    ----------
+    labels : (n_samples, n_classes) sparse or dense 0/1, or (n_samples,) int class ids
+    n_samples, n_classes : int, optional
+        Shape the labels must have; by default their own (1-d ids: the largest id + 1 classes).
+
+    Returns
+    -------
+    scipy.sparse.csr_matrix
+        (n_samples, n_classes) int8 with sorted indices, no duplicates, no explicit zeros, data 1.
+    """
+    shape = tuple(labels.shape) if sp.issparse(labels) else np.shape(labels)
+    if len(shape) not in (1, 2):
+        raise DataError(
+            f"labels have shape {shape}; pass a (n_samples, n_classes) 0/1 matrix or "
+            "(n_samples,) class ids"
+        )
+    if len(shape) == 2 and n_samples is None and n_classes not in (None, shape[1]):
+        raise DataError(
+            f"labels have {shape[1]} classes but n_classes is {n_classes}; pass labels of the "
+            "same dataset"
+        )
+    n_samples = int(shape[0]) if n_samples is None else n_samples
+    if sp.issparse(labels):
+        _check_label_shape(shape, n_samples, n_classes if n_classes is not None else shape[1])
+        csr = sp.csr_matrix(labels)
+        if not csr.has_canonical_format:
+            csr = csr.copy()
+            csr.sum_duplicates()
+        if (csr.data == 0).any():
+            csr = csr.copy()
+            csr.eliminate_zeros()
+        bad = np.flatnonzero(csr.data != 1)
+        if bad.size:
+            row = int(np.searchsorted(csr.indptr, bad[0], side="right") - 1)
+            raise DataError(
+                f"labels must be 0/1 but hold {csr.data[bad[0]]} at row {row}, class "
+                f"{csr.indices[bad[0]]} (duplicates are summed); pass binary labels"
+            )
+        return csr
+    array = np.asarray(labels)
+    if array.ndim == 1:
+        if array.shape[0] != n_samples:
+            raise DataError(
+                f"labels hold {array.shape[0]} class ids but scores have {n_samples} rows; "
+                "pass one label per row"
+            )
+        if not np.issubdtype(array.dtype, np.integer):
+            raise DataError(
+                f"1-d labels have dtype {array.dtype}; pass integer class ids, or a "
+                "(n_samples, n_classes) 0/1 matrix"
+            )
+        if n_classes is None:
+            if array.size == 0:
+                raise DataError("labels are empty; pass at least one labelled row")
+            n_classes = int(array.max()) + 1
+        if array.size and (array.min() < 0 or array.max() >= n_classes):
+            raise DataError(
+                f"labels use class ids {array.min()}..{array.max()} but there are {n_classes} "
+                f"classes (0..{n_classes - 1}); check the class count"
+            )
+        ones = np.ones(n_samples, dtype=np.int8)
+        return sp.csr_matrix(
+            (ones, array.astype(np.int32), np.arange(n_samples + 1)), shape=(n_samples, n_classes)
+        )
+    _check_label_shape(array.shape, n_samples, n_classes if n_classes is not None else shape[1])
+    bad_mask = (array != 0) & (array != 1)
+    if bad_mask.any():
+        row, col = (int(i[0]) for i in np.nonzero(bad_mask))
+        raise DataError(
+            f"labels must be 0/1 but hold {array[row, col]} at row {row}, class {col}; "
+            "pass binary labels"
+        )
+    return sp.csr_matrix(array != 0, dtype=np.int8)
+
+
+def _check_label_shape(shape: tuple[int, ...], n_samples: int, n_classes: int) -> None:
+    if tuple(shape) != (n_samples, n_classes):
+        raise DataError(
+            f"labels have shape {tuple(shape)} but scores have {n_samples} rows and "
+            f"{n_classes} classes; pass (n_samples, n_classes) labels aligned with the scores"
+        )

@@ -15,9 +15,8 @@ import numpy as np
 import scipy.sparse as sp
 
 from webly.clean.probs import Probs, dense_probs
-from webly.core import Task, TopK
+from webly.core import LabelsLike, Task, TopK, canonical_labels
 from webly.errors import ConfigError, DataError
-from webly.metrics.ranking import LabelsLike, binary_labels
 
 OofLike: TypeAlias = np.ndarray | TopK
 ROW_SUM_TOLERANCE = 1e-3
@@ -90,7 +89,7 @@ def build_problem(
         labels = np.asarray(labels)
     n_samples = _label_rows(labels)
     classes = _class_count(labels, members_in, n_classes)
-    csr = binary_labels(labels, n_samples, classes).astype(np.float32)
+    csr = canonical_labels(labels, n_samples, classes).astype(np.float32)
     resolved = _resolve_task(csr, chosen, np.ndim(labels) == 1 and not sp.issparse(labels))
     many = len(members_in) > 1
     members = tuple(

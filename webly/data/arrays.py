@@ -25,10 +25,9 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import scipy.sparse as sp
 
-from webly.core import Task
+from webly.core import Task, canonical_labels
 from webly.data.store import Batch, Dataset, DatasetWriter, Dtype, FeatureSpec, Layout
 from webly.errors import ConfigError, DataError
-from webly.longtail.labels import label_matrix
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -294,7 +293,7 @@ def _label_rows(
     if isinstance(labels, np.ndarray) or sp.issparse(labels):
         if labels.shape[0] != n:
             raise DataError(f"labels hold {labels.shape[0]} rows for {n}; give one a row")
-        matrix = label_matrix(labels, n_classes)
+        matrix = canonical_labels(labels, n_classes=n_classes)
         return list(np.split(matrix.indices, matrix.indptr[1:-1])), names, task
     lists = [np.asarray(list(row), dtype=np.int64) for row in labels]
     if len(lists) != n:

@@ -35,11 +35,11 @@ from typing import Any
 import numpy as np
 import scipy.sparse as sp
 
-from webly.core import Task, TopK, select_top_k
+from webly.core import LabelsLike, Task, TopK, canonical_labels, select_top_k
 from webly.ensemble.vote import require_multiclass, vote, vote_logits
 from webly.errors import ConfigError, DataError
 from webly.metrics.evaluate import task_metric
-from webly.metrics.ranking import LabelsLike, binary_labels, hit_mask
+from webly.metrics.ranking import hit_mask
 from webly.predictions import merge_topk, union_candidates
 
 _ALIGNED_BYTES = 1 << 30  # OofScorer aligns members on their candidates up to this
@@ -303,7 +303,7 @@ def check_members(
                 f"member {tag} predicts class {top} but the labels have {n_classes} classes; "
                 "blend members trained on these labels' class space"
             )
-    return binary_labels(labels, n, n_classes)
+    return canonical_labels(labels, n, n_classes)
 
 
 def check_weights(weights: Sequence[float] | np.ndarray, n_models: int) -> np.ndarray:

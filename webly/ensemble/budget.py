@@ -17,10 +17,9 @@ from typing import TypeVar
 
 import numpy as np
 
-from webly.core import Task, TopK
+from webly.core import LabelsLike, Task, TopK
 from webly.ensemble.blend import Blend, OofScorer, Running
 from webly.errors import ConfigError
-from webly.metrics.ranking import LabelsLike
 
 EXACT_MAX_MODELS = 12
 SEARCHES = ("auto", "exact", "greedy")

@@ -84,12 +84,12 @@ import numpy as np
 import scipy.sparse as sp
 from sklearn.linear_model import LogisticRegression
 
-from webly.core import Task, TopK, select_top_k
+from webly.core import Task, TopK, canonical_labels, select_top_k
 from webly.data.store import claim_output, publish_output, read_manifest
 from webly.ensemble.members import Members
 from webly.errors import ConfigError, DataError
 from webly.metrics.evaluate import task_metric
-from webly.metrics.ranking import binary_labels, hit_mask
+from webly.metrics.ranking import hit_mask
 from webly.predictions import union_candidates
 from webly.progress import Advance, steps
 
@@ -999,7 +999,7 @@ def _check_inputs(
             f"labels have shape {labels.shape} but the members' oof predictions cover {n} rows "
             f"of {n_classes} classes; pass the training labels of the rows the zoo predicted"
         )
-    csr = binary_labels(labels, n, n_classes)
+    csr = canonical_labels(labels, n, n_classes)
     counts = np.diff(csr.indptr)
     if not task.multilabel and (counts != 1).any():
         row = int(np.flatnonzero(counts != 1)[0])

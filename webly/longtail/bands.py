@@ -8,15 +8,14 @@ from dataclasses import dataclass
 import numpy as np
 import scipy.sparse as sp
 
-from webly.core import Task, TopK
-from webly.longtail.labels import class_counts, label_matrix
+from webly.core import LabelsLike, Task, TopK, canonical_labels
+from webly.longtail.labels import class_counts
 from webly.metrics.classification import (
     BAND_NAMES,
     BandMetric,
     frequency_bands,
     metrics_by_band,
 )
-from webly.metrics.ranking import LabelsLike
 
 
 @dataclass(frozen=True)
@@ -66,8 +65,8 @@ def band_report(
     BandReport
     """
     n_classes = _n_classes(scores, labels, train_labels)
-    train = label_matrix(train_labels, n_classes)
-    evaluated = label_matrix(labels, train.shape[1])
+    train = canonical_labels(train_labels, n_classes=n_classes)
+    evaluated = canonical_labels(labels, n_classes=train.shape[1])
     if task is None:
         multilabel = np.diff(evaluated.indptr).max(initial=0) > 1
         task = Task.MULTILABEL if multilabel else Task.MULTICLASS

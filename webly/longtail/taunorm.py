@@ -21,14 +21,13 @@ import scipy.sparse as sp
 import torch
 from torch import nn
 
-from webly.core import GAP_K, Task, TopK
+from webly.core import GAP_K, LabelsLike, Task, TopK, canonical_labels
 from webly.data.store import Dataset
 from webly.errors import ConfigError, DataError
 from webly.longtail.bands import BandReport, band_report
 from webly.longtail.classifier import linear_classifier, network_groups
-from webly.longtail.labels import label_matrix
 from webly.metrics.classification import mean_class_error
-from webly.metrics.ranking import LabelsLike, gap_at_k, hit_at_1
+from webly.metrics.ranking import gap_at_k, hit_at_1
 from webly.train.loop import iter_scores
 
 Bias = Literal["zero", "keep"]
@@ -176,7 +175,7 @@ def tau_sweep(
     metric_name = resolve_metric(metric, valid.task)
     tau_values = _check_taus(taus)
     _check_classes(network, valid.n_classes)
-    train = label_matrix(train_labels, valid.n_classes)
+    train = canonical_labels(train_labels, n_classes=valid.n_classes)
     tops = _candidate_tops(network, valid, tau_values, bias, groups, batch_size)
     return _table(tops, valid.labels, train, valid.task, metric_name, tau_values, bias, head, tail)
 
@@ -264,7 +263,8 @@ def resolve_metric(metric: str, task: Task) -> str:
     """The metric ``metric`` stands for on ``task`` data: ``"auto"`` is ``"gap@20"``
     (multi-label) or ``"mean_class_error"`` (multi-class); the others are themselves."""
     if metric == "auto":
-        return task.metric().key if task.multilabel else "mean_class_error"
+        chosen = Task.parse(task)
+        return chosen.metric().key if chosen.multilabel else "mean_class_error"
     if metric not in ("gap@20", "accuracy", "mean_class_error"):
         raise ConfigError(
             f"tau sweep metric is {metric!r}; use auto, gap@20, accuracy or mean_class_error"

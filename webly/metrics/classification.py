@@ -10,9 +10,9 @@ from typing import Literal
 
 import numpy as np
 
-from webly.core import TopK, select_top_k
+from webly.core import LabelsLike, TopK, select_top_k
 from webly.errors import ConfigError, DataError
-from webly.metrics.ranking import LabelsLike, per_class_average_precision, validate_inputs
+from webly.metrics.ranking import per_class_average_precision, validate_inputs
 
 BAND_NAMES = ("head", "medium", "tail")
 BandMetric = Literal["top1_accuracy", "average_precision"]

@@ -9,17 +9,10 @@ from typing import Any
 import numpy as np
 import scipy.sparse as sp
 
-from webly.core import GAP_K, Task, TopK
+from webly.core import GAP_K, LabelsLike, Task, TopK
 from webly.data.store import Dataset
 from webly.io import align_submission, read_submission
-from webly.metrics.ranking import (
-    LabelsLike,
-    gap_at_k,
-    hit_at_1,
-    mean_average_precision,
-    perr,
-    top_k_accuracy,
-)
+from webly.metrics.ranking import gap_at_k, hit_at_1, mean_average_precision, perr, top_k_accuracy
 
 _EPS = 1e-7
 

@@ -12,83 +12,17 @@ from __future__ import annotations
 
 import heapq
 import random
-from typing import TypeAlias
 
 import numpy as np
 import scipy.sparse as sp
 
-from webly.core import TopK, check_k, dense_scores, select_top_k
+from webly.core import LabelsLike, TopK, canonical_labels, check_k, dense_scores, select_top_k
 from webly.errors import DataError
-
-LabelsLike: TypeAlias = np.ndarray | sp.spmatrix | sp.sparray
 
 # Mixed hit/miss ties can move GAP by at most the spread between ranking their hits first and
 # last. Up to this spread the midpoint is returned, within 0.95e-6 of the starter code's value
 # (the accuracy `gap_at_k` promises); above it the starter's tie order is replayed exactly.
 _TIE_TOLERANCE = 1.9e-6
-
-
-def binary_labels(labels: LabelsLike, n_samples: int, n_classes: int) -> sp.csr_matrix:
-    """Validate labels and return them as a canonical 0/1 CSR matrix.
-
-    Parameters
-    ----------
-    labels : (n_samples, n_classes) sparse or dense 0/1, or (n_samples,) int class ids
-    n_samples, n_classes : int
-        Shape the labels must have.
-
-    Returns
-    -------
-    scipy.sparse.csr_matrix
-        (n_samples, n_classes) with sorted indices, no duplicates, no explicit zeros, data 1.
-    """
-    if sp.issparse(labels):
-        _check_label_shape(labels.shape, n_samples, n_classes)
-        csr = sp.csr_matrix(labels)
-        if not csr.has_canonical_format:
-            csr = csr.copy()
-            csr.sum_duplicates()
-        if (csr.data == 0).any():
-            csr = csr.copy()
-            csr.eliminate_zeros()
-        bad = np.flatnonzero(csr.data != 1)
-        if bad.size:
-            row = int(np.searchsorted(csr.indptr, bad[0], side="right") - 1)
-            raise DataError(
-                f"labels must be 0/1 but hold {csr.data[bad[0]]} at row {row}, class "
-                f"{csr.indices[bad[0]]} (duplicates are summed); pass binary labels"
-            )
-        return csr
-    array = np.asarray(labels)
-    if array.ndim == 1:
-        if array.shape[0] != n_samples:
-            raise DataError(
-                f"labels hold {array.shape[0]} class ids but scores have {n_samples} rows; "
-                "pass one label per row"
-            )
-        if not np.issubdtype(array.dtype, np.integer):
-            raise DataError(
-                f"1-d labels have dtype {array.dtype}; pass integer class ids, or a "
-                "(n_samples, n_classes) 0/1 matrix"
-            )
-        if array.size and (array.min() < 0 or array.max() >= n_classes):
-            raise DataError(
-                f"labels use class ids {array.min()}..{array.max()} but there are {n_classes} "
-                f"classes (0..{n_classes - 1}); check the class count"
-            )
-        ones = np.ones(n_samples, dtype=np.int8)
-        return sp.csr_matrix(
-            (ones, array.astype(np.int32), np.arange(n_samples + 1)), shape=(n_samples, n_classes)
-        )
-    _check_label_shape(array.shape, n_samples, n_classes)
-    bad_mask = (array != 0) & (array != 1)
-    if bad_mask.any():
-        row, col = (int(i[0]) for i in np.nonzero(bad_mask))
-        raise DataError(
-            f"labels must be 0/1 but hold {array[row, col]} at row {row}, class {col}; "
-            "pass binary labels"
-        )
-    return sp.csr_matrix(array != 0, dtype=np.int8)
 
 
 def hit_mask(indices: np.ndarray, labels: sp.csr_matrix) -> np.ndarray:
@@ -99,7 +33,7 @@ def hit_mask(indices: np.ndarray, labels: sp.csr_matrix) -> np.ndarray:
     indices : (n_samples, k) int
         Predicted class ids, -1 = padding.
     labels : (n_samples, n_classes) csr_matrix
-        Canonical 0/1 labels, as `binary_labels` returns them.
+        Canonical 0/1 labels, as `webly.core.canonical_labels` returns them.
 
     Returns
     -------
@@ -362,14 +296,6 @@ def mean_average_precision(scores: np.ndarray | TopK, labels: LabelsLike) -> flo
     return float(np.nanmean(ap)) if not np.isnan(ap).all() else 0.0
 
 
-def _check_label_shape(shape: tuple[int, ...], n_samples: int, n_classes: int) -> None:
-    if tuple(shape) != (n_samples, n_classes):
-        raise DataError(
-            f"labels have shape {tuple(shape)} but scores have {n_samples} rows and "
-            f"{n_classes} classes; pass (n_samples, n_classes) labels aligned with the scores"
-        )
-
-
 def validate_inputs(
     scores: np.ndarray | TopK, labels: LabelsLike, n_classes: int | None = None
 ) -> tuple[np.ndarray | TopK, sp.csr_matrix]:
@@ -400,7 +326,7 @@ def validate_inputs(
     n_samples = checked.n_samples if isinstance(checked, TopK) else checked.shape[0]
     if n_samples == 0:
         raise DataError("scores have 0 rows; pass at least one row")
-    return checked, binary_labels(labels, n_samples, n_classes)
+    return checked, canonical_labels(labels, n_samples, n_classes)
 
 
 def _infer_n_classes(topk: TopK, labels: LabelsLike, n_classes: int | None) -> int:
