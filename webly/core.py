@@ -28,8 +28,8 @@ LabelsLike: TypeAlias = np.ndarray | sp.spmatrix | sp.sparray
 """Labels as callers give them: (n_samples, n_classes) sparse or dense 0/1 (multi-label, 1 =
 positive), or (n_samples,) integer class ids (multi-class)."""
 Labels: TypeAlias = sp.csr_matrix
-"""Canonical labels (`canonical_labels`): (n_samples, n_classes) int8 CSR, sorted indices, no
-duplicates or explicit zeros, data 1."""
+"""Canonical labels (`canonical_labels`): (n_samples, n_classes) CSR, sorted indices, no
+duplicates or explicit zeros, data 1 (int8, or the dtype of a sparse input)."""
 
 GAP_K = 20
 """k of the headline GAP@k (the YouTube-8M competition's k)."""
@@ -311,7 +311,8 @@ def canonical_labels(
     Returns
     -------
     scipy.sparse.csr_matrix
-        (n_samples, n_classes) int8 with sorted indices, no duplicates, no explicit zeros, data 1.
+        (n_samples, n_classes) with sorted indices, no duplicates, no explicit zeros, data 1;
+        int8, but a sparse input keeps its dtype (no copy when already canonical).
     """
     shape = tuple(labels.shape) if sp.issparse(labels) else np.shape(labels)
     if len(shape) not in (1, 2):

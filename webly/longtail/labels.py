@@ -1,10 +1,11 @@
-"""Labels, class counts and per-label confidences in the forms `webly.longtail` accepts.
+"""Class counts and per-label confidences in the forms `webly.longtail` accepts.
 
-Labels are a `scipy.sparse` or dense 0/1 matrix ``(n_samples, n_classes)`` (``Dataset.labels``)
-or a 1-d array of ``n_samples`` class ids. A confidence ("score") ranks a row within a class:
-one per row ``(n_samples,)`` (e.g. the out-of-fold probability of its given label), used for each
-of the row's classes, or one per (row, class) ``(n_samples, n_classes)``, dense or sparse (read at
-the labelled entries; an entry a sparse matrix does not store counts as 0).
+Labels are canonicalised by `webly.core.canonical_labels` (from a `scipy.sparse` or dense 0/1
+matrix ``(n_samples, n_classes)`` or a 1-d array of ``n_samples`` class ids). A confidence
+("score") ranks a row within a class: one per row ``(n_samples,)`` (e.g. the out-of-fold
+probability of its given label), used for each of the row's classes, or one per (row, class)
+``(n_samples, n_classes)``, dense or sparse (read at the labelled entries; an entry a sparse
+matrix does not store counts as 0).
 """
 
 from __future__ import annotations
