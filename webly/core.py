@@ -1,11 +1,15 @@
-"""webly's shared vocabulary: the task and its metric and loss, top-k predictions, and the
-`Model` protocol every first-level model is trained, saved, loaded and scored through.
+"""webly's shared vocabulary: the task with its metric and loss, labels in their one canonical
+form, top-k predictions, and the `Model` protocol every first-level model is trained, saved,
+loaded and scored through.
 
 Every package below the CLI speaks in these types instead of strings: a `Task` knows the
 headline metric and the loss its models are scored with, so no caller derives ``"GAP@20"`` or
-``"accuracy"`` from a task string itself. This module sits at the bottom of the package graph
-(it imports only `webly.errors`); the functions computing the figures live in
-`webly.metrics.evaluate` and `webly.train.losses`, which take a `Task`.
+``"accuracy"`` from a task string itself; `canonical_labels` is the one place label matrices,
+multi-hot arrays and class ids become `Labels`; `Model` lets the trainer treat a network and
+LightGBM alike. This module sits at the bottom of the package graph: it imports only
+`webly.errors` at run time (`webly.data.store` for annotations only). The functions computing
+a task's figures live in `webly.metrics.evaluate` (``task_metric``, ``loss_sum``) and
+`webly.train.losses`; the `Model` adapters in `webly.train.fold_model`.
 """
 
 from __future__ import annotations

@@ -28,9 +28,9 @@ from webly.errors import ConfigError
 
 NoiseKind = Literal["missing", "spurious", "symmetric", "pair", "instance"]
 NOISE_KINDS: tuple[str, ...] = get_args(NoiseKind)
-KINDS_FOR_TASK: dict[str, tuple[str, ...]] = {
-    "multiclass": ("symmetric", "pair", "instance"),
-    "multilabel": ("missing", "spurious", "instance"),
+KINDS_FOR_TASK: dict[Task, tuple[str, ...]] = {
+    Task.MULTICLASS: ("symmetric", "pair", "instance"),
+    Task.MULTILABEL: ("missing", "spurious", "instance"),
 }
 
 

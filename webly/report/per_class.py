@@ -95,7 +95,7 @@ def per_class_section(files: RunFiles) -> Section:
         if scored.split != "oof"
         else f"{name} on the training rows out of fold (given labels: no test labels)"
     )
-    if train.task == "multiclass":
+    if not train.task.multilabel:
         hits, predicted, positives = _multiclass(section, topk, labels, names, on)
         rule = "its top class"
     else:

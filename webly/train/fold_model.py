@@ -17,6 +17,7 @@ from typing import Any, Self
 import numpy as np
 import scipy.sparse as sp
 
+from webly.core import Model
 from webly.data.store import Dataset
 from webly.errors import ConfigError
 from webly.models.gbdt import LgbmModel
@@ -29,6 +30,7 @@ from webly.train.loop import (
     iter_scores,
     training_device,
 )
+from webly.train.zoo import Member
 
 FIT_FILE = "fit.json"
 """Beside a saved network: how it was trained (`NetworkModel.record`)."""
@@ -78,7 +80,7 @@ class NetworkModel:
         if self.config is None:
             raise ConfigError(
                 "this network was loaded to predict and has no training settings; build it "
-                "from its zoo member (Member.build) to train it"
+                "with build_model(member, ...) to train it"
             )
         config = self.config if time_limit is None else replace(self.config, time_limit=time_limit)
         result = fit(
@@ -166,6 +168,22 @@ class TreeModel:
     @classmethod
     def load(cls, folder: Path, groups: Sequence[str], batch_size: int) -> Self:
         return cls(LgbmModel.load(folder), groups, batch_size)
+
+
+def build_model(member: Member, n_classes: int, fold: int) -> Model:
+    """A fresh model of ``member`` for fold ``fold`` (`Member.create`) behind the `Model`
+    protocol; a network trains under the fold's `Member.train_config`."""
+    model = member.create(n_classes, fold)
+    if isinstance(model, Network):
+        config = member.train_config(fold)
+        return NetworkModel(model, member.groups, member.train.eval_batch_size, config)
+    return TreeModel(model, member.groups, member.train.eval_batch_size)
+
+
+def load_model(member: Member, folder: Path) -> Model:
+    """The fold model of ``member`` that `Model.save` wrote into ``folder``."""
+    adapter: type[Model] = NetworkModel if member.trains_with_epochs else TreeModel
+    return adapter.load(folder, member.groups, member.train.eval_batch_size)
 
 
 def _fit_record(result: FitResult) -> dict[str, Any]:

@@ -80,7 +80,7 @@ from webly.models import model_entry
 from webly.predictions import Predictions, PredictionWriter
 from webly.progress import model_resumed, model_started, work_planned
 from webly.train.budget import TimeBudget, check_time_limit
-from webly.train.fold_model import FIT_FILE
+from webly.train.fold_model import FIT_FILE, build_model, load_model
 from webly.train.loop import (
     CHECKPOINT,
     TRAINER_FILES,
@@ -306,7 +306,7 @@ def predict_zoo(
                 f"member {member.id} has no fold model in {missing[0]}; train the zoo into "
                 f"{out} (fit_oof) before predicting other rows with it"
             )
-        models = [member.load(w / MODEL_DIR) for w in workdirs]
+        models = [load_model(member, w / MODEL_DIR) for w in workdirs]
         indices = np.empty((len(data), top), np.int32)
         scores = np.empty((len(data), top), np.float32)
         for start in range(0, len(data), _BLOCK_ROWS):
@@ -849,9 +849,9 @@ def _fold_model(
         return {"seconds": earlier + max(time.time() - attempt, 0.0)}
 
     if saved.is_dir():  # predicts where a freshly trained one would, with the same numerics
-        model = member.load(saved)
+        model = load_model(member, saved)
     else:
-        model = member.build(train.n_classes, max(fold, 0))
+        model = build_model(member, train.n_classes, max(fold, 0))
         held = model.fit(
             train.subset(kept),
             train.subset(valid_rows) if valid_rows.size else None,

@@ -32,22 +32,22 @@ import json
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from webly.core import Model
 from webly.data.store import Dataset
 from webly.errors import ConfigError
 from webly.models import Network, create_model
 from webly.models._registry import Level, check_hparams, model_entry
-from webly.models.gbdt import LgbmModel
-from webly.train.fold_model import NetworkModel, TreeModel
 from webly.train.loop import TrainConfig
 from webly.validate import check_finite, check_values, did_you_mean, key_path
 from webly.yaml_file import read_yaml
+
+if TYPE_CHECKING:  # typing only: importing gbdt loads LightGBM
+    from webly.models.gbdt import LgbmModel
 
 _ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 MAX_ID_LENGTH = 64
@@ -157,25 +157,12 @@ class Member:
             torch.manual_seed(init_seed)
             return create_model(self.name, n_classes, self.input_dims, **options, **self.hparams)
 
-    def build(self, n_classes: int, fold: int) -> Model:
-        """`create`'s model behind the `Model` protocol, training under `train_config`."""
-        model = self.create(n_classes, fold)
-        if isinstance(model, Network):
-            config = self.train_config(fold)
-            return NetworkModel(model, self.groups, self.train.eval_batch_size, config)
-        return TreeModel(model, self.groups, self.train.eval_batch_size)
-
     def network(self, n_classes: int, fold: int) -> Network:
         """`create`'s model, refused in one line unless it is a network."""
         model = self.create(n_classes, fold)
         if not isinstance(model, Network):
             raise ConfigError(f"member {self.id!r}: {self.name} is not a network; use one")
         return model
-
-    def load(self, folder: Path) -> Model:
-        """The fold model `Model.save` wrote into ``folder``."""
-        adapter: type[Model] = NetworkModel if self.trains_with_epochs else TreeModel
-        return adapter.load(folder, self.groups, self.train.eval_batch_size)
 
     def train_config(self, fold: int) -> TrainConfig:
         """The member's `TrainConfig` with fold ``fold``'s training seed."""
@@ -246,7 +233,7 @@ def plan_zoo(zoo: Zoo, train: Dataset, test: Dataset | None = None) -> list[Memb
             fold_seeds=tuple(fold_seeds),
             subset_seed=int(subset_seed.generate_state(1, np.uint32)[0]),
         )
-        member.build(train.n_classes, 0)
+        member.create(train.n_classes, 0)
         members.append(member)
     return members
 
