@@ -894,7 +894,7 @@ def evaluate(
 ) -> None:
     """Score a submission (VideoId,LabelConfidencePairs) against a dataset's labels."""
     from webly.data import Dataset
-    from webly.metrics.evaluate import score_submission
+    from webly.io import score_submission
 
     k = _renamed(top_k, old_k, 20, "--k", "--top-k")
     scores = score_submission(predictions, Dataset.open(labels), k=k)

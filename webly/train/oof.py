@@ -479,7 +479,7 @@ def _train_ahead(
             for fold, workdir in workdirs.items()
             if not (workdir / MODEL_DIR).is_dir()
         ]
-    return (executor or LocalExecutor()).train_folds(inputs, jobs) if jobs else {}
+    return (executor or LocalExecutor()).train_folds(train_fold, inputs, jobs) if jobs else {}
 
 
 @dataclass(frozen=True, eq=False)
