@@ -46,16 +46,26 @@ def _is_type_checking(test: ast.expr) -> bool:
     )
 
 
-def _runtime_imports(tree: ast.AST) -> Iterator[ast.Import | ast.ImportFrom]:
-    """Every import statement of ``tree`` that can run, skipping ``if TYPE_CHECKING:`` bodies."""
-    for child in ast.iter_child_nodes(tree):
-        if isinstance(child, ast.Import | ast.ImportFrom):
-            yield child
-        elif isinstance(child, ast.If) and _is_type_checking(child.test):
-            for statement in child.orelse:
-                yield from _runtime_imports(statement)
+def _blocks(statement: ast.stmt) -> Iterator[list[ast.stmt]]:
+    """The statement lists nested in ``statement`` (function and class bodies, branches,
+    ``try``, ``with``, ``match``), without the body of an ``if TYPE_CHECKING:``."""
+    if not (isinstance(statement, ast.If) and _is_type_checking(statement.test)):
+        yield getattr(statement, "body", [])
+    yield getattr(statement, "orelse", [])
+    yield getattr(statement, "finalbody", [])
+    for part in [*getattr(statement, "handlers", []), *getattr(statement, "cases", [])]:
+        yield part.body
+
+
+def _runtime_imports(statements: list[ast.stmt]) -> Iterator[ast.Import | ast.ImportFrom]:
+    """Every import statement among ``statements`` and the blocks nested in them that can run.
+    Imports are statements, so expressions are not walked."""
+    for statement in statements:
+        if isinstance(statement, ast.Import | ast.ImportFrom):
+            yield statement
         else:
-            yield from _runtime_imports(child)
+            for block in _blocks(statement):
+                yield from _runtime_imports(block)
 
 
 def _targets(
@@ -86,7 +96,7 @@ def import_graph(root: Path) -> list[Import]:
     for path in files:
         module = module_name(path, root)
         tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
-        for statement in _runtime_imports(tree):
+        for statement in _runtime_imports(tree.body):
             for target in _targets(statement, module, path.name == "__init__.py", modules):
                 if target != top and not target.startswith(f"{top}."):
                     continue
@@ -216,21 +226,45 @@ def test_walker_finds_a_cycle_hidden_in_a_function(tmp_path: Path) -> None:
     assert "fake/low.py:2" in report
 
 
+NESTED = """\
+import typing
+if typing.TYPE_CHECKING:
+    import fake.b
+else:
+    from . import a
+class Holder:
+    try:
+        import json
+    except ImportError:
+        from fake import c as fallback
+"""
+
+
 def test_walker_skips_type_checking_imports_and_resolves_from_package(tmp_path: Path) -> None:
     root = tmp_path / "fake"
     _write(
         root,
         {
-            "__init__.py": "",
+            "__init__.py": "from fake._util import helper\n",
+            "_util.py": "",
             "a.py": "from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    import fake.b\n",
-            "b.py": "from fake import a\n",
+            "b.py": "from fake import a, __version__\n",
             "c/__init__.py": "from fake import d\n",
             "d.py": "import fake.c.e\n",
             "c/e.py": "",
+            "n.py": NESTED,
         },
     )
     edges = {(edge.source, edge.target) for edge in import_graph(root)}
-    assert edges == {("fake.b", "fake.a"), ("fake.c", "fake.d"), ("fake.d", "fake.c")}
+    assert edges == {
+        ("fake", "fake._util"),
+        ("fake.b", "fake.a"),
+        ("fake.b", "fake"),
+        ("fake.c", "fake.d"),
+        ("fake.d", "fake.c"),
+        ("fake.n", "fake.a"),
+        ("fake.n", "fake.c"),
+    }
     assert cycles(import_graph(root)) == [["fake.c", "fake.d", "fake.c"]]
 
 
