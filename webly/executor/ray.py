@@ -246,9 +246,8 @@ def _run_job(
 ) -> str | None:
     """One Ray task: train and save ``job``'s fold model by ``train_fold`` on ``threads`` torch
     threads, then record where it ran; the error message when training fails, else None. With
-    ``storage``
-    (``inputs`` and ``job`` as `Storage.pack` gave them) it trains in this node's work folder
-    and uploads the fold's files there."""
+    ``storage`` (``inputs`` and ``job`` as `Storage.pack` gave them) it trains in this node's
+    work folder and uploads the fold's files there."""
     import ray
     import torch
 
