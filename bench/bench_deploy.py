@@ -27,9 +27,9 @@ from webly.compress.exported import ExportedModel
 from webly.compress.inputs import store_batches
 from webly.compress.run import run_members, run_results, run_store
 from webly.data import Dataset
-from webly.ensemble.budget import format_size
 from webly.metrics.evaluate import task_metric
 from webly.metrics.ranking import TopK
+from webly.sizes import format_size
 
 
 def exported_metric(

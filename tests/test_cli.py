@@ -663,7 +663,7 @@ def test_old_spellings_still_work_with_a_warning(tmp_path: Path) -> None:
 
     from webly.errors import ConfigError
 
-    scores = mock.patch("webly.metrics.evaluate.score_submission", return_value={"GAP": 0.5})
+    scores = mock.patch("webly.io.score_submission", return_value={"GAP": 0.5})
     opened = mock.patch("webly.data.Dataset.open")
     with scores as score, opened:
         with pytest.warns(FutureWarning, match="--k is deprecated.*write --top-k"):

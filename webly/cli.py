@@ -894,7 +894,7 @@ def evaluate(
 ) -> None:
     """Score a submission (VideoId,LabelConfidencePairs) against a dataset's labels."""
     from webly.data import Dataset
-    from webly.metrics.evaluate import score_submission
+    from webly.io import score_submission
 
     k = _renamed(top_k, old_k, 20, "--k", "--top-k")
     scores = score_submission(predictions, Dataset.open(labels), k=k)
@@ -913,10 +913,6 @@ def demo(
     from webly.demo import run_demo
 
     run_demo(dest, seed=seed, console=out, overrides=overrides or [])
-
-
-def _megabytes(n_bytes: int) -> str:
-    return f"{n_bytes / 1e6:,.3f} MB"
 
 
 @app.command("compress")
@@ -965,6 +961,7 @@ def compress(
     from webly.compress.budget import choose_under_budget
     from webly.compress.run import is_run, run_final
     from webly.errors import ConfigError
+    from webly.sizes import format_size
 
     method = _renamed(quantize, old_method, "int8_partial", "--method", "--quantize")
     if max_size is not None:
@@ -1011,8 +1008,8 @@ def compress(
     table.add_row("total", "", "", f"{before:,}", f"{after:,}", "", "", style="bold")
     out.print(table)
     out.print(
-        f"weights {_megabytes(result.file_bytes_before)} -> {_megabytes(result.file_bytes_after)} "
-        f"({result.ratio:.1%} of the size) in {dest}"
+        f"weights {format_size(result.file_bytes_before)} -> "
+        f"{format_size(result.file_bytes_after)} ({result.ratio:.1%} of the size) in {dest}"
     )
 
 
@@ -1102,6 +1099,7 @@ def export(
     from webly.compress.run import export_run, is_run
     from webly.data import Dataset
     from webly.errors import ConfigError
+    from webly.sizes import format_size
 
     dest = _out(dest, old_out, "export folder")
     metrics = {}
@@ -1153,7 +1151,7 @@ def export(
     )
     files = exported.info["files"]
     sizes = (
-        ", ".join(f"{name} {_megabytes(entry['bytes'])}" for name, entry in files.items())
+        ", ".join(f"{name} {format_size(entry['bytes'])}" for name, entry in files.items())
         if len(files) <= 3
         else f"{len(files)} files"
     )
@@ -1161,7 +1159,7 @@ def export(
     recorded = ", ".join(f"{name} {value:.4f}" for name, value in figures.items())
     out.print(
         f"exported the {exported.level}-level {exported.name} to {dest}: inputs {inputs} -> "
-        f"probabilities x{exported.n_classes}; {sizes}, {_megabytes(shipped_bytes(dest))} in all"
+        f"probabilities x{exported.n_classes}; {sizes}, {format_size(shipped_bytes(dest))} in all"
         + (f"; metrics {recorded}" if recorded else ""),
         highlight=False,
     )

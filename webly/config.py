@@ -60,6 +60,7 @@ from webly.data.yt8m import Names
 from webly.distill.settings import lam_grid
 from webly.errors import ConfigError
 from webly.executor import ExecutorConfig
+from webly.sizes import parse_size
 from webly.train.zoo import Zoo, parse_zoo
 from webly.validate import check_finite, did_you_mean, key_path, unknown_key
 from webly.yaml_file import Loader, read_yaml
@@ -383,8 +384,6 @@ class DistillConfig(BaseModel):
     @classmethod
     def _size(cls, size: int | str | None) -> int | str | None:
         if size is not None:
-            from webly.ensemble.budget import parse_size
-
             try:
                 parse_size(size)
             except ConfigError as err:
@@ -479,8 +478,6 @@ class CompressConfig(BaseModel):
     @field_validator("max_size")
     @classmethod
     def _size(cls, size: int | str) -> int | str:
-        from webly.ensemble.budget import parse_size
-
         try:
             parse_size(size)
         except ConfigError as err:

@@ -25,9 +25,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import scipy.sparse as sp
 
+from webly._fs import atomic_output
 from webly.clean.actions import ACTIONS, DROP, ActionRules, choose_actions
 from webly.clean.verdict import Confusion, NoiseVerdict
-from webly.data.store import MANIFEST, Task, atomic_output, read_manifest
+from webly.data.store import MANIFEST, Task, read_manifest
 from webly.errors import DataError
 
 FORMAT = "webly-noise-report"

@@ -57,7 +57,7 @@ from typing import Any, Literal
 import numpy as np
 import scipy.sparse as sp
 
-from webly._fs import OutputKind, write_json
+from webly._fs import OutputKind, atomic_output, write_json
 from webly.compress.latency import LATENCY_ROWS, ms_per_row, network_latency, trees_latency
 from webly.compress.quantize import (
     MIN_ELEMENTS,
@@ -77,9 +77,9 @@ from webly.compress.run import (
     stage_output,
 )
 from webly.config import load_recipe
-from webly.data.store import Dataset, atomic_output
+from webly.data.store import Dataset
 from webly.ensemble.blend import Blend, fit_blend
-from webly.ensemble.budget import BudgetPoint, format_size, pareto_frontier, parse_size
+from webly.ensemble.budget import BudgetPoint, pareto_frontier
 from webly.ensemble.budget import select_under_budget as select_subsets
 from webly.ensemble.fit import STACKER
 from webly.ensemble.members import open_members
@@ -91,6 +91,7 @@ from webly.metrics.ranking import TopK, select_top_k
 from webly.models.gbdt import CONFIG_FILE as LGBM_FILE
 from webly.models.network import CONFIG_FILE, WEIGHTS_FILE
 from webly.predictions import Predictions, float16_topk, write_predictions
+from webly.sizes import format_size, parse_size
 from webly.train.loop import iter_scores
 from webly.train.oof import held_out_rows
 

@@ -35,7 +35,7 @@ from pathlib import Path
 from typing import Any
 
 import webly
-from webly._fs import sha256_file, write_json
+from webly._fs import atomic_output, sha256_file, write_json
 from webly.compress.budget import BudgetResult, Candidate, choose_under_budget, read_choice
 from webly.compress.export import export_onnx
 from webly.compress.exported import (
@@ -50,13 +50,13 @@ from webly.compress.inputs import model_level
 from webly.compress.options import PredictOptions
 from webly.compress.quantize import compress_network
 from webly.compress.run import run_members, run_store, stage_output
-from webly.data.store import Dataset, FeatureSpec, Layout, atomic_output
-from webly.ensemble.budget import format_size
+from webly.data.store import Dataset, FeatureSpec, Layout
 from webly.ensemble.fit import STACKER
 from webly.errors import ConfigError, DataError
 from webly.models.gbdt import CONFIG_FILE as TREES_FILE
 from webly.models.gbdt import LgbmModel
 from webly.predictions import Predictions
+from webly.sizes import format_size
 
 MEMBERS_DIR, STACKER_DIR = "members", "stacker"
 DEFAULT_MAX_SIZE = "1GB"

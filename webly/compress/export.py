@@ -47,7 +47,7 @@ import torch
 from torch import nn
 
 import webly
-from webly._fs import fsync_path, sha256_file, write_json
+from webly._fs import atomic_output, fsync_path, sha256_file, write_json
 from webly._optional import require
 from webly.compress.exported import (
     EXPORT,
@@ -70,7 +70,7 @@ from webly.compress.quantize import (
     refuse_lightgbm,
 )
 from webly.compress.traceable import traceable
-from webly.data.store import FeatureSpec, Layout, atomic_output
+from webly.data.store import FeatureSpec, Layout
 from webly.data.store import Level as StoreLevel
 from webly.errors import ConfigError, DataError
 from webly.models.layers import frame_mask

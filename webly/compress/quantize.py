@@ -34,8 +34,7 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, safe_open, save_file
 
-from webly._fs import OutputKind, fsync_path, write_json
-from webly.data.store import atomic_output
+from webly._fs import OutputKind, atomic_output, fsync_path, write_json
 from webly.errors import ConfigError, DataError
 from webly.models.gbdt import CONFIG_FILE as LGBM_FILE
 from webly.models.network import (

@@ -27,7 +27,7 @@ import scipy.sparse as sp
 
 from webly.data.store import Batch, Dataset, DatasetWriter, Dtype, FeatureSpec, Layout, Task
 from webly.errors import ConfigError, DataError
-from webly.longtail.labels import label_matrix
+from webly.metrics.ranking import label_matrix
 
 if TYPE_CHECKING:
     import pandas as pd

@@ -10,14 +10,14 @@ import numpy as np
 import scipy.sparse as sp
 
 from webly.errors import ConfigError
-from webly.longtail.labels import class_counts, label_matrix
 from webly.metrics.classification import (
     BAND_NAMES,
     BandMetric,
+    class_counts,
     frequency_bands,
     metrics_by_band,
 )
-from webly.metrics.ranking import LabelsLike, TopK
+from webly.metrics.ranking import LabelsLike, TopK, label_matrix
 
 Task = Literal["multilabel", "multiclass"]
 

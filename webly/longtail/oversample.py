@@ -9,14 +9,9 @@ import math
 import numpy as np
 
 from webly.errors import ConfigError
-from webly.longtail.labels import (
-    ScoresLike,
-    class_counts,
-    entry_scores,
-    label_matrix,
-    rank_in_class,
-)
-from webly.metrics.ranking import LabelsLike
+from webly.longtail.labels import ScoresLike, entry_scores, rank_in_class
+from webly.metrics.classification import class_counts
+from webly.metrics.ranking import LabelsLike, label_matrix
 
 
 def oversample_top(

@@ -6,8 +6,8 @@ from __future__ import annotations
 import numpy as np
 
 from webly.errors import ConfigError
-from webly.longtail.labels import ScoresLike, entry_scores, label_matrix, rank_in_class
-from webly.metrics.ranking import LabelsLike
+from webly.longtail.labels import ScoresLike, entry_scores, rank_in_class
+from webly.metrics.ranking import LabelsLike, label_matrix
 
 
 def balanced_subset(labels: LabelsLike, scores: ScoresLike, per_class: int = 30) -> np.ndarray:

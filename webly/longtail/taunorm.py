@@ -25,9 +25,8 @@ from webly.data.store import Dataset
 from webly.errors import ConfigError, DataError
 from webly.longtail.bands import BandReport, Task, band_report
 from webly.longtail.classifier import linear_classifier, network_groups
-from webly.longtail.labels import label_matrix
 from webly.metrics.classification import mean_class_error
-from webly.metrics.ranking import LabelsLike, TopK, gap_at_k, hit_at_1
+from webly.metrics.ranking import LabelsLike, TopK, gap_at_k, hit_at_1, label_matrix
 from webly.train.loop import iter_scores
 
 Bias = Literal["zero", "keep"]

@@ -167,6 +167,40 @@ def binary_labels(labels: LabelsLike, n_samples: int, n_classes: int) -> sp.csr_
     return sp.csr_matrix(array != 0, dtype=np.int8)
 
 
+def label_matrix(labels: LabelsLike, n_classes: int | None = None) -> sp.csr_matrix:
+    """Validate ``labels`` and return them as a canonical 0/1 CSR matrix.
+
+    Parameters
+    ----------
+    labels : (n_samples, n_classes) sparse or dense 0/1, or (n_samples,) int class ids
+    n_classes : int, optional
+        Class count of 1-d labels (default: the largest id + 1); checked against 2-d labels.
+
+    Returns
+    -------
+    (n_samples, n_classes) csr_matrix with sorted indices and data 1
+    """
+    shape = labels.shape if sp.issparse(labels) else np.shape(labels)
+    if len(shape) == 2:
+        if n_classes is not None and shape[1] != n_classes:
+            raise DataError(
+                f"labels have {shape[1]} classes but n_classes is {n_classes}; pass labels of "
+                "the same dataset"
+            )
+        return binary_labels(labels, int(shape[0]), int(shape[1]))
+    if len(shape) != 1:
+        raise DataError(
+            f"labels have shape {shape}; pass a (n_samples, n_classes) 0/1 matrix or "
+            "(n_samples,) class ids"
+        )
+    ids = np.asarray(labels)
+    if n_classes is None:
+        if ids.size == 0:
+            raise DataError("labels are empty; pass at least one labelled row")
+        n_classes = int(ids.max()) + 1 if np.issubdtype(ids.dtype, np.integer) else 0
+    return binary_labels(ids, int(ids.size), n_classes)
+
+
 def hit_mask(indices: np.ndarray, labels: sp.csr_matrix) -> np.ndarray:
     """Mark which predicted classes are positives of their row.
 

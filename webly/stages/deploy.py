@@ -14,6 +14,7 @@ from webly.compress.budget import choose_under_budget
 from webly.compress.deploy import DEFAULT_MAX_SIZE, export_best, export_choice, shipped_bytes
 from webly.compress.options import PredictOptions
 from webly.config import Recipe
+from webly.sizes import format_size
 from webly.stages.context import StageContext, StageResult, splits
 
 CHOICE, MODEL = "choice", "model"
@@ -73,7 +74,7 @@ def export_model(ctx: StageContext) -> StageResult:
     size = shipped_bytes(exported.folder)
     candidate = exported.info["run"]["candidate"]
     return StageResult(
-        key=f"{candidate} exported: {size / 1e6:.2f} MB in {ctx.name}/{MODEL}",
+        key=f"{candidate} exported: {format_size(size)} in {ctx.name}/{MODEL}",
         outputs={"model": f"{ctx.name}/{MODEL}"},
         summary={"files": exported.info["files"], "metrics": exported.info["metrics"]},
     )

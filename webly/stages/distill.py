@@ -54,12 +54,12 @@ from webly.distill.pseudo import PseudoLabels
 from webly.distill.settings import Setting, settings
 from webly.distill.soft_labels import families, family_teacher, soft_targets
 from webly.distill.unlabeled import teach_unlabeled
-from webly.ensemble.budget import format_size, parse_size
 from webly.ensemble.fit import load_entry
 from webly.errors import ConfigError, DataError
 from webly.metrics.evaluate import task_metric
 from webly.metrics.ranking import TopK
 from webly.predictions import Predictions, merge_topk
+from webly.sizes import format_size, parse_size
 from webly.stages.context import StageContext, StageResult, splits
 from webly.stages.ensemble import stage_members, trained_members
 from webly.train.loop import held_out_rows as loop_held_out_rows

@@ -42,8 +42,9 @@ from typing import Any
 import numpy as np
 import scipy.sparse as sp
 
+from webly._fs import atomic_output
 from webly.config import LongtailConfig, Recipe
-from webly.data.store import Dataset, atomic_output
+from webly.data.store import Dataset
 from webly.longtail import (
     BandReport,
     apply_tau,

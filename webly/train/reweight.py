@@ -7,8 +7,8 @@ from typing import Literal
 import numpy as np
 
 from webly.errors import ConfigError, DataError
-from webly.longtail.labels import class_counts, label_matrix
-from webly.metrics.ranking import LabelsLike
+from webly.metrics.classification import class_counts
+from webly.metrics.ranking import LabelsLike, label_matrix
 
 Normalize = Literal["mean", "classes"]
 
