@@ -16,9 +16,9 @@ from rich.console import Console
 
 from tests.conftest import REAL_YT8M
 from webly.cli import os_error_message
-from webly.compress import load_exported
 from webly.data import Dataset
 from webly.demo import run_demo
+from webly.deploy import load_exported
 from webly.io import write_submission
 from webly.metrics import TopK
 from webly.pipeline import STAGES
@@ -472,7 +472,7 @@ def test_os_errors_of_the_machine_are_one_line_naming_the_path() -> None:
 
 
 def _in_process(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
-    from tests.compress.test_commands import webly as run_main
+    from tests.deploy.test_commands import webly as run_main
 
     return run_main(capsys, *args)
 
@@ -531,7 +531,7 @@ def test_read_only_full_disk_and_long_names_exit_2_in_import_synth_run_predict(
             _in_process(capsys, "run", str(recipe), "--out", str(tmp_path / "run")),
             f"{tmp_path / 'run'}: Read-only file system (EROFS)",
         )
-    from tests.compress.conftest import save_model
+    from tests.deploy.conftest import save_model
 
     source = save_model(tmp_path / "net", "mlp", small_store.layout, ("rgb", "audio"))
     assert _in_process(capsys, "export", str(source), "--out", str(tmp_path / "e"))[0] == 0
@@ -737,7 +737,7 @@ def test_out_replaces_the_positional_out(tmp_path: Path) -> None:
                        "--views", "flip,top_left", "--views", "top_right")  # fmt: skip
         assert done.exit_code == 0, done.output
         assert run.call_args.kwargs["views"] == ("flip", "top_left", "top_right")
-    with mock.patch("webly.compress.export_onnx") as export:
+    with mock.patch("webly.deploy.export_onnx") as export:
         done = _invoke("export", "net", "--out", "e", "--tta-stored", "flip",
                        "--tta-stored", "top_left,top_right")  # fmt: skip
         assert done.exit_code == 0, done.output

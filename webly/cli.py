@@ -1092,12 +1092,11 @@ def export(
 ) -> None:
     """Export what a run deploys (a network, a blend or the stacker, whole) or a network to
     ONNX: stored features in, scores out, with model.json."""
-    from webly.compress import export_onnx
     from webly.compress.budget import CHOICE_FILE
-    from webly.compress.deploy import export_best, export_choice, shipped_bytes
-    from webly.compress.options import PredictOptions
+    from webly.compress.choice import export_best, export_choice
     from webly.compress.run import export_run, is_run
     from webly.data import Dataset
+    from webly.deploy import PredictOptions, export_onnx, shipped_bytes
     from webly.errors import ConfigError
     from webly.sizes import format_size
 
@@ -1185,7 +1184,7 @@ def predict(
     ] = "2018",
 ) -> None:
     """Predict a data store or YouTube-8M TFRecord files with ONNX Runtime; write top-k classes."""
-    from webly.compress import predict as run
+    from webly.deploy.predict import predict as run
 
     summary = run(
         model,
@@ -1234,9 +1233,9 @@ def serve(
     ] = None,
 ) -> None:
     """Serve an exported model over HTTP: POST /predict, GET /health, GET /model, /docs."""
-    from webly.compress import load_exported
-    from webly.compress.serve import Limits, open_socket
-    from webly.compress.serve import serve as run
+    from webly.deploy import load_exported
+    from webly.deploy.serve import Limits, open_socket
+    from webly.deploy.serve import serve as run
 
     limits = Limits(
         max_request_bytes=int(max_request_mb * 1e6),

@@ -486,10 +486,10 @@ class CompressConfig(BaseModel):
 
 
 class ExportConfig(BaseModel):
-    """The ``export`` stage (`webly.compress.deploy.export_choice`): what the compress stage
+    """The ``export`` stage (`webly.compress.choice.export_choice`): what the compress stage
     chose, whole (the final network, compressed or not, a blend of members or the stacker), as
     one folder `webly predict` and `webly serve` run; ``predict``:
-    how `webly predict` runs it (`webly.compress.options.PredictOptions` fields: test-time
+    how `webly predict` runs it (`webly.deploy.options.PredictOptions` fields: test-time
     views, group aggregation)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -500,7 +500,7 @@ class ExportConfig(BaseModel):
     @field_validator("predict")
     @classmethod
     def _options(cls, predict: dict[str, Any]) -> dict[str, Any]:
-        from webly.compress.options import PredictOptions
+        from webly.deploy.options import PredictOptions
 
         try:
             PredictOptions(**predict)
