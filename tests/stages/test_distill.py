@@ -14,7 +14,7 @@ import scipy.sparse as sp
 import yaml
 from rich.console import Console
 
-import webly.stages.distill as distill_stage
+import webly.distill.run as distill_run
 from tests.train.test_oof import spy_fit
 from webly.config import load_recipe
 from webly.data import Dataset, DatasetWriter
@@ -94,13 +94,13 @@ def test_a_teacher_worse_than_the_labels_leaves_the_twin(
 ) -> None:
     """A teacher whose soft labels belong to other rows: distillation cannot beat the labels
     on validation, so the twin is the final model, and the stage says so."""
-    teach = distill_stage.soft_targets
+    teach = distill_run.soft_targets
 
     def elsewhere(*args: Any, **kwargs: Any) -> sp.csr_matrix:
         targets = teach(*args, **kwargs)
         return targets[np.roll(np.arange(targets.shape[0]), 7)]
 
-    monkeypatch.setattr(distill_stage, "soft_targets", elsewhere)
+    monkeypatch.setattr(distill_run, "soft_targets", elsewhere)
     out = tmp_path / "run"
     run(tmp_path, out, "distill.lam=[0.0, 1.0]")
     stage = manifest(out)
