@@ -781,9 +781,9 @@ def distill(
         Path | None,
         typer.Option(help="The zoo's ensemble (webly ensemble --out): the teachers' entries."),
     ] = None,
-    unlabeled: Annotated[
+    unlabeled_data: Annotated[
         Path | None,
-        typer.Option(help="Unlabeled dataset folder, for the section's unlabeled: key."),
+        typer.Option(help="Unlabeled dataset folder, learned as the section's unlabeled: says."),
     ] = None,
     config: SectionFile = None,
     overrides: SectionOverrides = None,
@@ -811,7 +811,7 @@ def distill(
         train.folds(trained.folds, trained.seed), trained,
         members={n: p for n, p in zoo_members(zoo_dir).items() if n in ids},
         entries=ensemble_entries(ensemble) if ensemble is not None else {},
-        unlabeled=Dataset.open(unlabeled) if unlabeled is not None else None,
+        unlabeled=Dataset.open(unlabeled_data) if unlabeled_data is not None else None,
     )  # fmt: skip
     result = run_distill(section, inputs, dest, executor=executor)
     out.print(result.key, highlight=False)

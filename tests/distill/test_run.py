@@ -87,7 +87,7 @@ def test_inputs_the_section_does_not_match_are_refused(
     out = tmp_path / "out"
     plain = DistillInputs(inputs.train, None, inputs.folds, inputs.zoo, inputs.members,
                           inputs.entries)  # fmt: skip
-    with pytest.raises(ConfigError, match=r"no unlabeled split was given.*--unlabeled"):
+    with pytest.raises(ConfigError, match=r"no unlabeled split was given.*--unlabeled-data"):
         run_distill(section(unlabeled={}), plain, out)
     with pytest.raises(ConfigError, match=r"was given but distill\.unlabeled is not set"):
         run_distill(section(), inputs, out)

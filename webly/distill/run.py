@@ -329,7 +329,7 @@ def _unlabeled(section: DistillConfig, inputs: DistillInputs) -> tuple[Dataset, 
     if data is None:
         raise ConfigError(
             "distill.unlabeled: no unlabeled split was given; pass one (webly distill "
-            "--unlabeled) or remove distill.unlabeled"
+            "--unlabeled-data) or remove distill.unlabeled"
         )
     if data.n_classes != train.n_classes or data.task != train.task:
         raise ConfigError(
