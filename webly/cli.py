@@ -834,7 +834,7 @@ def longtail(
     ],
     final: Annotated[
         Path,
-        typer.Option(help="The final network's folder (webly distill: OUT/final/SETTING/ID)."),
+        typer.Option(help="The final network's folder, as webly distill prints it."),
     ],
     data: Annotated[Path, typer.Option(help="Training dataset folder.")],
     test: Annotated[Path, typer.Option(help="Test dataset folder to predict.")],
@@ -843,7 +843,7 @@ def longtail(
         list[Path] | None,
         typer.Option(
             "--student",
-            help="A student's folder (webly distill: OUT/students/SETTING/ID), to choose tau out "
+            help="A student's folder, as webly distill prints it, to choose tau out "
             "of fold; repeatable.",
         ),
     ] = None,
