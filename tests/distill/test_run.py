@@ -134,3 +134,16 @@ def test_several_lams_each_model_keeps_the_best_on_validation(
     assert set(result.summary["teacher"]["candidates"]) == {"mean", "stacker", "students' mean"}
     assert result.summary["teacher"]["students"] == inputs.best_entry()
     assert result.key.startswith("2 of 2 students done; final mlp: ")
+
+
+def test_family_teachers_need_no_ensemble(inputs: DistillInputs, tmp_path: Path) -> None:
+    """Each student learns from its model family's members (here mlp's), the final model from
+    the better of the family mean and the students' mean; no ensemble entry is read."""
+    family = DistillInputs(inputs.train, inputs.train, inputs.folds, inputs.zoo, inputs.members)
+    result = run_distill(section(family=True, final={"name": "logistic"}), family, tmp_path)
+    assert not result.errors and result.model is not None
+    teacher = result.summary["teacher"]
+    assert teacher["students"] == "family mean"
+    assert set(teacher["candidates"]) == {"family mean", "students' mean"}
+    assert teacher["final"] == max(teacher["candidates"], key=teacher["candidates"].get)
+    assert Predictions.open(result.students["student"]).model["distilled"]

@@ -123,8 +123,7 @@ class Teachers:
         if not self.section.family:
             top, predict = self._entry(self.students_entry())
             return [(zoo, top, predict)]
-        with_test = self.inputs.test is not None
-        members = open_members(self.inputs.members, ("oof", "test") if with_test else ("oof",))
+        members = open_members(self.inputs.members, ("oof",))  # the teachers' own rows
         grouped = families(members)
         taught: list[tuple[Zoo, TopK, Predict]] = []
         for family in dict.fromkeys(m.name for m in zoo.members):
