@@ -205,7 +205,7 @@ class Teachers:
 
     def _predict_kept(self, zoo: Zoo, data: Dataset, folder: Path) -> dict[str, TopK]:
         """`predict_zoo` of the members trained in ``folder``, each one's predictions kept in
-        `folder` under a digest of its config hash and of ``data``."""
+        ``self.folder`` under a digest of its config hash and of ``data``."""
         rows = f"{manifest_hash(data)}:{len(data)}"
         files = {}
         for member in zoo.members:
