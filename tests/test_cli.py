@@ -327,10 +327,11 @@ def test_train_a_zoo_then_ensemble_and_distill(tmp_path: Path) -> None:
     )  # fmt: skip
     assert synth.returncode == 0, synth.stderr
     zoo = tmp_path / "zoo.yaml"
-    zoo.write_text(
+    trained = (
         "folds: 2\ntrain: {epochs: 1, batch_size: 64, lr: 0.001}\nmembers:\n"
         "  - {name: logistic}\n  - {name: dbof, hparams: {cluster_size: 8, hidden: 8}}\n"
     )
+    zoo.write_text(trained)
     args = ("train", str(zoo), "--data", str(data / "train"), "--test", str(data / "test"))
     result = webly(*args, "--out", str(tmp_path / "zoo"))
     assert result.returncode == 0, result.stderr
@@ -339,41 +340,56 @@ def test_train_a_zoo_then_ensemble_and_distill(tmp_path: Path) -> None:
     bad = webly(*args, "--out", str(tmp_path / "bad"))
     assert_user_error(bad, "unknown model 'resnet'", "known models")
     assert not (tmp_path / "bad").exists()
+    zoo.write_text(trained)
 
-    # the second level on that zoo: blends and the stacker, then a student on its soft labels
+    # the second level on that zoo: blends and the stacker, then a recipe's distill section on
+    # them (students, a final model on every row), then its longtail section on the final model
     splits = ("--data", str(data / "train"), "--test", str(data / "test"))
     ens = webly("ensemble", str(tmp_path / "zoo"), *splits, "--out", str(tmp_path / "ens"),
                 "--blend", "mean", "--blend", "greedy", "--boost-rounds", "10")  # fmt: skip
     assert ens.returncode == 0, ens.stderr
     assert all(word in ens.stdout for word in ("mean", "greedy", "stacker", "test GAP@20"))
-    teacher = tmp_path / "ens" / "stacker" / "predictions"
-    assert (teacher / "manifest.json").is_file()
+    assert (tmp_path / "ens" / "stacker" / "predictions" / "manifest.json").is_file()
+    second = (str(zoo), "--zoo-dir", str(tmp_path / "zoo"), "--ensemble", str(tmp_path / "ens"),
+              *splits)  # fmt: skip
+    section = ("--set", "teacher=stacker", "--set", "lam=0.5", "--set", "students=[{name: mlp}]",
+               "--set", "final={name: mlp}")  # fmt: skip
+    result = webly("distill", *second, *section, "--out", str(tmp_path / "st"))
+    assert result.returncode == 0, result.stderr
+    final = tmp_path / "st" / "final" / "mlp"  # one setting: no folder of its own
+    assert (final / "full" / "model" / "model.json").is_file() and str(final) in result.stdout
+    unlabeled = ("--unlabeled-data", str(data / "unlabeled"))
+    result = webly("distill", *second, *section, *unlabeled, "--set", "unlabeled={}",
+                   "--out", str(tmp_path / "st-u"))  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    taught = Predictions.open(tmp_path / "st-u" / "final" / "mlp" / "predictions")
+    assert taught.model["pseudo_rows"] == len(Dataset.open(data / "unlabeled")) == 60
+    student = tmp_path / "st" / "students" / "mlp"
+    result = webly("longtail", str(zoo), "--final", str(final), "--student", str(student),
+                   *splits, "--set", "taus=[0, 1]", "--out", str(tmp_path / "lt"))  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert "out of fold: student(s) mlp" in " ".join(result.stdout.split())
+    assert (tmp_path / "lt" / "final" / "model" / "model.json").is_file()
+    bad = webly("distill", *second, *section, *unlabeled, "--out", str(tmp_path / "bad"))
+    assert_user_error(bad, "distill.unlabeled is not set", "--set 'unlabeled={}'")
+    bad = webly("distill", *second, "--set", "lamb=0.5", "--out", str(tmp_path / "bad"))
+    assert_user_error(bad, "distill.lamb: unknown key; did you mean 'lam'?")
+    bad = webly("longtail", str(zoo), "--final", str(final), *splits, "--set", "method=tau",
+                "--out", str(tmp_path / "bad"))  # fmt: skip
+    assert_user_error(bad, "longtail.method")
+    bad = webly("ensemble", str(tmp_path / "zoo"), *splits, "--out", str(tmp_path / "bad"),
+                "--blend", "median")  # fmt: skip
+    assert_user_error(bad, "unknown blend method 'median'", "known: mean")
+    bad = webly("distill", *second[:3], "--ensemble", str(tmp_path / "zoo"), *splits, *section,
+                "--out", str(tmp_path / "bad"))  # fmt: skip
+    assert_user_error(bad, "holds no blend or stacker")
+    assert not (tmp_path / "bad").exists()
+
+    # one round of cleaning on a zoo file: its table, then a bad method
     students = tmp_path / "students.yaml"
     students.write_text(
         "folds: 2\ntrain: {epochs: 1, batch_size: 64, lr: 0.001}\nmembers: [{name: mlp}]\n"
     )
-    result = webly("distill", str(students), "--teacher", str(teacher), *splits,
-                   "--out", str(tmp_path / "st"), "--full")  # fmt: skip
-    assert result.returncode == 0, result.stderr
-    assert (tmp_path / "st" / "mlp" / "full" / "model" / "model.json").is_file()
-    unlabeled = ("--unlabeled", str(data / "unlabeled"), "--zoo-dir", str(tmp_path / "zoo"))
-    result = webly("distill", str(students), "--teacher", str(teacher), *splits, *unlabeled,
-                   "--out", str(tmp_path / "st-u"), "--full")  # fmt: skip
-    assert result.returncode == 0, result.stderr
-    taught = Predictions.open(tmp_path / "st-u" / "mlp" / "predictions").model
-    assert taught["pseudo_rows"] == len(Dataset.open(data / "unlabeled")) == 60
-    bad = webly("distill", str(students), "--teacher", str(teacher), *splits, *unlabeled[:2],
-                "--out", str(tmp_path / "bad"))  # fmt: skip
-    assert_user_error(bad, "trained zoo behind the teacher", "--zoo-dir")
-    bad = webly("ensemble", str(tmp_path / "zoo"), *splits, "--out", str(tmp_path / "bad"),
-                "--blend", "median")  # fmt: skip
-    assert_user_error(bad, "unknown blend method 'median'", "known: mean")
-    bad = webly("distill", str(students), "--teacher", str(tmp_path / "zoo"), *splits,
-                "--out", str(tmp_path / "bad"))  # fmt: skip
-    assert_user_error(bad, "no manifest.json")
-    assert not (tmp_path / "bad").exists()
-
-    # one round of cleaning on the same zoo file: its table, then a bad method
     cleaned = webly("clean", str(students), *splits, "--out", str(tmp_path / "clean"))
     assert cleaned.returncode == 0, cleaned.stderr
     assert "| round |" in cleaned.stdout and "precision" in cleaned.stdout

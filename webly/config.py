@@ -38,7 +38,7 @@ import math
 import os
 from pathlib import Path
 from types import UnionType
-from typing import Any, Literal, Union, get_args, get_origin
+from typing import Any, Literal, TypeVar, Union, get_args, get_origin
 
 import yaml
 from pydantic import (
@@ -402,6 +402,29 @@ class DistillConfig(BaseModel):
         return self
 
 
+def student_zoos(distill: DistillConfig, zoo: Zoo) -> dict[str, Zoo]:
+    """The students and the final model of ``distill`` as zoos sharing ``zoo``'s training
+    defaults, folds, seed, k and ``keep_checkpoints``, keyed by where they are written (each
+    ``distill.lam`` tried sets their ``distill_lam``: `webly.distill.settings`)."""
+    shared = {
+        "folds": zoo.folds,
+        "seed": zoo.seed,
+        "k": zoo.k,
+        "train": dict(zoo.train),
+        "keep_checkpoints": zoo.keep_checkpoints,
+    }
+    zoos = {}
+    if distill.students:
+        zoos["students"] = parse_zoo(
+            {**shared, "members": distill.students}, "distill", members_at="distill.students"
+        )
+    if distill.final is not None:
+        zoos["final"] = parse_zoo(
+            {**shared, "members": [distill.final]}, "distill", members_at="distill.final"
+        )
+    return zoos
+
+
 class CrtConfig(BaseModel):
     """``longtail.crt``: how `webly.longtail.retrain_classifier` re-trains the final network's
     classifier (the rest frozen): ``sampler`` (``class``-balanced, Kang et al.'s cRT, or
@@ -646,29 +669,8 @@ class Recipe(BaseModel):
         return False
 
     def student_zoos(self) -> dict[str, Zoo]:
-        """The distill stage's students and final model as zoos sharing the zoo's training
-        defaults, folds, seed and k, keyed by where they are written (each ``distill.lam``
-        tried sets their ``distill_lam``: `webly.distill.settings`)."""
-        distill = self.distill
-        if distill is None:
-            return {}
-        shared = {
-            "folds": self.folds.n,
-            "seed": self.seed,
-            "k": self.zoo.k,
-            "train": dict(self.zoo.train),
-            "keep_checkpoints": self.zoo.keep_checkpoints,
-        }
-        zoos = {}
-        if distill.students:
-            zoos["students"] = parse_zoo(
-                {**shared, "members": distill.students}, "distill", members_at="distill.students"
-            )
-        if distill.final is not None:
-            zoos["final"] = parse_zoo(
-                {**shared, "members": [distill.final]}, "distill", members_at="distill.final"
-            )
-        return zoos
+        """`student_zoos` of the recipe's distill section and zoo; empty without the section."""
+        return student_zoos(self.distill, self.zoo) if self.distill is not None else {}
 
     @model_validator(mode="after")
     def _longtail_needs_a_final_network(self) -> Recipe:
@@ -761,6 +763,38 @@ def parse_recipe(raw: dict[str, Any], source: str = "recipe") -> Recipe:
         raise ConfigError(f"{source}: {_describe(err)}") from None
 
 
+SectionT = TypeVar("SectionT", bound=BaseModel)
+
+
+def load_section(
+    kind: type[SectionT],
+    name: str,
+    path: str | Path | None = None,
+    overrides: list[str] | tuple[str, ...] = (),
+) -> SectionT:
+    """The recipe's ``name:`` section (a ``kind``) given on its own, as a command that runs one
+    stage builds it (``webly distill --config FILE --set KEY=VALUE``): the YAML mapping at
+    ``path`` (an empty one without it), then each override of a key of the section in order.
+
+    Raises `ConfigError` (one line, naming ``name.KEY``) for an unreadable file, invalid YAML,
+    a bad override or an invalid section.
+    """
+    raw = read_yaml(path, f"{name} section") if path is not None else {}
+    if not isinstance(raw, dict):
+        raise ConfigError(
+            f"{name} section {path}: holds {type(raw).__name__}; write a mapping of its keys, as "
+            f"under {name}: in a recipe"
+        )
+    wrapped = {name: raw}
+    for item in overrides:
+        _apply_override(wrapped, f"{name}.{item}")
+    check_finite(wrapped, f"{name} section")
+    try:
+        return kind.model_validate(wrapped[name])
+    except ValidationError as err:
+        raise ConfigError(_describe(err, (name,))) from None
+
+
 def dump_recipe(recipe: Recipe) -> str:
     """The resolved recipe as YAML: every default filled in, ``zoo`` without the folds and
     seed the recipe sets, only the data source in use, no section of a stage left out."""
@@ -839,10 +873,11 @@ def _apply_override(raw: dict[str, Any], item: str) -> None:
             node = node[slot]
 
 
-def _describe(err: ValidationError) -> str:
-    """The first problem of a validation error in one line: where, what, how to fix it."""
+def _describe(err: ValidationError, at: tuple[str, ...] = ()) -> str:
+    """The first problem of a validation error in one line: where, what, how to fix it;
+    ``at``: where in a recipe the validated model sits."""
     first = err.errors()[0]
-    loc = first["loc"]
+    loc = (*at, *first["loc"])
     where = key_path(loc)
     if first["type"] == "value_error":
         return str(first["ctx"]["error"])  # our validators' messages say where and how
