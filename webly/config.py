@@ -36,6 +36,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
+from collections.abc import Sequence
 from pathlib import Path
 from types import UnionType
 from typing import Any, Literal, TypeVar, Union, get_args, get_origin
@@ -57,7 +58,6 @@ from webly.data.products import ProductsLikeConfig
 from webly.data.store import Dtype, Level
 from webly.data.synth import YT8MLikeConfig
 from webly.data.yt8m import Names
-from webly.distill.settings import lam_grid
 from webly.errors import ConfigError
 from webly.executor import ExecutorConfig
 from webly.sizes import parse_size
@@ -333,6 +333,30 @@ class UnlabeledConfig(BaseModel):
                 "to t2, so use t1 <= t2"
             )
         return self
+
+
+TWIN = 1.0
+"""The ``lam`` of the labels-only twin (`webly.distill.settings`): the label loss alone."""
+
+
+def lam_grid(lam: float | Sequence[float]) -> tuple[float, ...]:
+    """The ``lam`` values to try, the twin's (1.0) first when it is one of them.
+
+    Raises `ConfigError` (one line, naming ``distill.lam``) on an empty grid, a repeated value
+    or one outside [0, 1].
+    """
+    values = (float(lam),) if isinstance(lam, int | float) else tuple(float(v) for v in lam)
+    if not values:
+        raise ConfigError("distill.lam: no value to try; give one in [0, 1], e.g. [1.0, 0.5, 0.2]")
+    for value in values:
+        if not 0.0 <= value <= 1.0:
+            raise ConfigError(
+                f"distill.lam: {value:g} is outside [0, 1] (the weight of the label loss); use "
+                "e.g. [1.0, 0.5, 0.2]"
+            )
+    if len(set(values)) != len(values):
+        raise ConfigError(f"distill.lam: {list(values)} repeats a value; give each once")
+    return tuple(sorted(values, key=lambda v: v != TWIN))
 
 
 class DistillConfig(BaseModel):
