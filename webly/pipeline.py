@@ -78,8 +78,8 @@ from webly.stages import (
     make_folds,
     make_longtail,
     make_report,
+    make_zoo,
     report_config,
-    train_zoo,
     zoo_config,
 )
 from webly.tracking import Tracker, open_tracker
@@ -114,7 +114,7 @@ class Stage:
 STAGES = (
     Stage("data", (), data_config, make_data),
     Stage("folds", ("data",), folds_config, make_folds),
-    Stage("zoo", ("data", "folds"), zoo_config, train_zoo),
+    Stage("zoo", ("data", "folds"), zoo_config, make_zoo),
     Stage("clean", ("data", "folds", "zoo"), clean_config, make_clean, optional=True),
     Stage(
         "ensemble",

@@ -36,8 +36,9 @@ from typing import Any
 import crc32c
 import numpy as np
 
+from webly._fs import claim_output, publish_output
 from webly.core import TopK, select_top_k
-from webly.data.store import claim_output, publish_output, read_manifest
+from webly.data.store import read_manifest
 from webly.errors import ConfigError, DataError
 
 FORMAT = "webly-predictions"

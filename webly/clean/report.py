@@ -25,10 +25,11 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import scipy.sparse as sp
 
+from webly._fs import atomic_output
 from webly.clean.actions import ACTIONS, DROP, ActionRules, choose_actions
 from webly.clean.verdict import Confusion, NoiseVerdict
 from webly.core import Task
-from webly.data.store import MANIFEST, atomic_output, read_manifest
+from webly.data.store import MANIFEST, read_manifest
 from webly.errors import DataError
 
 FORMAT = "webly-noise-report"

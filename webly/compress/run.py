@@ -28,10 +28,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from webly.compress.export import export_onnx
-from webly.compress.exported import ExportedModel
-from webly.compress.options import PredictOptions
 from webly.data.store import Dataset, Layout
+from webly.deploy.export import export_onnx
+from webly.deploy.exported import ExportedModel
+from webly.deploy.options import PredictOptions
 from webly.errors import ConfigError, DataError
 
 RECIPE_FILE, STAGE_MANIFEST = "recipe.yaml", "manifest.json"

@@ -20,10 +20,11 @@ from pathlib import Path
 import numpy as np
 import scipy.sparse as sp
 
+from webly._fs import atomic_output
 from webly.core import Task
 from webly.data.noise import NoiseKind, check_noise, inject, realized_rates
 from webly.data.relabel import class_means, confusable_from_means, margin_difficulty
-from webly.data.store import DATASETS, Batch, DatasetWriter, FeatureSpec, Layout, atomic_output
+from webly.data.store import DATASETS, Batch, DatasetWriter, FeatureSpec, Layout
 from webly.errors import ConfigError
 
 DIGIT_WORDS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")

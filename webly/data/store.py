@@ -19,7 +19,6 @@ so an interrupted import leaves nothing that opens as a dataset.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import io
 import json
@@ -39,7 +38,14 @@ import numpy as np
 import pyarrow as pa
 import scipy.sparse as sp
 
-from webly._fs import OutputKind, check_output, fsync_path, remove_stale, temp_path
+from webly._fs import (
+    OutputKind,
+    claim_output,
+    fsync_path,
+    publish_output,
+    remove_stale,
+    temp_path,
+)
 from webly.core import Task
 from webly.errors import DataError, WeblyWarning
 
@@ -339,69 +345,6 @@ DATASET = OutputKind("a webly dataset", MANIFEST, FORMAT)
 """What ``--overwrite`` of a dataset import replaces: a folder with a dataset manifest."""
 DATASETS = OutputKind("a folder of webly datasets", f"train/{MANIFEST}", FORMAT)
 """What ``--overwrite`` of a generator replaces: a folder of ``train/``, ``test/`` ... datasets."""
-
-
-def claim_output(
-    out: Path,
-    overwrite: bool,
-    *,
-    kind: OutputKind | None = None,
-    inputs: Iterable[str | os.PathLike[str]] = (),
-    hosts: Iterable[str | os.PathLike[str]] = (),
-) -> Path:
-    """Check ``out`` may be written and make a hidden temporary folder beside it to build in.
-
-    ``out`` may not exist yet, or be an empty folder; anything else needs ``overwrite``, and
-    then must be of ``kind``; it never overlaps ``inputs`` (`webly._fs.check_output` has the
-    whole rule). Temporaries that killed writers left beside ``out`` are removed first.
-    """
-    out = Path(out)
-    check_output(out, inputs=inputs, hosts=hosts, overwrite=overwrite, kind=kind)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    remove_stale(out)
-    tmp = temp_path(out)
-    tmp.mkdir()
-    return tmp
-
-
-def publish_output(tmp: Path, out: Path) -> None:
-    """Rename the finished ``tmp`` folder to ``out`` (replacing what is there), durably."""
-    fsync_path(tmp)
-    trash = None
-    if out.exists():
-        trash = temp_path(out, "old")
-        os.rename(out, trash)
-    os.rename(tmp, out)
-    fsync_path(out.parent)
-    if trash is not None and trash.is_dir():
-        shutil.rmtree(trash)
-    elif trash is not None:
-        trash.unlink()
-
-
-@contextlib.contextmanager
-def atomic_output(
-    out: str | Path,
-    overwrite: bool = False,
-    *,
-    kind: OutputKind | None = None,
-    inputs: Iterable[str | os.PathLike[str]] = (),
-    hosts: Iterable[str | os.PathLike[str]] = (),
-) -> Iterator[Path]:
-    """Build a folder atomically: yields a temporary folder that becomes ``out`` on success and
-    is removed on error, so ``out`` is either the old content or the complete new one.
-
-    Used for outputs of several datasets (e.g. ``train/``, ``test/`` splits). ``out`` is
-    checked as `claim_output` checks it.
-    """
-    out = Path(out)
-    tmp = claim_output(out, overwrite, kind=kind, inputs=inputs, hosts=hosts)
-    try:
-        yield tmp
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    publish_output(tmp, out)
 
 
 class ShardWriter:

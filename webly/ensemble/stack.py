@@ -84,8 +84,9 @@ import numpy as np
 import scipy.sparse as sp
 from sklearn.linear_model import LogisticRegression
 
+from webly._fs import claim_output, publish_output
 from webly.core import Task, TopK, canonical_labels, select_top_k
-from webly.data.store import claim_output, publish_output, read_manifest
+from webly.data.store import read_manifest
 from webly.ensemble.members import Members
 from webly.errors import ConfigError, DataError
 from webly.metrics.evaluate import task_metric

@@ -9,10 +9,10 @@ import numpy as np
 import scipy.sparse as sp
 
 from webly.core import LabelsLike, Task, TopK, canonical_labels
-from webly.longtail.labels import class_counts
 from webly.metrics.classification import (
     BAND_NAMES,
     BandMetric,
+    class_counts,
     frequency_bands,
     metrics_by_band,
 )

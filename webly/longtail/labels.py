@@ -1,7 +1,7 @@
-"""Class counts and per-label confidences in the forms `webly.longtail` accepts.
+"""Per-label confidences in the forms `webly.longtail` accepts, and labelled entries ranked by
+them within each class.
 
-Labels are canonicalised by `webly.core.canonical_labels` (from a `scipy.sparse` or dense 0/1
-matrix ``(n_samples, n_classes)`` or a 1-d array of ``n_samples`` class ids). A confidence
+Labels come as a canonical 0/1 CSR matrix (`webly.core.canonical_labels`). A confidence
 ("score") ranks a row within a class: one per row ``(n_samples,)`` (e.g. the out-of-fold
 probability of its given label), used for each of the row's classes, or one per (row, class)
 ``(n_samples, n_classes)``, dense or sparse (read at the labelled entries; an entry a sparse
@@ -18,11 +18,6 @@ import scipy.sparse as sp
 from webly.errors import DataError
 
 ScoresLike: TypeAlias = np.ndarray | sp.spmatrix | sp.sparray
-
-
-def class_counts(labels: sp.csr_matrix) -> np.ndarray:
-    """``(n_classes,)`` int64 rows labelled with each class of a canonical 0/1 CSR matrix."""
-    return np.bincount(labels.indices, minlength=labels.shape[1]).astype(np.int64)
 
 
 def entry_scores(labels: sp.csr_matrix, scores: ScoresLike) -> np.ndarray:

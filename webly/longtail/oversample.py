@@ -10,7 +10,8 @@ import numpy as np
 
 from webly.core import LabelsLike, canonical_labels
 from webly.errors import ConfigError
-from webly.longtail.labels import ScoresLike, class_counts, entry_scores, rank_in_class
+from webly.longtail.labels import ScoresLike, entry_scores, rank_in_class
+from webly.metrics.classification import class_counts
 
 
 def oversample_top(

@@ -1,17 +1,14 @@
 """Every ranking figure of a prediction set at once, the zoo's headline figures (GAP@20 or
-accuracy, BCE or log-loss), and scoring of a Kaggle submission file."""
+accuracy, BCE or log-loss) and the cells of a results table."""
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import scipy.sparse as sp
 
 from webly.core import GAP_K, LabelsLike, Task, TopK
-from webly.data.store import Dataset
-from webly.io import align_submission, read_submission
 from webly.metrics.ranking import gap_at_k, hit_at_1, mean_average_precision, perr, top_k_accuracy
 
 _EPS = 1e-7
@@ -60,15 +57,3 @@ def format_cell(column: str, value: Any) -> str:
     if isinstance(value, float):
         return f"{value:.1f}" if column == "seconds" else f"{value:.4f}"
     return str(value)
-
-
-def score_submission(path: Path, store: Dataset, k: int = 20) -> dict[str, float]:
-    """Score a ``VideoId,LabelConfidencePairs`` file against ``store``'s labels.
-
-    Rows of the store without a line in the file count as rows with no predictions.
-    """
-    store_ids = store.ids
-    ids, topk = read_submission(
-        path, {str(i): row for row, i in enumerate(store_ids)}, store.n_classes
-    )
-    return ranking_metrics(align_submission(ids, topk, list(store_ids)), store.labels, k=k)

@@ -15,9 +15,9 @@ from typing import Any
 
 import numpy as np
 
-from webly.longtail.labels import class_counts
 from webly.metrics.classification import (
     BAND_NAMES,
+    class_counts,
     frequency_bands,
     per_class_top1_accuracy,
 )

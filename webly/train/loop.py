@@ -43,6 +43,7 @@ from webly.train.losses import classification_loss
 from webly.train.lr_search import LRSearch, Probe, choose_lr
 from webly.train.mixup import mixup
 from webly.train.prior import set_prior_bias
+from webly.train.reweight import class_weights
 from webly.train.samplers import Sampler, epoch_rows
 from webly.train.schedule import SCHEDULES, Schedule, epoch_scale, lr_factor
 
@@ -100,8 +101,9 @@ class TrainConfig:
     result setting: left out of `results_settings`, so a run resumes under another one, and
     what it trains depends on the machine's speed.
     ``class_weight_power``: per-class loss weights ``n_c ** -power`` from the training labels'
-    class counts (`webly.longtail.class_weights`, mean 1 over the labelled entries; WebVision's
-    class re-weighting), used when `fit` is given no ``class_weight``; None (default): none.
+    class counts (`webly.train.reweight.class_weights`, mean 1 over the labelled entries;
+    WebVision's class re-weighting), used when `fit` is given no ``class_weight``; None
+    (default): none.
     """
 
     epochs: int = 100
@@ -308,9 +310,6 @@ def fit(
     if labels is not None:
         labels = check_labels("labels", labels, (len(train), train.n_classes))
     if class_weight is None and config.class_weight_power is not None:
-        # imported here: webly.longtail builds on the trainer (cRT calls fit)
-        from webly.longtail.reweight import class_weights
-
         counted = hard_labels(labels) if labels is not None else train.labels
         class_weight = class_weights(counted, config.class_weight_power, n_classes=train.n_classes)
     if valid_labels is not None:

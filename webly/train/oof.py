@@ -70,9 +70,9 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import scipy.sparse as sp
 
-from webly._fs import write_atomic
+from webly._fs import atomic_output, write_atomic
 from webly.core import GAP_K, Model, TopK, select_top_k
-from webly.data.store import Dataset, atomic_output
+from webly.data.store import Dataset
 from webly.errors import ConfigError, DataError, WeblyError
 from webly.executor import Executor, LocalExecutor
 from webly.metrics.evaluate import loss_sum, task_metric
@@ -472,7 +472,7 @@ def _train_ahead(
             for fold, workdir in workdirs.items()
             if not (workdir / MODEL_DIR).is_dir()
         ]
-    return (executor or LocalExecutor()).train_folds(inputs, jobs) if jobs else {}
+    return (executor or LocalExecutor()).train_folds(train_fold, inputs, jobs) if jobs else {}
 
 
 @dataclass(frozen=True, eq=False)

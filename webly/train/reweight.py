@@ -8,7 +8,7 @@ import numpy as np
 
 from webly.core import LabelsLike, canonical_labels
 from webly.errors import ConfigError, DataError
-from webly.longtail.labels import class_counts
+from webly.metrics.classification import class_counts
 
 Normalize = Literal["mean", "classes"]
 
