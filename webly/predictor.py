@@ -47,7 +47,8 @@ from webly.config import parse_recipe
 from webly.data.arrays import dataset_from_arrays, dataset_from_pandas
 from webly.data.store import MANIFEST, Dataset, Task
 from webly.errors import ConfigError, DataError
-from webly.pipeline import RunResult, read_results, run_pipeline
+from webly.pipeline import RunResult, run_pipeline
+from webly.rundir import RunDir
 
 FORMAT = "webly-predictor"
 FORMAT_VERSION = 1
@@ -223,7 +224,7 @@ class Predictor:
         this machine), ``size`` (bytes shipped), ``deployed`` (what `predict` uses).
         """
         choice = self._frontier()
-        seconds = _fit_seconds(read_results(self.run))
+        seconds = _fit_seconds(RunDir(self.run).results())
         rows = [
             {
                 "model": c["name"],

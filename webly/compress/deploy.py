@@ -49,7 +49,6 @@ from webly.compress.exported import (
 from webly.compress.inputs import model_level
 from webly.compress.options import PredictOptions
 from webly.compress.quantize import compress_network
-from webly.compress.run import run_members, run_store, stage_output
 from webly.data.store import Dataset, FeatureSpec, Layout, atomic_output
 from webly.ensemble.budget import format_size
 from webly.ensemble.fit import STACKER
@@ -57,6 +56,7 @@ from webly.errors import ConfigError, DataError
 from webly.models.gbdt import CONFIG_FILE as TREES_FILE
 from webly.models.gbdt import LgbmModel
 from webly.predictions import Predictions
+from webly.rundir import DataRecord, EnsembleRecord, RunDir
 
 MEMBERS_DIR, STACKER_DIR = "members", "stacker"
 DEFAULT_MAX_SIZE = "1GB"
@@ -64,7 +64,7 @@ DEFAULT_MAX_SIZE = "1GB"
 
 
 def export_best(
-    run: str | Path,
+    run: str | Path | RunDir,
     out: str | Path,
     max_size: int | str = DEFAULT_MAX_SIZE,
     *,
@@ -147,7 +147,7 @@ def export_candidate(
         "folder": str(run.resolve()),
         "candidate": candidate.name,
         "kind": candidate.kind,
-        "training_store": str(run_store(run, "train")),
+        "training_store": str(RunDir(run).need(DataRecord).train),
     }
     if candidate.kind == "final":
         if network is None:
@@ -185,10 +185,7 @@ def shipped_bytes(folder: Path) -> int:
 
 
 def _run_layout(run: Path) -> Layout:
-    train = run_store(run, "train")
-    if train is None:
-        raise DataError(f"{run}: its data stage did not finish; finish the run first")
-    return Dataset.open(train).layout
+    return Dataset.open(RunDir(run).need(DataRecord).train).layout
 
 
 def _export_ensemble(
@@ -205,7 +202,7 @@ def _export_ensemble(
 ) -> ExportedModel:
     """Write the ensemble export of ``candidate`` (see the module docstring); ``stacker``: the
     folder of its stacker's fold models."""
-    paths = run_members(run)
+    paths = RunDir(run).members()
     missing = [name for name in candidate.members if name not in paths]
     if missing:
         raise DataError(
@@ -292,7 +289,7 @@ def _export_ensemble(
 
 def run_stacker(run: Path) -> Path:
     """The folder of the run's fitted stacker (``ensemble/stacker/model``)."""
-    stores = stage_output(run, "ensemble", "stores") or {}
-    if STACKER not in stores:
+    ensemble = RunDir(run).read(EnsembleRecord)
+    if ensemble is None or STACKER not in ensemble.stores:
         raise DataError(f"{run}: its ensemble stage fitted no stacker; choose again")
-    return run / Path(stores[STACKER]).parent / "model"
+    return ensemble.stores[STACKER].parent / "model"

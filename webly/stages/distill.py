@@ -60,12 +60,14 @@ from webly.errors import ConfigError, DataError
 from webly.metrics.evaluate import task_metric
 from webly.metrics.ranking import TopK
 from webly.predictions import Predictions, merge_topk
+from webly.rundir import DataRecord, DistillRecord, EnsembleRecord, FoldsRecord
 from webly.stages.context import StageContext, StageResult, splits
-from webly.stages.ensemble import stage_members, trained_members
+from webly.stages.ensemble import stage_members
 from webly.train.loop import held_out_rows as loop_held_out_rows
 from webly.train.oof import (
     FULL_DIR,
     MODEL_DIR,
+    STORE_DIR,
     MemberResult,
     ZooResult,
     fit_full,
@@ -105,49 +107,44 @@ def make_distill(ctx: StageContext) -> StageResult:
         for where, zoo in zoos.items():
             _check_size(zoo, train, parse_size(section.max_size), where)
     lessons = _Lessons(ctx, train, _unlabeled(ctx))
-    outputs: dict[str, Any] = {}
-    summary: dict[str, Any] = {}
     results: list[MemberResult] = []
     students: dict[str, Path] = {}  # the kept students: id -> folder of their setting
+    students_tried = None
     if "students" in zoos:
-        folds = np.load(ctx.run / ctx.inputs["folds"]["outputs"]["folds"])
+        folds = np.load(ctx.need(FoldsRecord).folds)
         taught = _fit_students(ctx, zoos["students"], settings(section.lam), lessons, test, folds)
         results += taught.kept
         students = {m.id: taught.folders[m.id] for m in taught.kept if m.error is None}
-        outputs["students"] = {
-            name: f"{folder.relative_to(ctx.run)}/{name}/predictions"
-            for name, folder in students.items()
-        }
-        summary["students_tried"] = [t.row() for t in taught.tried]
-    key = ""
+        students_tried = [t.row() for t in taught.tried]
+    key, teacher, final_tried, final_setting, distilled = "", None, None, None, None
+    final_store: dict[str, Path] = {}
+    model = None
     if "final" in zoos:
         grid = settings(section.lam, mixup=section.mixup is not None)
         final, teacher = _fit_final(ctx, zoos["final"], grid, lessons, test, students)
         (member,) = final.kept
         results.append(member)
-        summary |= {
-            "teacher": teacher,
-            "final_tried": [t.row() for t in final.tried],
-            "final_setting": final.setting(member.id).name,
-            "distilled": not final.setting(member.id).twin,
-        }
+        final_tried = [t.row() for t in final.tried]
+        final_setting = final.setting(member.id).name
+        distilled = not final.setting(member.id).twin
         if member.error is None:
-            path = (final.folders[member.id] / member.id).relative_to(ctx.run)
-            outputs["final"] = {member.id: f"{path}/predictions"}
-            outputs["model"] = f"{path}/{FULL_DIR}/{MODEL_DIR}"
+            path = final.folders[member.id] / member.id
+            final_store = {member.id: path / STORE_DIR}
+            model = path / FULL_DIR / MODEL_DIR
             key = _final_key(member, final.tried)
     errors = [f"student {m.id} failed: {m.error}" for m in results if m.error is not None]
     done = [m for m in results if m.error is None]
     return StageResult(
         key=f"{len(done)} of {len(results)} students done{key}",
-        outputs=outputs,
-        summary={
-            "students": ZooResult(results).table(),
-            "unlabeled_rows": 0 if lessons.unlabeled is None else int(lessons.unlabeled[1].size),
-            **summary,
-        },
+        record=DistillRecord(
+            students={name: folder / name / STORE_DIR for name, folder in students.items()},
+            final=final_store, model=model, table=ZooResult(results).table(),
+            unlabeled_rows=0 if lessons.unlabeled is None else int(lessons.unlabeled[1].size),
+            students_tried=students_tried, teacher=teacher, final_tried=final_tried,
+            final_setting=final_setting, distilled=distilled,
+        ),
         errors=tuple(errors),
-    )
+    )  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -302,7 +299,7 @@ def _students_teacher(ctx: StageContext) -> str:
     if section.family:
         return "family mean"
     if section.teacher in (BEST, STUDENTS):
-        return str(ctx.inputs["ensemble"]["outputs"]["teacher"])
+        return ctx.need(EnsembleRecord).teacher
     return section.teacher
 
 
@@ -320,10 +317,10 @@ def _final_teachers(
         ((_, top, predict),) = _teachers(ctx, zoo, train, with_test)
         candidates["family mean"] = (top, predict)
     else:
-        stores = ctx.inputs["ensemble"]["outputs"]["stores"]
+        stores = ctx.need(EnsembleRecord).stores
         names = {BEST: list(stores), STUDENTS: []}.get(section.teacher, [section.teacher])
         for name in names:
-            path = ctx.run / stores[name]
+            path = stores[name]
             candidates[name] = (
                 Predictions.open(path).oof.topk(),
                 partial(_entry_prediction, ctx, path, train),
@@ -358,10 +355,9 @@ def _teachers(ctx: StageContext, zoo: Zoo, train: Dataset, with_test: bool) -> l
     section = ctx.recipe.distill
     assert section is not None
     if not section.family:
-        stores = ctx.inputs["ensemble"]["outputs"]["stores"]
+        ensemble = ctx.need(EnsembleRecord)
         best = section.teacher in (BEST, STUDENTS)  # the students learn from an entry
-        name = ctx.inputs["ensemble"]["outputs"]["teacher"] if best else section.teacher
-        path = ctx.run / stores[name]
+        path = ensemble.stores[ensemble.teacher if best else section.teacher]
         predict = partial(_entry_prediction, ctx, path, train)
         return [(zoo, Predictions.open(path).oof.topk(), predict)]
     members = stage_members(ctx, None, with_test)
@@ -413,12 +409,12 @@ def _students_mean(
 def _member_predictions(
     ctx: StageContext, names: Sequence[str], train: Dataset, data: Dataset
 ) -> dict[str, TopK]:
-    """The named zoo members' (the clean stage's last round when it ran) predictions of
+    """The named zoo members' (those the run ends with: `RunDir.members`) predictions of
     ``data``: each the mean of its fold models (`predict_zoo`)."""
-    paths = trained_members(ctx)
+    paths = ctx.rundir.members()
     by_folder: dict[Path, list[str]] = {}
     for name in names:  # a member's store is OUT/<id>/predictions
-        by_folder.setdefault((ctx.run / paths[name]).parent.parent, []).append(name)
+        by_folder.setdefault(paths[name].parent.parent, []).append(name)
     predicted: dict[str, TopK] = {}
     for folder, chosen in by_folder.items():
         zoo = ctx.recipe.zoo
@@ -463,7 +459,7 @@ def _unlabeled(ctx: StageContext) -> tuple[Dataset, np.ndarray] | None:
     section = ctx.recipe.distill
     if section is None or section.unlabeled is None:
         return None
-    path = ctx.output("data", "unlabeled")
+    path = ctx.need(DataRecord).unlabeled
     assert path is not None  # the recipe has one (Recipe._second_level)
     data = Dataset.open(path)
     n = len(data) if section.unlabeled.max_rows is None else section.unlabeled.max_rows

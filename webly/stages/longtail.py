@@ -59,6 +59,7 @@ from webly.metrics.evaluate import loss_sum, task_metric
 from webly.metrics.ranking import TopK, select_top_k
 from webly.models.network import Network, load_network, save_network
 from webly.predictions import Predictions, PredictionWriter
+from webly.rundir import DistillRecord, FoldsRecord, LongtailRecord
 from webly.stages.context import StageContext, StageResult, scoring, splits
 from webly.train.loop import GAP_K, TrainConfig, iter_scores
 
@@ -97,18 +98,16 @@ def make_longtail(ctx: StageContext) -> StageResult:
     section = ctx.recipe.longtail
     if section is None:
         return StageResult(key="not in the recipe")
-    distill = ctx.inputs["distill"]["outputs"]
-    if "model" not in distill:
+    distill = ctx.input(DistillRecord)
+    if distill is None or distill.model is None:
         message = "longtail: the distill stage made no final model to adjust; see its errors"
         return StageResult(key=message, errors=(message,))
     started = time.perf_counter()
-    ((final_id, store_path),) = distill["final"].items()
-    original = ctx.run / distill["model"]
+    ((final_id, store_path),) = distill.final.items()
+    original = distill.model
     train, test = splits(ctx)
     assert test is not None  # distill.final trains only with a test split to predict
-    folds_file = ctx.output("folds", "folds")
-    assert folds_file is not None  # the folds stage records it
-    folds = np.load(folds_file)
+    folds = np.load(ctx.need(FoldsRecord).folds)
     network = load_network(original)
     if section.method == "tau_norm":
         choice = _choose_tau(ctx, section, network, train, folds)
@@ -121,7 +120,7 @@ def make_longtail(ctx: StageContext) -> StageResult:
         save_network(network, tmp)
     scored = scoring(ctx)
     labels = scored.labels if scored.split == "test" else None
-    source = Predictions.open(ctx.run / store_path)
+    source = Predictions.open(store_path)
     trained_seconds = float(source.fold_metrics.get("full", {}).get("seconds", 0.0))
     after, figures = _predict(
         network, test, labels, folder / STORE, ctx.recipe.zoo.k,
@@ -141,22 +140,20 @@ def make_longtail(ctx: StageContext) -> StageResult:
         }
     return StageResult(
         key=_key(choice, bands),
-        outputs={
-            "model": f"{ctx.name}/{FINAL}/{MODEL}",
-            "final": {final_id: f"{ctx.name}/{FINAL}/{STORE}"},
-        },
-        summary={
-            "method": section.method,
-            "final": final_id,
-            "chosen": choice.chosen,
-            "tau": choice.tau,
-            "metric": choice.metric,
-            "chosen_on": choice.chosen_on,
-            "sweep": choice.sweep,
-            "bands": bands,
-            "bands_on": f"{scored.split} split, {scored.which} labels" if bands else None,
-            "test": figures,
-        },
+        record=LongtailRecord(
+            model=folder / MODEL,
+            final={final_id: folder / STORE},
+            method=section.method,
+            final_id=final_id,
+            chosen=choice.chosen,
+            tau=choice.tau,
+            metric=choice.metric,
+            chosen_on=choice.chosen_on,
+            sweep=choice.sweep,
+            bands=bands,
+            bands_on=f"{scored.split} split, {scored.which} labels" if bands else None,
+            test=figures,
+        ),
     )
 
 
@@ -201,10 +198,10 @@ def _students_of(ctx: StageContext, name: str) -> dict[str, tuple[Path, int]]:
     """The distill stage's students of model ``name``: id -> (prediction store folder's parent,
     number of fold models)."""
     found = {}
-    for student, path in ctx.inputs["distill"]["outputs"].get("students", {}).items():
-        store = Predictions.open(ctx.run / path)
+    for student, path in ctx.need(DistillRecord).students.items():
+        store = Predictions.open(path)
         if store.model["name"] == name:
-            found[student] = ((ctx.run / path).parent, int(store.model["folds"]))
+            found[student] = (path.parent, int(store.model["folds"]))
     return found
 
 
