@@ -30,7 +30,7 @@ from webly.metrics import gap_at_k
 from webly.models.network import load_network
 from webly.pipeline import STAGES, RunResult, run_recipe, run_status
 from webly.predictions import Predictions
-from webly.rundir import RunDir
+from webly.rundir import DataRecord, RunDir
 from webly.stages import StageContext, check_data, data_config, make_data
 
 RECIPE: dict[str, Any] = {
@@ -378,9 +378,11 @@ def test_yt8m_source_imports_one_glob_a_split(tmp_path: Path) -> None:
     assert [len(files) for files in data_config(recipe)["files"].values()] == [2, 1]
     assert "unlabeled" not in data_config(recipe)["yt8m"]  # the hash of runs made before it
     context = StageContext(recipe, RunDir(tmp_path / "run").only(()), "data", Console(quiet=True))
-    result = make_data(context)
-    assert result.outputs == {"train": "data/train", "test": "data/test"}
-    assert result.summary["rows"] == {"train": 8, "test": 4} and result.summary["classes"] == 3862
+    data = make_data(context).record
+    assert isinstance(data, DataRecord)
+    run = tmp_path / "run"
+    assert (data.train, data.test, data.unlabeled) == (run / "data/train", run / "data/test", None)
+    assert data.rows == {"train": 8, "test": 4} and data.classes == 3862
     assert Dataset.open(tmp_path / "run" / "data" / "train").ids[0] == "f0r0"
     (tmp_path / "tf" / "v2.tfrecord").unlink()
     with pytest.raises(DataError, match=r"data\.yt8m\.test: no files match '.*v2\*'"):
