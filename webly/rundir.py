@@ -89,6 +89,7 @@ class StageRecord:
 
 
 def _dump(value: Any, root: Path) -> Any:
+    """``value`` as JSON, its paths relative to ``root`` when inside it."""
     if isinstance(value, Path):
         return str(value.relative_to(root)) if value.is_relative_to(root) else str(value)
     if isinstance(value, dict):
@@ -99,6 +100,7 @@ def _dump(value: Any, root: Path) -> Any:
 
 
 def _load(value: Any, hint: Any, root: Path) -> Any:
+    """A recorded field of type ``hint``, its paths joined to ``root``."""
     if value is not None and hint in (Path, Path | None):
         return root / value
     if hint == dict[str, Path]:
