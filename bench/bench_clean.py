@@ -73,12 +73,12 @@ from threadpoolctl import threadpool_limits
 import webly
 from webly.baselines import fit_logistic, predict_logistic
 from webly.clean import NoiseVerdict, find_noisy_labels, list_methods
+from webly.core import TopK
 from webly.data import Dataset
 from webly.data.builtin import builtin_digits
 from webly.data.products import ProductsLikeConfig, synth_products_like
 from webly.data.synth import YT8MLikeConfig, synth_yt8m_like
 from webly.metrics.noise import DetectionScores, detection_scores, noisy_entries, noisy_rows
-from webly.metrics.ranking import TopK
 
 FOLDS = 5
 MAIN_C = 0.01  # the detectors' model (multi-class); the ensemble adds the other two

@@ -61,7 +61,6 @@ from webly.ensemble.members import open_members, zoo_members
 from webly.longtail import (
     apply_tau,
     band_report,
-    class_weights,
     linear_classifier,
     retrain_classifier,
     tau_sweep,
@@ -70,7 +69,7 @@ from webly.metrics import mean_class_error
 from webly.metrics.ranking import hit_at_1
 from webly.models import create_model
 from webly.predictions import merge_topk
-from webly.train import TrainConfig, fit, iter_scores
+from webly.train import TrainConfig, class_weights, fit, iter_scores
 from webly.train.zoo import parse_zoo
 
 YT8M_ZOO = {

@@ -60,14 +60,17 @@ import onnxruntime as ort
 import torch
 from onnx import TensorProto, helper, numpy_helper
 
-from webly.compress import compress_network, export_onnx, load_exported, open_network
-from webly.compress.export import torch_probabilities
-from webly.compress.exported import ExportedModel
-from webly.compress.inputs import RowBatch, store_batches
+from webly.compress import compress_network
+from webly.core import TopK
 from webly.data import Dataset
 from webly.data.synth import YT8MLikeConfig, synth_yt8m_like
-from webly.metrics import TopK, gap_at_k
+from webly.deploy import export_onnx, load_exported
+from webly.deploy.export import torch_probabilities
+from webly.deploy.exported import ExportedModel
+from webly.deploy.inputs import RowBatch, store_batches
+from webly.metrics import gap_at_k
 from webly.models import Network, create_model, save_network
+from webly.models.quantized import open_network
 from webly.train.loop import TrainConfig, fit
 
 MODELS: dict[str, dict[str, Any]] = {

@@ -3,7 +3,7 @@
 For each run directory (``webly run RECIPE --out RUN``): the run's own test figures
 (``results.json``: logistic, the best member, the stacker, the final distilled network), then,
 for each size budget, the candidate `choose_under_budget` chose on validation rows, exported
-whole (`webly.compress.deploy.export_best`), and its test GAP@20 measured by running the export
+whole (`webly.compress.choice.export_best`), and its test GAP@20 measured by running the export
 with ONNX Runtime over the test store, as a user's ``webly predict`` would. Printed beside:
 the export's bytes (every file shipped), the chooser's latency, the gap to the stacker (goal
 under 1 GB: >= -0.005) and to the best member (goal under 50 MB: > 0), and every candidate
@@ -22,14 +22,14 @@ from typing import Any
 
 import numpy as np
 
-from webly.compress.deploy import export_best, shipped_bytes
-from webly.compress.exported import ExportedModel
-from webly.compress.inputs import store_batches
+from webly.compress.choice import export_best
+from webly.core import TopK
 from webly.data import Dataset
-from webly.ensemble.budget import format_size
+from webly.deploy.exported import ExportedModel, shipped_bytes
+from webly.deploy.inputs import store_batches
 from webly.metrics.evaluate import task_metric
-from webly.metrics.ranking import TopK
 from webly.rundir import DataRecord, RunDir
+from webly.sizes import format_size
 
 
 def exported_metric(

@@ -32,9 +32,9 @@ from typing import Any
 
 from rich.console import Console
 
+from webly.core import TopK
 from webly.data import Dataset
 from webly.metrics.evaluate import task_metric
-from webly.metrics.ranking import TopK
 from webly.pipeline import run_recipe
 from webly.predictions import Predictions
 from webly.train.oof import held_out_rows

@@ -36,6 +36,7 @@ from typing import Any
 import numpy as np
 import yaml
 
+from webly.core import TopK
 from webly.data import Dataset
 from webly.data.synth import YT8MLikeConfig, synth_yt8m_like
 from webly.data.yt8m import import_yt8m
@@ -45,7 +46,6 @@ from webly.ensemble.blend import fit_blend
 from webly.ensemble.members import open_members, zoo_members
 from webly.ensemble.stack import Stacker, StackerConfig, fit_stacker
 from webly.metrics.evaluate import task_metric
-from webly.metrics.ranking import TopK
 from webly.train.oof import fit_full, fit_oof, predict_zoo
 from webly.train.zoo import Zoo, load_zoo, parse_zoo
 

@@ -40,12 +40,13 @@ import numpy as np
 import scipy.sparse as sp
 import torch
 
+from webly.core import TopK
 from webly.data import Dataset
 from webly.data.products import ProductsLikeConfig, synth_products_like
 from webly.distill.pseudo import PseudoLabels, select_pseudo_labels
 from webly.ensemble.aggregate import aggregate_groups, group_index, group_labels
 from webly.ensemble.tta import scores_topk, tta_scores
-from webly.metrics.ranking import TopK, hit_at_1
+from webly.metrics.ranking import hit_at_1
 from webly.models import create_model
 from webly.train import TrainConfig, fit, iter_scores
 

@@ -17,7 +17,8 @@ import numpy as np
 import scipy.sparse as sp
 from sklearn.metrics import average_precision_score
 
-from webly.metrics import TopK, gap_at_k
+from webly.core import TopK
+from webly.metrics import gap_at_k
 
 
 def synthetic(

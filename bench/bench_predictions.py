@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from webly.metrics.ranking import TopK
+from webly.core import TopK
 from webly.predictions import Predictions, PredictionWriter, union_candidates
 
 N_CLASSES, K, BLOCK = 3862, 100, 1 << 16

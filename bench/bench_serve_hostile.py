@@ -43,9 +43,9 @@ import numpy as np
 import torch
 from bench_compress import health, wait_for, yt8m_like
 
-from webly.compress import export_onnx
-from webly.compress.inputs import store_batches
 from webly.data import Dataset
+from webly.deploy import export_onnx
+from webly.deploy.inputs import store_batches
 from webly.models import create_model, save_network
 
 KINDS = {  # kind: (share of the requests, the status expected)
@@ -136,7 +136,7 @@ def build_export(args: argparse.Namespace, out: Path) -> Path:
 
 def request_bodies(args: argparse.Namespace, export: Path, test: Dataset) -> dict[str, list[bytes]]:
     """A few bodies of each kind, drawn from at random."""
-    from webly.compress import load_exported
+    from webly.deploy import load_exported
 
     model = load_exported(export)
     rows = []

@@ -31,10 +31,10 @@ from pathlib import Path
 import numpy as np
 import scipy.sparse as sp
 
+from webly.core import TopK
 from webly.ensemble.members import Members, open_members
 from webly.ensemble.stack import StackerConfig, fit_stacker
 from webly.metrics.evaluate import task_metric
-from webly.metrics.ranking import TopK
 from webly.predictions import PredictionWriter, merge_topk
 
 BLOCK, MAX_LABELS, CONFUSERS = 1 << 16, 4, 40

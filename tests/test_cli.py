@@ -16,11 +16,11 @@ from rich.console import Console
 
 from tests.conftest import REAL_YT8M
 from webly.cli import os_error_message
-from webly.compress import load_exported
+from webly.core import TopK
 from webly.data import Dataset
 from webly.demo import run_demo
+from webly.deploy import load_exported
 from webly.io import write_submission
-from webly.metrics import TopK
 from webly.pipeline import STAGES
 from webly.predictions import Predictions
 
@@ -327,10 +327,11 @@ def test_train_a_zoo_then_ensemble_and_distill(tmp_path: Path) -> None:
     )  # fmt: skip
     assert synth.returncode == 0, synth.stderr
     zoo = tmp_path / "zoo.yaml"
-    zoo.write_text(
+    trained = (
         "folds: 2\ntrain: {epochs: 1, batch_size: 64, lr: 0.001}\nmembers:\n"
         "  - {name: logistic}\n  - {name: dbof, hparams: {cluster_size: 8, hidden: 8}}\n"
     )
+    zoo.write_text(trained)
     args = ("train", str(zoo), "--data", str(data / "train"), "--test", str(data / "test"))
     result = webly(*args, "--out", str(tmp_path / "zoo"))
     assert result.returncode == 0, result.stderr
@@ -339,41 +340,56 @@ def test_train_a_zoo_then_ensemble_and_distill(tmp_path: Path) -> None:
     bad = webly(*args, "--out", str(tmp_path / "bad"))
     assert_user_error(bad, "unknown model 'resnet'", "known models")
     assert not (tmp_path / "bad").exists()
+    zoo.write_text(trained)
 
-    # the second level on that zoo: blends and the stacker, then a student on its soft labels
+    # the second level on that zoo: blends and the stacker, then a recipe's distill section on
+    # them (students, a final model on every row), then its longtail section on the final model
     splits = ("--data", str(data / "train"), "--test", str(data / "test"))
     ens = webly("ensemble", str(tmp_path / "zoo"), *splits, "--out", str(tmp_path / "ens"),
                 "--blend", "mean", "--blend", "greedy", "--boost-rounds", "10")  # fmt: skip
     assert ens.returncode == 0, ens.stderr
     assert all(word in ens.stdout for word in ("mean", "greedy", "stacker", "test GAP@20"))
-    teacher = tmp_path / "ens" / "stacker" / "predictions"
-    assert (teacher / "manifest.json").is_file()
+    assert (tmp_path / "ens" / "stacker" / "predictions" / "manifest.json").is_file()
+    second = (str(zoo), "--zoo-dir", str(tmp_path / "zoo"), "--ensemble", str(tmp_path / "ens"),
+              *splits)  # fmt: skip
+    section = ("--set", "teacher=stacker", "--set", "lam=0.5", "--set", "students=[{name: mlp}]",
+               "--set", "final={name: mlp}")  # fmt: skip
+    result = webly("distill", *second, *section, "--out", str(tmp_path / "st"))
+    assert result.returncode == 0, result.stderr
+    final = tmp_path / "st" / "final" / "mlp"  # one setting: no folder of its own
+    assert (final / "full" / "model" / "model.json").is_file() and str(final) in result.stdout
+    unlabeled = ("--unlabeled-data", str(data / "unlabeled"))
+    result = webly("distill", *second, *section, *unlabeled, "--set", "unlabeled={}",
+                   "--out", str(tmp_path / "st-u"))  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    taught = Predictions.open(tmp_path / "st-u" / "final" / "mlp" / "predictions")
+    assert taught.model["pseudo_rows"] == len(Dataset.open(data / "unlabeled")) == 60
+    student = tmp_path / "st" / "students" / "mlp"
+    result = webly("longtail", str(zoo), "--final", str(final), "--student", str(student),
+                   *splits, "--set", "taus=[0, 1]", "--out", str(tmp_path / "lt"))  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert "out of fold: student(s) mlp" in " ".join(result.stdout.split())
+    assert (tmp_path / "lt" / "final" / "model" / "model.json").is_file()
+    bad = webly("distill", *second, *section, *unlabeled, "--out", str(tmp_path / "bad"))
+    assert_user_error(bad, "distill.unlabeled is not set", "--set 'unlabeled={}'")
+    bad = webly("distill", *second, "--set", "lamb=0.5", "--out", str(tmp_path / "bad"))
+    assert_user_error(bad, "distill.lamb: unknown key; did you mean 'lam'?")
+    bad = webly("longtail", str(zoo), "--final", str(final), *splits, "--set", "method=tau",
+                "--out", str(tmp_path / "bad"))  # fmt: skip
+    assert_user_error(bad, "longtail.method")
+    bad = webly("ensemble", str(tmp_path / "zoo"), *splits, "--out", str(tmp_path / "bad"),
+                "--blend", "median")  # fmt: skip
+    assert_user_error(bad, "unknown blend method 'median'", "known: mean")
+    bad = webly("distill", *second[:3], "--ensemble", str(tmp_path / "zoo"), *splits, *section,
+                "--out", str(tmp_path / "bad"))  # fmt: skip
+    assert_user_error(bad, "holds no blend or stacker")
+    assert not (tmp_path / "bad").exists()
+
+    # one round of cleaning on a zoo file: its table, then a bad method
     students = tmp_path / "students.yaml"
     students.write_text(
         "folds: 2\ntrain: {epochs: 1, batch_size: 64, lr: 0.001}\nmembers: [{name: mlp}]\n"
     )
-    result = webly("distill", str(students), "--teacher", str(teacher), *splits,
-                   "--out", str(tmp_path / "st"), "--full")  # fmt: skip
-    assert result.returncode == 0, result.stderr
-    assert (tmp_path / "st" / "mlp" / "full" / "model" / "model.json").is_file()
-    unlabeled = ("--unlabeled", str(data / "unlabeled"), "--zoo-dir", str(tmp_path / "zoo"))
-    result = webly("distill", str(students), "--teacher", str(teacher), *splits, *unlabeled,
-                   "--out", str(tmp_path / "st-u"), "--full")  # fmt: skip
-    assert result.returncode == 0, result.stderr
-    taught = Predictions.open(tmp_path / "st-u" / "mlp" / "predictions").model
-    assert taught["pseudo_rows"] == len(Dataset.open(data / "unlabeled")) == 60
-    bad = webly("distill", str(students), "--teacher", str(teacher), *splits, *unlabeled[:2],
-                "--out", str(tmp_path / "bad"))  # fmt: skip
-    assert_user_error(bad, "trained zoo behind the teacher", "--zoo-dir")
-    bad = webly("ensemble", str(tmp_path / "zoo"), *splits, "--out", str(tmp_path / "bad"),
-                "--blend", "median")  # fmt: skip
-    assert_user_error(bad, "unknown blend method 'median'", "known: mean")
-    bad = webly("distill", str(students), "--teacher", str(tmp_path / "zoo"), *splits,
-                "--out", str(tmp_path / "bad"))  # fmt: skip
-    assert_user_error(bad, "no manifest.json")
-    assert not (tmp_path / "bad").exists()
-
-    # one round of cleaning on the same zoo file: its table, then a bad method
     cleaned = webly("clean", str(students), *splits, "--out", str(tmp_path / "clean"))
     assert cleaned.returncode == 0, cleaned.stderr
     assert "| round |" in cleaned.stdout and "precision" in cleaned.stdout
@@ -472,7 +488,7 @@ def test_os_errors_of_the_machine_are_one_line_naming_the_path() -> None:
 
 
 def _in_process(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
-    from tests.compress.test_commands import webly as run_main
+    from tests.deploy.test_commands import webly as run_main
 
     return run_main(capsys, *args)
 
@@ -531,7 +547,7 @@ def test_read_only_full_disk_and_long_names_exit_2_in_import_synth_run_predict(
             _in_process(capsys, "run", str(recipe), "--out", str(tmp_path / "run")),
             f"{tmp_path / 'run'}: Read-only file system (EROFS)",
         )
-    from tests.compress.conftest import save_model
+    from tests.deploy.conftest import save_model
 
     source = save_model(tmp_path / "net", "mlp", small_store.layout, ("rgb", "audio"))
     assert _in_process(capsys, "export", str(source), "--out", str(tmp_path / "e"))[0] == 0
@@ -663,7 +679,7 @@ def test_old_spellings_still_work_with_a_warning(tmp_path: Path) -> None:
 
     from webly.errors import ConfigError
 
-    scores = mock.patch("webly.metrics.evaluate.score_submission", return_value={"GAP": 0.5})
+    scores = mock.patch("webly.io.score_submission", return_value={"GAP": 0.5})
     opened = mock.patch("webly.data.Dataset.open")
     with scores as score, opened:
         with pytest.warns(FutureWarning, match="--k is deprecated.*write --top-k"):
@@ -737,7 +753,7 @@ def test_out_replaces_the_positional_out(tmp_path: Path) -> None:
                        "--views", "flip,top_left", "--views", "top_right")  # fmt: skip
         assert done.exit_code == 0, done.output
         assert run.call_args.kwargs["views"] == ("flip", "top_left", "top_right")
-    with mock.patch("webly.compress.export_onnx") as export:
+    with mock.patch("webly.deploy.export_onnx") as export:
         done = _invoke("export", "net", "--out", "e", "--tta-stored", "flip",
                        "--tta-stored", "top_left,top_right")  # fmt: skip
         assert done.exit_code == 0, done.output

@@ -9,9 +9,10 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 
+from webly.core import TopK
 from webly.errors import DataError, WeblyWarning
 from webly.io import align_submission, read_submission, write_submission
-from webly.metrics import TopK, gap_at_k
+from webly.metrics import gap_at_k
 
 
 def test_write_then_read_round_trips(tmp_path: Path) -> None:

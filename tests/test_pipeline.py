@@ -19,8 +19,8 @@ import pytest
 import yaml
 from rich.console import Console
 
+import webly.distill.teachers as distill_teachers
 import webly.pipeline as pipeline
-import webly.stages.distill as distill_stage
 from tests.data.test_yt8m import make_video_files
 from tests.train.test_oof import spy_fit
 from webly.config import load_recipe
@@ -496,7 +496,7 @@ def test_students_learn_the_teachers_predictions_of_unlabeled_rows(
     # a distill stage killed before its manifest: predicted rows and trained models are reused
     (out / "distill" / "manifest.json").unlink()
     trained, predicted = len(taught), []
-    monkeypatch.setattr(distill_stage, "predict_zoo", lambda *a, **k: predicted.append(a))
+    monkeypatch.setattr(distill_teachers, "predict_zoo", lambda *a, **k: predicted.append(a))
     result, _ = run(tmp_path, out, *SECOND_LEVEL, "distill.unlabeled={max_rows: 30}",
                     "distill.teacher=students", recipe=recipe)  # fmt: skip
     assert ran(result) == from_stage("distill") and not predicted and len(taught) == trained

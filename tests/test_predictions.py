@@ -10,8 +10,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from webly.core import TopK
 from webly.errors import ConfigError, DataError
-from webly.metrics.ranking import TopK
 from webly.predictions import Predictions, PredictionWriter, merge_topk, union_candidates
 
 MODEL = {"name": "resnet_av", "hidden": 64}

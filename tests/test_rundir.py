@@ -1,17 +1,15 @@
 """`webly.rundir`: the run directory's layout, versioned manifests, typed stage records, declared
-inputs and the members a run ends with; `webly.resume`; no import cycle among the layers that
-read a run."""
+inputs and the members a run ends with; `webly.resume`. That no package imports another in a
+cycle is tests/test_import_graph.py's."""
 
 from __future__ import annotations
 
-import ast
 import json
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-import webly
 from webly import resume
 from webly.errors import DataError
 from webly.pipeline import STAGES
@@ -150,61 +148,3 @@ def test_resume_is_done_only_under_the_same_hash(tmp_path: Path) -> None:
     assert (path.parent / "partial").is_file()
     resume.claim(path.parent, path.name, "two", {"config": 2})  # another: emptied
     assert not (path.parent / "partial").exists()
-
-
-def _imports(path: Path, module: str) -> set[str]:
-    """The webly modules ``path`` imports, at any level, but not under ``if TYPE_CHECKING:``."""
-    tree = ast.parse(path.read_text())
-    skipped = {
-        id(node)
-        for branch in ast.walk(tree)
-        if isinstance(branch, ast.If) and "TYPE_CHECKING" in ast.unparse(branch.test)
-        for node in ast.walk(branch)
-    }
-    found = set()
-    package = module if path.name == "__init__.py" else module.rpartition(".")[0]
-    for node in ast.walk(tree):
-        if id(node) in skipped:
-            continue
-        if isinstance(node, ast.Import):
-            found |= {alias.name for alias in node.names}
-        elif isinstance(node, ast.ImportFrom):
-            base = node.module or ""
-            if node.level:
-                base = ".".join(package.split(".")[: len(package.split(".")) - node.level + 1])
-                base = f"{base}.{node.module}" if node.module else base
-            found.add(base)
-            found |= {f"{base}.{alias.name}" for alias in node.names}
-    return {name for name in found if name.startswith("webly")}
-
-
-def test_no_import_cycle_among_the_layers_that_read_a_run() -> None:
-    root = Path(webly.__file__).parent
-    modules = {}
-    for path in root.rglob("*.py"):
-        parts = path.relative_to(root.parent).with_suffix("").parts
-        name = ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
-        modules[name] = _imports(path, name)
-    layers = ("webly.report", "webly.stages", "webly.pipeline", "webly.rundir")
-
-    def layer(name: str) -> str | None:
-        return next((x for x in layers if name == x or name.startswith(x + ".")), None)
-
-    graph: dict[str, set[str]] = {x: set() for x in layers}
-    reach: dict[str, set[str]] = {}
-
-    def reachable(name: str) -> set[str]:  # modules ``name`` imports, transitively
-        if name not in reach:
-            reach[name] = set()
-            for imported in modules.get(name, set()):
-                if imported in modules:
-                    reach[name] |= {imported} | reachable(imported)
-        return reach[name]
-
-    for name in modules:
-        source = layer(name)
-        if source is not None:
-            graph[source] |= {t for m in reachable(name) if (t := layer(m)) not in (None, source)}
-    for a in layers:
-        for b in graph[a]:
-            assert a not in graph[b], f"{a} and {b} import each other"

@@ -21,11 +21,11 @@ _WHERE = {
     "import_yt8m": "webly.data.yt8m",
     "find_noisy_labels": "webly.clean.detect",
     "gap_at_k": "webly.metrics.ranking",
-    "TopK": "webly.metrics.ranking",
+    "TopK": "webly.core",
     "fit_stacker": "webly.ensemble.stack",
     "load_recipe": "webly.config",
     "run_pipeline": "webly.pipeline",
-    "load_exported": "webly.compress.exported",
+    "load_exported": "webly.deploy.exported",
 }
 """Each public name and the module that owns it."""
 
@@ -33,13 +33,13 @@ __all__ = ["__version__", *_WHERE]
 
 if TYPE_CHECKING:
     from webly.clean.detect import find_noisy_labels as find_noisy_labels
-    from webly.compress.exported import load_exported as load_exported
     from webly.config import load_recipe as load_recipe
+    from webly.core import TopK as TopK
     from webly.data.store import Dataset as Dataset
     from webly.data.tables import import_table as import_table
     from webly.data.yt8m import import_yt8m as import_yt8m
+    from webly.deploy.exported import load_exported as load_exported
     from webly.ensemble.stack import fit_stacker as fit_stacker
-    from webly.metrics.ranking import TopK as TopK
     from webly.metrics.ranking import gap_at_k as gap_at_k
     from webly.pipeline import run_pipeline as run_pipeline
     from webly.predictor import Predictor as Predictor

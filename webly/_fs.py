@@ -11,9 +11,10 @@ writer of the same folder removes what a killed one left (`remove_stale`) and le
 a live process is still writing. Files are created with the permissions the umask gives
 (`create_file`), as ``open`` creates them.
 
-Every single file webly writes goes through `replaced_file` (or `write_atomic`, `write_json`
-for files inside a folder that is itself renamed into place); `sha256_file` is the one
-checksum of a file.
+A folder of outputs is built the same way (`atomic_output`, or `claim_output` then
+`publish_output`) and every single file webly writes goes through `replaced_file` (or
+`write_atomic`, `write_json` for files inside a folder that is itself renamed into place);
+`sha256_file` is the one checksum of a file.
 """
 
 from __future__ import annotations
@@ -218,6 +219,72 @@ def create_file(path: str | os.PathLike[str]) -> int:
     those the umask gives (0644 under umask 022), as ``open`` gives them, not
     ``tempfile.mkstemp``'s 0600."""
     return os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666)
+
+
+# --------------------------------------------------------------------------- whole folders
+
+
+def claim_output(
+    out: Path,
+    overwrite: bool,
+    *,
+    kind: OutputKind | None = None,
+    inputs: Iterable[str | os.PathLike[str]] = (),
+    hosts: Iterable[str | os.PathLike[str]] = (),
+) -> Path:
+    """Check ``out`` may be written and make a hidden temporary folder beside it to build in.
+
+    ``out`` may not exist yet, or be an empty folder; anything else needs ``overwrite``, and
+    then must be of ``kind``; it never overlaps ``inputs`` (`check_output` has the whole
+    rule). Temporaries that killed writers left beside ``out`` are removed first.
+    """
+    out = Path(out)
+    check_output(out, inputs=inputs, hosts=hosts, overwrite=overwrite, kind=kind)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale(out)
+    tmp = temp_path(out)
+    tmp.mkdir()
+    return tmp
+
+
+def publish_output(tmp: Path, out: Path) -> None:
+    """Rename the finished ``tmp`` folder to ``out`` (replacing what is there), durably."""
+    fsync_path(tmp)
+    trash = None
+    if out.exists():
+        trash = temp_path(out, "old")
+        os.rename(out, trash)
+    os.rename(tmp, out)
+    fsync_path(out.parent)
+    if trash is not None and trash.is_dir():
+        shutil.rmtree(trash)
+    elif trash is not None:
+        trash.unlink()
+
+
+@contextlib.contextmanager
+def atomic_output(
+    out: str | Path,
+    overwrite: bool = False,
+    *,
+    kind: OutputKind | None = None,
+    inputs: Iterable[str | os.PathLike[str]] = (),
+    hosts: Iterable[str | os.PathLike[str]] = (),
+) -> Iterator[Path]:
+    """Build a folder atomically: yields a temporary folder that becomes ``out`` on success and
+    is removed on error, so ``out`` is either the old content or the complete new one.
+
+    Used for outputs of several datasets (e.g. ``train/``, ``test/`` splits). ``out`` is
+    checked as `claim_output` checks it.
+    """
+    out = Path(out)
+    tmp = claim_output(out, overwrite, kind=kind, inputs=inputs, hosts=hosts)
+    try:
+        yield tmp
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    publish_output(tmp, out)
 
 
 # --------------------------------------------------------------------------- single files

@@ -21,6 +21,7 @@ from rich.markup import escape
 from rich.table import Table
 from typer.core import TyperCommand
 
+from webly.core import Task
 from webly.errors import WeblyError
 
 if TYPE_CHECKING:
@@ -116,7 +117,7 @@ Seed = Annotated[int, typer.Option(help="The one seed of everything generated.")
 Classes = Annotated[
     Path | None, typer.Option(help="File of class names, one a line, in class-id order.")
 ]
-TaskOption = Annotated[str, typer.Option("--task", help="multilabel or multiclass.")]
+TaskOption = Annotated[Task, typer.Option("--task", help="multilabel or multiclass.")]
 LabelSep = Annotated[
     str | None, typer.Option(help="Separator of several labels in one cell, e.g. ' ' or '|'.")
 ]
@@ -275,7 +276,7 @@ def import_table(
     num_classes: Annotated[
         int | None, typer.Option(help="Number of classes (default: max label + 1).")
     ] = None,
-    task: TaskOption = "multilabel",
+    task: TaskOption = Task.MULTILABEL,
     group_name: Annotated[str, typer.Option(help="Name of the stored feature group.")] = "x",
     dtype: Annotated[
         str, typer.Option(help="Storage dtype: float32, float16 or uint8.")
@@ -298,7 +299,7 @@ def import_table(
         group_column=group,
         text_column=text,
         n_classes=num_classes,
-        task=task,  # type: ignore[arg-type]
+        task=task,
         group_name=group_name,
         dtype=dtype,  # type: ignore[arg-type]
         overwrite=overwrite,
@@ -328,7 +329,7 @@ def import_images(
     ] = False,
     classes: Classes = None,
     label_sep: LabelSep = None,
-    task: TaskOption = "multiclass",
+    task: TaskOption = Task.MULTICLASS,
     workers: Annotated[int, typer.Option(help="Image decoding threads.")] = 4,
     views: Annotated[
         list[str] | None,
@@ -353,7 +354,7 @@ def import_images(
         skip_bad=skip_bad,
         classes=classes,
         label_sep=label_sep,
-        task=task,  # type: ignore[arg-type]
+        task=task,
         workers=workers,
         views=_names(views),
         overwrite=overwrite,
@@ -716,7 +717,7 @@ def ensemble(
         stacker=StackerConfig(rounds=rounds, seed=int(model["seed"])) if stacker else None,
         folds=folds, test_labels=test_labels,
     )  # fmt: skip
-    metric = "GAP@20" if train.task == "multilabel" else "accuracy"
+    metric = train.task.metric().name
     table = Table(title=f"{len(chosen)} members of {zoo_dir} -> {dest}", title_justify="left")
     for column in ("entry", f"oof {metric}", f"test {metric}", "seconds"):
         table.add_column(column, justify="left" if column == "entry" else "right")
@@ -728,58 +729,6 @@ def ensemble(
     out.print(table)
 
 
-@app.command("distill")
-def distill(
-    zoo: Annotated[Path, typer.Argument(metavar="ZOO.yaml", help="The students, as a zoo file.")],
-    teacher: Annotated[
-        Path, typer.Option(help="Prediction store of the teacher (e.g. OUT/stacker/predictions).")
-    ],
-    data: Annotated[Path, typer.Option(help="Training dataset folder.")],
-    dest: Annotated[Path, typer.Option("--out", help="Folder for the students.")],
-    test: Annotated[Path | None, typer.Option(help="Test dataset folder to predict.")] = None,
-    lam: Annotated[
-        list[float] | None,
-        typer.Option(
-            metavar="LAM",
-            help="Weight of the label loss (1 - it: teacher), default 0.5. Repeat to try several "
-            "(1.0: labels only); each student keeps the best on validation.",
-        ),
-    ] = None,
-    full: Annotated[
-        bool, typer.Option("--full", help="Train once on every row (the model to export).")
-    ] = False,
-    unlabeled: Annotated[
-        Path | None,
-        typer.Option(help="Unlabeled dataset folder: also learn the teacher's predictions of it."),
-    ] = None,
-    zoo_dir: Annotated[
-        Path | None,
-        typer.Option(help="The zoo behind the teacher (webly train --out), for --unlabeled."),
-    ] = None,
-    threshold: Annotated[
-        float | None,
-        typer.Option(
-            min=0.0, max=1.0, help="With --unlabeled: keep rows the teacher is this sure of."
-        ),
-    ] = None,
-    ray: RayAddress = None,
-    cpus_per_task: CpusPerTask = 1,
-    gpus_per_task: GpusPerTask = 0.0,
-) -> None:
-    """Train students on a teacher's soft labels, out-of-fold or on every row; with
-    --unlabeled also on the teacher's predictions of rows nobody labeled."""
-    from webly.data import Dataset
-    from webly.distill.student import train_students
-
-    result = train_students(
-        zoo, teacher, Dataset.open(data), Dataset.open(test) if test is not None else None, dest,
-        lam=lam or 0.5, full=full,
-        unlabeled=Dataset.open(unlabeled) if unlabeled is not None else None,
-        zoo_dir=zoo_dir, threshold=threshold, executor=_executor(ray, cpus_per_task, gpus_per_task),
-    )  # fmt: skip
-    _print_zoo(result, f"students in {dest}")
-
-
 Overrides = Annotated[
     list[str] | None,
     typer.Option(
@@ -789,6 +738,140 @@ Overrides = Annotated[
         "zoo.members.1.hparams.hidden=[32]. Repeatable.",
     ),
 ]
+
+
+SectionFile = Annotated[
+    Path | None,
+    typer.Option(
+        "--config",
+        metavar="SECTION.yaml",
+        show_default=False,
+        help="The stage's recipe section as a YAML mapping (what goes under its key in a recipe).",
+    ),
+]
+SectionOverrides = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--set",
+        metavar="KEY=VALUE",
+        help="Set a key of the stage's recipe section (YAML value; after --config), e.g. "
+        "lam=[1.0,0.5]. Repeatable.",
+    ),
+]
+
+
+def distill_section(config: Path | None, overrides: list[str] | None) -> Any:
+    """The `webly.config.DistillConfig` ``webly distill`` runs: its --config, then its --set."""
+    from webly.config import DistillConfig, load_section
+
+    return load_section(DistillConfig, "distill", config, overrides or [])
+
+
+@app.command("distill")
+def distill(
+    zoo: Annotated[
+        Path, typer.Argument(metavar="ZOO.yaml", help="The zoo file the zoo was trained with.")
+    ],
+    zoo_dir: Annotated[
+        Path, typer.Option(help="The trained zoo (webly train --out): the teachers' members.")
+    ],
+    data: Annotated[Path, typer.Option(help="Training dataset folder.")],
+    dest: Annotated[Path, typer.Option("--out", help="Folder for students/ and final/.")],
+    test: Annotated[Path | None, typer.Option(help="Test dataset folder to predict.")] = None,
+    ensemble: Annotated[
+        Path | None,
+        typer.Option(help="The zoo's ensemble (webly ensemble --out): the teachers' entries."),
+    ] = None,
+    unlabeled_data: Annotated[
+        Path | None,
+        typer.Option(help="Unlabeled dataset folder, learned as the section's unlabeled: says."),
+    ] = None,
+    config: SectionFile = None,
+    overrides: SectionOverrides = None,
+    ray: RayAddress = None,
+    cpus_per_task: CpusPerTask = 1,
+    gpus_per_task: GpusPerTask = 0.0,
+) -> None:
+    """Run a recipe's distill section: students out of fold and a final model on every row,
+    taught by the ensemble (or each model family), each setting chosen on validation, e.g.
+    --set 'students=[{name: mlp}]' --set 'final={name: logistic}'."""
+    section = distill_section(config, overrides)
+    executor = _executor(ray, cpus_per_task, gpus_per_task)
+    from webly.data import Dataset
+    from webly.distill.run import run_distill
+    from webly.distill.teachers import DistillInputs, ensemble_entries
+    from webly.ensemble.members import zoo_members
+    from webly.train.oof import ZooResult
+    from webly.train.zoo import load_zoo
+
+    trained = load_zoo(zoo)
+    ids = [m.member_id for m in trained.members]
+    train = Dataset.open(data)
+    inputs = DistillInputs(
+        train, Dataset.open(test) if test is not None else None,
+        train.folds(trained.folds, trained.seed), trained,
+        members={n: p for n, p in zoo_members(zoo_dir).items() if n in ids},
+        entries=ensemble_entries(ensemble) if ensemble is not None else {},
+        unlabeled=Dataset.open(unlabeled_data) if unlabeled_data is not None else None,
+    )  # fmt: skip
+    result = run_distill(section, inputs, dest, executor=executor)
+    out.print(result.key, highlight=False)
+    for name, store in {**result.students, **result.final}.items():
+        out.print(f"{name}: {store.parent}", highlight=False)  # longtail's --student, --final
+    _print_zoo(ZooResult(result.members), f"distilled in {dest}")
+
+
+def longtail_section(config: Path | None, overrides: list[str] | None) -> Any:
+    """The `webly.config.LongtailConfig` ``webly longtail`` runs: its --config, then its --set."""
+    from webly.config import LongtailConfig, load_section
+
+    return load_section(LongtailConfig, "longtail", config, overrides or [])
+
+
+@app.command("longtail")
+def longtail(
+    zoo: Annotated[
+        Path, typer.Argument(metavar="ZOO.yaml", help="The zoo file (its folds and seed).")
+    ],
+    final: Annotated[
+        Path,
+        typer.Option(help="The final network's folder, as webly distill prints it."),
+    ],
+    data: Annotated[Path, typer.Option(help="Training dataset folder.")],
+    test: Annotated[Path, typer.Option(help="Test dataset folder to predict.")],
+    dest: Annotated[Path, typer.Option("--out", help="Folder for final/: network, predictions.")],
+    students: Annotated[
+        list[Path] | None,
+        typer.Option(
+            "--student",
+            help="A student's folder, as webly distill prints it, to choose tau out "
+            "of fold; repeatable.",
+        ),
+    ] = None,
+    config: SectionFile = None,
+    overrides: SectionOverrides = None,
+) -> None:
+    """Run a recipe's longtail section: the final network's classifier tau-normalized or
+    re-trained (cRT) for the long tail, chosen on held-out rows, e.g. --set method=crt."""
+    section = longtail_section(config, overrides)
+    from webly.data import Dataset
+    from webly.longtail.run import LongtailInputs, run_longtail
+    from webly.train.oof import FULL_DIR, MODEL_DIR
+    from webly.train.zoo import load_zoo
+
+    trained = load_zoo(zoo)
+    train = Dataset.open(data)
+    inputs = LongtailInputs(
+        final.name, final / FULL_DIR / MODEL_DIR, final / "predictions", train,
+        Dataset.open(test), train.folds(trained.folds, trained.seed),
+        students={folder.name: folder / "predictions" for folder in students or []},
+    )  # fmt: skip
+    result = run_longtail(section, inputs, dest)
+    out.print(result.key, highlight=False)
+    _print_table(f"longtail in {dest}", [
+        ("chosen", str(result.summary["chosen"])), ("chosen on", result.summary["chosen_on"]),
+        ("model", str(result.model)),
+    ])  # fmt: skip
 
 
 class _StagesInHelp(TyperCommand):
@@ -896,7 +979,7 @@ def evaluate(
 ) -> None:
     """Score a submission (VideoId,LabelConfidencePairs) against a dataset's labels."""
     from webly.data import Dataset
-    from webly.metrics.evaluate import score_submission
+    from webly.io import score_submission
 
     k = _renamed(top_k, old_k, 20, "--k", "--top-k")
     scores = score_submission(predictions, Dataset.open(labels), k=k)
@@ -915,10 +998,6 @@ def demo(
     from webly.demo import run_demo
 
     run_demo(dest, seed=seed, console=out, overrides=overrides or [])
-
-
-def _megabytes(n_bytes: int) -> str:
-    return f"{n_bytes / 1e6:,.3f} MB"
 
 
 @app.command("compress")
@@ -968,6 +1047,7 @@ def compress(
     from webly.compress.run import run_final
     from webly.errors import ConfigError
     from webly.rundir import RunDir
+    from webly.sizes import format_size
 
     method = _renamed(quantize, old_method, "int8_partial", "--method", "--quantize")
     if max_size is not None:
@@ -1014,8 +1094,8 @@ def compress(
     table.add_row("total", "", "", f"{before:,}", f"{after:,}", "", "", style="bold")
     out.print(table)
     out.print(
-        f"weights {_megabytes(result.file_bytes_before)} -> {_megabytes(result.file_bytes_after)} "
-        f"({result.ratio:.1%} of the size) in {dest}"
+        f"weights {format_size(result.file_bytes_before)} -> "
+        f"{format_size(result.file_bytes_after)} ({result.ratio:.1%} of the size) in {dest}"
     )
 
 
@@ -1098,14 +1178,14 @@ def export(
 ) -> None:
     """Export what a run deploys (a network, a blend or the stacker, whole) or a network to
     ONNX: stored features in, scores out, with model.json."""
-    from webly.compress import export_onnx
     from webly.compress.budget import CHOICE_FILE
-    from webly.compress.deploy import export_best, export_choice, shipped_bytes
-    from webly.compress.options import PredictOptions
+    from webly.compress.choice import export_best, export_choice
     from webly.compress.run import export_run
     from webly.data import Dataset
+    from webly.deploy import PredictOptions, export_onnx, shipped_bytes
     from webly.errors import ConfigError
     from webly.rundir import RunDir
+    from webly.sizes import format_size
 
     dest = _out(dest, old_out, "export folder")
     metrics = {}
@@ -1158,7 +1238,7 @@ def export(
     )
     files = exported.info["files"]
     sizes = (
-        ", ".join(f"{name} {_megabytes(entry['bytes'])}" for name, entry in files.items())
+        ", ".join(f"{name} {format_size(entry['bytes'])}" for name, entry in files.items())
         if len(files) <= 3
         else f"{len(files)} files"
     )
@@ -1166,7 +1246,7 @@ def export(
     recorded = ", ".join(f"{name} {value:.4f}" for name, value in figures.items())
     out.print(
         f"exported the {exported.level}-level {exported.name} to {dest}: inputs {inputs} -> "
-        f"probabilities x{exported.n_classes}; {sizes}, {_megabytes(shipped_bytes(dest))} in all"
+        f"probabilities x{exported.n_classes}; {sizes}, {format_size(shipped_bytes(dest))} in all"
         + (f"; metrics {recorded}" if recorded else ""),
         highlight=False,
     )
@@ -1192,7 +1272,7 @@ def predict(
     ] = "2018",
 ) -> None:
     """Predict a data store or YouTube-8M TFRecord files with ONNX Runtime; write top-k classes."""
-    from webly.compress import predict as run
+    from webly.deploy.predict import predict as run
 
     summary = run(
         model,
@@ -1241,9 +1321,9 @@ def serve(
     ] = None,
 ) -> None:
     """Serve an exported model over HTTP: POST /predict, GET /health, GET /model, /docs."""
-    from webly.compress import load_exported
-    from webly.compress.serve import Limits, open_socket
-    from webly.compress.serve import serve as run
+    from webly.deploy import load_exported
+    from webly.deploy.serve import Limits, open_socket
+    from webly.deploy.serve import serve as run
 
     limits = Limits(
         max_request_bytes=int(max_request_mb * 1e6),

@@ -36,9 +36,10 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
+from collections.abc import Sequence
 from pathlib import Path
 from types import UnionType
-from typing import Any, Literal, Union, get_args, get_origin
+from typing import Any, Literal, TypeVar, Union, get_args, get_origin
 
 import yaml
 from pydantic import (
@@ -57,9 +58,9 @@ from webly.data.products import ProductsLikeConfig
 from webly.data.store import Dtype, Level
 from webly.data.synth import YT8MLikeConfig
 from webly.data.yt8m import Names
-from webly.distill.settings import lam_grid
 from webly.errors import ConfigError
 from webly.executor import ExecutorConfig
+from webly.sizes import parse_size
 from webly.train.zoo import Zoo, parse_zoo
 from webly.validate import check_finite, did_you_mean, key_path, unknown_key
 from webly.yaml_file import Loader, read_yaml
@@ -334,6 +335,30 @@ class UnlabeledConfig(BaseModel):
         return self
 
 
+TWIN = 1.0
+"""The ``lam`` of the labels-only twin (`webly.distill.settings`): the label loss alone."""
+
+
+def lam_grid(lam: float | Sequence[float]) -> tuple[float, ...]:
+    """The ``lam`` values to try, the twin's (1.0) first when it is one of them.
+
+    Raises `ConfigError` (one line, naming ``distill.lam``) on an empty grid, a repeated value
+    or one outside [0, 1].
+    """
+    values = (float(lam),) if isinstance(lam, int | float) else tuple(float(v) for v in lam)
+    if not values:
+        raise ConfigError("distill.lam: no value to try; give one in [0, 1], e.g. [1.0, 0.5, 0.2]")
+    for value in values:
+        if not 0.0 <= value <= 1.0:
+            raise ConfigError(
+                f"distill.lam: {value:g} is outside [0, 1] (the weight of the label loss); use "
+                "e.g. [1.0, 0.5, 0.2]"
+            )
+    if len(set(values)) != len(values):
+        raise ConfigError(f"distill.lam: {list(values)} repeats a value; give each once")
+    return tuple(sorted(values, key=lambda v: v != TWIN))
+
+
 class DistillConfig(BaseModel):
     """The ``distill`` stage: students trained on soft labels (`webly.distill`).
 
@@ -383,8 +408,6 @@ class DistillConfig(BaseModel):
     @classmethod
     def _size(cls, size: int | str | None) -> int | str | None:
         if size is not None:
-            from webly.ensemble.budget import parse_size
-
             try:
                 parse_size(size)
             except ConfigError as err:
@@ -401,6 +424,29 @@ class DistillConfig(BaseModel):
                 "remove one of them"
             )
         return self
+
+
+def student_zoos(distill: DistillConfig, zoo: Zoo) -> dict[str, Zoo]:
+    """The students and the final model of ``distill`` as zoos sharing ``zoo``'s training
+    defaults, folds, seed, k and ``keep_checkpoints``, keyed by where they are written (each
+    ``distill.lam`` tried sets their ``distill_lam``: `webly.distill.settings`)."""
+    shared = {
+        "folds": zoo.folds,
+        "seed": zoo.seed,
+        "k": zoo.k,
+        "train": dict(zoo.train),
+        "keep_checkpoints": zoo.keep_checkpoints,
+    }
+    zoos = {}
+    if distill.students:
+        zoos["students"] = parse_zoo(
+            {**shared, "members": distill.students}, "distill", members_at="distill.students"
+        )
+    if distill.final is not None:
+        zoos["final"] = parse_zoo(
+            {**shared, "members": [distill.final]}, "distill", members_at="distill.final"
+        )
+    return zoos
 
 
 class CrtConfig(BaseModel):
@@ -479,8 +525,6 @@ class CompressConfig(BaseModel):
     @field_validator("max_size")
     @classmethod
     def _size(cls, size: int | str) -> int | str:
-        from webly.ensemble.budget import parse_size
-
         try:
             parse_size(size)
         except ConfigError as err:
@@ -489,10 +533,10 @@ class CompressConfig(BaseModel):
 
 
 class ExportConfig(BaseModel):
-    """The ``export`` stage (`webly.compress.deploy.export_choice`): what the compress stage
+    """The ``export`` stage (`webly.compress.choice.export_choice`): what the compress stage
     chose, whole (the final network, compressed or not, a blend of members or the stacker), as
     one folder `webly predict` and `webly serve` run; ``predict``:
-    how `webly predict` runs it (`webly.compress.options.PredictOptions` fields: test-time
+    how `webly predict` runs it (`webly.deploy.options.PredictOptions` fields: test-time
     views, group aggregation)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -503,7 +547,7 @@ class ExportConfig(BaseModel):
     @field_validator("predict")
     @classmethod
     def _options(cls, predict: dict[str, Any]) -> dict[str, Any]:
-        from webly.compress.options import PredictOptions
+        from webly.deploy.options import PredictOptions
 
         try:
             PredictOptions(**predict)
@@ -649,29 +693,8 @@ class Recipe(BaseModel):
         return False
 
     def student_zoos(self) -> dict[str, Zoo]:
-        """The distill stage's students and final model as zoos sharing the zoo's training
-        defaults, folds, seed and k, keyed by where they are written (each ``distill.lam``
-        tried sets their ``distill_lam``: `webly.distill.settings`)."""
-        distill = self.distill
-        if distill is None:
-            return {}
-        shared = {
-            "folds": self.folds.n,
-            "seed": self.seed,
-            "k": self.zoo.k,
-            "train": dict(self.zoo.train),
-            "keep_checkpoints": self.zoo.keep_checkpoints,
-        }
-        zoos = {}
-        if distill.students:
-            zoos["students"] = parse_zoo(
-                {**shared, "members": distill.students}, "distill", members_at="distill.students"
-            )
-        if distill.final is not None:
-            zoos["final"] = parse_zoo(
-                {**shared, "members": [distill.final]}, "distill", members_at="distill.final"
-            )
-        return zoos
+        """`student_zoos` of the recipe's distill section and zoo; empty without the section."""
+        return student_zoos(self.distill, self.zoo) if self.distill is not None else {}
 
     @model_validator(mode="after")
     def _longtail_needs_a_final_network(self) -> Recipe:
@@ -685,7 +708,7 @@ class Recipe(BaseModel):
             )
         from webly.models._registry import model_entry
 
-        if model_entry(str(final.get("name"))).level == "gbdt":
+        if not model_entry(str(final.get("name"))).trains_with_epochs:
             raise ValueError(
                 f"longtail: distill.final is {final.get('name')!r}, a gradient-boosted model "
                 "with no linear classifier to re-balance; use a network final or drop longtail"
@@ -702,7 +725,7 @@ class Recipe(BaseModel):
         trees = [
             (i, m.name)
             for i, m in enumerate(self.zoo.members)
-            if model_entry(m.name).level == "gbdt"
+            if not model_entry(m.name).trains_with_epochs
         ]
         if self.clean is not None and trees:
             down_weight = ActionRules(**self.clean.rules).down_weight
@@ -720,7 +743,7 @@ class Recipe(BaseModel):
             final = [("distill.final", distill.final)] if distill.final is not None else []
             for where, spec in students + final:
                 name = str(spec.get("name"))
-                if model_entry(name).level == "gbdt":
+                if not model_entry(name).trains_with_epochs:
                     raise ValueError(
                         f"{where}: {name} is a gradient-boosted model, which takes no soft "
                         "targets (distillation trains on the teacher's); distil into a network "
@@ -762,6 +785,38 @@ def parse_recipe(raw: dict[str, Any], source: str = "recipe") -> Recipe:
         return Recipe.model_validate(raw)
     except ValidationError as err:
         raise ConfigError(f"{source}: {_describe(err)}") from None
+
+
+SectionT = TypeVar("SectionT", bound=BaseModel)
+
+
+def load_section(
+    kind: type[SectionT],
+    name: str,
+    path: str | Path | None = None,
+    overrides: list[str] | tuple[str, ...] = (),
+) -> SectionT:
+    """The recipe's ``name:`` section (a ``kind``) given on its own, as a command that runs one
+    stage builds it (``webly distill --config FILE --set KEY=VALUE``): the YAML mapping at
+    ``path`` (an empty one without it), then each override of a key of the section in order.
+
+    Raises `ConfigError` (one line, naming ``name.KEY``) for an unreadable file, invalid YAML,
+    a bad override or an invalid section.
+    """
+    raw = read_yaml(path, f"{name} section") if path is not None else {}
+    if not isinstance(raw, dict):
+        raise ConfigError(
+            f"{name} section {path}: holds {type(raw).__name__}; write a mapping of its keys, as "
+            f"under {name}: in a recipe"
+        )
+    wrapped = {name: raw}
+    for item in overrides:
+        _apply_override(wrapped, f"{name}.{item}")
+    check_finite(wrapped, f"{name} section")
+    try:
+        return kind.model_validate(wrapped[name])
+    except ValidationError as err:
+        raise ConfigError(_describe(err, (name,))) from None
 
 
 def dump_recipe(recipe: Recipe) -> str:
@@ -842,10 +897,11 @@ def _apply_override(raw: dict[str, Any], item: str) -> None:
             node = node[slot]
 
 
-def _describe(err: ValidationError) -> str:
-    """The first problem of a validation error in one line: where, what, how to fix it."""
+def _describe(err: ValidationError, at: tuple[str, ...] = ()) -> str:
+    """The first problem of a validation error in one line: where, what, how to fix it;
+    ``at``: where in a recipe the validated model sits."""
     first = err.errors()[0]
-    loc = first["loc"]
+    loc = (*at, *first["loc"])
     where = key_path(loc)
     if first["type"] == "value_error":
         return str(first["ctx"]["error"])  # our validators' messages say where and how

@@ -1,4 +1,5 @@
-"""Kaggle submission files: ``VideoId,LabelConfidencePairs`` CSV holding top-k predictions.
+"""Kaggle submission files: ``VideoId,LabelConfidencePairs`` CSV holding top-k predictions,
+written, read, and scored against a dataset's labels.
 
 One line per row: ``id,cls score cls score ...``, best first. Files are written atomically and
 read line by line, so a submission of millions of rows never sits in memory as text.
@@ -15,8 +16,10 @@ from pathlib import Path
 import numpy as np
 
 from webly._fs import replaced_file
+from webly.core import TopK
+from webly.data.store import Dataset
 from webly.errors import DataError, WeblyWarning
-from webly.metrics.ranking import TopK
+from webly.metrics.evaluate import ranking_metrics
 
 HEADER = "VideoId,LabelConfidencePairs"
 
@@ -190,6 +193,19 @@ def align_submission(ids_sub: Sequence[str], topk_sub: TopK, store_ids: Sequence
     scores = np.full(shape, -np.inf, dtype=np.float32)
     indices[rows], scores[rows] = topk_sub.indices, topk_sub.scores
     return TopK(indices, scores)
+
+
+def score_submission(path: Path, store: Dataset, k: int = 20) -> dict[str, float]:
+    """Score a ``VideoId,LabelConfidencePairs`` file against ``store``'s labels
+    (`webly.metrics.evaluate.ranking_metrics`).
+
+    Rows of the store without a line in the file count as rows with no predictions.
+    """
+    store_ids = store.ids
+    ids, topk = read_submission(
+        path, {str(i): row for row, i in enumerate(store_ids)}, store.n_classes
+    )
+    return ranking_metrics(align_submission(ids, topk, list(store_ids)), store.labels, k=k)
 
 
 def _parse_line(

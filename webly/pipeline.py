@@ -90,8 +90,8 @@ from webly.stages import (
     make_folds,
     make_longtail,
     make_report,
+    make_zoo,
     report_config,
-    train_zoo,
     zoo_config,
 )
 from webly.tracking import Tracker, open_tracker
@@ -125,7 +125,7 @@ class Stage:
 STAGES = (
     Stage(DataRecord, (), data_config, make_data),
     Stage(FoldsRecord, ("data",), folds_config, make_folds),
-    Stage(ZooRecord, ("data", "folds"), zoo_config, train_zoo),
+    Stage(ZooRecord, ("data", "folds"), zoo_config, make_zoo),
     Stage(CleanRecord, ("data", "folds", "zoo"), clean_config, make_clean, optional=True),
     Stage(
         EnsembleRecord,
@@ -318,7 +318,7 @@ def _training(recipe: Recipe) -> dict[str, dict[str, int]]:
 
     def epochs(zoo: Zoo, fits: int, into: dict[str, int]) -> dict[str, int]:
         for spec in zoo.members:
-            if model_entry(spec.name).level != "gbdt":
+            if model_entry(spec.name).trains_with_epochs:
                 n = int({**zoo.train, **spec.train}.get("epochs", TrainConfig.epochs))
                 into[spec.member_id] = into.get(spec.member_id, 0) + fits * n
         return into

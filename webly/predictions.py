@@ -36,9 +36,10 @@ from typing import Any
 import crc32c
 import numpy as np
 
-from webly.data.store import claim_output, publish_output, read_manifest
+from webly._fs import claim_output, publish_output
+from webly.core import TopK, select_top_k
+from webly.data.store import read_manifest
 from webly.errors import ConfigError, DataError
-from webly.metrics.ranking import TopK, select_top_k
 
 FORMAT = "webly-predictions"
 FORMAT_VERSION = 1

@@ -40,13 +40,14 @@ from webly._fs import file_hash, write_atomic
 from webly.clean.iterate import REPORT_DIR
 from webly.clean.report import NoiseReport
 from webly.compress.budget import FRONTIER_FILE
-from webly.compress.deploy import export_best
-from webly.compress.exported import ExportedModel, load_exported
-from webly.compress.inputs import store_batches
-from webly.compress.predict import view_probabilities
+from webly.compress.choice import export_best
 from webly.config import parse_recipe
+from webly.core import Task
 from webly.data.arrays import dataset_from_arrays, dataset_from_pandas
-from webly.data.store import MANIFEST, Dataset, Task
+from webly.data.store import MANIFEST, Dataset
+from webly.deploy.exported import ExportedModel, load_exported
+from webly.deploy.inputs import store_batches
+from webly.deploy.predict import view_probabilities
 from webly.errors import ConfigError, DataError
 from webly.pipeline import RunResult, run_pipeline
 from webly.rundir import CompressRecord, ExportRecord, RunDir

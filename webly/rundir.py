@@ -306,10 +306,6 @@ class Scoring:
     labels: sp.csr_matrix
     which: str
 
-    @property
-    def multilabel(self) -> bool:
-        return self.data.task == "multilabel"
-
 
 @dataclass(frozen=True)
 class RunDir:

@@ -10,8 +10,8 @@ import scipy.sparse as sp
 
 from tests.clean.conftest import Planted
 from webly.clean import find_noisy_labels
+from webly.core import TopK
 from webly.errors import ConfigError, DataError, WeblyError
-from webly.metrics.ranking import TopK
 
 LABELS = np.array([0, 1, 2, 1])
 PROBS = np.array([[0.8, 0.1, 0.1], [0.2, 0.7, 0.1], [0.1, 0.1, 0.8], [0.3, 0.6, 0.1]])
@@ -103,7 +103,7 @@ def test_task_must_fit_the_labels() -> None:
     two = sp.csr_matrix(np.array([[1, 1, 0], [0, 1, 0], [0, 0, 1], [1, 0, 0]], np.float32))
     _raises(DataError, r"task is multiclass but labels row 0 has 2 labels", two, PROBS,
             task="multiclass")  # fmt: skip
-    _raises(ConfigError, r"task is 'binary'; pass 'multiclass', 'multilabel'", LABELS, PROBS,
+    _raises(ConfigError, r"task is 'binary'; use multilabel or multiclass", LABELS, PROBS,
             task="binary")  # fmt: skip
     assert find_noisy_labels(two, PROBS, "self_confidence").task == "multilabel"
 

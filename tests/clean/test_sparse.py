@@ -8,8 +8,8 @@ import scipy.sparse as sp
 
 from tests.clean.conftest import member_probs, planted_multiclass, planted_multilabel, sparse_rows
 from webly.clean import NoiseVerdict, find_noisy_labels
+from webly.core import TopK
 from webly.errors import WeblyWarning
-from webly.metrics.ranking import TopK
 
 METHODS = ["confident_learning", "self_confidence", "margin", "disagree_low_conf"]
 

@@ -14,15 +14,15 @@ import numpy as np
 import pytest
 
 import webly.compress.budget as budget_module
-from webly.compress import open_network
 from webly.compress.budget import BudgetResult, choose_under_budget
 from webly.compress.run import run_final
+from webly.core import TopK
 from webly.data import Dataset
 from webly.ensemble.blend import Blend
 from webly.ensemble.tta import scores_topk
 from webly.errors import ConfigError
 from webly.metrics.evaluate import task_metric
-from webly.metrics.ranking import TopK
+from webly.models.quantized import open_network
 from webly.predictions import Predictions
 from webly.train.loop import iter_scores
 from webly.train.oof import held_out_rows

@@ -10,19 +10,14 @@ import numpy as np
 import pytest
 import torch
 
-from tests.compress.conftest import save_model
-from webly.compress import (
-    QuantizedState,
-    compress_network,
-    is_compressed,
-    open_network,
-    quantize_state,
-)
-from webly.compress.export import torch_probabilities
-from webly.compress.quantize import QUANTIZED_FILE, REPORT_FILE, kmeans_codes, uniform_codes
+from tests.deploy.conftest import save_model
+from webly.compress import compress_network, quantize_state
+from webly.compress.quantize import REPORT_FILE, kmeans_codes, uniform_codes
 from webly.data import Layout
+from webly.deploy.export import torch_probabilities
 from webly.errors import ConfigError, DataError
 from webly.models import load_network
+from webly.models.quantized import QUANTIZED_FILE, QuantizedState, is_compressed, open_network
 
 
 def normal(*shape: int) -> torch.Tensor:

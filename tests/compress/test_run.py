@@ -11,11 +11,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.compress.test_commands import assert_user_error, webly
-from webly.compress import open_network, predict
+from tests.deploy.test_commands import assert_user_error, webly
 from webly.compress.run import export_run, run_final
 from webly.data import Dataset
+from webly.deploy.predict import predict
 from webly.errors import ConfigError
+from webly.models.quantized import open_network
 from webly.predictions import Predictions
 
 

@@ -15,13 +15,13 @@ import pyarrow as pa
 import pytest
 
 from tests.conftest import random_batch
+from webly._fs import atomic_output
 from webly.data import (
     Batch,
     Dataset,
     DatasetWriter,
     FeatureSpec,
     Layout,
-    atomic_output,
     dequantize_uint8,
     quantize_uint8,
     store,

@@ -12,10 +12,10 @@ import scipy.sparse as sp
 import torch
 
 from tests.conftest import random_batch
+from webly.core import TopK
 from webly.data import Dataset, DatasetWriter, FeatureSpec, Layout
 from webly.distill.pseudo import PseudoLabels, alpha_schedule, select_pseudo_labels
 from webly.errors import ConfigError, DataError
-from webly.metrics.ranking import TopK
 from webly.models import create_model
 from webly.train import EpochStats, TrainConfig, fit
 

@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from webly.config import DistillConfig, load_recipe
-from webly.distill.settings import Setting, choose, lam_grid, settings
+from webly.config import DistillConfig, lam_grid, load_recipe
+from webly.distill.settings import Setting, choose, settings
 from webly.errors import ConfigError
 
 

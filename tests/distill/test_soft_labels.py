@@ -7,10 +7,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from webly.core import TopK
 from webly.distill.soft_labels import families, family_teacher, soft_targets
 from webly.ensemble.members import open_members
 from webly.errors import ConfigError, DataError
-from webly.metrics.ranking import TopK
 from webly.predictions import PredictionWriter
 
 TEACHER = TopK(
@@ -40,7 +40,7 @@ def test_bad_teachers_are_refused() -> None:
     logits = TopK(TEACHER.indices, np.where(TEACHER.indices >= 0, 4.0, -np.inf))
     with pytest.raises(DataError, match="not logits"):
         soft_targets(logits, 4, "multilabel")
-    with pytest.raises(ConfigError, match="task 'ranking' is unknown"):
+    with pytest.raises(ConfigError, match="task is 'ranking'; use multilabel or multiclass"):
         soft_targets(TEACHER, 4, "ranking")
 
 

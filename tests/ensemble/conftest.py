@@ -7,7 +7,7 @@ from collections.abc import Sequence
 import numpy as np
 import scipy.sparse as sp
 
-from webly.metrics.ranking import TopK
+from webly.core import TopK
 
 
 def multilabel_members(

@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 
+from webly.core import TopK
 from webly.ensemble import aggregate
 from webly.ensemble.aggregate import aggregate_groups, group_index, group_labels
 from webly.errors import ConfigError, DataError
-from webly.metrics.ranking import TopK
 
 
 def _dense(topk: TopK, n_classes: int) -> np.ndarray:
@@ -154,7 +154,7 @@ def test_errors_name_the_problem() -> None:
         aggregate_groups(probs, np.array(["a", 1, "b"], dtype=object))
     with pytest.raises(DataError, match="scores have shape"):
         aggregate_groups(np.ones(3), np.zeros(3))
-    with pytest.raises(ConfigError, match="task 'binary'"):
+    with pytest.raises(ConfigError, match="task is 'binary'"):
         group_labels(sp.csr_matrix(probs), np.zeros(3), "binary")  # type: ignore[arg-type]
 
 

@@ -12,6 +12,7 @@ import pytest
 
 import webly.ensemble.blend as blend_module
 from tests.ensemble.conftest import multilabel_members
+from webly.core import TopK
 from webly.ensemble.blend import (
     METHODS,
     Blend,
@@ -26,7 +27,7 @@ from webly.ensemble.blend import (
 from webly.ensemble.members import open_members
 from webly.errors import ConfigError, DataError
 from webly.metrics.evaluate import task_metric
-from webly.metrics.ranking import TopK, gap_at_k
+from webly.metrics.ranking import gap_at_k
 from webly.predictions import PredictionWriter, merge_topk
 
 

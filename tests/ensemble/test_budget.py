@@ -1,6 +1,6 @@
-"""Budgets: parse_size's units and errors; the chosen subset is the best that fits (checked
-against every subset), the frontier is Pareto, greedy selection fits too, and budgets no
-member fits are refused naming the smallest member."""
+"""Budgets: the chosen subset is the best that fits (checked against every subset), the
+frontier is Pareto, greedy selection fits too, and budgets no member fits are refused naming
+the smallest member."""
 
 from __future__ import annotations
 
@@ -9,61 +9,13 @@ from itertools import combinations
 import pytest
 
 from tests.ensemble.conftest import multilabel_members
-from webly.ensemble.budget import (
-    BudgetPoint,
-    format_size,
-    pareto_frontier,
-    parse_size,
-    select_under_budget,
-)
+from webly.ensemble.budget import BudgetPoint, pareto_frontier, select_under_budget
 from webly.errors import ConfigError
 from webly.metrics.ranking import gap_at_k
 from webly.predictions import merge_topk
 
 NAMES = ["big", "good", "fair", "noise"]
 SIZES = [1000, 300, 100, 50]
-
-
-@pytest.mark.parametrize(
-    ("value", "expected"),
-    [
-        ("1GB", 10**9),
-        ("500MB", 500 * 10**6),
-        ("1.5 GiB", 3 * 2**29),
-        (1234, 1234),
-        ("1234", 1234),
-        ("2kib", 2048),
-        ("0.5 KB", 500),
-        (".25MiB", 2**18),
-        ("1e3", 1000),
-        ("0.3 KiB", 307),
-    ],
-)
-def test_parse_size(value: int | str, expected: int) -> None:
-    assert parse_size(value) == expected
-
-
-@pytest.mark.parametrize(
-    ("value", "message"),
-    [
-        ("12 parsecs", "size '12 parsecs' is not a size"),
-        ("-5MB", "size '-5MB' is not a size"),
-        ("GB", "size 'GB' is not a size"),
-        ("", "size '' is not a size"),
-        (-1, "size -1 is negative"),
-        (1.5, "size 1.5 is a float"),
-        (True, "size True is a bool"),
-    ],
-)
-def test_parse_size_errors(value: object, message: str) -> None:
-    with pytest.raises(ConfigError, match=message):
-        parse_size(value)  # type: ignore[arg-type]
-
-
-def test_format_size_reads_back() -> None:
-    assert format_size(1_500_000_000) == "1.5 GB"
-    assert format_size(999) == "999 B"
-    assert parse_size(format_size(2_000_000)) == 2_000_000
 
 
 def _subset_metrics(members: list, labels: object) -> dict[tuple[str, ...], float]:

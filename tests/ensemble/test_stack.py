@@ -13,12 +13,12 @@ import scipy.sparse as sp
 from rich.console import Console
 
 from webly import progress
+from webly.core import TopK
 from webly.ensemble.fit import fit_ensemble, load_entry
 from webly.ensemble.members import Members, open_members
 from webly.ensemble.stack import Stacker, StackerConfig, feature_names, fit_stacker
 from webly.errors import ConfigError, DataError
 from webly.metrics.evaluate import task_metric
-from webly.metrics.ranking import TopK
 from webly.predictions import Predictions, PredictionWriter, merge_topk
 
 N_TRAIN, N_TEST, N_CLASSES, K = 900, 300, 12, 6
@@ -191,7 +191,7 @@ def test_bad_inputs_fail_before_training(zoo: Zoo, tmp_path: Path) -> None:
         fit_stacker(
             zoo.members, zoo.labels, zoo.folds, "multilabel", StackerConfig(members=("resnet_av",))
         )
-    with pytest.raises(ConfigError, match="task 'ranking' is unknown"):
+    with pytest.raises(ConfigError, match="task is 'ranking'; use multilabel or multiclass"):
         fit_stacker(zoo.members, zoo.labels, zoo.folds, "ranking", config)
     with pytest.raises(DataError, match=r"multiclass but row \d+ has"):
         fit_stacker(zoo.members, zoo.labels, zoo.folds, "multiclass", config)

@@ -10,10 +10,10 @@ import pytest
 import torch
 
 from tests.conftest import random_batch
+from webly.core import TopK
 from webly.data import Dataset, DatasetWriter, FeatureSpec, Layout
 from webly.ensemble.tta import frame_view, scores_topk, tta_scores
 from webly.errors import ConfigError
-from webly.metrics.ranking import TopK
 from webly.models import create_model
 from webly.train import iter_scores
 

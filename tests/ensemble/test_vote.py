@@ -6,10 +6,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from webly.core import TopK
 from webly.ensemble.blend import Blend, fit_blend
 from webly.ensemble.vote import FLOOR, vote, vote_logits
 from webly.errors import ConfigError, DataError
-from webly.metrics.ranking import TopK
 
 
 def _members(rows: list[list[list[float]]]) -> list[TopK]:

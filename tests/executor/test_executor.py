@@ -27,7 +27,8 @@ def test_local_by_default() -> None:
 
 
 def test_local_executor_leaves_the_jobs_to_the_loop() -> None:
-    assert LocalExecutor().train_folds(object(), [object()]) == {}  # type: ignore[arg-type, list-item]
+    jobs = [object()]
+    assert LocalExecutor().train_folds(print, object(), jobs) == {}  # type: ignore[arg-type]
 
 
 @pytest.mark.parametrize(

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import pickle
 import shutil
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -20,7 +20,7 @@ from webly.data.store import CACHE_ENV
 from webly.distill.pseudo import PseudoLabels
 from webly.errors import DataError
 from webly.executor.storage import Storage
-from webly.train.oof import FoldInputs, FoldJob, fit_oof, train_fold
+from webly.train.oof import FoldInputs, FoldJob, fit_oof
 from webly.train.zoo import parse_zoo
 
 
@@ -67,7 +67,12 @@ class InProcess:
         self.hide = hide
         self.payload = b""
 
-    def train_folds(self, inputs: FoldInputs, jobs: Sequence[FoldJob]) -> dict[str, str]:
+    def train_folds(
+        self,
+        train_fold: Callable[[FoldInputs, FoldJob], None],
+        inputs: FoldInputs,
+        jobs: Sequence[FoldJob],
+    ) -> dict[str, str]:
         self.payload, shipped = self.storage.pack(inputs, jobs)
         for folder in self.hide:
             folder.rename(folder.with_name("hidden-" + folder.name))

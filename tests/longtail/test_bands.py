@@ -7,9 +7,10 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 
+from webly.core import TopK
 from webly.errors import ConfigError, DataError
 from webly.longtail import band_report
-from webly.metrics import TopK, frequency_bands, metrics_by_band
+from webly.metrics import frequency_bands, metrics_by_band
 
 TRAIN_IDS = np.repeat([0, 1, 2], [5, 3, 1])  # head > 4, tail < 2: class 0 head, 1 medium, 2 tail
 LABELS = np.array([0, 0, 1, 1, 2, 2])

@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 
+from webly.core import TopK
 from webly.errors import ConfigError, DataError
 from webly.metrics import (
-    TopK,
     frequency_bands,
     mean_class_error,
     metrics_by_band,

@@ -10,11 +10,10 @@ import pytest
 import scipy.sparse as sp
 from sklearn.metrics import average_precision_score
 
+from webly.core import TopK, canonical_labels
 from webly.errors import DataError
 from webly.metrics import ranking
 from webly.metrics.ranking import (
-    TopK,
-    binary_labels,
     gap_at_k,
     hit_at_1,
     hit_mask,
@@ -119,7 +118,7 @@ def test_gap_small_tie_spread_returns_the_midpoint(monkeypatch: pytest.MonkeyPat
     scores, labels = random_case(rng, 30, 6, decimals=1)
     monkeypatch.setattr(ranking, "_TIE_TOLERANCE", 0.5)
     monkeypatch.setattr(ranking, "_replay_starter_gap", None)  # must not be reached
-    pool_hits = hit_mask(np.argsort(-scores, axis=1)[:, :3], binary_labels(labels, 30, 6))
+    pool_hits = hit_mask(np.argsort(-scores, axis=1)[:, :3], canonical_labels(labels, 30, 6))
     assert pool_hits.any()
     assert gap_at_k(scores, labels, k=3) == pytest.approx(starter_gap(scores, labels, 3), abs=0.25)
 
@@ -161,7 +160,7 @@ def test_hit_mask_matches_dense_lookup() -> None:
     indices = np.argsort(rng.random((200, 30)), axis=1)[:, :7]
     indices[rng.random((200, 7)) < 0.1] = -1
     expected = np.where(indices >= 0, np.take_along_axis(labels, indices, axis=1), 0)
-    got = hit_mask(indices, binary_labels(sp.csr_matrix(labels), 200, 30))
+    got = hit_mask(indices, canonical_labels(sp.csr_matrix(labels), 200, 30))
     np.testing.assert_array_equal(got, expected.astype(bool))
 
 
@@ -256,7 +255,7 @@ def test_bad_labels_are_named(labels: object, message: str) -> None:
 
 def test_sparse_labels_with_explicit_zeros_are_accepted() -> None:
     labels = sp.csr_matrix(([1, 0], [0, 1], [0, 1, 2]), shape=(2, 3))
-    csr = binary_labels(labels, 2, 3)
+    csr = canonical_labels(labels, 2, 3)
     assert csr.nnz == 1 and labels.nnz == 2  # the input is not modified
 
 

@@ -31,7 +31,7 @@ SMALL: dict[str, dict[str, Any]] = {
     "resnet_av": {"inner": 16},
     "lgbm": {"n_estimators": 5, "num_leaves": 4, "min_child_samples": 3},
 }
-NEURAL = [n for n in list_models() if model_entry(n).level != "gbdt"]
+NEURAL = [n for n in list_models() if model_entry(n).trains_with_epochs]
 FRAME = list_models("frame")
 OPTIONS: dict[str, dict[str, Any]] = {
     "audio_only": {"groups": ("audio",)},

@@ -15,10 +15,10 @@ import pytest
 from markupsafe import escape
 from sklearn.metrics import precision_recall_fscore_support
 
+from webly.core import select_top_k
 from webly.data import Batch, Dataset, DatasetWriter, FeatureSpec, Layout
 from webly.errors import ConfigError
 from webly.metrics.evaluate import format_cell
-from webly.metrics.ranking import select_top_k
 from webly.report import build_report
 from webly.report.blocks import Chart, Note, Table
 from webly.report.data_issues import (

@@ -13,15 +13,18 @@ import pytest
 import scipy.sparse as sp
 import yaml
 from rich.console import Console
+from typer.testing import CliRunner
 
-import webly.stages.distill as distill_stage
+import webly.distill.run as distill_run
 from tests.train.test_oof import spy_fit
+from webly import cli
 from webly.config import load_recipe
 from webly.data import Dataset, DatasetWriter
 from webly.data.relabel import label_list_array
 from webly.distill.mixed import mix_rows
 from webly.ensemble.fit import load_entry
 from webly.pipeline import run_recipe
+from webly.predictions import Predictions
 from webly.train.oof import held_out_rows, predict_zoo
 
 RECIPE: dict[str, Any] = {
@@ -94,13 +97,13 @@ def test_a_teacher_worse_than_the_labels_leaves_the_twin(
 ) -> None:
     """A teacher whose soft labels belong to other rows: distillation cannot beat the labels
     on validation, so the twin is the final model, and the stage says so."""
-    teach = distill_stage.soft_targets
+    teach = distill_run.soft_targets
 
     def elsewhere(*args: Any, **kwargs: Any) -> sp.csr_matrix:
         targets = teach(*args, **kwargs)
         return targets[np.roll(np.arange(targets.shape[0]), 7)]
 
-    monkeypatch.setattr(distill_stage, "soft_targets", elsewhere)
+    monkeypatch.setattr(distill_run, "soft_targets", elsewhere)
     out = tmp_path / "run"
     run(tmp_path, out, "distill.lam=[0.0, 1.0]")
     stage = manifest(out)
@@ -184,3 +187,28 @@ def _dense(top: Any, n_classes: int) -> np.ndarray:
     out = np.zeros((top.n_samples, n_classes), np.float32)
     np.put_along_axis(out, top.indices, top.scores, axis=1)
     return out
+
+
+def test_webly_distill_runs_the_recipes_section_as_the_stage_does(
+    base: Path, tmp_path: Path
+) -> None:
+    """The same section (the recipe's, as --config) on the run's zoo and ensemble: the same
+    models trained on the same targets (equal config hashes), the same choices and key."""
+    recipe = load_recipe(base / "recipe.yaml")
+    assert recipe.distill is not None
+    zoo, section = tmp_path / "zoo.yaml", tmp_path / "distill.yaml"
+    zoo.write_text(yaml.safe_dump(recipe.zoo.model_dump(mode="json")))
+    section.write_text(yaml.safe_dump(recipe.distill.model_dump(mode="json")))
+    out = tmp_path / "cli"
+    result = CliRunner().invoke(cli.app, [
+        "distill", str(zoo), "--zoo-dir", str(base / "zoo"), "--ensemble", str(base / "ensemble"),
+        "--data", str(base / "data" / "train"), "--test", str(base / "data" / "test"),
+        "--out", str(out), "--config", str(section),
+    ])  # fmt: skip
+    assert result.exit_code == 0, result.output
+    stage = manifest(base)
+    assert stage["key"] in " ".join(result.output.split())
+    for tried in stage["summary"]["final_tried"]:
+        store = Path("final") / tried["setting"] / "logistic" / "predictions"
+        ran, called = (Predictions.open(root / store).model for root in (base / "distill", out))
+        assert ran["config_hash"] == called["config_hash"], tried["setting"]

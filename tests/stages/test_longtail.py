@@ -12,7 +12,9 @@ from typing import Any
 import pytest
 import torch
 import yaml
+from typer.testing import CliRunner
 
+from webly import cli
 from webly.compress.run import run_final
 from webly.config import load_recipe
 from webly.errors import ConfigError
@@ -176,3 +178,33 @@ def test_longtail_needs_a_final_network(tmp_path: Path) -> None:
         load_recipe(path, ["distill.final={name: lgbm}"])
     with pytest.raises(ConfigError, match=r"longtail\.taus: -1\.0 is not a finite value >= 0"):
         load_recipe(path, ["longtail.taus=[-1]"])
+
+
+def test_webly_longtail_runs_the_recipes_section_as_the_stage_does(
+    base: Path, tmp_path: Path
+) -> None:
+    """The same section (the recipe's, as --config) on the run's final network and students:
+    the same choice, key and adjusted classifier."""
+    recipe = load_recipe(base / "recipe.yaml")
+    assert recipe.longtail is not None
+    zoo, section = tmp_path / "zoo.yaml", tmp_path / "longtail.yaml"
+    zoo.write_text(yaml.safe_dump(recipe.zoo.model_dump(mode="json")))
+    section.write_text(yaml.safe_dump(recipe.longtail.model_dump(mode="json")))
+    distill = json.loads((base / "distill" / "manifest.json").read_text())["outputs"]
+    (final,) = distill["final"].values()  # OUT/final/SETTING/ID/predictions
+    students = [arg for store in distill["students"].values()
+                for arg in ("--student", str((base / store).parent))]  # fmt: skip
+    out = tmp_path / "cli"
+    result = CliRunner().invoke(cli.app, [
+        "longtail", str(zoo), "--final", str((base / final).parent), *students,
+        "--data", str(base / "data" / "train"), "--test", str(base / "data" / "test"),
+        "--out", str(out), "--config", str(section),
+    ])  # fmt: skip
+    assert result.exit_code == 0, result.output
+    stage = json.loads((base / "longtail" / "manifest.json").read_text())
+    assert stage["key"] in " ".join(result.output.split())
+    weight, bias, _ = classifier(out / "final" / "model")
+    torch.testing.assert_close(weight, classifier(base / "longtail" / "final" / "model")[0])
+    torch.testing.assert_close(bias, classifier(base / "longtail" / "final" / "model")[1])
+    store = Predictions.open(out / "final" / "predictions")
+    assert store.fold_metrics["test"] == stage_summary(base, "longtail")["test"]

@@ -1,5 +1,5 @@
 """TrainConfig.class_weight_power: class re-weighting from a recipe's train settings, the same
-as passing `webly.longtail.class_weights` of the training labels (or of the labels given)."""
+as passing `webly.train.class_weights` of the training labels (or of the labels given)."""
 
 from __future__ import annotations
 
@@ -12,9 +12,8 @@ import torch
 
 from webly.data import Dataset
 from webly.errors import ConfigError
-from webly.longtail import class_weights
 from webly.models import create_model
-from webly.train import TrainConfig, fit
+from webly.train import TrainConfig, class_weights, fit
 
 CONFIG = TrainConfig(epochs=2, batch_size=32, lr=0.01, seed=0)
 

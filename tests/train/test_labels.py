@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 
-import webly.train.oof as oof_module
+import webly.train.fold_model as fold_model
 from tests.train.test_loop import FULL, Kill, _equal_weights, _kill_after, _mlp, _toy_store
 from tests.train.test_oof import N_CLASSES, _store, _zoo
 from webly.data import Batch, Dataset, DatasetWriter, FeatureSpec, Layout
@@ -144,13 +144,13 @@ def data(tmp_path: Path) -> tuple[Dataset, Dataset]:
 
 def _spy(monkeypatch: pytest.MonkeyPatch) -> list[tuple[tuple[Any, ...], dict[str, Any]]]:
     calls: list[tuple[tuple[Any, ...], dict[str, Any]]] = []
-    real = oof_module.fit
+    real = fold_model.fit
 
     def spy(*args: Any, **kwargs: Any) -> Any:
         calls.append((args, kwargs))
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(oof_module, "fit", spy)
+    monkeypatch.setattr(fold_model, "fit", spy)
     return calls
 
 

@@ -69,7 +69,7 @@ def test_gradient_flows() -> None:
 
 
 def test_bad_arguments() -> None:
-    with pytest.raises(ConfigError, match="task 'x' is unknown"):
+    with pytest.raises(ConfigError, match="task is 'x'; use multilabel or multiclass"):
         classification_loss(LOGITS, TARGETS, "x")  # type: ignore[arg-type]
     with pytest.raises(ConfigError, match=r"smoothing is 1\.0"):
         classification_loss(LOGITS, TARGETS, "multilabel", smoothing=1.0)

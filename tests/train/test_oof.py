@@ -13,13 +13,14 @@ import pytest
 import scipy.sparse as sp
 import torch
 
+import webly.train.fold_model as fold_model
 import webly.train.oof as oof_module
 from tests.train.test_loop import Kill, _kill_after
+from webly.core import TopK
 from webly.data import Batch, Dataset, DatasetWriter, FeatureSpec, Layout
 from webly.distill.pseudo import PseudoLabels
 from webly.ensemble.members import zoo_members
 from webly.errors import ConfigError, DataError
-from webly.metrics.ranking import TopK
 from webly.models.gbdt import LgbmModel
 from webly.models.network import load_network
 from webly.predictions import Predictions
@@ -129,13 +130,13 @@ def spy_fit(monkeypatch: pytest.MonkeyPatch, keyword: str | None = None) -> list
     """Record, for every trainer run by fit_oof / fit_full, its ``keyword`` argument (the
     member id, from the workdir, when None)."""
     calls: list[Any] = []
-    real = oof_module.fit
+    real = fold_model.fit
 
     def spy(*args: Any, **kwargs: Any) -> Any:
         calls.append(Path(args[5]).parent.name if keyword is None else kwargs[keyword])
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(oof_module, "fit", spy)
+    monkeypatch.setattr(fold_model, "fit", spy)
     return calls
 
 
@@ -519,7 +520,7 @@ def test_run_killed_mid_fold_resumes_to_the_uninterrupted_result_and_drops_check
     train, test = data
     zoo = _zoo({"name": "mlp", "hparams": {"hidden": [8], "dropout": 0.2}})
     fit_oof(zoo, train, test, tmp_path / "whole")
-    real = oof_module.fit
+    real = fold_model.fit
     started: list[int] = []  # the fold of every trainer run
     trained: list[tuple[int, int]] = []  # (fold, epoch) of the epochs the resumed run trains
     kill = [True]
@@ -534,7 +535,7 @@ def test_run_killed_mid_fold_resumes_to_the_uninterrupted_result_and_drops_check
             kwargs["on_epoch_end"] = lambda stats: trained.append((fold, stats.epoch))
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(oof_module, "fit", killed_in_fold_1)
+    monkeypatch.setattr(fold_model, "fit", killed_in_fold_1)
     with pytest.raises(Kill):
         fit_oof(zoo, train, test, tmp_path / "b")
     assert started == [0, 1]
@@ -567,17 +568,17 @@ def test_resumed_folds_say_so_and_count_the_seconds_of_every_attempt(
 ) -> None:
     train, test = data
     zoo = _zoo({"name": "mlp", "hparams": {"hidden": [8]}})
-    real = oof_module.fit
+    real = fold_model.fit
 
     def killed_in_fold_1(*args: Any, **kwargs: Any) -> Any:
         if Path(args[5]).name == "fold-1":
             kwargs["on_epoch_end"] = _kill_after(1)  # after epoch 1 of 2 is checkpointed
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(oof_module, "fit", killed_in_fold_1)
+    monkeypatch.setattr(fold_model, "fit", killed_in_fold_1)
     with pytest.raises(Kill):
         fit_oof(zoo, train, test, tmp_path)
-    monkeypatch.setattr(oof_module, "fit", real)
+    monkeypatch.setattr(fold_model, "fit", real)
     assert "resumed" not in capsys.readouterr().err
     fold_0, fold_1 = tmp_path / "mlp" / "fold-0", tmp_path / "mlp" / "fold-1"
     first = oof_module.fold_seconds(fold_0)

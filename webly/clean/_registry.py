@@ -102,4 +102,4 @@ def check_range(name: str, value: float, low: float, high: float, *, closed: boo
 
 def _load_builtin_methods() -> None:
     """Import the modules that register webly's own methods (once)."""
-    from webly.clean import cluster, confident, ensemble, scores, semantic  # noqa: F401
+    from webly.clean import agreement, cluster, confident, scores, semantic  # noqa: F401

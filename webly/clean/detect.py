@@ -8,7 +8,7 @@ from typing import Any
 from webly.clean._registry import method_entry, recorded_options, resolve_options
 from webly.clean.problem import OofLike, build_problem
 from webly.clean.verdict import NoiseVerdict, build_verdict
-from webly.metrics.ranking import LabelsLike
+from webly.core import LabelsLike
 
 
 def find_noisy_labels(

@@ -49,16 +49,16 @@ from webly.clean._registry import method_entry
 from webly.clean.actions import DROP, ActionRules
 from webly.clean.detect import find_noisy_labels
 from webly.clean.report import NoiseReport
+from webly.core import GAP_K, TopK
 from webly.data.store import Dataset
 from webly.ensemble.members import open_members, zoo_members
 from webly.errors import ConfigError, DataError
 from webly.executor import Executor
 from webly.metrics.evaluate import task_metric
 from webly.metrics.noise import detection_scores, noisy_rows
-from webly.metrics.ranking import TopK
 from webly.predictions import merge_topk
 from webly.resume import DONE, finished, mark
-from webly.train.loop import GAP_K, array_digest, matrix_digest
+from webly.train.loop import array_digest, matrix_digest
 from webly.train.oof import fit_oof, zoo_settings
 from webly.train.zoo import Zoo, manifest_hash
 
@@ -242,7 +242,7 @@ def clean_iteratively(
         labels, weight = report.cleaned_labels(), report.sample_weights()
     best_labels, best_weight = trained_on[best]
     return IterationResult(
-        metric="gap@20" if train.task == "multilabel" else "accuracy",
+        metric=train.task.metric().key,
         rows=tuple(rows),
         best=best,
         labels=sp.csr_matrix(best_labels, dtype=np.float32),

@@ -15,12 +15,10 @@ import numpy as np
 import scipy.sparse as sp
 
 from webly.clean.probs import Probs, dense_probs
-from webly.data.store import Task
+from webly.core import LabelsLike, Task, TopK, canonical_labels
 from webly.errors import ConfigError, DataError
-from webly.metrics.ranking import LabelsLike, TopK, binary_labels
 
 OofLike: TypeAlias = np.ndarray | TopK
-TASKS: tuple[Task, ...] = ("multiclass", "multilabel")
 ROW_SUM_TOLERANCE = 1e-3
 _BLOCK_ROWS = 1 << 16  # rows averaged at a time
 
@@ -83,8 +81,7 @@ def build_problem(
     n_classes : int, optional
         Class count for 1-d labels with TopK predictions (else the largest id seen + 1).
     """
-    if task is not None and task not in TASKS:
-        raise ConfigError(f"task is {task!r}; pass 'multiclass', 'multilabel' or None (infer)")
+    chosen = None if task is None else Task.parse(task)
     members_in: list[OofLike] = [oof] if isinstance(oof, np.ndarray | TopK) else list(oof)
     if not members_in:
         raise ConfigError("oof is an empty list; pass one member's predictions or several")
@@ -92,8 +89,8 @@ def build_problem(
         labels = np.asarray(labels)
     n_samples = _label_rows(labels)
     classes = _class_count(labels, members_in, n_classes)
-    csr = binary_labels(labels, n_samples, classes).astype(np.float32)
-    resolved = _resolve_task(csr, task, np.ndim(labels) == 1 and not sp.issparse(labels))
+    csr = canonical_labels(labels, n_samples, classes).astype(np.float32)
+    resolved = _resolve_task(csr, chosen, np.ndim(labels) == 1 and not sp.issparse(labels))
     many = len(members_in) > 1
     members = tuple(
         _as_probs(m, n_samples, classes, f"oof[{i}]" if many else "oof")
@@ -140,17 +137,17 @@ def _class_count(labels: LabelsLike, members: list[OofLike], n_classes: int | No
     return max(int(ids.max(initial=-1)), most) + 1
 
 
-def _resolve_task(labels: sp.csr_matrix, task: str | None, one_d: bool) -> Task:
+def _resolve_task(labels: sp.csr_matrix, task: Task | None, one_d: bool) -> Task:
     counts = np.diff(labels.indptr)
     if task is None:
-        return "multiclass" if one_d or bool((counts == 1).all()) else "multilabel"
-    if task == "multiclass" and not (counts == 1).all():
+        return Task.MULTICLASS if one_d or bool((counts == 1).all()) else Task.MULTILABEL
+    if not task.multilabel and not (counts == 1).all():
         row = int(np.flatnonzero(counts != 1)[0])
         raise DataError(
             f"task is multiclass but labels row {row} has {counts[row]} labels; pass one label "
             "a row, or task='multilabel'"
         )
-    return "multiclass" if task == "multiclass" else "multilabel"
+    return task
 
 
 def _as_probs(oof: OofLike, n_samples: int, n_classes: int, name: str) -> Probs:

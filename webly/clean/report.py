@@ -25,9 +25,11 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import scipy.sparse as sp
 
+from webly._fs import atomic_output
 from webly.clean.actions import ACTIONS, DROP, ActionRules, choose_actions
 from webly.clean.verdict import Confusion, NoiseVerdict
-from webly.data.store import MANIFEST, Task, atomic_output, read_manifest
+from webly.core import Task
+from webly.data.store import MANIFEST, read_manifest
 from webly.errors import DataError
 
 FORMAT = "webly-noise-report"
@@ -220,7 +222,7 @@ class NoiseReport:
         multilabel = "spurious" in rows.column_names
         return cls(
             method=str(manifest["method"]),
-            task="multilabel" if manifest["task"] == "multilabel" else "multiclass",
+            task=Task.parse(manifest["task"]),
             params=dict(manifest["params"]),
             rules=ActionRules(**manifest["rules"]),
             row_score=_numpy(rows, "score"),

@@ -17,7 +17,7 @@ import scipy.sparse as sp
 
 from webly.clean.problem import NoiseProblem
 from webly.clean.probs import Entries, label_rows
-from webly.data.store import Task
+from webly.core import Task
 
 DENSE_TRANSITION_MAX = 1000  # classes up to which the verdict holds a dense (C, C) transition
 MAX_CONFUSIONS = 100  # (given, true) pairs listed in `NoiseVerdict.confusions`

@@ -19,7 +19,7 @@ ensembles whole. `choose_under_budget` weighs every deployable product of a run
   non-zero weight;
 - the stacker: its members and its own fold models.
 
-Every candidate is one `webly export` folder (`webly.compress.deploy`). A member's fold models
+Every candidate is one `webly export` folder (`webly.compress.choice`). A member's fold models
 are ONNX graphs there, or, for a LightGBM member, LightGBM's own files; those stay as they are
 in the compressed pools (8 bits applies to networks).
 
@@ -37,7 +37,7 @@ validation figure and is not chosen. The test split, when the run has test label
 reported (``test_metric``).
 
 **Latency** (``measure_latency``) is milliseconds a row with ONNX Runtime on this machine
-(`webly.compress.latency`): each fold model of each member and each final variant exported and
+(`webly.deploy.latency`): each fold model of each member and each final variant exported and
 timed on a batch of validation rows, the stacker timed on its members' predictions of them; an
 ensemble's is the sum of its parts.
 """
@@ -57,19 +57,13 @@ from typing import Any, Literal
 import numpy as np
 import scipy.sparse as sp
 
-from webly._fs import OutputKind, write_json
-from webly.compress.latency import LATENCY_ROWS, ms_per_row, network_latency, trees_latency
-from webly.compress.quantize import (
-    MIN_ELEMENTS,
-    QUANTIZED_FILE,
-    REPORT_FILE,
-    Method,
-    compress_network,
-    open_network,
-)
-from webly.data.store import Dataset, atomic_output
+from webly._fs import OutputKind, atomic_output, write_json
+from webly.compress.quantize import MIN_ELEMENTS, REPORT_FILE, compress_network
+from webly.core import Task, TopK, select_top_k
+from webly.data.store import Dataset
+from webly.deploy.latency import LATENCY_ROWS, ms_per_row, network_latency, trees_latency
 from webly.ensemble.blend import Blend, fit_blend
-from webly.ensemble.budget import BudgetPoint, format_size, pareto_frontier, parse_size
+from webly.ensemble.budget import BudgetPoint, pareto_frontier
 from webly.ensemble.budget import select_under_budget as select_subsets
 from webly.ensemble.fit import STACKER
 from webly.ensemble.members import open_members
@@ -77,11 +71,12 @@ from webly.ensemble.stack import Stacker, fit_stacker
 from webly.ensemble.tta import scores_topk
 from webly.errors import ConfigError, DataError
 from webly.metrics.evaluate import task_metric
-from webly.metrics.ranking import TopK, select_top_k
 from webly.models.gbdt import CONFIG_FILE as LGBM_FILE
 from webly.models.network import CONFIG_FILE, WEIGHTS_FILE
+from webly.models.quantized import QUANTIZED_FILE, Method, open_network
 from webly.predictions import Predictions, float16_topk, write_predictions
 from webly.rundir import DataRecord, DistillRecord, EnsembleRecord, FoldsRecord, RunDir
+from webly.sizes import format_size, parse_size
 from webly.train.loop import iter_scores
 from webly.train.oof import held_out_rows
 
@@ -249,7 +244,7 @@ class _Split:
     words: str
 
     @property
-    def task(self) -> str:
+    def task(self) -> Task:
         return self.store.task
 
     @property

@@ -14,48 +14,37 @@ Each method applies to the floating tensors of more than ``min_elements`` elemen
 stay as they are. Every coded tensor is stored as uint8 codes of its shape plus a float32 table
 of the value of each code, so dequantizing is one lookup, ``table[codes]``.
 
-A `QuantizedState` is saved as one safetensors file (no pickle): every tensor under its own
-name (float32 / float16 values, or uint8 codes), each table under ``<name>#table``, and the
-method in the file's metadata. `compress_network` writes a network folder holding the
-network's ``model.json`` and this file; `open_network` loads it (or a plain network folder)
-back as a float32 `webly.models.Network`.
+The compressed state is a `webly.models.quantized.QuantizedState`; `compress_network` writes
+a network folder holding the network's ``model.json`` and that state, which
+`webly.models.quantized.open_network` loads back as a float32 `webly.models.Network`.
 """
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal, get_args
+from typing import Any
 
 import numpy as np
 import torch
-from safetensors import SafetensorError
-from safetensors.torch import load_file, safe_open, save_file
 
-from webly._fs import OutputKind, fsync_path, write_json
-from webly.data.store import atomic_output
+from webly._fs import OutputKind, atomic_output, write_json
 from webly.errors import ConfigError, DataError
-from webly.models.gbdt import CONFIG_FILE as LGBM_FILE
-from webly.models.network import (
-    CONFIG_FILE,
-    WEIGHTS_FILE,
-    Network,
-    load_network,
-    network_from_state,
+from webly.models.network import CONFIG_FILE, WEIGHTS_FILE, load_network
+from webly.models.quantized import (
+    METHODS,
+    QUANTIZED_FILE,
+    Method,
+    QuantizedState,
+    refuse_lightgbm,
 )
 
-Method = Literal["int8_partial", "fp16", "kmeans"]
-METHODS: tuple[str, ...] = get_args(Method)
-QUANTIZED_FILE = "weights.quantized.safetensors"
 REPORT_FILE = "compression.json"
 COMPRESSED = OutputKind("a compressed webly network", QUANTIZED_FILE)
 """What ``webly compress --overwrite`` replaces."""
-FORMAT, FORMAT_VERSION = "webly-quantized-state", 1
 MIN_ELEMENTS = 17_000
 """Tensors with more elements than this are compressed (Skalic et al. 2018)."""
-_TABLE = "#table"
 
 
 @dataclass(frozen=True)
@@ -76,89 +65,6 @@ class TensorReport:
     bytes_after: int
     max_abs_error: float
     rel_rms_error: float
-
-
-@dataclass(frozen=True)
-class QuantizedState:
-    """A compressed state dict.
-
-    Attributes
-    ----------
-    method : the compression method of its big tensors.
-    min_elements : tensors of more elements than this were compressed.
-    values : name -> stored tensor: the original (float32 or integer), float16 values, or uint8
-        codes of the original's shape.
-    tables : name -> ``(n_codes,)`` float32 value of each code, for the coded tensors only.
-    """
-
-    method: Method
-    min_elements: int
-    values: dict[str, torch.Tensor]
-    tables: dict[str, torch.Tensor]
-
-    def dequantize(self) -> dict[str, torch.Tensor]:
-        """The state dict back: float32 tensors (integer buffers as they are), original shapes."""
-        state = {}
-        for name, value in self.values.items():
-            if name in self.tables:
-                state[name] = self.tables[name][value.long()]
-            elif value.dtype == torch.float16:
-                state[name] = value.float()
-            else:
-                state[name] = value
-        return state
-
-    @property
-    def nbytes(self) -> int:
-        """Bytes of the stored tensors and tables."""
-        tensors = [*self.values.values(), *self.tables.values()]
-        return sum(t.numel() * t.element_size() for t in tensors)
-
-    def save(self, path: str | Path) -> None:
-        """Write the state as one safetensors file at ``path`` (fsynced)."""
-        tensors = {name: value.contiguous() for name, value in self.values.items()}
-        tensors |= {name + _TABLE: table.contiguous() for name, table in self.tables.items()}
-        metadata = {
-            "format": FORMAT,
-            "format_version": str(FORMAT_VERSION),
-            "method": self.method,
-            "min_elements": str(self.min_elements),
-        }
-        save_file(tensors, str(path), metadata=metadata)
-        fsync_path(Path(path))
-
-    @classmethod
-    def load(cls, path: str | Path) -> QuantizedState:
-        """Read a state written by `save`; a damaged or foreign file is a one-line `DataError`."""
-        path = Path(path)
-        try:
-            with safe_open(str(path), framework="pt") as handle:
-                metadata = handle.metadata() or {}
-            tensors = load_file(str(path))
-        except (OSError, SafetensorError) as err:
-            raise DataError(
-                f"{path}: unreadable quantized weights ({err}); the file is damaged, compress "
-                "the network again"
-            ) from None
-        if metadata.get("format") != FORMAT or metadata.get("format_version") != str(
-            FORMAT_VERSION
-        ):
-            raise DataError(
-                f"{path}: format {metadata.get('format')!r} version "
-                f"{metadata.get('format_version')!r}; this webly reads {FORMAT} v{FORMAT_VERSION}"
-            )
-        if metadata.get("method") not in METHODS:
-            raise DataError(f"{path}: unknown method {metadata.get('method')!r}; re-compress")
-        tables = {name[: -len(_TABLE)]: t for name, t in tensors.items() if name.endswith(_TABLE)}
-        values = {name: t for name, t in tensors.items() if not name.endswith(_TABLE)}
-        for name, codes in values.items():
-            table = tables.get(name)
-            if table is not None and (codes.dtype != torch.uint8 or int(codes.max()) >= len(table)):
-                raise DataError(
-                    f"{path}: codes of {name!r} do not index its {len(table)}-entry table; "
-                    "the file is damaged, compress the network again"
-                )
-        return cls(metadata["method"], int(metadata["min_elements"]), values, tables)
 
 
 # --------------------------------------------------------------------------- quantizers
@@ -342,7 +248,7 @@ def compress_network(
     ``folder_out`` gets the network's ``model.json``, the `QuantizedState` as
     ``weights.quantized.safetensors`` and the report as ``compression.json``; it is built in a
     temporary folder and renamed into place, so on error nothing is left there. Load it with
-    `open_network`. The options are those of `quantize_state`.
+    `webly.models.quantized.open_network`. The options are those of `quantize_state`.
     """
     folder_in, folder_out = Path(folder_in), Path(folder_out)
     refuse_lightgbm(folder_in, "compression")
@@ -373,33 +279,3 @@ def compress_network(
         )
         write_json(tmp / REPORT_FILE, result.to_json())
     return result
-
-
-def refuse_lightgbm(folder: Path, what: str) -> None:
-    """Raise a one-line `ConfigError` when ``folder`` holds a LightGBM model: ``what`` (e.g.
-    ``ONNX export``) takes networks."""
-    if (folder / LGBM_FILE).is_file():
-        raise ConfigError(
-            f"{folder} is a LightGBM model: lgbm members are exported as LightGBM text models "
-            f"({LGBM_FILE} + booster text files, LgbmModel.load); {what} takes networks"
-        )
-
-
-def is_compressed(folder: str | Path) -> bool:
-    """Whether ``folder`` holds a network written by `compress_network`."""
-    return (Path(folder) / QUANTIZED_FILE).is_file()
-
-
-def open_network(folder: str | Path) -> Network:
-    """A saved network folder, plain (`webly.models.save_network`) or compressed
-    (`compress_network`), as a float32 `Network` in eval mode; a compressed one is dequantized.
-    """
-    folder = Path(folder)
-    if not is_compressed(folder):
-        return load_network(folder).eval()
-    try:
-        config = json.loads((folder / CONFIG_FILE).read_text())
-    except (OSError, ValueError) as err:
-        raise DataError(f"{folder}: unreadable {CONFIG_FILE} ({err}); compress again") from None
-    state = QuantizedState.load(folder / QUANTIZED_FILE).dequantize()
-    return network_from_state(config, state, folder).eval()

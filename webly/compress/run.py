@@ -13,10 +13,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from webly.compress.export import export_onnx
-from webly.compress.exported import ExportedModel
-from webly.compress.options import PredictOptions
 from webly.data.store import Dataset, Layout
+from webly.deploy.export import export_onnx
+from webly.deploy.exported import ExportedModel
+from webly.deploy.options import PredictOptions
 from webly.errors import ConfigError
 from webly.rundir import DataRecord, RunDir
 

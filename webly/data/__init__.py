@@ -9,7 +9,6 @@ from webly.data.store import (
     Layout,
     ShardInfo,
     ShardWriter,
-    atomic_output,
     dequantize_uint8,
     quantize_uint8,
 )
@@ -23,7 +22,6 @@ __all__ = [
     "ShardInfo",
     "ShardWriter",
     "assign_folds",
-    "atomic_output",
     "dequantize_uint8",
     "quantize_uint8",
 ]

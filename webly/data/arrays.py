@@ -25,9 +25,9 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import scipy.sparse as sp
 
-from webly.data.store import Batch, Dataset, DatasetWriter, Dtype, FeatureSpec, Layout, Task
+from webly.core import Task, canonical_labels
+from webly.data.store import Batch, Dataset, DatasetWriter, Dtype, FeatureSpec, Layout
 from webly.errors import ConfigError, DataError
-from webly.longtail.labels import label_matrix
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -102,10 +102,8 @@ def dataset_from_arrays(
         raise ConfigError("no features given; pass features=(n_samples, dim) or frames={...}")
     n = _row_count(video, sequences)
     rows, names, inferred = _label_rows(labels, n, n_classes, class_names)
-    task = task or inferred
-    if task not in ("multiclass", "multilabel"):
-        raise ConfigError(f"task is {task!r}; pass 'multiclass' or 'multilabel'")
-    if task == "multiclass" and any(len(r) > 1 for r in rows):
+    task = Task.parse(task) if task else inferred
+    if not task.multilabel and any(len(r) > 1 for r in rows):
         raise DataError("task is multiclass but some rows hold several labels; pass one a row")
     ids = _ids(ids, n)
     for what, column in (("texts", texts), ("groups", groups)):
@@ -199,11 +197,12 @@ def dataset_from_pandas(
 def infer_task(labels: Any) -> Task:
     """ "multilabel" for a 0/1 matrix or label lists, "multiclass" for one id or name a row."""
     if sp.issparse(labels):
-        return "multilabel"
+        return Task.MULTILABEL
     if isinstance(labels, np.ndarray):
-        return "multilabel" if labels.ndim == 2 else "multiclass"
+        return Task.MULTILABEL if labels.ndim == 2 else Task.MULTICLASS
     first = next(iter(labels), None)
-    return "multilabel" if isinstance(first, list | tuple | np.ndarray | set) else "multiclass"
+    several = isinstance(first, list | tuple | np.ndarray | set)
+    return Task.MULTILABEL if several else Task.MULTICLASS
 
 
 # --------------------------------------------------------------------------- internals
@@ -272,9 +271,9 @@ def _label_rows(
             raise ConfigError(
                 "unlabeled rows need the class count: pass n_classes= or class_names="
             )
-        return [np.zeros(0, np.int64)] * n, names, "multilabel"
+        return [np.zeros(0, np.int64)] * n, names, Task.MULTILABEL
     task = infer_task(labels)
-    if task == "multiclass":
+    if not task.multilabel:
         values = np.asarray(labels)
         if values.shape != (n,):
             raise DataError(f"labels have shape {values.shape} for {n} rows; pass ({n},)")
@@ -294,7 +293,7 @@ def _label_rows(
     if isinstance(labels, np.ndarray) or sp.issparse(labels):
         if labels.shape[0] != n:
             raise DataError(f"labels hold {labels.shape[0]} rows for {n}; give one a row")
-        matrix = label_matrix(labels, n_classes)
+        matrix = canonical_labels(labels, n_classes=n_classes)
         return list(np.split(matrix.indices, matrix.indptr[1:-1])), names, task
     lists = [np.asarray(list(row), dtype=np.int64) for row in labels]
     if len(lists) != n:

@@ -20,9 +20,11 @@ from pathlib import Path
 import numpy as np
 import scipy.sparse as sp
 
+from webly._fs import atomic_output
+from webly.core import Task
 from webly.data.noise import NoiseKind, check_noise, inject, realized_rates
 from webly.data.relabel import class_means, confusable_from_means, margin_difficulty
-from webly.data.store import DATASETS, Batch, DatasetWriter, FeatureSpec, Layout, atomic_output
+from webly.data.store import DATASETS, Batch, DatasetWriter, FeatureSpec, Layout
 from webly.errors import ConfigError
 
 DIGIT_WORDS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
@@ -77,7 +79,7 @@ def load_noisy_digits(
     if noise is None and rate != 0.0:
         raise ConfigError(f"rate is {rate} but no noise kind is given; pass --noise KIND")
     if noise is not None:
-        check_noise(noise, rate, "multiclass")
+        check_noise(noise, rate, Task.MULTICLASS)
     if not 0.0 < test_fraction < 1.0:
         raise ConfigError(f"test_fraction is {test_fraction}; use a value in (0, 1), e.g. 0.25")
     from sklearn.datasets import load_digits
@@ -135,7 +137,7 @@ def builtin_digits(
     layout = Layout(
         features=(FeatureSpec("pixels", 64, "float32"),),
         n_classes=len(DIGIT_WORDS),
-        task="multiclass",
+        task=Task.MULTICLASS,
         class_names=tuple(str(d) for d in range(len(DIGIT_WORDS))),
         class_descriptions=tuple(f"a handwritten digit {word}" for word in DIGIT_WORDS),
     )

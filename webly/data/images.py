@@ -32,7 +32,8 @@ import pyarrow as pa
 import pyarrow.csv as pacsv
 from PIL import Image
 
-from webly.data.store import Batch, Dataset, DatasetWriter, Dtype, FeatureSpec, Layout, Task
+from webly.core import Task
+from webly.data.store import Batch, Dataset, DatasetWriter, Dtype, FeatureSpec, Layout
 from webly.data.tables import read_class_names
 from webly.errors import ConfigError, DataError, WeblyWarning
 
@@ -419,7 +420,7 @@ def _csv_source(
                     f"{where}: label {unknown[0]!r} is not in the class list ({len(lookup)} "
                     "classes); add it to the classes file or fix the row"
                 )
-            if task == "multiclass" and len(tokens) != 1:
+            if not task.multilabel and len(tokens) != 1:
                 raise DataError(
                     f"{where}: {len(tokens)} labels but the task is multiclass (exactly one a "
                     "row); fix the row, or pass --label-sep and --task multilabel"
@@ -465,7 +466,7 @@ def import_images(
     dtype: Dtype = "float16",
     classes: str | Path | Sequence[str] | None = None,
     label_sep: str | None = None,
-    task: Task = "multiclass",
+    task: Task = Task.MULTICLASS,
     batch_size: int = 64,
     workers: int = 4,
     skip_bad: bool = False,
@@ -527,7 +528,7 @@ def import_images(
     crops = (CENTRE, *views)
     groups = (FEATURE_GROUP, *(view_group(v) for v in views))
     names = read_class_names(classes) if classes is not None else None
-    source = _open_source(src, names, label_sep, task)
+    source = _open_source(src, names, label_sep, Task.parse(task))
     first = next(source.items, None)
     if first is None:
         raise DataError(

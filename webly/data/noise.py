@@ -23,14 +23,14 @@ from typing import Literal, get_args
 import numpy as np
 import scipy.sparse as sp
 
-from webly.data.store import Task
+from webly.core import Task
 from webly.errors import ConfigError
 
 NoiseKind = Literal["missing", "spurious", "symmetric", "pair", "instance"]
 NOISE_KINDS: tuple[str, ...] = get_args(NoiseKind)
-KINDS_FOR_TASK: dict[str, tuple[str, ...]] = {
-    "multiclass": ("symmetric", "pair", "instance"),
-    "multilabel": ("missing", "spurious", "instance"),
+KINDS_FOR_TASK: dict[Task, tuple[str, ...]] = {
+    Task.MULTICLASS: ("symmetric", "pair", "instance"),
+    Task.MULTILABEL: ("missing", "spurious", "instance"),
 }
 
 

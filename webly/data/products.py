@@ -39,9 +39,11 @@ from pathlib import Path
 import numpy as np
 import scipy.sparse as sp
 
+from webly._fs import atomic_output
+from webly.core import Task
 from webly.data.latent import RandomFeatureMap, class_prototypes, zipf_prior
 from webly.data.noise import NoiseKind, confusable_classes, inject, realized_rates
-from webly.data.store import DATASETS, Batch, DatasetWriter, FeatureSpec, Layout, atomic_output
+from webly.data.store import DATASETS, Batch, DatasetWriter, FeatureSpec, Layout
 from webly.errors import ConfigError
 
 CHUNK_PRODUCTS = 2048
@@ -217,7 +219,7 @@ def synth_products_like(
     base_layout = Layout(
         features=(FeatureSpec("image", config.image_dim, "float16"),),
         n_classes=config.n_classes,
-        task="multiclass",
+        task=Task.MULTICLASS,
         class_names=tuple(world.vocabulary.names),
         class_descriptions=tuple(world.vocabulary.descriptions()),
         has_group=True,

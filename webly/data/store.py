@@ -19,7 +19,6 @@ so an interrupted import leaves nothing that opens as a dataset.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import io
 import json
@@ -39,7 +38,15 @@ import numpy as np
 import pyarrow as pa
 import scipy.sparse as sp
 
-from webly._fs import OutputKind, check_output, fsync_path, remove_stale, temp_path
+from webly._fs import (
+    OutputKind,
+    claim_output,
+    fsync_path,
+    publish_output,
+    remove_stale,
+    temp_path,
+)
+from webly.core import Task
 from webly.errors import DataError, WeblyWarning
 
 FORMAT = "webly-dataset"
@@ -51,7 +58,6 @@ _URI = re.compile(r"^[A-Za-z][A-Za-z0-9+.\-]*://")
 
 Dtype = Literal["uint8", "float16", "float32"]
 Level = Literal["video", "frame"]
-Task = Literal["multilabel", "multiclass"]
 Sampling = Literal["first", "uniform", "random", "replace"]
 
 _RESERVED = frozenset({"id", "labels", "group", "text", "clean_labels"})
@@ -134,7 +140,7 @@ class Layout:
 
     features: tuple[FeatureSpec, ...]
     n_classes: int
-    task: Task = "multilabel"
+    task: Task = Task.MULTILABEL
     class_names: tuple[str, ...] | None = None
     class_descriptions: tuple[str, ...] | None = None
     has_group: bool = False
@@ -147,8 +153,7 @@ class Layout:
             raise DataError(f"feature group names repeat: {names}; give each group its own name")
         if self.n_classes < 1:
             raise DataError(f"n_classes is {self.n_classes}; it must be >= 1 (--num-classes)")
-        if self.task not in ("multilabel", "multiclass"):
-            raise DataError(f"task {self.task!r} is unknown; use multilabel or multiclass")
+        object.__setattr__(self, "task", Task.parse(self.task))
         for what, given in (("names", self.class_names), ("descriptions", self.class_descriptions)):
             if given is not None and len(given) != self.n_classes:
                 raise DataError(
@@ -189,7 +194,7 @@ class Layout:
         return cls(
             features=tuple(FeatureSpec(**f) for f in obj["features"]),
             n_classes=int(obj["n_classes"]),
-            task=obj["task"],
+            task=Task.parse(obj["task"]),
             class_names=tuple(names) if names is not None else None,
             class_descriptions=tuple(descriptions) if descriptions is not None else None,
             has_group=bool(obj["has_group"]),
@@ -342,69 +347,6 @@ DATASETS = OutputKind("a folder of webly datasets", f"train/{MANIFEST}", FORMAT)
 """What ``--overwrite`` of a generator replaces: a folder of ``train/``, ``test/`` ... datasets."""
 
 
-def claim_output(
-    out: Path,
-    overwrite: bool,
-    *,
-    kind: OutputKind | None = None,
-    inputs: Iterable[str | os.PathLike[str]] = (),
-    hosts: Iterable[str | os.PathLike[str]] = (),
-) -> Path:
-    """Check ``out`` may be written and make a hidden temporary folder beside it to build in.
-
-    ``out`` may not exist yet, or be an empty folder; anything else needs ``overwrite``, and
-    then must be of ``kind``; it never overlaps ``inputs`` (`webly._fs.check_output` has the
-    whole rule). Temporaries that killed writers left beside ``out`` are removed first.
-    """
-    out = Path(out)
-    check_output(out, inputs=inputs, hosts=hosts, overwrite=overwrite, kind=kind)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    remove_stale(out)
-    tmp = temp_path(out)
-    tmp.mkdir()
-    return tmp
-
-
-def publish_output(tmp: Path, out: Path) -> None:
-    """Rename the finished ``tmp`` folder to ``out`` (replacing what is there), durably."""
-    fsync_path(tmp)
-    trash = None
-    if out.exists():
-        trash = temp_path(out, "old")
-        os.rename(out, trash)
-    os.rename(tmp, out)
-    fsync_path(out.parent)
-    if trash is not None and trash.is_dir():
-        shutil.rmtree(trash)
-    elif trash is not None:
-        trash.unlink()
-
-
-@contextlib.contextmanager
-def atomic_output(
-    out: str | Path,
-    overwrite: bool = False,
-    *,
-    kind: OutputKind | None = None,
-    inputs: Iterable[str | os.PathLike[str]] = (),
-    hosts: Iterable[str | os.PathLike[str]] = (),
-) -> Iterator[Path]:
-    """Build a folder atomically: yields a temporary folder that becomes ``out`` on success and
-    is removed on error, so ``out`` is either the old content or the complete new one.
-
-    Used for outputs of several datasets (e.g. ``train/``, ``test/`` splits). ``out`` is
-    checked as `claim_output` checks it.
-    """
-    out = Path(out)
-    tmp = claim_output(out, overwrite, kind=kind, inputs=inputs, hosts=hosts)
-    try:
-        yield tmp
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    publish_output(tmp, out)
-
-
 class ShardWriter:
     """Streams `Batch` es into one Arrow IPC file, validating every row against the layout.
 
@@ -495,7 +437,7 @@ class ShardWriter:
                 f"{name} use class {int(values[bad][0])} but the dataset declares "
                 f"{n_classes} classes (0..{n_classes - 1}); check --num-classes",
             )
-        if self.layout.task == "multiclass" and (lengths > 1).any():
+        if not self.layout.task.multilabel and (lengths > 1).any():
             where = int(np.flatnonzero(lengths > 1)[0])
             raise self._fail(
                 ids[where],

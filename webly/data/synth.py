@@ -42,6 +42,7 @@ import numpy as np
 import pyarrow as pa
 import scipy.sparse as sp
 
+from webly._fs import atomic_output
 from webly.data.latent import RandomFeatureMap, class_prototypes, zipf_prior
 from webly.data.noise import confusable_classes, inject, realized_rates
 from webly.data.store import (
@@ -50,7 +51,6 @@ from webly.data.store import (
     Layout,
     ShardInfo,
     ShardWriter,
-    atomic_output,
     dequantize_uint8,
     quantize_uint8,
 )

@@ -28,7 +28,8 @@ import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
-from webly.data.store import Batch, Dataset, DatasetWriter, Dtype, FeatureSpec, Layout, Task
+from webly.core import Task
+from webly.data.store import Batch, Dataset, DatasetWriter, Dtype, FeatureSpec, Layout
 from webly.errors import DataError
 
 LabelType = Literal["auto", "int", "name"]
@@ -57,7 +58,7 @@ def import_table(
     group_name: str = "x",
     dtype: Dtype = "float32",
     quant_range: tuple[float, float] = (-2.0, 2.0),
-    task: Task = "multilabel",
+    task: Task = Task.MULTILABEL,
     n_classes: int | None = None,
     classes: str | Path | Sequence[str] | None = None,
     label_type: LabelType = "auto",
@@ -126,7 +127,7 @@ def import_table(
     Dataset
         The new dataset, opened.
     """
-    path, out = Path(path), Path(out)
+    path, out, task = Path(path), Path(out), Task.parse(task)
     table = _open_table(path, labels, batch_rows)
     label_col = _column(path, table, labels, "label")
     id_col = _optional_column(path, table, id_column, "id", "ids")
@@ -695,7 +696,7 @@ class _Labeler:
     def labels(self, record: pa.RecordBatch, ids: Sequence[str]) -> list[np.ndarray]:
         """Class ids of each row of ``record`` (range checks are left to the store)."""
         lengths, tokens = _label_tokens(record, self.column, self.sep)
-        if self.task == "multiclass" and (lengths != 1).any():
+        if not self.task.multilabel and (lengths != 1).any():
             row = int(np.flatnonzero(lengths != 1)[0])
             raise DataError(
                 f"{self.path}: row {ids[row]!r}: {int(lengths[row])} labels in column "

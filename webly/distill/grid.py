@@ -1,6 +1,6 @@
 """Train a zoo at every distillation setting of a grid and keep, per member, the setting of
-best validation figure (`webly.distill.settings.choose`): the one loop the distill stage and
-``webly distill`` (`webly.distill.student.train_students`) share.
+best validation figure (`webly.distill.settings.choose`): the loop of
+`webly.distill.run.run_distill`, for the students and for the final model.
 
 Validation is what each kind of model has without the test split: a student trained out of
 fold is scored by its out-of-fold metric (`oof_figure`), a model trained on every row by its

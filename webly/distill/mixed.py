@@ -7,7 +7,7 @@ random partner ``j`` and ``w_i ~ Beta(alpha, alpha)``, every feature group mixed
 groups zero-padded to the longer of the two videos, as `webly.train.mixup` does in a batch).
 Unlike mixup in training, the target of a mixed row is not the mix of the two rows' labels but
 the teacher's prediction of the mixed input itself: the teacher is run on the stored rows
-(`webly.stages.distill`), and they train through the trainer's unlabeled-rows term
+(`webly.distill.run`), and they train through the trainer's unlabeled-rows term
 (`webly.distill.unlabeled.teach_unlabeled`).
 """
 

@@ -15,15 +15,15 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 import scipy.sparse as sp
 
+from webly.core import Task, TopK
 from webly.data.store import Dataset
 from webly.distill.soft_labels import soft_targets
 from webly.errors import ConfigError, DataError
-from webly.metrics.ranking import TopK
 
 
 def alpha_schedule(epoch: float, t1: float, t2: float, alpha_f: float) -> float:
@@ -47,7 +47,7 @@ def alpha_schedule(epoch: float, t1: float, t2: float, alpha_f: float) -> float:
 
 def select_pseudo_labels(
     scores: TopK,
-    task: Literal["multilabel", "multiclass"],
+    task: Task,
     threshold: float,
     n_classes: int,
     *,
@@ -72,8 +72,7 @@ def select_pseudo_labels(
     rows : (n_kept,) int64 positions of the kept rows in ``scores``, ascending
     targets : csr_matrix (n_kept, n_classes) float32 in [0, 1]
     """
-    if task not in ("multilabel", "multiclass"):
-        raise ConfigError(f"task {task!r} is unknown; use multilabel or multiclass")
+    task = Task.parse(task)
     if not 0.0 < threshold <= 1.0:
         raise ConfigError(f"pseudo-label threshold is {threshold}; use a value in (0, 1]")
     indices, values = scores.indices, scores.scores
@@ -86,7 +85,7 @@ def select_pseudo_labels(
     if present.any() and (values[present].min() < 0 or values[present].max() > 1):
         raise DataError("pseudo-label scores leave [0, 1]; pass probabilities, not logits")
     masked = np.where(present, values, -np.inf)  # (n_samples, k)
-    if task == "multiclass" and scores.k:
+    if not task.multilabel and scores.k:
         confident = np.zeros_like(present)
         confident[np.arange(scores.n_samples), np.argmax(masked, axis=1)] = True
         confident &= masked >= threshold

@@ -15,10 +15,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from webly.config import TWIN, lam_grid
 from webly.errors import ConfigError
-
-TWIN = 1.0
-"""The ``lam`` of the labels-only twin: the label loss alone."""
 
 
 @dataclass(frozen=True)
@@ -42,26 +40,6 @@ class Setting:
         if self.twin:
             return "labels"
         return f"lam-{self.lam:g}" + ("-mixup" if self.mixup else "")
-
-
-def lam_grid(lam: float | Sequence[float]) -> tuple[float, ...]:
-    """The ``lam`` values to try, the twin's (1.0) first when it is one of them.
-
-    Raises `ConfigError` (one line, naming ``distill.lam``) on an empty grid, a repeated value
-    or one outside [0, 1].
-    """
-    values = (float(lam),) if isinstance(lam, int | float) else tuple(float(v) for v in lam)
-    if not values:
-        raise ConfigError("distill.lam: no value to try; give one in [0, 1], e.g. [1.0, 0.5, 0.2]")
-    for value in values:
-        if not 0.0 <= value <= 1.0:
-            raise ConfigError(
-                f"distill.lam: {value:g} is outside [0, 1] (the weight of the label loss); use "
-                "e.g. [1.0, 0.5, 0.2]"
-            )
-    if len(set(values)) != len(values):
-        raise ConfigError(f"distill.lam: {list(values)} repeats a value; give each once")
-    return tuple(sorted(values, key=lambda v: v != TWIN))
 
 
 def settings(lam: float | Sequence[float], mixup: bool = False) -> tuple[Setting, ...]:

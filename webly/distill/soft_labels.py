@@ -13,14 +13,14 @@ from collections.abc import Sequence
 import numpy as np
 import scipy.sparse as sp
 
+from webly.core import Task, TopK, select_top_k
 from webly.ensemble.members import Members
 from webly.errors import ConfigError, DataError
-from webly.metrics.ranking import TopK, select_top_k
 from webly.predictions import merge_topk
 
 
 def soft_targets(
-    teacher: TopK, n_classes: int, task: str, *, k: int | None = None, min_score: float = 1e-3
+    teacher: TopK, n_classes: int, task: Task, *, k: int | None = None, min_score: float = 1e-3
 ) -> sp.csr_matrix:
     """A teacher's top-k predictions as (n_samples, n_classes) soft targets.
 
@@ -41,8 +41,7 @@ def soft_targets(
         Multi-label: the scores, clipped to [0, 1]. Multi-class: each row's kept scores
         divided by their sum, a distribution over the kept classes.
     """
-    if task not in ("multilabel", "multiclass"):
-        raise ConfigError(f"task {task!r} is unknown; use multilabel or multiclass")
+    task = Task.parse(task)
     if not 0.0 <= min_score < 1.0:
         raise ConfigError(f"min_score is {min_score}; use a value in [0, 1)")
     indices, scores = select_top_k(teacher, k, sort=False)
@@ -59,7 +58,7 @@ def soft_targets(
         )
     keep = (indices >= 0) & (scores >= min_score)
     values = np.clip(np.where(keep, scores, 0.0), 0.0, 1.0).astype(np.float32)
-    if task == "multiclass":
+    if not task.multilabel:
         totals = values.sum(axis=1, keepdims=True)
         values = np.divide(values, totals, out=np.zeros_like(values), where=totals > 0)
     rows = np.broadcast_to(np.arange(indices.shape[0])[:, None], indices.shape)

@@ -14,11 +14,11 @@ from __future__ import annotations
 
 import numpy as np
 
+from webly.core import TopK, select_top_k
 from webly.data.store import Dataset
 from webly.distill.pseudo import PseudoLabels, select_pseudo_labels
 from webly.distill.soft_labels import soft_targets
 from webly.errors import DataError
-from webly.metrics.ranking import TopK, select_top_k
 
 
 def teach_unlabeled(

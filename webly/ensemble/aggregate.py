@@ -41,8 +41,8 @@ import numpy as np
 import pyarrow as pa
 import scipy.sparse as sp
 
+from webly.core import Task, TopK, select_top_k
 from webly.errors import ConfigError, DataError
-from webly.metrics.ranking import TopK, select_top_k
 
 Method = Literal["mean", "belief", "first"]
 METHODS = ("mean", "belief", "first")
@@ -104,7 +104,7 @@ def aggregate_groups(
 def group_labels(
     labels: sp.spmatrix,
     groups: np.ndarray,
-    task: Literal["multilabel", "multiclass"] = "multilabel",
+    task: Task = Task.MULTILABEL,
 ) -> sp.csr_matrix:
     """Each group's labels, for scoring `aggregate_groups`' output.
 
@@ -120,11 +120,9 @@ def group_labels(
     -------
     csr_matrix (n_groups, n_classes) float32 0/1, groups in `aggregate_groups`' order
     """
-    if task not in ("multilabel", "multiclass"):
-        raise ConfigError(f"task {task!r} is unknown; use multilabel or multiclass")
     labels = sp.csr_matrix(labels)
     group_ids, group_of, first_rows = _group_index(groups, labels.shape[0])
-    if task == "multiclass":
+    if not Task.parse(task).multilabel:
         return sp.csr_matrix(labels[first_rows], dtype=np.float32)
     n = labels.shape[0]
     member = sp.csr_matrix(

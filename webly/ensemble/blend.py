@@ -35,13 +35,13 @@ from typing import Any
 import numpy as np
 import scipy.sparse as sp
 
+from webly.core import LabelsLike, Task, TopK, canonical_labels, select_top_k
 from webly.ensemble.vote import require_multiclass, vote, vote_logits
 from webly.errors import ConfigError, DataError
 from webly.metrics.evaluate import task_metric
-from webly.metrics.ranking import LabelsLike, TopK, binary_labels, hit_mask, select_top_k
+from webly.metrics.ranking import hit_mask
 from webly.predictions import merge_topk, union_candidates
 
-TASKS = ("multilabel", "multiclass")
 _ALIGNED_BYTES = 1 << 30  # OofScorer aligns members on their candidates up to this
 
 
@@ -166,14 +166,14 @@ class OofScorer:
         self,
         preds: Sequence[TopK],
         labels: LabelsLike,
-        task: str,
+        task: Task,
         *,
         metric_k: int = 20,
         rows: int | None = None,
         seed: int = 0,
         names: Sequence[str] | None = None,
     ) -> None:
-        check_task(task)
+        task = Task.parse(task)
         if metric_k < 1:
             raise ConfigError(f"metric_k is {metric_k}; it must be >= 1")
         csr = check_members(preds, labels, names)
@@ -249,7 +249,7 @@ class OofScorer:
         return self._metric_aligned(state.sums, state.present)
 
     def _metric(self, topk: TopK) -> float:
-        if self.task == "multiclass":
+        if not self.task.multilabel:
             return task_metric(topk, self.labels, self.task)
         indices, scores = select_top_k(topk, self.metric_k)
         valid = indices >= 0
@@ -303,13 +303,7 @@ def check_members(
                 f"member {tag} predicts class {top} but the labels have {n_classes} classes; "
                 "blend members trained on these labels' class space"
             )
-    return binary_labels(labels, n, n_classes)
-
-
-def check_task(task: str) -> None:
-    """Refuse a task other than `TASKS`."""
-    if task not in TASKS:
-        raise ConfigError(f"task is {task!r}; pass one of {', '.join(TASKS)}")
+    return canonical_labels(labels, n, n_classes)
 
 
 def check_weights(weights: Sequence[float] | np.ndarray, n_models: int) -> np.ndarray:
@@ -356,7 +350,7 @@ class GreedySelection(WeightSearch):
 def search_weights(
     oof: Sequence[TopK],
     labels: LabelsLike,
-    task: str,
+    task: Task,
     *,
     n_trials: int = 200,
     seed: int = 0,
@@ -418,7 +412,7 @@ def search_weights(
 def greedy_selection(
     oof: Sequence[TopK],
     labels: LabelsLike,
-    task: str,
+    task: Task,
     *,
     max_steps: int = 50,
     init_best: int = 1,
@@ -610,7 +604,7 @@ def fit_blend(
     method: str,
     oof: Sequence[TopK],
     labels: LabelsLike,
-    task: str,
+    task: Task,
     names: Sequence[str],
     *,
     metric_k: int = 20,
@@ -640,7 +634,7 @@ def fit_blend(
         With ``oof_metric`` the blend's metric on all OOF rows.
     """
     entry = _method(method)
-    check_task(task)
+    task = Task.parse(task)
     if entry.multiclass_only:
         require_multiclass(task, method)
     csr = check_members(oof, labels, names)

@@ -24,14 +24,13 @@ from typing import Any
 import numpy as np
 import scipy.sparse as sp
 
+from webly.core import GAP_K, Task, TopK
 from webly.ensemble.blend import METHODS, Blend, fit_blend
 from webly.ensemble.members import Members
 from webly.ensemble.stack import Stacker, StackerConfig, fit_stacker
 from webly.errors import ConfigError, DataError
 from webly.metrics.evaluate import task_metric
-from webly.metrics.ranking import TopK
 from webly.predictions import Predictions, write_predictions
-from webly.train.loop import GAP_K
 
 STACKER = "stacker"
 BLEND = "blend"
@@ -53,7 +52,7 @@ class EnsembleEntry:
 def fit_ensemble(
     members: Members,
     labels: sp.csr_matrix,
-    task: str,
+    task: Task,
     out: str | Path,
     *,
     blends: Sequence[str] = ("mean", "weighted", "greedy"),
@@ -149,7 +148,7 @@ def _write(
     predictions: dict[str, TopK],
     model: dict[str, Any],
     labels: sp.csr_matrix,
-    task: str,
+    task: Task,
     test_labels: sp.csr_matrix | None,
     k: int,
     started: float,

@@ -11,8 +11,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from webly.core import TopK
 from webly.errors import ConfigError, DataError
-from webly.metrics.ranking import TopK
 from webly.predictions import Predictions, Rows
 
 

@@ -84,18 +84,19 @@ import numpy as np
 import scipy.sparse as sp
 from sklearn.linear_model import LogisticRegression
 
-from webly.data.store import claim_output, publish_output, read_manifest
+from webly._fs import claim_output, publish_output
+from webly.core import Task, TopK, canonical_labels, select_top_k
+from webly.data.store import read_manifest
 from webly.ensemble.members import Members
 from webly.errors import ConfigError, DataError
 from webly.metrics.evaluate import task_metric
-from webly.metrics.ranking import TopK, binary_labels, hit_mask, select_top_k
+from webly.metrics.ranking import hit_mask
 from webly.predictions import union_candidates
 from webly.progress import Advance, steps
 
 FORMAT = "webly-stacker"
 FORMAT_VERSION = 1
 LEARNERS = ("lightgbm", "logistic")
-TASKS = ("multilabel", "multiclass")
 _TABLE_ENTRIES = 1 << 23  # cap on a block's (rows, n_classes + 1) lookup tables
 _BIN_SAMPLE_PAIRS = 200_000  # pairs LightGBM's bins are learnt from (its own default count)
 
@@ -882,7 +883,7 @@ def fit_stacker(
     members: Members,
     labels: sp.spmatrix | sp.sparray | np.ndarray,
     folds: np.ndarray,
-    task: str,
+    task: Task,
     config: StackerConfig | None = None,
     out_dir: str | Path | None = None,
     overwrite: bool = False,
@@ -909,7 +910,7 @@ def fit_stacker(
     -------
     StackResult
     """
-    config = config or StackerConfig()
+    config, task = config or StackerConfig(), Task.parse(task)
     members, csr, fold_ids, fold_of_row = _check_inputs(members, labels, folds, task, config)
     if out_dir is not None:
         shutil.rmtree(claim_output(Path(out_dir), overwrite))  # fail now, not after training
@@ -980,13 +981,11 @@ def _check_inputs(
     members: Members,
     labels: sp.spmatrix | sp.sparray | np.ndarray,
     folds: np.ndarray,
-    task: str,
+    task: Task,
     config: StackerConfig,
 ) -> tuple[Members, sp.csr_matrix, np.ndarray, np.ndarray]:
     """The members stacked, canonical labels, the distinct fold ids and each row's position
     among them (n_train,) int16; one-line errors for anything that does not fit."""
-    if task not in TASKS:
-        raise ConfigError(f"task {task!r} is unknown; use one of {TASKS}")
     if config.members is not None:
         members = members.select(config.members)
     for name, store in zip(members.names, members.stores, strict=True):
@@ -1001,9 +1000,9 @@ def _check_inputs(
             f"labels have shape {labels.shape} but the members' oof predictions cover {n} rows "
             f"of {n_classes} classes; pass the training labels of the rows the zoo predicted"
         )
-    csr = binary_labels(labels, n, n_classes)
+    csr = canonical_labels(labels, n, n_classes)
     counts = np.diff(csr.indptr)
-    if task == "multiclass" and (counts != 1).any():
+    if not task.multilabel and (counts != 1).any():
         row = int(np.flatnonzero(counts != 1)[0])
         raise DataError(
             f"task is multiclass but row {row} has {counts[row]} labels; pass one label a row "

@@ -32,10 +32,10 @@ import numpy as np
 import torch
 from torch import nn
 
+from webly.core import TopK
 from webly.data.images import view_group
 from webly.data.store import Dataset
 from webly.errors import ConfigError
-from webly.metrics.ranking import TopK
 from webly.train.loop import eval_batches, predict_probs
 
 Mode = Literal["mean", "max"]

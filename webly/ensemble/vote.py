@@ -23,20 +23,20 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
+from webly.core import Task, TopK, select_top_k
 from webly.errors import ConfigError, DataError
-from webly.metrics.ranking import TopK, select_top_k
 from webly.predictions import merge_topk
 
 FLOOR = 1e-7
 _BLOCK_ROWS = 1 << 13  # rows voted at a time: a block holds (rows, sum of members' k) arrays
 
 
-def require_multiclass(task: str, method: str) -> None:
+def require_multiclass(task: Task, method: str) -> None:
     """Refuse a vote on multi-label predictions, naming ``method``."""
-    if task != "multiclass":
+    if task.multilabel:
         raise ConfigError(
             f"blend method {method!r} votes with each member's top-1 class and needs a "
-            f"multiclass task, got {task!r}; use 'mean', 'weighted' or 'greedy'"
+            f"multiclass task, got '{task}'; use 'mean', 'weighted' or 'greedy'"
         )
 
 

@@ -16,14 +16,15 @@
       max_retries: 3         # a task whose worker or node dies is run again this many times
 
 `fit_oof` and `fit_full` (`webly.train.oof`) hand an executor the fold models still missing,
-one `webly.train.oof.FoldJob` each. `LocalExecutor` leaves them to `fit_oof`'s loop, which
-trains each fold as it reaches it (webly's behaviour without an executor). `RayExecutor`
-(`webly.executor.ray`) trains them first as Ray tasks spread over a cluster's nodes, each
-saving its model atomically into the run directory, which `fit_oof` then only loads. Without
-``storage`` a task opens the training store from its folder and writes into the run directory
-(paths every node sees); with it, the stores are published under the URI and every task reads
-them and writes its fold's files through it (`webly.executor.storage`), so the nodes share no
-path with the caller.
+one `webly.train.oof.FoldJob` each, and the function that trains one
+(`webly.train.oof.train_fold`): the executor runs what the trainer gives it and never imports
+the trainer. `LocalExecutor` leaves them to `fit_oof`'s loop, which trains each fold as it
+reaches it (webly's behaviour without an executor). `RayExecutor` (`webly.executor.ray`) trains
+them first as Ray tasks spread over a cluster's nodes, each saving its model atomically into the
+run directory, which `fit_oof` then only loads. Without ``storage`` a task opens the training
+store from its folder and writes into the run directory (paths every node sees); with it, the
+stores are published under the URI and every task reads them and writes its fold's files
+through it (`webly.executor.storage`), so the nodes share no path with the caller.
 
 A fold trained in a Ray worker equals one trained locally (the trainer is seeded, and a task
 runs torch on ``cpus_per_task`` threads: compare with a local run on as many), so the executor
@@ -34,7 +35,7 @@ done, and the other way round.
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, Literal, NamedTuple, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
@@ -122,9 +123,15 @@ CLI_WORDS = Words("--ray", "--ray", "leave --ray out")
 class Executor(Protocol):
     """Trains fold models ahead of `fit_oof`'s loop (or leaves them to it)."""
 
-    def train_folds(self, inputs: FoldInputs, jobs: Sequence[FoldJob]) -> dict[str, str]:
-        """Train and save the models of ``jobs`` (or none, leaving them to the caller);
-        ``{member id: error message}`` of members whose training failed."""
+    def train_folds(
+        self,
+        train_fold: Callable[[FoldInputs, FoldJob], None],
+        inputs: FoldInputs,
+        jobs: Sequence[FoldJob],
+    ) -> dict[str, str]:
+        """Train and save the models of ``jobs``, each by ``train_fold(inputs, job)`` (or none,
+        leaving them to the caller); ``{member id: error message}`` of members whose training
+        failed (``train_fold`` raised a `WeblyError`)."""
         ...
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -13,6 +13,11 @@ class LocalExecutor:
     """Trains nothing ahead: `fit_oof`'s loop trains each fold in this process as it reaches
     it, on torch's threads of this process."""
 
-    def train_folds(self, inputs: FoldInputs, jobs: Sequence[FoldJob]) -> dict[str, str]:
+    def train_folds(
+        self,
+        train_fold: Callable[[FoldInputs, FoldJob], None],
+        inputs: FoldInputs,
+        jobs: Sequence[FoldJob],
+    ) -> dict[str, str]:
         """Leave ``jobs`` to the caller: no failures."""
         return {}

@@ -53,7 +53,7 @@ from webly.errors import ConfigError, WeblyError
 from webly.executor import RECIPE_WORDS, ExecutorConfig, Words
 from webly.executor.storage import Storage
 
-if TYPE_CHECKING:  # the trainer imports this package: types only
+if TYPE_CHECKING:  # the trainer imports this package and hands it the work: types only
     from webly.train.oof import FoldInputs, FoldJob
 
 TASK_FILE = "task.json"
@@ -97,8 +97,14 @@ class RayExecutor:
         self.config = config
         self.words = words
 
-    def train_folds(self, inputs: FoldInputs, jobs: Sequence[FoldJob]) -> dict[str, str]:
-        """Train ``jobs`` as Ray tasks and wait for all of them; ``{member id: error}`` of the
+    def train_folds(
+        self,
+        train_fold: Callable[[FoldInputs, FoldJob], None],
+        inputs: FoldInputs,
+        jobs: Sequence[FoldJob],
+    ) -> dict[str, str]:
+        """Train ``jobs`` as Ray tasks, each calling ``train_fold`` (shipped by reference: a
+        worker imports its module), and wait for all of them; ``{member id: error}`` of the
         members one of whose tasks failed (the first message)."""
         import ray
 
@@ -108,7 +114,7 @@ class RayExecutor:
             payload, shipped = (inputs, jobs) if storage is None else storage.pack(inputs, jobs)
             shared = ray.put(payload)
             threads = self.config.cpus_per_task
-            refs = [task.remote(shared, job, threads, storage) for job in shipped]
+            refs = [task.remote(train_fold, shared, job, threads, storage) for job in shipped]
             failed: dict[str, str] = {}
             for job, ref in zip(jobs, refs, strict=True):
                 error = self._outcome(ray, job, ref)
@@ -232,16 +238,18 @@ def _check_runtime_env(runtime_env: dict[str, Any]) -> None:
 
 
 def _run_job(
-    inputs: FoldInputs | bytes, job: FoldJob, threads: int, storage: Storage | None
+    train_fold: Callable[[FoldInputs, FoldJob], None],
+    inputs: FoldInputs | bytes,
+    job: FoldJob,
+    threads: int,
+    storage: Storage | None,
 ) -> str | None:
-    """One Ray task: train and save ``job``'s fold model on ``threads`` torch threads, then
-    record where it ran; the error message when training fails, else None. With ``storage``
-    (``inputs`` and ``job`` as `Storage.pack` gave them) it trains in this node's work folder
-    and uploads the fold's files there."""
+    """One Ray task: train and save ``job``'s fold model by ``train_fold`` on ``threads`` torch
+    threads, then record where it ran; the error message when training fails, else None. With
+    ``storage`` (``inputs`` and ``job`` as `Storage.pack` gave them) it trains in this node's
+    work folder and uploads the fold's files there."""
     import ray
     import torch
-
-    from webly.train.oof import train_fold
 
     torch.set_num_threads(threads)
     if storage is not None:

@@ -39,7 +39,7 @@ from webly._fs import temp_path
 from webly.data.store import MANIFEST, Dataset, cache_dir
 from webly.errors import ConfigError
 
-if TYPE_CHECKING:  # the trainer imports this package: types only
+if TYPE_CHECKING:  # the trainer imports this package and hands it the work: types only
     from webly.train.oof import FoldInputs, FoldJob
 
 

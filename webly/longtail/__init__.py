@@ -1,6 +1,7 @@
-"""The long tail: class re-weighting, oversampling each class's top-ranked rows, a balanced
-fine-tune subset, classifier re-training (cRT) and tau-normalization, with head / medium / tail
-figures for each (the AliProducts solution; Kang et al. 2020).
+"""The long tail: oversampling each class's top-ranked rows, a balanced fine-tune subset,
+classifier re-training (cRT) and tau-normalization, with head / medium / tail figures for each
+(the AliProducts solution; Kang et al. 2020). Class re-weighting is the trainer's
+(`webly.train.reweight.class_weights`, ``TrainConfig.class_weight_power``).
 
 Every function over labels and scores is pure; `apply_tau` and `retrain_classifier` change a
 network in place, `tau_sweep` (one network on validation rows), `tau_sweep_folds` (fold models,
@@ -11,7 +12,6 @@ from webly.longtail.bands import BandReport, band_report
 from webly.longtail.classifier import linear_classifier
 from webly.longtail.crt import retrain_classifier
 from webly.longtail.oversample import oversample_top
-from webly.longtail.reweight import class_weights
 from webly.longtail.subset import balanced_subset
 from webly.longtail.taunorm import (
     TauRow,
@@ -32,7 +32,6 @@ __all__ = [
     "apply_tau",
     "balanced_subset",
     "band_report",
-    "class_weights",
     "linear_classifier",
     "lower_is_better",
     "oversample_top",

@@ -4,22 +4,18 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
 
 import numpy as np
 import scipy.sparse as sp
 
-from webly.errors import ConfigError
-from webly.longtail.labels import class_counts, label_matrix
+from webly.core import LabelsLike, Task, TopK, canonical_labels
 from webly.metrics.classification import (
     BAND_NAMES,
     BandMetric,
+    class_counts,
     frequency_bands,
     metrics_by_band,
 )
-from webly.metrics.ranking import LabelsLike, TopK
-
-Task = Literal["multilabel", "multiclass"]
 
 
 @dataclass(frozen=True)
@@ -69,13 +65,12 @@ def band_report(
     BandReport
     """
     n_classes = _n_classes(scores, labels, train_labels)
-    train = label_matrix(train_labels, n_classes)
-    evaluated = label_matrix(labels, train.shape[1])
+    train = canonical_labels(train_labels, n_classes=n_classes)
+    evaluated = canonical_labels(labels, n_classes=train.shape[1])
     if task is None:
-        task = "multilabel" if np.diff(evaluated.indptr).max(initial=0) > 1 else "multiclass"
-    if task not in ("multilabel", "multiclass"):
-        raise ConfigError(f"band report task is {task!r}; use multilabel, multiclass or None")
-    metric: BandMetric = "top1_accuracy" if task == "multiclass" else "average_precision"
+        multilabel = np.diff(evaluated.indptr).max(initial=0) > 1
+        task = Task.MULTILABEL if multilabel else Task.MULTICLASS
+    metric: BandMetric = "average_precision" if Task.parse(task).multilabel else "top1_accuracy"
     bands = frequency_bands(class_counts(train), head=head, tail=tail)
     values = metrics_by_band(scores, evaluated, bands, metric)
     sizes = np.bincount(bands, minlength=len(BAND_NAMES))

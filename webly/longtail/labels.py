@@ -1,10 +1,11 @@
-"""Labels, class counts and per-label confidences in the forms `webly.longtail` accepts.
+"""Per-label confidences in the forms `webly.longtail` accepts, and labelled entries ranked by
+them within each class.
 
-Labels are a `scipy.sparse` or dense 0/1 matrix ``(n_samples, n_classes)`` (``Dataset.labels``)
-or a 1-d array of ``n_samples`` class ids. A confidence ("score") ranks a row within a class:
-one per row ``(n_samples,)`` (e.g. the out-of-fold probability of its given label), used for each
-of the row's classes, or one per (row, class) ``(n_samples, n_classes)``, dense or sparse (read at
-the labelled entries; an entry a sparse matrix does not store counts as 0).
+Labels come as a canonical 0/1 CSR matrix (`webly.core.canonical_labels`). A confidence
+("score") ranks a row within a class: one per row ``(n_samples,)`` (e.g. the out-of-fold
+probability of its given label), used for each of the row's classes, or one per (row, class)
+``(n_samples, n_classes)``, dense or sparse (read at the labelled entries; an entry a sparse
+matrix does not store counts as 0).
 """
 
 from __future__ import annotations
@@ -15,48 +16,8 @@ import numpy as np
 import scipy.sparse as sp
 
 from webly.errors import DataError
-from webly.metrics.ranking import LabelsLike, binary_labels
 
 ScoresLike: TypeAlias = np.ndarray | sp.spmatrix | sp.sparray
-
-
-def label_matrix(labels: LabelsLike, n_classes: int | None = None) -> sp.csr_matrix:
-    """Validate ``labels`` and return them as a canonical 0/1 CSR matrix.
-
-    Parameters
-    ----------
-    labels : (n_samples, n_classes) sparse or dense 0/1, or (n_samples,) int class ids
-    n_classes : int, optional
-        Class count of 1-d labels (default: the largest id + 1); checked against 2-d labels.
-
-    Returns
-    -------
-    (n_samples, n_classes) csr_matrix with sorted indices and data 1
-    """
-    shape = labels.shape if sp.issparse(labels) else np.shape(labels)
-    if len(shape) == 2:
-        if n_classes is not None and shape[1] != n_classes:
-            raise DataError(
-                f"labels have {shape[1]} classes but n_classes is {n_classes}; pass labels of "
-                "the same dataset"
-            )
-        return binary_labels(labels, int(shape[0]), int(shape[1]))
-    if len(shape) != 1:
-        raise DataError(
-            f"labels have shape {shape}; pass a (n_samples, n_classes) 0/1 matrix or "
-            "(n_samples,) class ids"
-        )
-    ids = np.asarray(labels)
-    if n_classes is None:
-        if ids.size == 0:
-            raise DataError("labels are empty; pass at least one labelled row")
-        n_classes = int(ids.max()) + 1 if np.issubdtype(ids.dtype, np.integer) else 0
-    return binary_labels(ids, int(ids.size), n_classes)
-
-
-def class_counts(labels: sp.csr_matrix) -> np.ndarray:
-    """``(n_classes,)`` int64 rows labelled with each class of a canonical 0/1 CSR matrix."""
-    return np.bincount(labels.indices, minlength=labels.shape[1]).astype(np.int64)
 
 
 def entry_scores(labels: sp.csr_matrix, scores: ScoresLike) -> np.ndarray:

@@ -8,15 +8,10 @@ import math
 
 import numpy as np
 
+from webly.core import LabelsLike, canonical_labels
 from webly.errors import ConfigError
-from webly.longtail.labels import (
-    ScoresLike,
-    class_counts,
-    entry_scores,
-    label_matrix,
-    rank_in_class,
-)
-from webly.metrics.ranking import LabelsLike
+from webly.longtail.labels import ScoresLike, entry_scores, rank_in_class
+from webly.metrics.classification import class_counts
 
 
 def oversample_top(
@@ -69,7 +64,7 @@ def oversample_top(
         raise ConfigError(f"oversample top_fraction is {top_fraction}; use a share in (0, 1]")
     if max_factor is not None and not (np.isfinite(max_factor) and max_factor >= 1.0):
         raise ConfigError(f"oversample max_factor is {max_factor}; use a value >= 1 or None")
-    csr = label_matrix(labels)
+    csr = canonical_labels(labels)
     values = entry_scores(csr, scores)
     rng = np.random.default_rng(seed)
     tiebreak = rng.permutation(csr.shape[0])

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import numpy as np
 
+from webly.core import LabelsLike, canonical_labels
 from webly.errors import ConfigError
-from webly.longtail.labels import ScoresLike, entry_scores, label_matrix, rank_in_class
-from webly.metrics.ranking import LabelsLike
+from webly.longtail.labels import ScoresLike, entry_scores, rank_in_class
 
 
 def balanced_subset(labels: LabelsLike, scores: ScoresLike, per_class: int = 30) -> np.ndarray:
@@ -34,6 +34,6 @@ def balanced_subset(labels: LabelsLike, scores: ScoresLike, per_class: int = 30)
     """
     if isinstance(per_class, bool) or not isinstance(per_class, int | np.integer) or per_class < 1:
         raise ConfigError(f"balanced subset per_class is {per_class!r}; pass an int >= 1")
-    csr = label_matrix(labels)
+    csr = canonical_labels(labels)
     _, rows, rank = rank_in_class(csr, entry_scores(csr, scores))
     return np.unique(rows[rank < per_class]).astype(np.int64)

@@ -21,13 +21,13 @@ import scipy.sparse as sp
 import torch
 from torch import nn
 
+from webly.core import GAP_K, LabelsLike, Task, TopK, canonical_labels
 from webly.data.store import Dataset
 from webly.errors import ConfigError, DataError
-from webly.longtail.bands import BandReport, Task, band_report
+from webly.longtail.bands import BandReport, band_report
 from webly.longtail.classifier import linear_classifier, network_groups
-from webly.longtail.labels import label_matrix
 from webly.metrics.classification import mean_class_error
-from webly.metrics.ranking import LabelsLike, TopK, gap_at_k, hit_at_1
+from webly.metrics.ranking import gap_at_k, hit_at_1
 from webly.train.loop import iter_scores
 
 Bias = Literal["zero", "keep"]
@@ -35,7 +35,6 @@ SweepMetric = Literal["auto", "gap@20", "accuracy", "mean_class_error"]
 ArrayT = TypeVar("ArrayT", np.ndarray, torch.Tensor)
 
 DEFAULT_TAUS = tuple(float(t) for t in np.round(np.linspace(0.0, 2.0, 11), 6))
-GAP_K = 20
 _CHUNK = 4096  # rows scored at a time in a sweep
 
 
@@ -176,7 +175,7 @@ def tau_sweep(
     metric_name = resolve_metric(metric, valid.task)
     tau_values = _check_taus(taus)
     _check_classes(network, valid.n_classes)
-    train = label_matrix(train_labels, valid.n_classes)
+    train = canonical_labels(train_labels, n_classes=valid.n_classes)
     tops = _candidate_tops(network, valid, tau_values, bias, groups, batch_size)
     return _table(tops, valid.labels, train, valid.task, metric_name, tau_values, bias, head, tail)
 
@@ -260,11 +259,12 @@ def score_network(
     return _score(top, ds.labels, resolve_metric(metric, ds.task))
 
 
-def resolve_metric(metric: str, task: str) -> str:
+def resolve_metric(metric: str, task: Task) -> str:
     """The metric ``metric`` stands for on ``task`` data: ``"auto"`` is ``"gap@20"``
     (multi-label) or ``"mean_class_error"`` (multi-class); the others are themselves."""
     if metric == "auto":
-        return "gap@20" if task == "multilabel" else "mean_class_error"
+        chosen = Task.parse(task)
+        return chosen.metric().key if chosen.multilabel else "mean_class_error"
     if metric not in ("gap@20", "accuracy", "mean_class_error"):
         raise ConfigError(
             f"tau sweep metric is {metric!r}; use auto, gap@20, accuracy or mean_class_error"
@@ -377,13 +377,13 @@ def _classifier_inputs(
     return torch.cat(captured) if captured else torch.zeros(0, width)
 
 
-def _top_k(inputs: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, task: str) -> TopK:
+def _top_k(inputs: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, task: Task) -> TopK:
     """Each row's ``GAP_K`` most probable classes under ``inputs @ weight.T + bias``."""
     k = min(GAP_K, weight.shape[0])
     indices, values = [], []
     for start in range(0, inputs.shape[0], _CHUNK):
         logits = torch.addmm(bias, inputs[start : start + _CHUNK], weight.T)  # (B, C)
-        probs = logits.sigmoid() if task == "multilabel" else logits.softmax(dim=1)
+        probs = logits.sigmoid() if task.multilabel else logits.softmax(dim=1)
         top = probs.topk(k, dim=1)
         indices.append(top.indices.numpy())
         values.append(top.values.numpy())

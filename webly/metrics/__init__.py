@@ -8,8 +8,6 @@ from webly.metrics.classification import (
     per_class_top1_accuracy,
 )
 from webly.metrics.ranking import (
-    TopK,
-    binary_labels,
     gap_at_k,
     hit_at_1,
     mean_average_precision,
@@ -20,8 +18,6 @@ from webly.metrics.ranking import (
 
 __all__ = [
     "BAND_NAMES",
-    "TopK",
-    "binary_labels",
     "frequency_bands",
     "gap_at_k",
     "hit_at_1",

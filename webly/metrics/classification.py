@@ -9,15 +9,11 @@ from __future__ import annotations
 from typing import Literal
 
 import numpy as np
+import scipy.sparse as sp
 
+from webly.core import LabelsLike, TopK, select_top_k
 from webly.errors import ConfigError, DataError
-from webly.metrics.ranking import (
-    LabelsLike,
-    TopK,
-    per_class_average_precision,
-    select_top_k,
-    validate_inputs,
-)
+from webly.metrics.ranking import per_class_average_precision, validate_inputs
 
 BAND_NAMES = ("head", "medium", "tail")
 BandMetric = Literal["top1_accuracy", "average_precision"]
@@ -75,6 +71,11 @@ def mean_class_error(scores_or_pred: np.ndarray | TopK, labels: LabelsLike) -> f
             "least one labelled row"
         )
     return 1.0 - float(np.nanmean(accuracy))
+
+
+def class_counts(labels: sp.csr_matrix) -> np.ndarray:
+    """``(n_classes,)`` int64 rows labelled with each class of a canonical 0/1 CSR matrix."""
+    return np.bincount(labels.indices, minlength=labels.shape[1]).astype(np.int64)
 
 
 def frequency_bands(train_class_counts: np.ndarray, head: int = 100, tail: int = 20) -> np.ndarray:

@@ -1,25 +1,15 @@
 """Every ranking figure of a prediction set at once, the zoo's headline figures (GAP@20 or
-accuracy, BCE or log-loss), and scoring of a Kaggle submission file."""
+accuracy, BCE or log-loss) and the cells of a results table."""
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import scipy.sparse as sp
 
-from webly.data.store import Dataset
-from webly.io import align_submission, read_submission
-from webly.metrics.ranking import (
-    LabelsLike,
-    TopK,
-    gap_at_k,
-    hit_at_1,
-    mean_average_precision,
-    perr,
-    top_k_accuracy,
-)
+from webly.core import GAP_K, LabelsLike, Task, TopK
+from webly.metrics.ranking import gap_at_k, hit_at_1, mean_average_precision, perr, top_k_accuracy
 
 _EPS = 1e-7
 
@@ -35,21 +25,23 @@ def ranking_metrics(scores: np.ndarray | TopK, labels: LabelsLike, k: int = 20) 
     }
 
 
-def task_metric(scores: np.ndarray | TopK, labels: LabelsLike, task: str, k: int = 20) -> float:
-    """GAP@k (multi-label) or accuracy (multi-class) of ``scores`` (B, C) or a (B, k') TopK."""
-    if task == "multilabel":
+def task_metric(scores: np.ndarray | TopK, labels: LabelsLike, task: Task, k: int = GAP_K) -> float:
+    """``task.metric(k)`` of ``scores`` (B, C) or a (B, k') TopK: GAP@k (multi-label) or
+    accuracy (multi-class)."""
+    if Task.parse(task).multilabel:
         return gap_at_k(scores, labels, k=k)
     return hit_at_1(scores, labels)
 
 
-def loss_sum(probs: np.ndarray, labels: sp.csr_matrix, task: str) -> float:
-    """Summed per-row BCE (mean over classes, multi-label) or log-loss (multi-class).
+def loss_sum(probs: np.ndarray, labels: sp.csr_matrix, task: Task) -> float:
+    """Summed per-row ``task.loss``: BCE (mean over classes, multi-label) or log-loss
+    (multi-class).
 
     ``probs`` (B, C) in [0, 1], ``labels`` (B, C) 0/1; probabilities are clipped to
     ``[1e-7, 1 - 1e-7]``.
     """
     p = np.clip(probs.astype(np.float64), _EPS, 1 - _EPS)
-    if task == "multilabel":
+    if Task.parse(task).multilabel:
         y = labels.toarray() > 0
         return float(-np.where(y, np.log(p), np.log1p(-p)).mean(axis=1).sum())
     rows, cols = labels.nonzero()
@@ -65,15 +57,3 @@ def format_cell(column: str, value: Any) -> str:
     if isinstance(value, float):
         return f"{value:.1f}" if column == "seconds" else f"{value:.4f}"
     return str(value)
-
-
-def score_submission(path: Path, store: Dataset, k: int = 20) -> dict[str, float]:
-    """Score a ``VideoId,LabelConfidencePairs`` file against ``store``'s labels.
-
-    Rows of the store without a line in the file count as rows with no predictions.
-    """
-    store_ids = store.ids
-    ids, topk = read_submission(
-        path, {str(i): row for row, i in enumerate(store_ids)}, store.n_classes
-    )
-    return ranking_metrics(align_submission(ids, topk, list(store_ids)), store.labels, k=k)

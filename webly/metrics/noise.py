@@ -13,8 +13,8 @@ from typing import NamedTuple
 import numpy as np
 import scipy.sparse as sp
 
+from webly.core import LabelsLike, canonical_labels
 from webly.errors import DataError
-from webly.metrics.ranking import LabelsLike
 
 
 class DetectionScores(NamedTuple):
@@ -110,21 +110,12 @@ def _as_flags(flags: np.ndarray | LabelsLike, name: str) -> np.ndarray | sp.csr_
 
 
 def _as_label_matrix(labels: LabelsLike, other: LabelsLike) -> sp.csr_matrix:
-    """0/1 bool CSR of ``labels``; 1-d ids become one-hot rows with ``other``'s class count
-    (2-d) or as many classes as either uses."""
-    if sp.issparse(labels):
-        return sp.csr_matrix(labels != 0, dtype=bool)
-    array = np.asarray(labels)
-    if array.ndim == 2:
-        return sp.csr_matrix(array != 0, dtype=bool)
-    if array.ndim != 1 or not np.issubdtype(array.dtype, np.integer) or (array < 0).any():
-        raise DataError(
-            f"labels have shape {array.shape} and dtype {array.dtype}; pass (n_samples, "
-            "n_classes) 0/1 labels or (n_samples,) class ids >= 0"
-        )
+    """`canonical_labels` of ``labels``; 1-d ids become one-hot rows with ``other``'s class
+    count (2-d) or as many classes as either uses."""
+    if len(labels.shape) == 2:
+        return canonical_labels(labels)
     if len(other.shape) == 2:
-        n_classes = int(other.shape[1])
-    else:
-        n_classes = max(int(array.max(initial=-1)), int(np.max(np.asarray(other), initial=-1))) + 1
-    ones = np.ones(array.size, dtype=bool)
-    return sp.csr_matrix((ones, (np.arange(array.size), array)), shape=(array.size, n_classes))
+        return canonical_labels(labels, n_classes=int(other.shape[1]))
+    ids = [np.asarray(labels), np.asarray(other)]
+    most = max(int(a.max(initial=-1)) if a.dtype.kind in "iu" else -1 for a in ids)
+    return canonical_labels(labels, n_classes=most + 1)

@@ -12,159 +12,17 @@ from __future__ import annotations
 
 import heapq
 import random
-from dataclasses import dataclass
-from typing import TypeAlias
 
 import numpy as np
 import scipy.sparse as sp
 
+from webly.core import LabelsLike, TopK, canonical_labels, check_k, dense_scores, select_top_k
 from webly.errors import DataError
-
-LabelsLike: TypeAlias = np.ndarray | sp.spmatrix | sp.sparray
 
 # Mixed hit/miss ties can move GAP by at most the spread between ranking their hits first and
 # last. Up to this spread the midpoint is returned, within 0.95e-6 of the starter code's value
 # (the accuracy `gap_at_k` promises); above it the starter's tie order is replayed exactly.
 _TIE_TOLERANCE = 1.9e-6
-
-
-@dataclass(frozen=True, eq=False)
-class TopK:
-    """Each row's k best classes and their scores, best first or in any order.
-
-    Attributes
-    ----------
-    indices : (n_samples, k) int32
-        Class ids in 0..n_classes-1, distinct within a row; -1 pads a row that has fewer than k
-        predictions.
-    scores : (n_samples, k) float32
-        Score of each class; -inf at padding (any other value there is replaced by -inf).
-    """
-
-    indices: np.ndarray
-    scores: np.ndarray
-
-    def __post_init__(self) -> None:
-        indices = np.asarray(self.indices)
-        scores = np.asarray(self.scores)
-        if indices.ndim != 2 or indices.shape != scores.shape:
-            raise DataError(
-                f"TopK indices have shape {indices.shape} and scores {scores.shape}; both must "
-                "be (n_samples, k) with the same shape"
-            )
-        if not np.issubdtype(indices.dtype, np.integer):
-            raise DataError(
-                f"TopK indices have dtype {indices.dtype}; pass integer class ids (-1 = padding)"
-            )
-        if scores.dtype.kind not in "fiu":
-            raise DataError(f"TopK scores have dtype {scores.dtype}; pass real-valued scores")
-        if indices.size and (indices.min() < -1 or indices.max() > np.iinfo(np.int32).max):
-            raise DataError(
-                f"TopK indices range over {indices.min()}..{indices.max()}; class ids must be "
-                ">= 0, with -1 only as padding"
-            )
-        scores = scores.astype(np.float32, copy=False)
-        if np.isnan(scores).any():
-            row = int(np.flatnonzero(np.isnan(scores).any(axis=1))[0])
-            raise DataError(f"TopK scores hold NaN (first in row {row}); replace NaN scores")
-        padding = indices < 0
-        if padding.any() and not np.isneginf(scores[padding]).all():
-            scores = np.where(padding, np.float32(-np.inf), scores)
-        object.__setattr__(self, "indices", np.ascontiguousarray(indices, dtype=np.int32))
-        object.__setattr__(self, "scores", np.ascontiguousarray(scores))
-
-    @property
-    def n_samples(self) -> int:
-        """Number of rows."""
-        return int(self.indices.shape[0])
-
-    @property
-    def k(self) -> int:
-        """Number of prediction slots per row (padding included)."""
-        return int(self.indices.shape[1])
-
-    @classmethod
-    def from_dense(cls, scores: np.ndarray, k: int) -> TopK:
-        """Keep each row's `k` highest scores, sorted best first.
-
-        Parameters
-        ----------
-        scores : (n_samples, n_classes) float
-            Dense scores; cast to float32.
-        k : int
-            Predictions to keep per row; clipped to n_classes.
-
-        Returns
-        -------
-        TopK
-            (n_samples, min(k, n_classes)), selected as ``np.argpartition`` selects them (so
-            ties at the k-th place are cut as the YouTube-8M starter code cuts them).
-        """
-        indices, values = _select(_dense_scores(scores), _check_k(k), sort=True)
-        return cls(indices, values)
-
-
-def binary_labels(labels: LabelsLike, n_samples: int, n_classes: int) -> sp.csr_matrix:
-    """Validate labels and return them as a canonical 0/1 CSR matrix.
-
-    Parameters
-    ----------
-    labels : (n_samples, n_classes) sparse or dense 0/1, or (n_samples,) int class ids
-    n_samples, n_classes : int
-        Shape the labels must have.
-
-    Returns
-    -------
-    scipy.sparse.csr_matrix
-        (n_samples, n_classes) with sorted indices, no duplicates, no explicit zeros, data 1.
-    """
-    if sp.issparse(labels):
-        _check_label_shape(labels.shape, n_samples, n_classes)
-        csr = sp.csr_matrix(labels)
-        if not csr.has_canonical_format:
-            csr = csr.copy()
-            csr.sum_duplicates()
-        if (csr.data == 0).any():
-            csr = csr.copy()
-            csr.eliminate_zeros()
-        bad = np.flatnonzero(csr.data != 1)
-        if bad.size:
-            row = int(np.searchsorted(csr.indptr, bad[0], side="right") - 1)
-            raise DataError(
-                f"labels must be 0/1 but hold {csr.data[bad[0]]} at row {row}, class "
-                f"{csr.indices[bad[0]]} (duplicates are summed); pass binary labels"
-            )
-        return csr
-    array = np.asarray(labels)
-    if array.ndim == 1:
-        if array.shape[0] != n_samples:
-            raise DataError(
-                f"labels hold {array.shape[0]} class ids but scores have {n_samples} rows; "
-                "pass one label per row"
-            )
-        if not np.issubdtype(array.dtype, np.integer):
-            raise DataError(
-                f"1-d labels have dtype {array.dtype}; pass integer class ids, or a "
-                "(n_samples, n_classes) 0/1 matrix"
-            )
-        if array.size and (array.min() < 0 or array.max() >= n_classes):
-            raise DataError(
-                f"labels use class ids {array.min()}..{array.max()} but there are {n_classes} "
-                f"classes (0..{n_classes - 1}); check the class count"
-            )
-        ones = np.ones(n_samples, dtype=np.int8)
-        return sp.csr_matrix(
-            (ones, array.astype(np.int32), np.arange(n_samples + 1)), shape=(n_samples, n_classes)
-        )
-    _check_label_shape(array.shape, n_samples, n_classes)
-    bad_mask = (array != 0) & (array != 1)
-    if bad_mask.any():
-        row, col = (int(i[0]) for i in np.nonzero(bad_mask))
-        raise DataError(
-            f"labels must be 0/1 but hold {array[row, col]} at row {row}, class {col}; "
-            "pass binary labels"
-        )
-    return sp.csr_matrix(array != 0, dtype=np.int8)
 
 
 def hit_mask(indices: np.ndarray, labels: sp.csr_matrix) -> np.ndarray:
@@ -175,7 +33,7 @@ def hit_mask(indices: np.ndarray, labels: sp.csr_matrix) -> np.ndarray:
     indices : (n_samples, k) int
         Predicted class ids, -1 = padding.
     labels : (n_samples, n_classes) csr_matrix
-        Canonical 0/1 labels, as `binary_labels` returns them.
+        Canonical 0/1 labels, as `webly.core.canonical_labels` returns them.
 
     Returns
     -------
@@ -241,7 +99,7 @@ def gap_at_k(scores: np.ndarray | TopK, labels: LabelsLike, k: int = 20) -> floa
     Python, about 90 s per 20M pooled predictions.
     """
     checked, csr = validate_inputs(scores, labels)
-    indices, values = select_top_k(checked, _check_k(k))
+    indices, values = select_top_k(checked, check_k(k))
     n_positives = int(csr.nnz)
     if n_positives == 0:
         return 0.0
@@ -346,7 +204,7 @@ def top_k_accuracy(scores: np.ndarray | TopK, labels: LabelsLike, k: int) -> flo
         Mean over all rows; for single-label data the usual top-k accuracy.
     """
     checked, csr = validate_inputs(scores, labels)
-    indices, _ = select_top_k(checked, _check_k(k))
+    indices, _ = select_top_k(checked, check_k(k))
     return float(hit_mask(indices, csr).any(axis=1).mean())
 
 
@@ -438,39 +296,6 @@ def mean_average_precision(scores: np.ndarray | TopK, labels: LabelsLike) -> flo
     return float(np.nanmean(ap)) if not np.isnan(ap).all() else 0.0
 
 
-def _check_k(k: int) -> int:
-    if isinstance(k, bool) or not isinstance(k, int | np.integer) or k < 1:
-        raise DataError(f"k must be a positive integer, got {k!r}; pass e.g. k=20")
-    return int(k)
-
-
-def _check_label_shape(shape: tuple[int, ...], n_samples: int, n_classes: int) -> None:
-    if tuple(shape) != (n_samples, n_classes):
-        raise DataError(
-            f"labels have shape {tuple(shape)} but scores have {n_samples} rows and "
-            f"{n_classes} classes; pass (n_samples, n_classes) labels aligned with the scores"
-        )
-
-
-def _dense_scores(scores: np.ndarray) -> np.ndarray:
-    """Validate dense scores: (n_samples, n_classes) real, at least one class, no NaN."""
-    array = np.asarray(scores)
-    if array.ndim != 2 or array.shape[1] == 0:
-        raise DataError(
-            f"scores have shape {array.shape}; pass (n_samples, n_classes) dense scores or a TopK"
-        )
-    if not np.issubdtype(array.dtype, np.floating):
-        if not np.issubdtype(array.dtype, np.integer) and array.dtype != bool:
-            raise DataError(f"scores have dtype {array.dtype}; pass real-valued scores")
-        array = array.astype(np.float64)
-    nan_rows = np.isnan(array).any(axis=1)
-    if nan_rows.any():
-        raise DataError(
-            f"scores hold NaN (first in row {int(np.flatnonzero(nan_rows)[0])}); replace NaN scores"
-        )
-    return array
-
-
 def validate_inputs(
     scores: np.ndarray | TopK, labels: LabelsLike, n_classes: int | None = None
 ) -> tuple[np.ndarray | TopK, sp.csr_matrix]:
@@ -491,7 +316,7 @@ def validate_inputs(
                 f"classes (0..{n_classes - 1}); check the class count"
             )
     else:
-        checked = _dense_scores(scores)
+        checked = dense_scores(scores)
         if n_classes is not None and n_classes != checked.shape[1]:
             raise DataError(
                 f"scores have {checked.shape[1]} classes but n_classes={n_classes}; "
@@ -501,23 +326,7 @@ def validate_inputs(
     n_samples = checked.n_samples if isinstance(checked, TopK) else checked.shape[0]
     if n_samples == 0:
         raise DataError("scores have 0 rows; pass at least one row")
-    return checked, binary_labels(labels, n_samples, n_classes)
-
-
-def select_top_k(
-    scores: np.ndarray | TopK, k: int | None, *, sort: bool = False
-) -> tuple[np.ndarray, np.ndarray]:
-    """Each row's top-k (all if k is None) of validated scores.
-
-    Returns
-    -------
-    indices : (n_samples, k') int, -1 = padding
-    scores : (n_samples, k') float, best first if `sort` (ties by ascending class, for dense
-        ``scores``)
-    """
-    if isinstance(scores, TopK):
-        return _select_topk(scores, k, sort=sort)
-    return _select(scores, scores.shape[1] if k is None else k, sort=sort)
+    return checked, canonical_labels(labels, n_samples, n_classes)
 
 
 def _infer_n_classes(topk: TopK, labels: LabelsLike, n_classes: int | None) -> int:
@@ -529,36 +338,3 @@ def _infer_n_classes(topk: TopK, labels: LabelsLike, n_classes: int | None) -> i
     array = np.asarray(labels)
     most = max(int(array.max()) if array.size else -1, int(topk.indices.max(initial=-1)))
     return most + 1
-
-
-def _select(dense: np.ndarray, k: int, *, sort: bool) -> tuple[np.ndarray, np.ndarray]:
-    """(n_samples, min(k, n_classes)) indices and scores of each row's top-k, as argpartition."""
-    k = min(k, dense.shape[1])
-    indices = np.argpartition(dense, -k, axis=1)[:, -k:]
-    values = np.take_along_axis(dense, indices, axis=1)
-    if sort:  # ties by ascending class: one order whatever argpartition left
-        order = np.lexsort((indices, -values))
-        indices = np.take_along_axis(indices, order, axis=1)
-        values = np.take_along_axis(values, order, axis=1)
-    return indices, values
-
-
-def _select_topk(topk: TopK, k: int | None, *, sort: bool) -> tuple[np.ndarray, np.ndarray]:
-    """Best min(k, topk.k) entries per row of a TopK; padding ranks below every score."""
-    indices, values = topk.indices, topk.scores
-    keep = topk.k if k is None else min(k, topk.k)
-    if keep == topk.k and not sort:
-        return indices, values
-    key = values.astype(np.float64)
-    key[np.isneginf(key)] = -np.finfo(np.float64).max
-    key[indices < 0] = -np.inf
-    if keep < topk.k:
-        chosen = np.argpartition(key, -keep, axis=1)[:, -keep:]
-        key = np.take_along_axis(key, chosen, axis=1)
-        indices = np.take_along_axis(indices, chosen, axis=1)
-        values = np.take_along_axis(values, chosen, axis=1)
-    if sort:
-        order = np.argsort(-key, axis=1, kind="stable")
-        indices = np.take_along_axis(indices, order, axis=1)
-        values = np.take_along_axis(values, order, axis=1)
-    return indices, values

@@ -33,6 +33,19 @@ class ModelEntry:
     builder: Callable[..., Any]
     defaults: Mapping[str, Any]
 
+    @property
+    def takes_frames(self) -> bool:
+        """Whether the model reads frame sequences ``(B, T, D)`` rather than one vector a row."""
+        return self.level == "frame"
+
+    @property
+    def trains_with_epochs(self) -> bool:
+        """Whether the model is a network trained by epochs (`webly.train.loop.fit`): it takes
+        network options and train settings, soft targets, graded sample weights and
+        pseudo-labels, and ends in a linear classifier. False for gradient-boosted trees, which
+        take their hyper-parameters only, 0/1 labels and 0/1 sample weights."""
+        return self.level != "gbdt"
+
 
 _REGISTRY: dict[str, ModelEntry] = {}
 

@@ -17,8 +17,8 @@ import lightgbm as lgb
 import numpy as np
 import scipy.sparse as sp
 
+from webly.core import canonical_labels
 from webly.errors import ConfigError, DataError
-from webly.metrics.ranking import binary_labels
 from webly.models._registry import register_model
 
 CONFIG_FILE = "lgbm.json"
@@ -181,7 +181,7 @@ class LgbmModel:
 
     def _check(self, x: np.ndarray, labels: sp.csr_matrix) -> tuple[np.ndarray, sp.csr_matrix]:
         x = self._check_features(x)
-        return x, binary_labels(labels, len(x), self.n_classes)
+        return x, canonical_labels(labels, len(x), self.n_classes)
 
     def _check_features(self, x: np.ndarray) -> np.ndarray:
         x = np.asarray(x, dtype=np.float32)

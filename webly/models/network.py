@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -19,6 +19,9 @@ from torch import nn
 from webly.errors import ConfigError, DataError
 from webly.models._registry import check_hparams, model_entry
 from webly.models.layers import ContextGating, frame_mask
+
+if TYPE_CHECKING:  # typing only: importing gbdt loads LightGBM
+    from webly.models.gbdt import LgbmModel
 
 CONFIG_FILE, WEIGHTS_FILE = "model.json", "weights.safetensors"
 
@@ -117,7 +120,7 @@ def create_model(
     bnneck: bool = False,
     context_gating: bool = False,
     **hparams: Any,
-) -> Any:
+) -> Network | LgbmModel:
     """Build model ``name`` for ``n_classes`` classes over the feature groups ``input_dims``.
 
     Options every network takes: ``groups`` (a subset of the feature groups, e.g. audio only),
@@ -128,8 +131,9 @@ def create_model(
     """
     entry = model_entry(name)
     check_hparams(entry, hparams)
-    if entry.level == "gbdt":
-        return entry.builder(n_classes=n_classes, input_dims=dict(input_dims), **hparams)
+    if not entry.trains_with_epochs:
+        trees: LgbmModel = entry.builder(n_classes=n_classes, input_dims={**input_dims}, **hparams)
+        return trees
     if n_classes < 1:
         raise ConfigError(f"n_classes is {n_classes}; it must be >= 1")
     config = {

@@ -7,10 +7,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from webly.ensemble.budget import format_size
 from webly.report.blocks import Chart, Note, Section, Table
 from webly.report.plots import Point, frontier
 from webly.report.run_files import RunFiles
+from webly.sizes import format_size
 
 
 def compression_section(files: RunFiles) -> Section:

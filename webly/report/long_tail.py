@@ -15,9 +15,9 @@ from typing import Any
 
 import numpy as np
 
-from webly.longtail.labels import class_counts
 from webly.metrics.classification import (
     BAND_NAMES,
+    class_counts,
     frequency_bands,
     per_class_top1_accuracy,
 )
@@ -47,7 +47,7 @@ def long_tail_section(files: RunFiles) -> Section:
     counts = class_counts(train.labels)
     bands = frequency_bands(counts, head=head, tail=tail)
     topk = files.store(recorded).topk(scored.split)
-    multilabel = train.task == "multilabel"
+    multilabel = train.task.multilabel
     metric = _METRICS["average_precision" if multilabel else "top1_accuracy"]
     figure = per_class_average_precision if multilabel else per_class_top1_accuracy
     per_class = figure(topk, scored.labels, train.n_classes)

@@ -13,7 +13,7 @@ from __future__ import annotations
 import numpy as np
 import scipy.sparse as sp
 
-from webly.metrics.ranking import TopK, select_top_k
+from webly.core import TopK, select_top_k
 from webly.report.blocks import NO_PREDICTIONS, Chart, Note, Section, Table
 from webly.report.plots import heatmap
 from webly.report.run_files import RunFiles
@@ -95,7 +95,7 @@ def per_class_section(files: RunFiles) -> Section:
         if scored.split != "oof"
         else f"{name} on the training rows out of fold (given labels: no test labels)"
     )
-    if train.task == "multiclass":
+    if not train.task.multilabel:
         hits, predicted, positives = _multiclass(section, topk, labels, names, on)
         rule = "its top class"
     else:

@@ -23,7 +23,7 @@ import numpy as np
 from matplotlib.figure import Figure
 from matplotlib.ticker import FuncFormatter, NullFormatter, PercentFormatter
 
-from webly.ensemble.budget import format_size
+from webly.sizes import format_size
 
 BLUE, GREEN, RED, GREY, ORANGE, PURPLE = (
     "#3b6ea8",

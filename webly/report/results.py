@@ -10,13 +10,13 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from webly.ensemble.budget import format_size
 from webly.metrics.evaluate import format_cell
 from webly.report.blocks import Chart, Note, Section, Table
 from webly.report.latency import row_latencies
 from webly.report.plots import Step, waterfall
 from webly.report.run_files import RunFiles
 from webly.rundir import DistillRecord, EnsembleRecord, LongtailRecord, ZooRecord
+from webly.sizes import format_size
 
 AVERAGE = "zoo average"  # the evaluate stage's row of the members' plain mean
 BLEND, STACKER, STUDENT = "blend: ", "stacker", "student: "

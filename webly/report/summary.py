@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from webly.ensemble.budget import format_size
 from webly.report.blocks import Card
 from webly.report.results import final_label, model_sizes
 from webly.report.run_files import RunFiles
 from webly.rundir import CleanRecord, DataRecord, ExportRecord
+from webly.sizes import format_size
 
 
 def summary_cards(files: RunFiles) -> list[Card]:

@@ -33,7 +33,7 @@ from webly.stages.ensemble import ensemble_config, make_ensemble
 from webly.stages.evaluate import evaluate_config, evaluate_zoo, results_table
 from webly.stages.longtail import longtail_config, make_longtail
 from webly.stages.report import make_report, report_config
-from webly.stages.zoo import train_zoo, zoo_config
+from webly.stages.zoo import make_zoo, zoo_config
 
 __all__ = [
     "StageContext",
@@ -58,9 +58,9 @@ __all__ = [
     "make_folds",
     "make_longtail",
     "make_report",
+    "make_zoo",
     "report_config",
     "results_table",
     "splits",
-    "train_zoo",
     "zoo_config",
 ]  # fmt: skip

@@ -9,11 +9,11 @@ from typing import Any
 
 import numpy as np
 
-from webly._fs import file_hash, write_atomic
+from webly._fs import atomic_output, file_hash, write_atomic
 from webly.config import BuiltinData, DataSource, Recipe, StoreData, SynthData, YT8MData
 from webly.data.builtin import builtin_digits
 from webly.data.products import ProductsLikeConfig, synth_products_like
-from webly.data.store import MANIFEST, Dataset, atomic_output
+from webly.data.store import MANIFEST, Dataset
 from webly.data.synth import synth_yt8m_like
 from webly.data.yt8m import import_yt8m
 from webly.errors import DataError

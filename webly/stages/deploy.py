@@ -2,7 +2,7 @@
 
 ``RUN/compress/`` holds ``frontier.json`` and ``choice.json`` (`choose_under_budget`) and, when
 the choice is the final network, that network's folder; ``RUN/export/model/`` the export of
-the choice (`webly.compress.deploy.export_choice`): the final network, compressed when the
+the choice (`webly.compress.choice.export_choice`): the final network, compressed when the
 compress stage chose a compressed form of it, a blend of members or the stacker.
 """
 
@@ -11,10 +11,12 @@ from __future__ import annotations
 from typing import Any
 
 from webly.compress.budget import choose_under_budget
-from webly.compress.deploy import DEFAULT_MAX_SIZE, export_best, export_choice, shipped_bytes
-from webly.compress.options import PredictOptions
+from webly.compress.choice import DEFAULT_MAX_SIZE, export_best, export_choice
 from webly.config import Recipe
+from webly.deploy.exported import shipped_bytes
+from webly.deploy.options import PredictOptions
 from webly.rundir import CompressRecord, ExportRecord
+from webly.sizes import format_size
 from webly.stages.context import StageContext, StageResult, splits
 
 CHOICE, MODEL = "choice", "model"
@@ -75,7 +77,7 @@ def export_model(ctx: StageContext) -> StageResult:
     size = shipped_bytes(exported.folder)
     candidate = exported.info["run"]["candidate"]
     return StageResult(
-        key=f"{candidate} exported: {size / 1e6:.2f} MB in {ctx.name}/{MODEL}",
+        key=f"{candidate} exported: {format_size(size)} in {ctx.name}/{MODEL}",
         record=ExportRecord(
             model=ctx.folder / MODEL,
             files=exported.info["files"],

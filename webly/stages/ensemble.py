@@ -47,7 +47,7 @@ def make_ensemble(ctx: StageContext) -> StageResult:
         return StageResult(key="no blend and no stacker in the recipe")
     teacher = max(entries, key=lambda e: e.oof_metric)
     figure = teacher.test_metric if teacher.test_metric is not None else teacher.oof_metric
-    metric = "GAP@20" if scored.multilabel else "accuracy"
+    metric = scored.data.task.metric().name
     on = "test" if teacher.test_metric is not None else "oof"
     made = {
         e.name: {

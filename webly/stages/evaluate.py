@@ -13,13 +13,12 @@ from rich.table import Table
 
 from webly._fs import write_atomic
 from webly.config import Recipe
+from webly.core import GAP_K, Task, TopK, select_top_k
 from webly.metrics.evaluate import format_cell, loss_sum, task_metric
-from webly.metrics.ranking import TopK, select_top_k
 from webly.predictions import Predictions
 from webly.rundir import DistillRecord, EnsembleRecord, EvaluateRecord, LongtailRecord, ZooRecord
 from webly.stages.context import StageContext, StageResult, scoring
 from webly.stages.ensemble import STACKER
-from webly.train.loop import GAP_K
 
 RESULTS_FILE = "results.json"
 AVERAGE = "zoo average"
@@ -44,12 +43,11 @@ def evaluate_zoo(ctx: StageContext) -> StageResult:
     k = ctx.recipe.evaluate.k
     scored = scoring(ctx)
     split, data, labels, which = scored.split, scored.data, scored.labels, scored.which
-    multilabel = scored.multilabel
-    metric, loss = (f"GAP@{k}", "BCE") if multilabel else ("accuracy", "log-loss")
+    metric, loss = data.task.metric(k).name, data.task.loss.name
     zoo = ctx.need(ZooRecord)
     paths = zoo.members
     stores = {member: Predictions.open(path) for member, path in paths.items()}
-    rescore = multilabel and k != GAP_K
+    rescore = data.task.multilabel and k != GAP_K
     streamed = _stream(stores, split, labels, data.task, k, rescore) if stores else None
     rows = []
     for member in zoo.table:
@@ -170,7 +168,7 @@ def _stream(
     stores: dict[str, Predictions],
     split: str,
     labels: sp.csr_matrix,
-    task: str,
+    task: Task,
     k: int,
     members_too: bool,
 ) -> _Streamed:

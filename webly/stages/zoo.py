@@ -19,7 +19,7 @@ def zoo_config(recipe: Recipe) -> dict[str, Any]:
     return zoo_settings(recipe.zoo)  # holds the recipe's folds.n and seed
 
 
-def train_zoo(ctx: StageContext) -> StageResult:
+def make_zoo(ctx: StageContext) -> StageResult:
     """Every member out-of-fold on the folds artifact (`fit_oof`: finished members whose
     config is unchanged are kept). Folders of members no longer in the recipe are left on disk
     and not evaluated; each is named, as kept when it finished training, else as never

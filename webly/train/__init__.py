@@ -1,4 +1,5 @@
-"""Training one network: the loop, losses, mixup, EMA, row samplers and frame sampling."""
+"""Training one network: the loop, losses, class weights, mixup, EMA, row samplers and frame
+sampling."""
 
 from webly.train.ema import EMA
 from webly.train.frames import FrameSampling, cosine_keep, gather_frames, regular_indices
@@ -13,6 +14,7 @@ from webly.train.loop import (
 from webly.train.losses import classification_loss
 from webly.train.lr_search import LRSearch
 from webly.train.mixup import Mixed, mixup
+from webly.train.reweight import class_weights
 from webly.train.samplers import Sampler, epoch_rows, row_weights
 from webly.train.schedule import SCHEDULES, Schedule, epoch_scale, lr_factor
 
@@ -27,6 +29,7 @@ __all__ = [
     "Sampler",
     "Schedule",
     "TrainConfig",
+    "class_weights",
     "classification_loss",
     "cosine_keep",
     "epoch_rows",

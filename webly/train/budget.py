@@ -50,14 +50,14 @@ def epoch_seconds(member: Member, train: Dataset, n_rows: int) -> float:
     """Estimated seconds of one training epoch of ``member`` over ``n_rows`` rows of ``train``
     on this machine: the mean of `_TIMED_STEPS` timed steps (forward, backward, optimizer) on
     one batch, after one untimed; 0 for a gbdt member (LightGBM keeps no epochs)."""
-    if member.level == "gbdt":
+    if not member.trains_with_epochs:
         return 0.0
     config = member.train
     rows = np.arange(min(config.batch_size, len(train)))
-    model = member.build(train.n_classes, 0)
+    model = member.network(train.n_classes, 0)
     model.train()
     labels = torch.from_numpy(train.labels[rows].toarray().astype(np.float32))
-    if member.level == "frame":
+    if member.takes_frames:
         frames, lengths = train.frames(rows, member.groups, max_frames=config.max_frames)
         x, n_frames = torch.from_numpy(frames), torch.from_numpy(lengths)
     else:

@@ -32,9 +32,10 @@ import torch
 from torch import nn
 
 from webly._fs import replaced_file
+from webly.core import GAP_K, Task, TopK
 from webly.data.store import Dataset
 from webly.errors import ConfigError, DataError
-from webly.metrics.ranking import TopK, gap_at_k, hit_at_1
+from webly.metrics.evaluate import task_metric
 from webly.progress import epoch_reporter
 from webly.train.ema import EMA
 from webly.train.frames import FRAME_SAMPLINGS, FrameSampling, gather_frames
@@ -42,6 +43,7 @@ from webly.train.losses import classification_loss
 from webly.train.lr_search import LRSearch, Probe, choose_lr
 from webly.train.mixup import mixup
 from webly.train.prior import set_prior_bias
+from webly.train.reweight import class_weights
 from webly.train.samplers import Sampler, epoch_rows
 from webly.train.schedule import SCHEDULES, Schedule, epoch_scale, lr_factor
 
@@ -52,7 +54,6 @@ CHECKPOINT, BEST, LR_SEARCH = "checkpoint.pt", "best.pt", "lr-search.pt"
 TRAINER_FILES = (CHECKPOINT, BEST, LR_SEARCH)
 """What `fit` leaves in its work folder: the epoch checkpoint, the best weights and the
 learning-rate search's outcome."""
-GAP_K = 20
 
 
 @runtime_checkable
@@ -100,8 +101,9 @@ class TrainConfig:
     result setting: left out of `results_settings`, so a run resumes under another one, and
     what it trains depends on the machine's speed.
     ``class_weight_power``: per-class loss weights ``n_c ** -power`` from the training labels'
-    class counts (`webly.longtail.class_weights`, mean 1 over the labelled entries; WebVision's
-    class re-weighting), used when `fit` is given no ``class_weight``; None (default): none.
+    class counts (`webly.train.reweight.class_weights`, mean 1 over the labelled entries;
+    WebVision's class re-weighting), used when `fit` is given no ``class_weight``; None
+    (default): none.
     """
 
     epochs: int = 100
@@ -308,9 +310,6 @@ def fit(
     if labels is not None:
         labels = check_labels("labels", labels, (len(train), train.n_classes))
     if class_weight is None and config.class_weight_power is not None:
-        # imported here: webly.longtail builds on the trainer (cRT calls fit)
-        from webly.longtail.reweight import class_weights
-
         counted = hard_labels(labels) if labels is not None else train.labels
         class_weight = class_weights(counted, config.class_weight_power, n_classes=train.n_classes)
     if valid_labels is not None:
@@ -443,7 +442,7 @@ def eval_batches(
 
 
 def predict_probs(
-    model: nn.Module, x: torch.Tensor, lengths: torch.Tensor | None, task: str
+    model: nn.Module, x: torch.Tensor, lengths: torch.Tensor | None, task: Task
 ) -> np.ndarray:
     """(B, n_classes) float32 probabilities of one batch (see `eval_batches`): sigmoid
     (``multilabel``) or softmax (``multiclass``) of the logits, without gradients, under
@@ -451,7 +450,7 @@ def predict_probs(
     with torch.no_grad(), _autocast(x.device):
         logits = model(x) if lengths is None else model(x, lengths)
     logits = logits.float()
-    probs = logits.sigmoid() if task == "multilabel" else logits.softmax(dim=1)
+    probs = logits.sigmoid() if task.multilabel else logits.softmax(dim=1)
     return probs.cpu().numpy()
 
 
@@ -463,7 +462,7 @@ def evaluate(
     device: torch.device | None = None,
     labels: sp.csr_matrix | None = None,
 ) -> float:
-    """GAP@20 (multi-label) or accuracy (multi-class) of the model on ``ds``, streamed: only
+    """``ds.task.metric()`` (GAP@20 or accuracy) of the model on ``ds``, streamed: only
     each row's top 20 classes are kept. ``labels``: (len(ds), n_classes) 0/1 to score against
     instead of ``ds.labels``."""
     k = min(GAP_K, ds.n_classes)
@@ -474,9 +473,7 @@ def evaluate(
         scores.append(np.take_along_axis(probs, top, axis=1))
     top_k = TopK(np.concatenate(indices), np.concatenate(scores))
     truth = ds.labels if labels is None else labels
-    if ds.task == "multilabel":
-        return gap_at_k(top_k, truth, k=GAP_K)
-    return hit_at_1(top_k, truth)
+    return task_metric(top_k, truth, ds.task, GAP_K)
 
 
 def hard_labels(labels: sp.spmatrix) -> sp.csr_matrix:
@@ -797,7 +794,7 @@ class _Trainer:
             if pseudo is not None and self.frame_level
             else None
         )
-        self.metric = "gap@20" if train.task == "multilabel" else "accuracy"
+        self.metric = train.task.metric().key
 
         data_seed, mix_seed, torch_seed = np.random.SeedSequence(config.seed).spawn(3)
         self.data_rng = np.random.default_rng(data_seed)

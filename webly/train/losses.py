@@ -7,14 +7,11 @@ label smoothing, per-sample and per-class weights, and the distillation mix
 
 from __future__ import annotations
 
-from typing import Literal
-
 import torch
 import torch.nn.functional as F
 
+from webly.core import Task
 from webly.errors import ConfigError
-
-Task = Literal["multilabel", "multiclass"]
 
 
 def classification_loss(
@@ -55,8 +52,7 @@ def classification_loss(
     -------
     () float tensor
     """
-    if task not in ("multilabel", "multiclass"):
-        raise ConfigError(f"task {task!r} is unknown; use multilabel or multiclass")
+    task = Task.parse(task)
     if not 0.0 <= smoothing < 1.0:
         raise ConfigError(f"label smoothing is {smoothing}; use a value in [0, 1)")
     if not 0.0 <= lam <= 1.0:
@@ -69,7 +65,7 @@ def classification_loss(
         raise ConfigError(f"teacher targets {tuple(teacher.shape)} must be {tuple(logits.shape)}")
     n_classes = logits.shape[1]
     if smoothing:
-        uniform = 0.5 if task == "multilabel" else 1.0 / n_classes
+        uniform = 0.5 if task.multilabel else 1.0 / n_classes
         targets = targets * (1.0 - smoothing) + smoothing * uniform
     per_sample = _per_sample(logits, targets, task, class_weight)  # (B,)
     if teacher is not None:
@@ -89,7 +85,7 @@ def _per_sample(
     logits: torch.Tensor, targets: torch.Tensor, task: Task, class_weight: torch.Tensor | None
 ) -> torch.Tensor:
     """``(B, C)`` logits and targets -> ``(B,)`` loss of each sample, summed over classes."""
-    if task == "multilabel":
+    if task.multilabel:
         terms = F.binary_cross_entropy_with_logits(logits, targets, reduction="none")  # (B, C)
     else:
         terms = -targets * F.log_softmax(logits, dim=1)  # (B, C)

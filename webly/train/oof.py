@@ -63,40 +63,34 @@ from __future__ import annotations
 import hashlib
 import json
 import time
-from collections.abc import Iterator
-from dataclasses import asdict, dataclass, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import scipy.sparse as sp
 
-from webly._fs import write_atomic
-from webly.data.store import Dataset, atomic_output
+from webly._fs import atomic_output, write_atomic
+from webly.core import GAP_K, Model, TopK, select_top_k
+from webly.data.store import Dataset
 from webly.errors import ConfigError, DataError, WeblyError
 from webly.executor import Executor, LocalExecutor
 from webly.metrics.evaluate import loss_sum, task_metric
-from webly.metrics.ranking import TopK, select_top_k
-from webly.models.gbdt import LgbmModel
-from webly.models.network import load_network, save_network
+from webly.models import model_entry
 from webly.predictions import Predictions, PredictionWriter
 from webly.progress import model_resumed, model_started, work_planned
 from webly.resume import DONE, HASH, claim, finished, mark, read_record
 from webly.train.budget import TimeBudget, check_time_limit
+from webly.train.fold_model import FIT_FILE, build_model, load_model
 from webly.train.loop import (
     CHECKPOINT,
-    GAP_K,
     TRAINER_FILES,
-    FitResult,
     WeightSchedule,
     array_digest,
     check_labels,
     check_sample_weight,
-    fit,
     hard_labels,
-    iter_scores,
     matrix_digest,
-    training_device,
     weight_settings,
 )
 from webly.train.zoo import Member, Zoo, config_hash, load_zoo, parse_zoo, plan_zoo
@@ -106,7 +100,6 @@ if TYPE_CHECKING:  # the trainer only reads its fields; importing it would tie t
 
 TEST_SUM_BYTES = 8 << 30
 CONFIG_FILE, MODEL_DIR, STORE_DIR, FULL_DIR = "config.json", "model", "predictions", "full"
-FIT_FILE = "fit.json"
 HELD_OUT_FILE = "held_out.npy"
 """Beside a network trained on every row (`fit_full`): ``(n,)`` int64 training-store rows `fit`
 held out for its validation, so they can score it against other models' out-of-fold
@@ -314,14 +307,14 @@ def predict_zoo(
                 f"member {member.id} has no fold model in {missing[0]}; train the zoo into "
                 f"{out} (fit_oof) before predicting other rows with it"
             )
-        models = [_load_fold_model(member, w / MODEL_DIR) for w in workdirs]
+        models = [load_model(member, w / MODEL_DIR) for w in workdirs]
         indices = np.empty((len(data), top), np.int32)
         scores = np.empty((len(data), top), np.float32)
         for start in range(0, len(data), _BLOCK_ROWS):
             block = np.arange(start, min(start + _BLOCK_ROWS, len(data)))
             total = np.zeros((block.size, train.n_classes), np.float32)
             for model in models:
-                for rows, probs in _scores(model, member, data.subset(block)):
+                for rows, probs in model.predict_proba(data.subset(block)):
                     total[rows] += probs
             indices[block], scores[block] = select_top_k(total / len(models), top, sort=True)
         predicted[member.id] = TopK(indices, scores)
@@ -350,7 +343,7 @@ def recorded_zoo(stores: dict[str, Path]) -> Zoo:
         config = model["config"]
         spec = {"name": model["name"], "id": name, "hparams": config["hparams"],
                 "groups": config["groups"]}  # fmt: skip
-        if config["level"] != "gbdt":  # trees take hparams only
+        if model_entry(model["name"]).trains_with_epochs:  # trees take hparams only
             spec["train"] = config["train"]
         if config["options"]:  # {} when the zoo gave none
             spec["options"] = config["options"]
@@ -445,7 +438,7 @@ def _work(
     work = {}
     for member, digest in zip(members, digests, strict=True):
         folder = out / member.id
-        if member.level == "gbdt" or _finished(folder, digest) is not None:
+        if not member.trains_with_epochs or _finished(folder, digest) is not None:
             continue
         record = read_record(folder / CONFIG_FILE)
         same = record is not None and record.get(HASH) == digest
@@ -478,7 +471,7 @@ def _train_ahead(
             for fold, workdir in workdirs.items()
             if not (workdir / MODEL_DIR).is_dir()
         ]
-    return (executor or LocalExecutor()).train_folds(inputs, jobs) if jobs else {}
+    return (executor or LocalExecutor()).train_folds(train_fold, inputs, jobs) if jobs else {}
 
 
 @dataclass(frozen=True, eq=False)
@@ -548,7 +541,7 @@ def _check_override(
         used = weight > 0
         if not used.any():
             raise DataError("sample_weight is 0 for every row; keep at least some rows")
-    trees = [m.id for m in members if m.level == "gbdt"]
+    trees = [m.id for m in members if not m.trains_with_epochs]
     soft = given is not None and bool((given.data < 1).any())
     graded = isinstance(weight, WeightSchedule) or (
         isinstance(weight, np.ndarray) and bool(((weight > 0) & (weight < 1)).any())
@@ -588,7 +581,7 @@ def _check_teacher(
             f"teacher soft targets are {teacher.shape}; they must be {expected} (training rows, "
             "classes); make them from this dataset's out-of-fold predictions"
         )
-    trees = [m.id for m in members if m.level == "gbdt"]
+    trees = [m.id for m in members if not m.trains_with_epochs]
     if trees:
         raise ConfigError(
             f"member(s) {', '.join(trees)} are gradient-boosted trees, which take no soft "
@@ -659,13 +652,12 @@ def _fit_member(
 ) -> MemberResult:
     """Train (``folds`` None: on every row, `_train_full`) or find finished one member;
     ``error``: its training already failed (in an executor), recorded as it is."""
-    multilabel = train.task == "multilabel"
     base = MemberResult(
         id=member.id,
         name=member.name,
         level=member.level,
-        metric="gap@20" if multilabel else "accuracy",
-        loss="bce" if multilabel else "log-loss",
+        metric=train.task.metric().key,
+        loss=train.task.loss.key,
     )
     finished = _finished(folder, digest)
     if finished is not None:
@@ -723,7 +715,7 @@ def _train_member(
                 keep_checkpoints=zoo.keep_checkpoints, budget=budget,
             )  # fmt: skip
             seconds = fold_seconds(folder / fold_dir(fold), time.perf_counter() - started)
-            for rows, probs in _scores(model, member, train.subset(held_out)):
+            for rows, probs in model.predict_proba(train.subset(held_out)):
                 rows = held_out[rows]
                 writer.write("oof", rows, probs)
                 oof_indices[rows], oof_scores[rows] = select_top_k(probs, top, sort=True)
@@ -738,7 +730,7 @@ def _train_member(
                 **read_fit_record(folder / fold_dir(fold) / MODEL_DIR),
             }
             if test is not None and test_sum is not None:
-                for rows, probs in _scores(model, member, test):
+                for rows, probs in model.predict_proba(test):
                     test_sum[rows] += probs
         used = override.used
         fold_metrics["oof"] = {
@@ -778,7 +770,7 @@ def _train_full(
     seconds = fold_seconds(folder / fold_dir(-1), time.perf_counter() - started)
     model_info = _model_info(member, 0, zoo.seed, digest, teacher, override)
     test_probs = np.zeros((len(test), train.n_classes), np.float32)
-    for rows, probs in _scores(model, member, test):
+    for rows, probs in model.predict_proba(test):
         test_probs[rows] = probs
     with PredictionWriter(
         folder / STORE_DIR,
@@ -827,7 +819,7 @@ def _fold_model(
     *,
     keep_checkpoints: bool = False,
     budget: TimeBudget | None = None,
-) -> Any:
+) -> Model:
     """The model of fold ``fold``: loaded when saved, else trained on the other folds' used
     rows (its trainer resumes from a checkpoint in ``workdir``), validated on the held-out
     fold's, and saved atomically. Fold -1: trained on every used row (``held_out`` empty),
@@ -857,41 +849,22 @@ def _fold_model(
         return {"seconds": earlier + max(time.time() - attempt, 0.0)}
 
     if saved.is_dir():  # predicts where a freshly trained one would, with the same numerics
-        model = _load_fold_model(member, saved)
-    elif member.level == "gbdt":
-        model = member.build(train.n_classes, max(fold, 0))
-        labels = override.scored
-        valid = (
-            (train.features(valid_rows, member.groups), labels[valid_rows])
-            if valid_rows.size
-            else (None, None)
-        )
-        model.fit(train.features(kept, member.groups), labels[kept], *valid)
-        with atomic_output(saved, overwrite=True) as tmp:
-            model.save(tmp)
-            (tmp / SECONDS_FILE).write_text(json.dumps(spent()))
+        model = load_model(member, saved)
     else:
-        model = member.build(train.n_classes, max(fold, 0))
-        config = member.train_config(max(fold, 0))
-        if budget is not None:
-            config = replace(config, time_limit=budget.share())
-        result = fit(
-            model,
+        model = build_model(member, train.n_classes, max(fold, 0))
+        held = model.fit(
             train.subset(kept),
             train.subset(valid_rows) if valid_rows.size else None,
-            config,
-            member.groups,
             workdir,
             targets=teacher[kept] if teacher is not None else None,
+            time_limit=budget.share() if budget is not None else None,
             **override.fit_options(kept, valid_rows),
         )
         with atomic_output(saved, overwrite=True) as tmp:
-            save_network(model, tmp)
-            record = _fit_record(result) | {"time_limit": config.time_limit}
-            (tmp / FIT_FILE).write_text(json.dumps(record, indent=1))
+            model.save(tmp)
             (tmp / SECONDS_FILE).write_text(json.dumps(spent()))
-            if result.held_out is not None:
-                np.save(tmp / HELD_OUT_FILE, kept[result.held_out])
+            if held is not None:
+                np.save(tmp / HELD_OUT_FILE, kept[held])
     (workdir / ATTEMPTS_FILE).unlink(missing_ok=True)  # its seconds are in the saved model's
     if not keep_checkpoints:  # also what a run killed between the save and this left
         drop_trainer_files(workdir)
@@ -920,23 +893,6 @@ def _earlier_seconds(workdir: Path) -> float:
     return earlier + max(last - started, 0.0)
 
 
-def _fit_record(result: FitResult) -> dict[str, Any]:
-    """How a fold network was trained, kept beside it (``model/fit.json``) and, but for the
-    ``history`` of its epochs (`EpochStats` as dicts, what the tracker logs as curves), in the
-    member's fold metrics: the learning rate (and the rates ``lr="auto"`` tried, with their
-    validation scores), the epochs trained, the best one and the validation rows."""
-    search = result.lr_search
-    return {
-        "lr": result.lr,
-        "lr_search": search.to_json()["trials"] if search is not None else None,
-        "epochs": len(result.history),
-        "best_epoch": result.best_epoch,
-        "valid_rows": result.valid_rows,
-        "out_of_time": result.out_of_time,
-        "history": [asdict(epoch) for epoch in result.history],
-    }
-
-
 def held_out_rows(saved: str | Path) -> np.ndarray | None:
     """The training-store rows the network saved in ``saved`` never trained on (`fit` held
     them out for validation; ``HELD_OUT_FILE``), ascending; None when it recorded none (a fold
@@ -946,29 +902,13 @@ def held_out_rows(saved: str | Path) -> np.ndarray | None:
 
 
 def read_fit_record(saved: Path) -> dict[str, Any]:
-    """The `_fit_record` of the fold model saved in ``saved`` without its ``history``; empty
-    for a gbdt model or one saved before records were kept."""
+    """The fit record (`webly.train.fold_model.NetworkModel.record`) of the fold model saved
+    in ``saved``, without its ``history``; empty for trees or a network saved before records
+    were kept."""
     path = saved / FIT_FILE
     record = json.loads(path.read_text()) if path.is_file() else {}
     record.pop("history", None)
     return record
-
-
-def _load_fold_model(member: Member, saved: Path) -> Any:
-    """A saved fold model, a network on the training device."""
-    if member.level == "gbdt":
-        return LgbmModel.load(saved)
-    return load_network(saved).to(training_device())
-
-
-def _scores(model: Any, member: Member, ds: Dataset) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-    """``(rows (B,), probabilities (B, n_classes) float32)`` blocks of ``ds``, in order."""
-    if member.level != "gbdt":
-        yield from iter_scores(model, ds, member.groups, member.train.eval_batch_size)
-        return
-    for start in range(0, len(ds), _BLOCK_ROWS):
-        rows = np.arange(start, min(start + _BLOCK_ROWS, len(ds)))
-        yield rows, model.predict(ds.features(rows, member.groups))
 
 
 def _test_figures(probs: np.ndarray, test: Dataset) -> dict[str, float | None]:

@@ -32,7 +32,7 @@ import json
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -40,11 +40,14 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from webly.data.store import Dataset
 from webly.errors import ConfigError
-from webly.models import create_model
+from webly.models import Network, create_model
 from webly.models._registry import Level, check_hparams, model_entry
 from webly.train.loop import TrainConfig
 from webly.validate import check_finite, check_values, did_you_mean, key_path
 from webly.yaml_file import read_yaml
+
+if TYPE_CHECKING:  # typing only: importing gbdt loads LightGBM
+    from webly.models.gbdt import LgbmModel
 
 _ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 MAX_ID_LENGTH = 64
@@ -135,17 +138,31 @@ class Member:
             "train": train,
         }
 
-    def build(self, n_classes: int, fold: int) -> Any:
-        """A fresh model of fold ``fold``, its initial weights drawn from the fold's seed."""
-        if self.level == "gbdt":
-            return create_model(self.name, n_classes, self.input_dims, **self.hparams)
+    @property
+    def takes_frames(self) -> bool:
+        """Whether the member's model reads frame sequences (`ModelEntry.takes_frames`)."""
+        return model_entry(self.name).takes_frames
+
+    @property
+    def trains_with_epochs(self) -> bool:
+        """Whether the member is a network (`ModelEntry.trains_with_epochs`)."""
+        return model_entry(self.name).trains_with_epochs
+
+    def create(self, n_classes: int, fold: int) -> Network | LgbmModel:
+        """A fresh model of fold ``fold``, its initial weights drawn from the fold's seed; a
+        network's options (trees take none) with the columns' ``subset_seed``."""
         init_seed = int(self.fold_seeds[fold].generate_state(1, np.uint32)[0])
+        options = {"seed": self.subset_seed, **self.options} if self.trains_with_epochs else {}
         with torch.random.fork_rng():
             torch.manual_seed(init_seed)
-            return create_model(
-                self.name, n_classes, self.input_dims, seed=self.subset_seed,
-                **self.options, **self.hparams,
-            )  # fmt: skip
+            return create_model(self.name, n_classes, self.input_dims, **options, **self.hparams)
+
+    def network(self, n_classes: int, fold: int) -> Network:
+        """`create`'s model, refused in one line unless it is a network."""
+        model = self.create(n_classes, fold)
+        if not isinstance(model, Network):
+            raise ConfigError(f"member {self.id!r}: {self.name} is not a network; use one")
+        return model
 
     def train_config(self, fold: int) -> TrainConfig:
         """The member's `TrainConfig` with fold ``fold``'s training seed."""
@@ -216,7 +233,7 @@ def plan_zoo(zoo: Zoo, train: Dataset, test: Dataset | None = None) -> list[Memb
             fold_seeds=tuple(fold_seeds),
             subset_seed=int(subset_seed.generate_state(1, np.uint32)[0]),
         )
-        member.build(train.n_classes, 0)
+        member.create(train.n_classes, 0)
         members.append(member)
     return members
 
@@ -286,12 +303,12 @@ def _check_zoo(zoo: Zoo, source: str, train_at: str, members_at: str) -> None:
             raise ConfigError(f"{where}.name: {err}") from None
         check_hparams(entry, spec.hparams, f"{where}.hparams")
         _check_train(spec.train, f"{where}.train")
-        if entry.level == "gbdt" and (spec.options is not None or spec.train):
+        if not entry.trains_with_epochs and (spec.options is not None or spec.train):
             raise ConfigError(
                 f"{where}: {spec.name} is a gbdt model and takes only hparams; remove its "
                 "options and train settings"
             )
-        if entry.level != "gbdt":  # the member's settings together, as plan_zoo resolves them
+        if entry.trains_with_epochs:  # the member's settings together, as plan_zoo resolves them
             try:
                 TrainConfig(**{**zoo.train, **spec.train})
             except ConfigError as err:

@@ -1,6 +1,6 @@
 """What a deployable model costs to run: milliseconds a row with ONNX Runtime on this machine.
 
-`network_latency` exports a saved network to ONNX (`webly.compress.export.export_onnx`, no
+`network_latency` exports a saved network to ONNX (`webly.deploy.export.export_onnx`, no
 weights file) and times ONNX Runtime's CPU provider on a batch of stored rows; `trees_latency`
 times a LightGBM member's fold model (which an export ships as it is); `ms_per_row` times any
 callable. A batch is timed `REPEATS` times after one warm-up call and the fastest
@@ -17,9 +17,9 @@ from pathlib import Path
 
 import numpy as np
 
-from webly.compress.export import export_onnx
-from webly.compress.inputs import store_batches
 from webly.data.store import Dataset
+from webly.deploy.export import export_onnx
+from webly.deploy.inputs import store_batches
 from webly.models.gbdt import LgbmModel
 
 LATENCY_ROWS, REPEATS = 256, 3

@@ -12,7 +12,7 @@ Endpoints (the OpenAPI schema is at ``/openapi.json``, browsable at ``/docs``):
     both shapes in one request; values as stored: integer codes 0..255 for uint8 groups,
     numbers for the others; optional ``ids``, one per row;
   - ``records``: serialized YouTube-8M ``tf.train.Example`` or ``SequenceExample`` protos, base64
-    encoded, read as `webly.compress.inputs.parse_record` reads TFRecord files (``names``:
+    encoded, read as `webly.deploy.inputs.parse_record` reads TFRecord files (``names``:
     ``2018`` or ``2017`` field names).
 
   The answer is ``{"predictions": [{"id", "classes", "names", "scores"}, ...]}``, each row's top
@@ -58,11 +58,11 @@ from pydantic import BaseModel, ConfigDict, Field
 from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from webly.compress.exported import ExportedModel
-from webly.compress.inputs import RowBatch, parse_record, stack_rows
+from webly.core import select_top_k
 from webly.data.store import FeatureSpec
+from webly.deploy.exported import ExportedModel
+from webly.deploy.inputs import RowBatch, parse_record, stack_rows
 from webly.errors import ConfigError, DataError
-from webly.metrics.ranking import select_top_k
 from webly.train.loop import TrainConfig
 
 DEFAULT_MAX_FRAMES = TrainConfig.max_frames

@@ -10,20 +10,21 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.compress.conftest import MixedModel, save_model
 from tests.conftest import random_batch
-from webly.compress import export_onnx, load_exported, open_network, predict
-from webly.compress.export import torch_probabilities
-from webly.compress.exported import LENGTHS
-from webly.compress.inputs import row_batches
-from webly.compress.options import PredictOptions
-from webly.compress.predict import view_probabilities
-from webly.compress.serve import create_app
+from tests.deploy.conftest import MixedModel, save_model
+from webly.core import TopK
 from webly.data import Dataset, DatasetWriter, FeatureSpec, Layout
+from webly.deploy import export_onnx, load_exported
+from webly.deploy.export import torch_probabilities
+from webly.deploy.exported import LENGTHS
+from webly.deploy.inputs import row_batches
+from webly.deploy.options import PredictOptions
+from webly.deploy.predict import predict, view_probabilities
+from webly.deploy.serve import create_app
 from webly.ensemble.aggregate import aggregate_groups
 from webly.ensemble.tta import tta_scores
 from webly.errors import ConfigError, DataError
-from webly.metrics.ranking import TopK
+from webly.models.quantized import open_network
 
 
 def read_jsonl(path: Path) -> list[dict]:

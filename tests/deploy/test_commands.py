@@ -14,7 +14,7 @@ from unittest import mock
 import numpy as np
 import pytest
 
-from tests.compress.conftest import save_model
+from tests.deploy.conftest import save_model
 from webly.cli import main
 from webly.data import Dataset, FeatureSpec, Layout
 from webly.data import tfrecord as tr

@@ -7,7 +7,7 @@ import pytest
 import scipy.sparse as sp
 
 from webly.errors import ConfigError, DataError
-from webly.longtail import class_weights
+from webly.train import class_weights
 
 IDS = np.array([0] * 8 + [1] * 2 + [3] * 1)  # class 2 has no rows
 

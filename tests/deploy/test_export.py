@@ -10,12 +10,14 @@ from typing import Any
 import numpy as np
 import pytest
 
-from tests.compress.conftest import save_model
-from webly.compress import compress_network, export_onnx, load_exported, open_network
-from webly.compress.export import example_inputs, torch_probabilities
+from tests.deploy.conftest import save_model
+from webly.compress import compress_network
 from webly.data import Dataset, FeatureSpec, Layout
+from webly.deploy import export_onnx, load_exported
+from webly.deploy.export import example_inputs, torch_probabilities
 from webly.errors import ConfigError, DataError
 from webly.models import create_model, list_models, model_entry
+from webly.models.quantized import open_network
 
 BIG_DBOF = {"cluster_size": 512, "hidden": 128}
 NETWORKS = [n for n in list_models() if model_entry(n).level != "gbdt"]

@@ -6,9 +6,9 @@ from typing import Literal
 
 import numpy as np
 
+from webly.core import LabelsLike, canonical_labels
 from webly.errors import ConfigError, DataError
-from webly.longtail.labels import class_counts, label_matrix
-from webly.metrics.ranking import LabelsLike
+from webly.metrics.classification import class_counts
 
 Normalize = Literal["mean", "classes"]
 
@@ -52,7 +52,7 @@ def class_weights(
         raise ConfigError(f"class weight power is {power}; use a finite value >= 0 (0.5 = sqrt)")
     if normalize not in ("mean", "classes", None):
         raise ConfigError(f"class weight normalize is {normalize!r}; use 'mean', 'classes' or None")
-    counts = class_counts(label_matrix(labels, n_classes))  # (n_classes,)
+    counts = class_counts(canonical_labels(labels, n_classes=n_classes))  # (n_classes,)
     present = counts > 0
     if not present.any():
         raise DataError("labels have no positives, so class frequencies are undefined; pass labels")

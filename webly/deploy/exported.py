@@ -2,9 +2,9 @@
 
 An export folder holds ``model.json`` (this format's name and version, the classes, the
 feature groups read, how to predict, where it came from and every shipped file's size and
-SHA-256) and either one network's graph (`webly.compress.export.export_onnx`:
+SHA-256) and either one network's graph (`webly.deploy.export.export_onnx`:
 `ExportedNetwork`) or an ensemble's members, fold by fold, and how they combine
-(`webly.compress.deploy`: `ExportedEnsemble`). Both predict ``(B, n_classes)`` float32 scores
+(`webly.deploy.ensemble`: `ExportedEnsemble`). Both predict ``(B, n_classes)`` float32 scores
 of a batch of stored feature groups (`ExportedModel.feeds`), which is all `webly predict` and
 `webly serve` use.
 """
@@ -24,12 +24,12 @@ from onnxruntime.capi import onnxruntime_pybind11_state as ort_errors
 
 import webly
 from webly._fs import OutputKind, sha256_file
-from webly.compress.options import PredictOptions
+from webly.core import TopK, select_top_k
 from webly.data.store import FeatureSpec
+from webly.deploy.options import PredictOptions
 from webly.ensemble.blend import Blend
 from webly.ensemble.stack import Stacker
 from webly.errors import ConfigError, DataError
-from webly.metrics.ranking import TopK, select_top_k
 from webly.models.gbdt import CONFIG_FILE as TREES_FILE
 from webly.models.gbdt import LgbmModel
 from webly.predictions import float16_topk
@@ -141,7 +141,7 @@ class ExportedModel(ABC):
 
 @dataclass(frozen=True)
 class ExportedNetwork(ExportedModel):
-    """One network's ONNX graph (`webly.compress.export.export_onnx`)."""
+    """One network's ONNX graph (`webly.deploy.export.export_onnx`)."""
 
     session: ort.InferenceSession
 
@@ -197,7 +197,7 @@ class EnsembleMember:
 @dataclass(frozen=True)
 class ExportedEnsemble(ExportedModel):
     """Members' fold graphs and how they combine (a blend or the stacker), exported whole by
-    `webly.compress.deploy.export_candidate`."""
+    `webly.deploy.ensemble.export_ensemble`."""
 
     members: tuple[EnsembleMember, ...]
     combine: Callable[[Sequence[TopK]], TopK]
@@ -229,6 +229,11 @@ def load_exported(folder: str | Path, threads: int | None = None) -> ExportedMod
     if info.get("kind") == "ensemble":
         return _load_ensemble(folder, info, threads)
     return _load_network(folder, info, threads)
+
+
+def shipped_bytes(folder: Path) -> int:
+    """Bytes of every file of an export folder."""
+    return sum(f.stat().st_size for f in folder.rglob("*") if f.is_file())
 
 
 def _check_files(folder: Path, files: Mapping[str, Mapping[str, Any]]) -> None:
@@ -269,7 +274,7 @@ def _load_network(folder: Path, info: dict[str, Any], threads: int | None) -> Ex
 
 
 def _load_ensemble(folder: Path, info: dict[str, Any], threads: int | None) -> ExportedEnsemble:
-    """An ensemble export folder (`webly.compress.deploy`), checked (`load_exported`)."""
+    """An ensemble export folder (`webly.deploy.ensemble`), checked (`load_exported`)."""
     path = folder / MANIFEST
     try:
         files = {str(k): dict(v) for k, v in info["files"].items()}

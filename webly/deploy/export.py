@@ -14,16 +14,16 @@
   and tables, or float16 values, in the graph and expands them there, so the file is as small as
   the compressed weights.
 - ``weights.safetensors``: the weights as the source folder stores them (float32, or the
-  `QuantizedState` of a compressed network), no pickle;
+  `webly.models.quantized.QuantizedState` of a compressed network), no pickle;
 - ``model.json``: format and webly version, level, task, classes (names and descriptions when
   the data store has them), the feature groups (dim, dtype, quantization range), the
   preprocessing, the network config, metrics given at export, how to predict
-  (`webly.compress.options.PredictOptions`: test-time views, group aggregation), the run it
+  (`webly.deploy.options.PredictOptions`: test-time views, group aggregation), the run it
   came from (`webly.compress.run.export_run`: run folder, training store, what its metrics
   were measured on), a frame-level network's training ``max_frames`` (None when unknown), and
   the size and SHA-256 of both files.
 
-`webly.compress.exported.load_exported` opens the folder for ONNX Runtime after checking all
+`webly.deploy.exported.load_exported` opens the folder for ONNX Runtime after checking all
 of it. LightGBM models
 (``lgbm``) are not exported to ONNX (that needs onnxmltools, not a dependency): their own text
 model files (``lgbm.json`` and one booster file each) are already a pickle-free deployable
@@ -47,9 +47,11 @@ import torch
 from torch import nn
 
 import webly
-from webly._fs import fsync_path, sha256_file, write_json
+from webly._fs import atomic_output, fsync_path, sha256_file, write_json
 from webly._optional import require
-from webly.compress.exported import (
+from webly.data.store import FeatureSpec, Layout
+from webly.data.store import Level as StoreLevel
+from webly.deploy.exported import (
     EXPORT,
     EXPORT_WEIGHTS,
     FORMAT,
@@ -61,20 +63,18 @@ from webly.compress.exported import (
     ExportedModel,
     load_exported,
 )
-from webly.compress.options import PredictOptions
-from webly.compress.quantize import (
+from webly.deploy.options import PredictOptions
+from webly.deploy.traceable import traceable
+from webly.errors import ConfigError, DataError
+from webly.models.layers import frame_mask
+from webly.models.network import WEIGHTS_FILE, Network
+from webly.models.quantized import (
     QUANTIZED_FILE,
     QuantizedState,
     is_compressed,
     open_network,
     refuse_lightgbm,
 )
-from webly.compress.traceable import traceable
-from webly.data.store import FeatureSpec, Layout, atomic_output
-from webly.data.store import Level as StoreLevel
-from webly.errors import ConfigError, DataError
-from webly.models.layers import frame_mask
-from webly.models.network import WEIGHTS_FILE, Network
 
 MIN_OPSET = 17
 TOLERANCE = 1e-4
@@ -236,7 +236,7 @@ def export_onnx(
         quantization ranges of its feature groups, task and class names. Without it the inputs
         are float32 and the model multi-label with classes named by their index.
     metrics : figures to record in ``model.json`` (e.g. ``{"gap@20": 0.81}``).
-    predict_options : how `webly.compress.predict` predicts with it (test-time views, group
+    predict_options : how `webly.deploy.predict` predicts with it (test-time views, group
         aggregation); each row predicted once if None. Views take a frame-level network.
     run : where the network came from, recorded as ``model.json``'s ``run`` (see
         `webly.compress.run.export_run`).

@@ -22,11 +22,15 @@ import numpy as np
 import pytest
 import uvicorn
 
-from tests.compress.conftest import MixedModel, save_model
-from tests.compress.test_commands import assert_user_error, webly
-from webly.compress import ExportedModel, export_onnx
-from webly.compress.exported import LENGTHS
-from webly.compress.serve import (
+from tests.deploy.conftest import MixedModel, save_model
+from tests.deploy.test_commands import assert_user_error, webly
+from webly.core import select_top_k
+from webly.data import Dataset, FeatureSpec
+from webly.data import tfrecord as tr
+from webly.data.store import dequantize_uint8
+from webly.deploy import ExportedModel, export_onnx
+from webly.deploy.exported import LENGTHS
+from webly.deploy.serve import (
     Limits,
     PredictRequest,
     RequestTooLarge,
@@ -34,11 +38,7 @@ from webly.compress.serve import (
     open_socket,
     request_rows,
 )
-from webly.data import Dataset, FeatureSpec
-from webly.data import tfrecord as tr
-from webly.data.store import dequantize_uint8
 from webly.errors import ConfigError, DataError
-from webly.metrics.ranking import select_top_k
 
 
 class Server:

@@ -1,7 +1,7 @@
 """Rows to predict, in batches: from a webly data store or straight from YouTube-8M TFRecords.
 
 Either source yields `RowBatch` es holding, for every feature group an exported model reads,
-the values in the dtype the model takes (`webly.compress.export`): uint8 codes as stored, or
+the values in the dtype the model takes (`webly.deploy.export`): uint8 codes as stored, or
 float32/float16 values. Each group is read at its own level (`FeatureSpec.level`), so one model
 may read frame-level and video-level groups together (e.g. ``rgb`` frames and ``mean_rgb``): a
 video-level group is ``(B, dim)``, a frame-level one ``(B, T, dim)`` zero-padded, with

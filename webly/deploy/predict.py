@@ -1,8 +1,8 @@
 """Batch prediction with an exported model: data store or TFRecord files in, top-k file out.
 
-Each of the model's feature groups is read at its own level (`webly.compress.inputs`), so one
+Each of the model's feature groups is read at its own level (`webly.deploy.inputs`), so one
 model may read frame-level groups (``rgb`` frames) and video-level ones (``mean_rgb``) together.
-What the model's ``model.json`` asks for (`webly.compress.options.PredictOptions`) is applied:
+What the model's ``model.json`` asks for (`webly.deploy.options.PredictOptions`) is applied:
 test-time views of a frame-level model (subsets of the frames of its frame-level groups; its
 video-level groups go to every view as they are), or views kept in a data store (the image
 route's flips and crops), each run through ONNX Runtime and combined as
@@ -26,17 +26,17 @@ import numpy as np
 import torch
 
 from webly._fs import check_output
-from webly.compress.exported import ExportedModel, load_exported
-from webly.compress.inputs import RowBatch, row_batches, store_batches
-from webly.compress.options import PredictOptions
-from webly.compress.outputs import OutputFormat, topk_file
+from webly.core import TopK, select_top_k
 from webly.data.images import view_group
 from webly.data.store import MANIFEST, Dataset
 from webly.data.yt8m import Names
+from webly.deploy.exported import ExportedModel, load_exported
+from webly.deploy.inputs import RowBatch, row_batches, store_batches
+from webly.deploy.options import PredictOptions
+from webly.deploy.outputs import OutputFormat, topk_file
 from webly.ensemble.aggregate import aggregate_groups, group_index
 from webly.ensemble.tta import frame_view
 from webly.errors import ConfigError, DataError
-from webly.metrics.ranking import TopK, select_top_k
 from webly.progress import steps
 
 
@@ -79,13 +79,13 @@ def predict(
 
     Parameters
     ----------
-    model : an `webly.compress.export_onnx` folder, or one already loaded
+    model : an `webly.deploy.export_onnx` folder, or one already loaded
     source : a data store folder, or a glob of YouTube-8M TFRecord files (video- or
         frame-level, as the model reads: frame-level for a model reading frame-level groups;
         ``names`` picks the 2018 or 2017 field names)
     out : the file to write, replaced in one step once every row is written (untouched on error)
     top_k : classes kept a line, best first (Kaggle's YouTube-8M submission: 20)
-    fmt : ``csv`` (Kaggle submission), ``parquet`` or ``jsonl``; see `webly.compress.outputs`
+    fmt : ``csv`` (Kaggle submission), ``parquet`` or ``jsonl``; see `webly.deploy.outputs`
     batch_size : rows per ONNX Runtime call (a call per view); memory holds one batch. With
         random test-time views it also sets the draws (one child seed a batch).
 

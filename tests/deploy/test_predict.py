@@ -10,17 +10,19 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
-from tests.compress.conftest import save_model
 from tests.conftest import random_batch
 from tests.data.test_yt8m import make_frame_files, make_video_files
-from webly.compress import export_onnx, open_network, predict
-from webly.compress.export import torch_probabilities
-from webly.compress.inputs import row_batches
+from tests.deploy.conftest import save_model
 from webly.data import Dataset, DatasetWriter, FeatureSpec, Layout
 from webly.data import tfrecord as tr
 from webly.data.yt8m import import_yt8m, yt8m_layout
+from webly.deploy import export_onnx
+from webly.deploy.export import torch_probabilities
+from webly.deploy.inputs import row_batches
+from webly.deploy.predict import predict
 from webly.errors import ConfigError, DataError
 from webly.io import read_submission
+from webly.models.quantized import open_network
 
 
 def torch_top(network_folder: Path, store: Dataset, groups: tuple[str, ...], k: int) -> tuple:

@@ -1,7 +1,7 @@
 """How an exported model wants its rows predicted: test-time augmentation and group aggregation.
 
 An export's ``model.json`` may hold a ``predict`` section (`PredictOptions.to_json`), set at
-export (``webly export --tta-views 4 --group-aggregation belief``); `webly.compress.predict`
+export (``webly export --tta-views 4 --group-aggregation belief``); `webly.deploy.predict`
 follows it:
 
 - ``tta_views`` > 1 (frame-level models only): every row is predicted under that many views

@@ -15,27 +15,28 @@ import pytest
 
 import webly.compress.budget as budget_module
 from tests.compress.conftest import RUN_RECIPE, finished_run
-from tests.compress.test_commands import assert_user_error, webly
-from tests.compress.test_serve import Server, post
+from tests.deploy.test_commands import assert_user_error, webly
+from tests.deploy.test_serve import Server, post
 from webly.compress.budget import Candidate, choose_under_budget
-from webly.compress.deploy import export_candidate, export_choice, shipped_bytes
-from webly.compress.exported import (
+from webly.compress.choice import export_candidate, export_choice
+from webly.core import TopK
+from webly.data import Dataset
+from webly.deploy.exported import (
     MANIFEST,
     ExportedEnsemble,
     ExportedModel,
     ExportedTrees,
     load_exported,
+    shipped_bytes,
 )
-from webly.compress.inputs import store_batches
-from webly.compress.serve import Limits
-from webly.data import Dataset
+from webly.deploy.inputs import store_batches
+from webly.deploy.serve import Limits
 from webly.ensemble.blend import Blend
 from webly.ensemble.members import open_members
 from webly.ensemble.stack import Stacker
 from webly.errors import ConfigError, DataError
 from webly.io import read_submission
 from webly.metrics.evaluate import task_metric
-from webly.metrics.ranking import TopK
 from webly.predictions import Predictions
 from webly.rundir import RunDir
 
