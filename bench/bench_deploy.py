@@ -23,12 +23,12 @@ from typing import Any
 import numpy as np
 
 from webly.compress.choice import export_best
-from webly.compress.run import run_members, run_results, run_store
 from webly.core import TopK
 from webly.data import Dataset
 from webly.deploy.exported import ExportedModel, shipped_bytes
 from webly.deploy.inputs import store_batches
 from webly.metrics.evaluate import task_metric
+from webly.rundir import DataRecord, RunDir
 from webly.sizes import format_size
 
 
@@ -50,11 +50,11 @@ def exported_metric(
 
 def run_figures(run: Path) -> dict[str, float]:
     """The run's test figures: logistic, best member, stacker and final rows of results.json."""
-    results = run_results(run)
+    results = RunDir(run).results()
     assert results is not None, f"{run}: the evaluate stage has not finished"
     metric = results["metric"]
     rows = {r["model"]: r[metric] for r in results["rows"] if r.get(metric) is not None}
-    members = [m for m in run_members(run) if m in rows]
+    members = [m for m in RunDir(run).members() if m in rows]
     best = max(members, key=lambda m: rows[m])
     figures = {f"best member ({best})": rows[best]}
     shown = ("logistic", "stacker")
@@ -67,12 +67,12 @@ def run_figures(run: Path) -> dict[str, float]:
 
 
 def bench_run(run: Path, budgets: list[str]) -> None:
-    results = run_results(run)
+    results = RunDir(run).results()
     assert results is not None
     figures = run_figures(run)
     best = next(v for k, v in figures.items() if k.startswith("best member"))
     stacker = figures.get("stacker")
-    test_path = run_store(run, "test")
+    test_path = RunDir(run).need(DataRecord).test
     assert test_path is not None
     test = Dataset.open(test_path)
     labels = test.clean_labels if results["labels"] == "clean" else test.labels

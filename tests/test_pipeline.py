@@ -30,6 +30,7 @@ from webly.metrics import gap_at_k
 from webly.models.network import load_network
 from webly.pipeline import STAGES, RunResult, run_recipe, run_status
 from webly.predictions import Predictions
+from webly.rundir import DataRecord, RunDir
 from webly.stages import StageContext, check_data, data_config, make_data
 
 RECIPE: dict[str, Any] = {
@@ -121,7 +122,11 @@ def test_fresh_run_writes_every_stage(base: tuple[Path, RunResult, str]) -> None
     assert load_recipe(out / "recipe.yaml") == load_recipe(out.parent / "recipe.yaml")
     train, test = Dataset.open(out / "data" / "train"), Dataset.open(out / "data" / "test")
     assert (len(train), len(test)) == (200, 50)
-    assert manifest(out, "data")["outputs"] == {"train": "data/train", "test": "data/test"}
+    assert manifest(out, "data")["outputs"] == {
+        "train": "data/train",
+        "test": "data/test",
+        "unlabeled": None,
+    }
     folds = np.load(out / "folds" / "folds.npy")
     assert folds.dtype == np.int8 and folds.shape == (200,)
     np.testing.assert_array_equal(folds, train.folds(3, 0))
@@ -189,7 +194,7 @@ def test_stage_seconds_add_up_every_attempt(copy: Path, tmp_path: Path) -> None:
 def test_time_left_counts_the_training_of_the_stages_still_to_run(copy: Path) -> None:
     recipe = load_recipe(copy / "recipe.yaml")
     assert pipeline._training(recipe) == {"zoo": {"logistic": 3, "mlp": 3}}  # 1 epoch x 3 folds
-    assert pipeline._to_do(recipe, copy) == set()  # all done: nothing left
+    assert pipeline._to_do(recipe, RunDir(copy)) == set()  # all done: nothing left
     more = load_recipe(
         copy / "recipe.yaml",
         [
@@ -205,7 +210,7 @@ def test_time_left_counts_the_training_of_the_stages_still_to_run(copy: Path) ->
         "distill": {"mlp_student": 36, "logistic": 3},  # at each lam of the default grid
     }
     changed = load_recipe(copy / "recipe.yaml", ["zoo.members.1.hparams.hidden=[32]"])
-    assert pipeline._to_do(changed, copy) == set(from_stage("zoo"))
+    assert pipeline._to_do(changed, RunDir(copy)) == set(from_stage("zoo"))
 
 
 def test_rerun_skips_everything_and_writes_nothing(copy: Path, tmp_path: Path) -> None:
@@ -348,7 +353,7 @@ def test_stores_are_read_in_place(base: tuple[Path, RunResult, str], tmp_path: P
     result, _ = run(tmp_path, out, recipe={**RECIPE, "data": {"store": paths}})
     assert not result.failed and files(stores) == before  # never modified
     assert [p.name for p in (out / "data").iterdir()] == ["manifest.json"]  # never copied
-    assert manifest(out, "data")["outputs"] == paths
+    assert manifest(out, "data")["outputs"] == paths | {"unlabeled": None}
     assert result.results == base[1].results | {"rows": result.results["rows"]}
     # a store changed in place makes the data stage and everything after it stale
     store_manifest = stores / "train" / "manifest.json"
@@ -372,10 +377,12 @@ def test_yt8m_source_imports_one_glob_a_split(tmp_path: Path) -> None:
     check_data(recipe)
     assert [len(files) for files in data_config(recipe)["files"].values()] == [2, 1]
     assert "unlabeled" not in data_config(recipe)["yt8m"]  # the hash of runs made before it
-    context = StageContext(recipe, tmp_path / "run", "data", {}, Console(quiet=True))
-    result = make_data(context)
-    assert result.outputs == {"train": "data/train", "test": "data/test"}
-    assert result.summary["rows"] == {"train": 8, "test": 4} and result.summary["classes"] == 3862
+    context = StageContext(recipe, RunDir(tmp_path / "run").only(()), "data", Console(quiet=True))
+    data = make_data(context).record
+    assert isinstance(data, DataRecord)
+    run = tmp_path / "run"
+    assert (data.train, data.test, data.unlabeled) == (run / "data/train", run / "data/test", None)
+    assert data.rows == {"train": 8, "test": 4} and data.classes == 3862
     assert Dataset.open(tmp_path / "run" / "data" / "train").ids[0] == "f0r0"
     (tmp_path / "tf" / "v2.tfrecord").unlink()
     with pytest.raises(DataError, match=r"data\.yt8m\.test: no files match '.*v2\*'"):

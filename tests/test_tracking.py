@@ -14,6 +14,7 @@ import pytest
 from tests.test_pipeline import RECIPE, run
 from webly.config import TrackingConfig, parse_recipe
 from webly.errors import ConfigError
+from webly.rundir import ExportRecord, RunDir
 from webly.tracking import open_tracker, tracking_uri
 
 
@@ -86,6 +87,10 @@ def _fake_run(run: Path) -> None:
     (run / "export" / "model").mkdir(parents=True)
     (run / "export" / "model" / "model.onnx").write_bytes(b"onnx")
     (run / "export" / "model" / "model.json").write_text("{}")
+    exported = ExportRecord(model=run / "export" / "model", files={}, metrics=None)
+    RunDir(run).write_manifest(
+        "export", {"config_hash": "h", "state": "done", **exported.to_json(run)}
+    )
 
 
 def test_mlflow_tracking_uri_is_honoured_and_curves_and_the_model_are_logged(
@@ -99,7 +104,7 @@ def test_mlflow_tracking_uri_is_honoured_and_curves_and_the_model_are_logged(
     assert f"at {store}" in str(tracker.where())
     for _ in range(2):  # a resumed run logs each curve and the model once
         tracker.stage("zoo", {"state": "done", "seconds": 1.5})
-        tracker.stage("export", {"state": "done", "outputs": {"model": "export/model"}})
+        tracker.stage("export", RunDir(run_dir).manifest("export") or {})
     tracker.end(failed=False)
     assert not (run_dir / "mlruns").exists()
     client = mlflow.MlflowClient(tracking_uri=store)

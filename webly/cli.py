@@ -961,9 +961,11 @@ def report(
 ) -> None:
     """Build a run's HTML report again from its run directory: one static page that opens
     offline."""
+    from webly.pipeline import run_status
     from webly.report import build_report
 
-    out.print(f"wrote {build_report(run_dir, dest)}", highlight=False, soft_wrap=True)
+    written = build_report(run_dir, dest, run_status(run_dir))
+    out.print(f"wrote {written}", highlight=False, soft_wrap=True)
 
 
 @app.command("eval")
@@ -1042,8 +1044,9 @@ def compress(
     With --max-size, choose what of a run to deploy within a size budget."""
     from webly.compress import compress_network
     from webly.compress.budget import choose_under_budget
-    from webly.compress.run import is_run, run_final
+    from webly.compress.run import run_final
     from webly.errors import ConfigError
+    from webly.rundir import RunDir
     from webly.sizes import format_size
 
     method = _renamed(quantize, old_method, "int8_partial", "--method", "--quantize")
@@ -1061,7 +1064,7 @@ def compress(
     if max_latency_ms is not None:
         raise ConfigError("--max-latency-ms weighs a run's candidates; give --max-size too")
     dest = _out(dest, old_out, "compressed network folder")
-    network = run_final(source).folder if is_run(source) else source
+    network = run_final(source).folder if RunDir(source).is_run() else source
     result = compress_network(
         network,
         dest,
@@ -1177,10 +1180,11 @@ def export(
     ONNX: stored features in, scores out, with model.json."""
     from webly.compress.budget import CHOICE_FILE
     from webly.compress.choice import export_best, export_choice
-    from webly.compress.run import export_run, is_run
+    from webly.compress.run import export_run
     from webly.data import Dataset
     from webly.deploy import PredictOptions, export_onnx, shipped_bytes
     from webly.errors import ConfigError
+    from webly.rundir import RunDir
     from webly.sizes import format_size
 
     dest = _out(dest, old_out, "export folder")
@@ -1202,7 +1206,8 @@ def export(
         group_aggregation=group_aggregation,  # type: ignore[arg-type]
     )
     layout = Dataset.open(data).layout if data is not None else None
-    if is_run(source) and not final:
+    is_run = RunDir(source).is_run()
+    if is_run and not final:
         if metrics:
             raise ConfigError(
                 "--metric records figures of a network; a run's export records its own (give "
@@ -1218,7 +1223,7 @@ def export(
             source, dest, layout=layout, predict_options=options, opset=opset,
             overwrite=overwrite,
         )  # fmt: skip
-    elif is_run(source):
+    elif is_run:
         exported = export_run(
             source, dest, layout=layout, metrics=metrics or None, predict_options=options,
             opset=opset, overwrite=overwrite,

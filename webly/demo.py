@@ -19,12 +19,12 @@ from rich.table import Table
 
 from webly.baselines import fit_logistic, predict_logistic
 from webly.config import load_recipe
-from webly.data import Dataset
 from webly.data.stats import dataset_stats
 from webly.data.yt8m import VIDEO_GROUPS
 from webly.errors import ConfigError
 from webly.metrics import gap_at_k
-from webly.pipeline import run_pipeline, stage_outputs, stage_summary
+from webly.pipeline import run_pipeline
+from webly.rundir import CleanRecord, ReportRecord, RunDir
 from webly.stages import results_table
 
 DEMO_RECIPE = Path(__file__).resolve().parents[1] / "recipes" / "demo.yaml"
@@ -51,8 +51,9 @@ def run_demo(
         )
     recipe = load_recipe(DEMO_RECIPE, [f"seed={seed}", *overrides])
     result = run_pipeline(recipe, out, console)
-    splits = stage_outputs(out, "data")
-    train, test = Dataset.open(splits["train"]), Dataset.open(splits["test"])
+    run = RunDir(Path(out))
+    train, test = run.splits()
+    assert test is not None  # the demo recipe makes a test split
     stats = Table(title="train split", show_header=False, title_justify="left")
     for name, value in dataset_stats(train).lines():
         stats.add_row(name, value)
@@ -75,19 +76,21 @@ def run_demo(
         f"{len(test):,} clean test videos"
     )
     console.print(results_table({**result.results, "rows": list(rows.values())}, title))
-    rounds = stage_summary(out, "clean").get("rounds")
-    if rounds:
-        console.print(_cleaning_table(rounds))
+    clean = run.read(CleanRecord)
+    if clean is not None and clean.rounds:
+        console.print(_cleaning_table(clean.rounds))
     for error in result.errors:
         console.print(error)
     console.print(
         "Members and their average train on the given (noisy) labels; the last row trains on "
         f"the generator's true labels. Demo finished in {time.perf_counter() - started:.1f} s."
     )
-    report = stage_outputs(out, "report").get("report")
+    report = run.read(ReportRecord)
     if report is not None:
         console.print(
-            f"The report, to open in a browser: {report.resolve()}", highlight=False, soft_wrap=True
+            f"The report, to open in a browser: {report.report.resolve()}",
+            highlight=False,
+            soft_wrap=True,
         )
     return rows
 

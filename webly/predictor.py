@@ -39,6 +39,7 @@ from rich.console import Console
 from webly._fs import file_hash, write_atomic
 from webly.clean.iterate import REPORT_DIR
 from webly.clean.report import NoiseReport
+from webly.compress.budget import FRONTIER_FILE
 from webly.compress.choice import export_best
 from webly.config import parse_recipe
 from webly.core import Task
@@ -48,7 +49,8 @@ from webly.deploy.exported import ExportedModel, load_exported
 from webly.deploy.inputs import store_batches
 from webly.deploy.predict import view_probabilities
 from webly.errors import ConfigError, DataError
-from webly.pipeline import RunResult, read_results, run_pipeline
+from webly.pipeline import RunResult, run_pipeline
+from webly.rundir import CompressRecord, ExportRecord, RunDir
 
 FORMAT = "webly-predictor"
 FORMAT_VERSION = 1
@@ -201,7 +203,7 @@ class Predictor:
     def distill(self, final: Mapping[str, Any] | None = None, **section: Any) -> Predictor:
         """Add a distill stage (one ``final`` network on every row, taught by the ensemble's
         best entry chosen on validation; by default an MLP) and run what it changes."""
-        if self.result is None and not (self.run / "recipe.yaml").is_file():
+        if self.result is None and not RunDir(self.run).is_run():
             raise ConfigError("the Predictor is not fitted; call fit(train) first")
         self.settings["distill"] = {"final": dict(final or {"name": "mlp"}), **section}
         train = Dataset.open(self.inputs["train"])
@@ -224,7 +226,7 @@ class Predictor:
         this machine), ``size`` (bytes shipped), ``deployed`` (what `predict` uses).
         """
         choice = self._frontier()
-        seconds = _fit_seconds(read_results(self.run))
+        seconds = _fit_seconds(RunDir(self.run).results())
         rows = [
             {
                 "model": c["name"],
@@ -318,10 +320,10 @@ class Predictor:
     def deployed(self) -> ExportedModel:
         """The model `predict` uses: the run's export (the compress stage's choice)."""
         if self._exported is None:
-            folder = self.run / "export" / "model"
-            if not (folder / "model.json").is_file():
+            exported = RunDir(self.run).read(ExportRecord)
+            if exported is None:
                 raise ConfigError(f"{self.run} has no exported model; call fit(train) first")
-            self._exported = load_exported(folder)
+            self._exported = load_exported(exported.model)
         return self._exported
 
     def export(
@@ -455,10 +457,10 @@ class Predictor:
         write_atomic(self.path / "predictor.json", json.dumps(saved, indent=1).encode())
 
     def _frontier(self) -> dict[str, Any]:
-        file = self.run / "compress" / "choice" / "frontier.json"
-        if not file.is_file():
+        compressed = RunDir(self.run).read(CompressRecord)
+        if compressed is None:
             raise ConfigError(f"{self.run} has no finished compress stage; call fit(train) first")
-        frontier: dict[str, Any] = json.loads(file.read_text())
+        frontier: dict[str, Any] = json.loads((compressed.choice / FRONTIER_FILE).read_text())
         return frontier
 
 

@@ -27,6 +27,7 @@ from typing import Any, Protocol
 
 from webly._fs import write_atomic
 from webly._optional import require
+from webly.rundir import ExportRecord, RunDir
 
 STATE_FILE = "tracking.json"
 FIT_RECORDS = "**/model/fit.json"
@@ -127,10 +128,11 @@ class MlflowTracker:
         if manifest.get("state") != "done":
             return
         self._curves(name)
-        model = manifest.get("outputs", {}).get("model") if name == "export" else None
-        logged = isinstance(model, str) and self.client.list_artifacts(self.run_id, DEPLOYED)
-        if isinstance(model, str) and (self.run / model).is_dir() and not logged:
-            self.client.log_artifacts(self.run_id, str(self.run / model), DEPLOYED)  # once a run
+        exported = RunDir(self.run).read(ExportRecord) if name == "export" else None
+        if exported is None or not exported.model.is_dir():
+            return
+        if not self.client.list_artifacts(self.run_id, DEPLOYED):  # once a run
+            self.client.log_artifacts(self.run_id, str(exported.model), DEPLOYED)
 
     def where(self) -> str:
         return f"MLflow run {self.run_id} of experiment {self.experiment!r} at {self.uri}"

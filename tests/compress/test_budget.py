@@ -132,10 +132,10 @@ def test_the_compressed_final_network_is_written_and_scored_as_it_is(
 ) -> None:
     """Only the 8-bit final network fits: its files are written, its figures are its own."""
     run = copy_run(tiny_run, tmp_path / "run")
-    edit_json(run / "ensemble" / "manifest.json", state="failed")  # as if no ensemble
+    edit_json(run / "ensemble" / "manifest.json", outputs=None)  # as if no ensemble
     for member in ("zoo", "clean"):
         if (run / member / "manifest.json").is_file():
-            edit_json(run / member / "manifest.json", state="failed")
+            edit_json(run / member / "manifest.json", state="failed", outputs=None)
     int8 = everything.candidates[2]
     result = choose_under_budget(run, int8.size + 100, tmp_path / "out", min_elements=0)
     assert result.chosen.name == "final logistic int8_partial"
@@ -212,7 +212,9 @@ def test_the_test_split_never_moves_the_choice(
 
 def test_an_ensemble_choice_is_written_as_choice_json(tiny_run: Path, tmp_path: Path) -> None:
     run = copy_run(tiny_run, tmp_path / "run")  # as if the recipe had no distill.final
-    edit_json(run / "distill" / "manifest.json", outputs={}, key="not in the recipe")
+    edit_json(
+        run / "distill" / "manifest.json", outputs=None, summary=None, key="not in the recipe"
+    )
     result = choose_under_budget(run, "1GB", tmp_path / "out", measure_latency=False)
     assert result.chosen.kind in ("ensemble", "stacker")
     assert result.scored_on == "every training row out of fold, given labels, 200 rows"

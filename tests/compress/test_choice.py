@@ -19,7 +19,6 @@ from tests.deploy.test_commands import assert_user_error, webly
 from tests.deploy.test_serve import Server, post
 from webly.compress.budget import Candidate, choose_under_budget
 from webly.compress.choice import export_candidate, export_choice
-from webly.compress.run import run_members
 from webly.core import TopK
 from webly.data import Dataset
 from webly.deploy.exported import (
@@ -39,6 +38,7 @@ from webly.errors import ConfigError, DataError
 from webly.io import read_submission
 from webly.metrics.evaluate import task_metric
 from webly.predictions import Predictions
+from webly.rundir import RunDir
 
 MIXED_RECIPE: dict[str, Any] = {
     **RUN_RECIPE,
@@ -106,7 +106,7 @@ def test_the_stacker_of_both_levels_deploys_as_the_run_predicted(
     test = Dataset.open(mixed_run / "data" / "test")
     got = scores_of(exported, test)
     # the run's stacker applied to the run's member stores, and the run's stored predictions
-    members = open_members(run_members(mixed_run), ("oof", "test"))
+    members = open_members(RunDir(mixed_run).members(), ("oof", "test"))
     fitted = Stacker.load(mixed_run / "ensemble" / "stacker" / "model")
     assert_same_ranking(got, dense(fitted.predict(members, "test"), test.n_classes), 1e-4)
     stored = Predictions.open(mixed_run / "ensemble" / "stacker" / "predictions").test.dense()
@@ -193,7 +193,7 @@ def test_a_blend_deploys_as_the_run_blended(tiny_run: Path, tmp_path: Path) -> N
     exported = export_candidate(tiny_run, greedy, tmp_path / "deploy")
     test = Dataset.open(tiny_run / "data" / "test")
     blend = Blend.from_json(greedy.blend or {})
-    members = open_members({n: run_members(tiny_run)[n] for n in blend.names}, ("oof", "test"))
+    members = open_members({n: RunDir(tiny_run).members()[n] for n in blend.names}, ("oof", "test"))
     expected = dense(blend.apply(members.topk("test")), test.n_classes)
     assert_same_ranking(scores_of(exported, test), expected, 1e-4)
     assert load_exported(tmp_path / "deploy").info["combine"]["blend"] == greedy.blend

@@ -51,7 +51,9 @@ def without_final(run: Path, dest: Path) -> Path:
     """A copy of ``run`` as if its recipe had no distill.final."""
     shutil.copytree(run, dest)
     manifest = dest / "distill" / "manifest.json"
-    manifest.write_text(json.dumps(json.loads(manifest.read_text()) | {"outputs": {}}))
+    recorded = json.loads(manifest.read_text())
+    recorded["outputs"] |= {"final": {}, "model": None}
+    manifest.write_text(json.dumps(recorded))
     return dest
 
 

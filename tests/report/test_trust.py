@@ -176,7 +176,7 @@ def test_each_model_shows_validation_and_latency_beside_its_test_figure(full_run
     frontier = json.loads((full_run / "compress" / "choice" / "frontier.json").read_text())
     timed = {c["name"]: c["latency_ms"] for c in frontier["candidates"]}
     for member in ("logistic", "mlp"):
-        store = files.store(manifest(full_run, "zoo")["outputs"]["members"][member])
+        store = files.store(full_run / manifest(full_run, "zoo")["outputs"]["members"][member])
         assert cells[member]["validation"] == format_cell(
             "accuracy", store.fold_metrics["oof"]["metric"]
         )

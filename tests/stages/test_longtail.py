@@ -20,8 +20,9 @@ from webly.config import load_recipe
 from webly.errors import ConfigError
 from webly.longtail import apply_tau
 from webly.models.network import load_network
-from webly.pipeline import RunResult, run_recipe, stage_outputs, stage_summary
+from webly.pipeline import RunResult, run_recipe
 from webly.predictions import Predictions
+from webly.rundir import DistillRecord, LongtailRecord, RunDir
 
 RECIPE: dict[str, Any] = {
     "seed": 0,
@@ -60,6 +61,12 @@ def classifier(folder: Path) -> tuple[torch.Tensor, torch.Tensor, dict[str, torc
     return state["classifier.weight"], state["classifier.bias"], rest
 
 
+def stage_summary(run: Path, stage: str) -> dict[str, Any]:
+    """The summary the stage's manifest records."""
+    summary: dict[str, Any] = json.loads((run / stage / "manifest.json").read_text())["summary"]
+    return summary
+
+
 @pytest.fixture(scope="module")
 def base(tmp_path_factory: pytest.TempPathFactory) -> Path:
     tmp = tmp_path_factory.mktemp("longtail")
@@ -89,10 +96,11 @@ def test_tau_is_chosen_out_of_fold_and_applied_to_the_final_network(base: Path) 
         bands = summary["bands"][when]
         assert set(bands["values"]) == {"head", "medium", "tail"}
         assert sum(bands["n_classes"].values()) == 10
-    outputs = stage_outputs(base, "longtail")
-    assert outputs["model"] == base / "longtail" / "final" / "model"
-    original = stage_outputs(base, "distill")["model"]
-    weight, bias, rest = classifier(outputs["model"])
+    model = RunDir(base).need(LongtailRecord).model
+    assert model == base / "longtail" / "final" / "model"
+    original = RunDir(base).need(DistillRecord).model
+    assert original is not None
+    weight, bias, rest = classifier(model)
     network = load_network(original)
     if summary["tau"] is not None:
         apply_tau(network, summary["tau"], "zero")
@@ -105,7 +113,7 @@ def test_tau_is_chosen_out_of_fold_and_applied_to_the_final_network(base: Path) 
     labels = [r["model"] for r in results["rows"]]
     assert labels[-2:] == ["final: mlp", "longtail: mlp"]
     final = run_final(base)
-    assert (final.stage, final.folder) == ("longtail", outputs["model"])
+    assert (final.stage, final.folder) == ("longtail", model)
     assert final.metrics == {
         "accuracy": results["rows"][-1]["accuracy"],
         "log-loss": results["rows"][-1]["log-loss"],
@@ -136,7 +144,9 @@ def test_crt_retrains_only_the_classifier(copy: Path, tmp_path: Path) -> None:
     assert summary["sweep"][1]["best_epoch"] in (1, 2, 3)
     assert summary["chosen_on"].startswith("fold 0 of the training rows")
     weight, _, rest = classifier(copy / "longtail" / "final" / "model")
-    trained_weight, _, trained_rest = classifier(stage_outputs(copy, "distill")["model"])
+    trained = RunDir(copy).need(DistillRecord).model
+    assert trained is not None
+    trained_weight, _, trained_rest = classifier(trained)
     assert rest.keys() == trained_rest.keys()
     assert all(torch.equal(v, trained_rest[k]) for k, v in rest.items())  # frozen
     assert not torch.equal(weight, trained_weight)
@@ -145,11 +155,11 @@ def test_crt_retrains_only_the_classifier(copy: Path, tmp_path: Path) -> None:
 
 def test_without_a_longtail_section_distills_final_is_deployed(copy: Path, tmp_path: Path) -> None:
     result = run(tmp_path, copy, "longtail=null")
-    assert stage_summary(copy, "longtail") == {}
+    assert RunDir(copy).read(LongtailRecord) is None
     assert result.results is not None
     assert "longtail: mlp" not in [r["model"] for r in result.results["rows"]]
     final = run_final(copy)
-    assert (final.stage, final.folder) == ("distill", stage_outputs(copy, "distill")["model"])
+    assert (final.stage, final.folder) == ("distill", RunDir(copy).need(DistillRecord).model)
 
 
 def test_a_final_without_a_linear_classifier_fails_the_stage(copy: Path, tmp_path: Path) -> None:

@@ -25,11 +25,11 @@ The output folder::
 
     OUT/round-<r>/zoo/<member id>/   the round's zoo (`fit_oof`'s folder)
     OUT/round-<r>/report/            the round's NoiseReport, over every training row
-    OUT/round-<r>/round.json         the round's digest and its table row
+    OUT/round-<r>/round.json         the round's config hash and its table row
 
-Resume: a round whose ``round.json`` holds the digest of its inputs (zoo, folds, data, the
-labels and weights it starts from, method, options, rules) is read back, not run; an
-unfinished round resumes its zoo where `fit_oof` left it.
+Resume (`webly.resume`): a round whose ``round.json`` says ``done`` under the hash of its
+inputs (zoo, folds, data, the labels and weights it starts from, method, options, rules) is
+read back, not run; an unfinished round resumes its zoo where `fit_oof` left it.
 """
 
 from __future__ import annotations
@@ -45,7 +45,6 @@ from typing import Any
 import numpy as np
 import scipy.sparse as sp
 
-from webly._fs import write_atomic
 from webly.clean._registry import method_entry
 from webly.clean.actions import DROP, ActionRules
 from webly.clean.detect import find_noisy_labels
@@ -58,6 +57,7 @@ from webly.executor import Executor
 from webly.metrics.evaluate import task_metric
 from webly.metrics.noise import detection_scores, noisy_rows
 from webly.predictions import merge_topk
+from webly.resume import DONE, finished, mark
 from webly.train.loop import array_digest, matrix_digest
 from webly.train.oof import fit_oof, zoo_settings
 from webly.train.zoo import Zoo, manifest_hash
@@ -232,7 +232,7 @@ def clean_iteratively(
                 r, zoo, train, test, folder, folds, labels, weight, method, options, rules, truth,
                 executor,
             )  # fmt: skip
-            _write_round(folder, digest, row)
+            mark(folder / ROUND_FILE, digest, DONE, {"row": asdict(row)})  # after its report
         rows.append(row)
         reports.append(folder / REPORT_DIR)
         trained_on.append((labels, weight))
@@ -463,21 +463,12 @@ def _value_digest(value: Any) -> Any:
 
 
 def _finished(folder: Path, digest: str) -> tuple[RoundRow, NoiseReport] | None:
-    """The row and report of a round finished under ``digest``, else None."""
-    try:
-        record = json.loads((folder / ROUND_FILE).read_text())
-    except (OSError, ValueError):
-        return None
-    if record.get("digest") != digest:
+    """The row and report of a round done under ``digest`` (`webly.resume.finished`), else
+    None."""
+    record = finished(folder / ROUND_FILE, digest)
+    if record is None:
         return None
     try:
         return RoundRow(**record["row"]), NoiseReport.load(folder / REPORT_DIR)
     except (DataError, KeyError, TypeError):
         return None
-
-
-def _write_round(folder: Path, digest: str, row: RoundRow) -> None:
-    """Record a finished round atomically (after its report is saved)."""
-    write_atomic(
-        folder / ROUND_FILE, json.dumps({"digest": digest, "row": asdict(row)}, indent=1).encode()
-    )

@@ -4,7 +4,7 @@ that fits, chosen on validation rows, never on the test split.
 The YouTube-8M 2018 challenge capped the model at 1 GB; its winners kept their big models by
 quantizing them, chose which members to keep by their gain per byte, and shipped small
 ensembles whole. `choose_under_budget` weighs every deployable product of a run
-(`webly.compress.run`) against the budgets:
+(`webly.rundir.RunDir`) against the budgets:
 
 - the final distilled network (``distill.final``; its long-tail-adjusted form when the run has
   a ``longtail`` stage) as it is (``fp32``) and compressed
@@ -59,16 +59,6 @@ import scipy.sparse as sp
 
 from webly._fs import OutputKind, atomic_output, write_json
 from webly.compress.quantize import MIN_ELEMENTS, REPORT_FILE, compress_network
-from webly.compress.run import (
-    RECIPE_FILE,
-    final_stage,
-    is_run,
-    run_members,
-    run_results,
-    run_store,
-    stage_output,
-)
-from webly.config import load_recipe
 from webly.core import Task, TopK, select_top_k
 from webly.data.store import Dataset
 from webly.deploy.latency import LATENCY_ROWS, ms_per_row, network_latency, trees_latency
@@ -85,6 +75,7 @@ from webly.models.gbdt import CONFIG_FILE as LGBM_FILE
 from webly.models.network import CONFIG_FILE, WEIGHTS_FILE
 from webly.models.quantized import QUANTIZED_FILE, Method, open_network
 from webly.predictions import Predictions, float16_topk, write_predictions
+from webly.rundir import DataRecord, DistillRecord, EnsembleRecord, FoldsRecord, RunDir
 from webly.sizes import format_size, parse_size
 from webly.train.loop import iter_scores
 from webly.train.oof import held_out_rows
@@ -273,7 +264,7 @@ class _Split:
 
 
 def choose_under_budget(
-    run: str | Path,
+    run: str | Path | RunDir,
     max_bytes: int | str,
     out: str | Path | None = None,
     *,
@@ -318,19 +309,20 @@ def choose_under_budget(
         below every candidate within it (naming the fastest), or only candidates without a
         validation figure fit.
     """
-    run = Path(run)
+    rundir = RunDir.of(run)
+    run = rundir.root
     budget = parse_size(max_bytes)
     if max_latency_ms is not None and not (max_latency_ms > 0 and measure_latency):
         raise ConfigError(
             f"max latency {max_latency_ms!r} ms: give a positive number of milliseconds a row, "
             "with latency measured"
         )
-    if not is_run(run):
+    if not rundir.is_run():
         raise DataError(
-            f"{run} is not a run directory (no recipe.yaml); --max-size weighs a run's models, "
-            "make one with webly run RECIPE --out RUN"
+            f"{run} is not a run directory (no recipe.yaml made by webly run); --max-size "
+            "weighs a run's models, make one with webly run RECIPE --out RUN"
         )
-    valid, test = _splits(run)
+    valid, test = _splits(rundir)
     with contextlib.ExitStack() as stack:
         if out is None:
             folder = Path(stack.enter_context(tempfile.TemporaryDirectory()))
@@ -341,10 +333,10 @@ def choose_under_budget(
         work = folder / _WORK
         timing = _Timing(valid, work) if measure_latency else None
         finals = _final_candidates(
-            run, valid, test, methods, min_elements, batch_size, work, timing
+            rundir, valid, test, methods, min_elements, batch_size, work, timing
         )
         ensembles, exact = _ensemble_candidates(
-            run, valid, test, (budget, max_latency_ms), member_methods, min_elements,
+            rundir, valid, test, (budget, max_latency_ms), member_methods, min_elements,
             batch_size, work, timing,
         )  # fmt: skip
         candidates = [c for c, _ in finals] + ensembles
@@ -358,7 +350,7 @@ def choose_under_budget(
         result = BudgetResult(
             run, budget, max_latency_ms, valid.metric, valid.words,
             test.words if test is not None else None, tuple(candidates), frontier, chosen,
-            exact, Path(out) if out is not None else None, run_store(run, "train"),
+            exact, Path(out) if out is not None else None, rundir.need(DataRecord).train,
         )  # fmt: skip
         if out is not None:
             source = next((f for c, f in finals if c is chosen), None)
@@ -393,20 +385,19 @@ def read_choice(folder: str | Path) -> tuple[Path, Candidate]:
         ) from None
 
 
-def _splits(run: Path) -> tuple[_Split, _Split | None]:
+def _splits(run: RunDir) -> tuple[_Split, _Split | None]:
     """The validation rows candidates are chosen on, and the test split they are reported on
     (None when the run's figures are not on test labels)."""
-    results = run_results(run)
+    results = run.results()
     if results is None:
         raise DataError(
-            f"{run}: the evaluate stage has not finished; finish the run (webly run RECIPE "
-            f"--out {run}) before weighing its models"
+            f"{run.root}: the evaluate stage has not finished; finish the run (webly run RECIPE "
+            f"--out {run.root}) before weighing its models"
         )
     found = re.fullmatch(r"GAP@(\d+)", results["metric"])
     metric, k = results["metric"], int(found.group(1)) if found else 1
-    train_path = run_store(run, "train")
-    if train_path is None:
-        raise DataError(f"{run}: its data stage records no train store; run the recipe again")
+    data = run.need(DataRecord)
+    train_path = data.train
     train = Dataset.open(train_path)
     if train.labels is None:
         raise DataError(f"{train_path}: no labels to choose a candidate on; import them")
@@ -422,9 +413,9 @@ def _splits(run: Path) -> tuple[_Split, _Split | None]:
         valid = _Split(train, rows, train.labels[rows], metric, k, words)
     if results["split"] != "test":
         return valid, None
-    test_path = run_store(run, "test")
+    test_path = data.test
     if test_path is None:
-        raise DataError(f"{run}: its data stage records no test store; run the recipe again")
+        raise DataError(f"{run.root}: its data stage records no test store; run it again")
     store = Dataset.open(test_path)
     which = results["labels"]
     labels = store.clean_labels if which == "clean" else store.labels
@@ -434,18 +425,18 @@ def _splits(run: Path) -> tuple[_Split, _Split | None]:
     return valid, _Split(store, None, labels, metric, k, words)
 
 
-def _final_held_out(run: Path) -> np.ndarray | None:
+def _final_held_out(run: RunDir) -> np.ndarray | None:
     """The training rows the run's final network never trained on and that can score it
     against the other candidates; None without them, or when it learned a teacher's
     predictions (`_taught`)."""
-    stage = final_stage(run)
-    if stage is None or _taught(run):
+    final = run.final()
+    if final is None or final.model is None or _taught(run):
         return None
-    rows = held_out_rows(run / stage_output(run, stage, "model"))
+    rows = held_out_rows(final.model)
     return rows if rows is not None and rows.size else None
 
 
-def _taught(run: Path) -> bool:
+def _taught(run: RunDir) -> bool:
     """Whether the run's final network learned a teacher's predictions (soft labels or
     pseudo-labelled rows). Its held-out rows then flatter it: its teacher's fold models trained
     on them, and what they learned of their labels reaches the final through the teacher's
@@ -453,10 +444,11 @@ def _taught(run: Path) -> bool:
     its held-out rows, where the stacker's out-of-fold predictions scored 0.59, and lost to it
     on the test split, 0.85 against 0.92: bench/RESULTS.md). Such a network has no validation
     figure here and is not chosen."""
-    stores = stage_output(run, "distill", "final") or {}
+    distill = run.read(DistillRecord)
+    stores = distill.final if distill is not None else {}
     return any(
         bool(model.get("distilled")) or int(model.get("pseudo_rows") or 0) > 0
-        for model in (Predictions.open(run / path).model for path in stores.values())
+        for model in (Predictions.open(path).model for path in stores.values())
     )
 
 
@@ -495,7 +487,7 @@ def folder_bytes(folder: Path, names: Sequence[str] | None = None) -> int:
 
 
 def _final_candidates(
-    run: Path,
+    run: RunDir,
     valid: _Split,
     test: _Split | None,
     methods: Sequence[Method],
@@ -506,11 +498,11 @@ def _final_candidates(
 ) -> list[tuple[Candidate, Path]]:
     """The final network as it is and compressed by each of ``methods``, each with its folder
     (a LightGBM final is not exported to ONNX, so it is not a candidate)."""
-    stage = final_stage(run)
-    if stage is None:
+    final = run.final()
+    if final is None or final.model is None:
         return []
-    (final_id,) = stage_output(run, stage, "final")
-    folder = run / stage_output(run, stage, "model")
+    (final_id,) = final.final
+    folder = final.model
     if (folder / LGBM_FILE).is_file():
         return []
     variants: list[tuple[str, Path, tuple[str, str]]] = [
@@ -564,7 +556,7 @@ class _Pool:
 
 
 def _ensemble_candidates(
-    run: Path,
+    run: RunDir,
     valid: _Split,
     test: _Split | None,
     budgets: tuple[int, float | None],
@@ -576,7 +568,7 @@ def _ensemble_candidates(
 ) -> tuple[list[Candidate], bool]:
     """Subsets of the members, the run's other blends and the stacker, over the members as
     stored and compressed by each of ``member_methods``; and whether every subset was scored."""
-    paths = run_members(run)
+    paths = run.members()
     if not paths:
         return [], True
     members = open_members(paths, ("oof", "test") if test is not None else ("oof",))
@@ -590,7 +582,7 @@ def _ensemble_candidates(
         {name: _member_bytes(paths[name]) for name in names},
         {n: timing.member(paths[n]) for n in names} if timing is not None else {},
     )
-    folds = np.load(run / stage_output(run, "folds", "folds"))
+    folds = np.load(run.need(FoldsRecord).folds)
     k = {name: store.k for name, store in zip(names, members.stores, strict=True)}
     pools = [stored] + [
         _compressed_pool(
@@ -692,19 +684,20 @@ class _Entry:
     options: dict[str, Any] = field(default_factory=dict)
 
 
-def _fitted_entries(run: Path, members: set[str]) -> dict[str, _Entry]:
+def _fitted_entries(run: RunDir, members: set[str]) -> dict[str, _Entry]:
     """The run's stacker and its blends other than ``mean``, those whose members are all among
     ``members``."""
-    section = load_recipe(run / RECIPE_FILE).ensemble
+    section = run.recipe().ensemble
+    ensemble = run.read(EnsembleRecord)
     entries: dict[str, _Entry] = {}
-    for entry, path in (stage_output(run, "ensemble", "stores") or {}).items():
+    for entry, path in (ensemble.stores if ensemble is not None else {}).items():
         if entry == STACKER:
-            folder = (run / path).parent / "model"
+            folder = path.parent / "model"
             stacker = Stacker.load(folder)
             if set(stacker.members) <= members:
                 entries[entry] = _Entry(stacker, folder_bytes(folder))
         elif entry != "mean":
-            blend = Blend.from_json(Predictions.open(run / path).model["blend"])
+            blend = Blend.from_json(Predictions.open(path).model["blend"])
             kept = [(n, w) for n, w in zip(blend.names, blend.weights, strict=True) if w > 0]
             if {n for n, _ in kept} <= members:
                 used, weights = zip(*kept, strict=True)

@@ -8,7 +8,7 @@
   member's fold networks compressed first when the chooser weighed them compressed.
 
 `export_best` chooses and exports in one call. This module reads the run directory
-(`webly.compress.run`) and compresses; `webly.deploy` writes and checks the folders.
+(`webly.rundir.RunDir`) and compresses; `webly.deploy` writes and checks the folders.
 """
 
 from __future__ import annotations
@@ -19,7 +19,6 @@ from pathlib import Path
 
 from webly.compress.budget import BudgetResult, Candidate, choose_under_budget, read_choice
 from webly.compress.quantize import compress_network
-from webly.compress.run import run_members, run_store, stage_output
 from webly.data.store import Dataset, Layout
 from webly.deploy.ensemble import STACKER_DIR, MemberFolds, export_ensemble
 from webly.deploy.export import export_onnx
@@ -29,6 +28,7 @@ from webly.ensemble.fit import STACKER
 from webly.errors import ConfigError, DataError
 from webly.models.gbdt import CONFIG_FILE as TREES_FILE
 from webly.predictions import Predictions
+from webly.rundir import DataRecord, EnsembleRecord, RunDir
 from webly.sizes import format_size
 
 DEFAULT_MAX_SIZE = "1GB"
@@ -36,7 +36,7 @@ DEFAULT_MAX_SIZE = "1GB"
 
 
 def export_best(
-    run: str | Path,
+    run: str | Path | RunDir,
     out: str | Path,
     max_size: int | str = DEFAULT_MAX_SIZE,
     *,
@@ -120,7 +120,7 @@ def export_candidate(
         "folder": str(run.resolve()),
         "candidate": candidate.name,
         "kind": candidate.kind,
-        "training_store": str(run_store(run, "train")),
+        "training_store": str(RunDir(run).need(DataRecord).train),
     }
     if candidate.kind == "final":
         if network is None:
@@ -157,16 +157,13 @@ def export_candidate(
 
 
 def _run_layout(run: Path) -> Layout:
-    train = run_store(run, "train")
-    if train is None:
-        raise DataError(f"{run}: its data stage did not finish; finish the run first")
-    return Dataset.open(train).layout
+    return Dataset.open(RunDir(run).need(DataRecord).train).layout
 
 
 def _members(run: Path, candidate: Candidate, scratch: Path) -> list[MemberFolds]:
     """The members of ``candidate`` as the run trained them, each fold network compressed into
     ``scratch`` as the chooser weighed it when ``candidate.compression`` says so."""
-    paths = run_members(run)
+    paths = RunDir(run).members()
     missing = [name for name in candidate.members if name not in paths]
     if missing:
         raise DataError(
@@ -195,7 +192,7 @@ def _members(run: Path, candidate: Candidate, scratch: Path) -> list[MemberFolds
 
 def run_stacker(run: Path) -> Path:
     """The folder of the run's fitted stacker (``ensemble/stacker/model``)."""
-    stores = stage_output(run, "ensemble", "stores") or {}
-    if STACKER not in stores:
+    ensemble = RunDir(run).read(EnsembleRecord)
+    if ensemble is None or STACKER not in ensemble.stores:
         raise DataError(f"{run}: its ensemble stage fitted no stacker; choose again")
-    return run / Path(stores[STACKER]).parent / "model"
+    return ensemble.stores[STACKER].parent / "model"

@@ -11,6 +11,7 @@ training row (`webly.report.suspicious_rows`), which the page links to.
 from __future__ import annotations
 
 import datetime
+from collections.abc import Sequence
 from pathlib import Path
 
 from jinja2 import Environment, PackageLoader, StrictUndefined, select_autoescape
@@ -30,15 +31,20 @@ from webly.report.run_files import REPORT_STAGE, RunFiles
 from webly.report.summary import summary_cards
 from webly.report.suspicious_rows import flagged_counts, rows_file, write_suspicious_rows
 from webly.report.timing import run_section
+from webly.rundir import StageStatus
 
 REPORT_FILE = "report.html"
 TEMPLATE = "report.html"  # in templates/
 
 
-def build_report(run: str | Path, out: str | Path | None = None) -> Path:
+def build_report(
+    run: str | Path, out: str | Path | None = None, statuses: Sequence[StageStatus] | None = None
+) -> Path:
     """Write the HTML report of the run directory ``run`` to ``out`` (default
     ``RUN/report/report.html``) atomically and return its path; once the data stage has
     finished, the CSV of every flagged training row goes beside it first (`rows_file`).
+    ``statuses``: the stages' states to show (`webly.pipeline.run_status`, which tells the
+    stale ones); by default as their manifests record them.
 
     Works on a finished or an unfinished run (the sections say what is missing); raises
     `DataError` when ``run`` is not a run directory and `ConfigError` when ``out`` or the
@@ -49,7 +55,7 @@ def build_report(run: str | Path, out: str | Path | None = None) -> Path:
         raise ConfigError(
             f"--out {out} is a folder; give the report's file, e.g. {out}/report.html"
         )
-    files = RunFiles.open(run)
+    files = RunFiles.open(run, statuses)
     path = Path(out) if out is not None else files.run / REPORT_STAGE / REPORT_FILE
     flagged = rows_file(path)
     if flagged.is_dir():

@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from webly.report.run_files import RunFiles
+from webly.rundir import EnsembleRecord, ZooRecord
 
 AVERAGE, BLEND, STACKER = "zoo average", "blend: ", "stacker"  # as results.json labels them
 
@@ -61,7 +62,8 @@ def row_latencies(files: RunFiles, labels: Sequence[str], final: str | None) -> 
         (ms for c in candidates if c["kind"] == "final" and (ms := plain.get(c["name"]))), None
     )
     members = member_latencies(candidates)
-    stores = files.outputs("ensemble").get("stores", {})
+    ensemble = files.record(EnsembleRecord)
+    stores = ensemble.stores if ensemble is not None else {}
     found: dict[str, float] = {}
     for label in labels:
         used: list[str] = []
@@ -79,7 +81,8 @@ def row_latencies(files: RunFiles, labels: Sequence[str], final: str | None) -> 
             blend = files.store(stores[entry]).model["blend"]
             used = [n for n, w in zip(blend["names"], blend["weights"], strict=True) if w > 0]
         elif label == AVERAGE:
-            used = list(files.outputs("zoo").get("members", {}))
+            zoo = files.record(ZooRecord)
+            used = list(zoo.members if zoo is not None else {})
         if used and all(m in members for m in used):
             found[label] = sum(members[m] for m in used)
     return found

@@ -25,6 +25,7 @@ from webly.metrics.ranking import per_class_average_precision
 from webly.report.blocks import NO_PREDICTIONS, Chart, Note, Section, Table
 from webly.report.plots import CLASS_TICKS, band_bars, frequency_curve
 from webly.report.run_files import RunFiles, Scored
+from webly.rundir import LongtailRecord
 
 HEAD, TAIL = 100, 20  # band bounds without a longtail stage (frequency_bands' defaults)
 _METRICS = {"top1_accuracy": "top-1 accuracy", "average_precision": "average precision"}
@@ -96,7 +97,8 @@ def _band_series(
 ) -> tuple[dict[str, dict[str, float]], dict[str, int], str]:
     """The band figures to show (before / after from the longtail stage, else ``name``'s),
     the classes per band, and the chart's caption."""
-    recorded: dict[str, Any] = files.summary("longtail").get("bands") or {}
+    longtail = files.record(LongtailRecord)
+    recorded: dict[str, Any] = (longtail.bands if longtail is not None else None) or {}
     if "before" in recorded and "after" in recorded:
         series = {
             when: {

@@ -12,6 +12,7 @@ the rest says what is missing.
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
+from pathlib import Path
 
 import numpy as np
 import scipy.sparse as sp
@@ -23,6 +24,7 @@ from webly.report.blocks import Chart, Link, Note, Section, Table
 from webly.report.noise_truth import true_class_noise, truth_blocks
 from webly.report.plots import class_bars, confidence_histogram, heatmap
 from webly.report.run_files import RunFiles
+from webly.rundir import CleanRecord, EnsembleRecord
 
 NOISIEST_CLASSES = 20  # classes in the per-class noise chart
 HEATMAP_CLASSES = 16  # classes on each axis of the confused-pairs heatmap at most
@@ -110,12 +112,12 @@ def _histogram(files: RunFiles, train: Dataset, report: NoiseReport | None) -> C
     )
 
 
-def _best_oof_entry(files: RunFiles) -> tuple[str, str] | None:
-    """(name, recorded store) of the ensemble's teacher, else the member of best OOF figure."""
-    stores = files.outputs("ensemble").get("stores", {})
-    teacher = files.outputs("ensemble").get("teacher")
-    if teacher is not None and teacher in stores:
-        return str(teacher), str(stores[teacher])
+def _best_oof_entry(files: RunFiles) -> tuple[str, Path] | None:
+    """(name, prediction store) of the ensemble's teacher, else the member of best OOF
+    figure."""
+    ensemble = files.record(EnsembleRecord)
+    if ensemble is not None and ensemble.teacher in ensemble.stores:
+        return ensemble.teacher, ensemble.stores[ensemble.teacher]
     members = files.member_stores()
     if not members:
         return None
@@ -124,7 +126,7 @@ def _best_oof_entry(files: RunFiles) -> tuple[str, str] | None:
     return best, members[best]
 
 
-def _top1_blocks(files: RunFiles, recorded: str) -> Iterator[tuple[int, np.ndarray, np.ndarray]]:
+def _top1_blocks(files: RunFiles, recorded: Path) -> Iterator[tuple[int, np.ndarray, np.ndarray]]:
     """(first row, (B,) top class, (B,) its score) of a store's out-of-fold split, in blocks."""
     for start, topk in files.store(recorded).oof.blocks():
         yield start, topk.indices[:, 0], topk.scores[:, 0]
@@ -152,9 +154,9 @@ def _agreement_counts(
 
 def _rounds(files: RunFiles) -> Table:
     """The clean stage's table: a row per round (round 0: the zoo on the given labels)."""
-    summary = files.summary("clean")
-    metric = summary.get("metric", "metric")
-    rounds = summary.get("rounds", [])
+    clean = files.record(CleanRecord)
+    metric = clean.metric if clean is not None else "metric"
+    rounds = clean.rounds if clean is not None else []
     keys = [k for k in _ROUND_COLUMNS if any(r.get(k) is not None for r in rounds)]
     columns = tuple(_ROUND_COLUMNS[k].format(metric=metric) for k in keys)
     rows = [tuple(_cell(r.get(k), percent=k in _RATES) for k in keys) for r in rounds]
@@ -167,8 +169,8 @@ def _rounds(files: RunFiles) -> Table:
         "valid: the out-of-fold predictions against the given labels, the same rows every "
         "round; test: the zoo's average."
     )
-    if summary.get("best") is not None:
-        caption += f" Round {summary['best']}, the best valid, is the zoo the ensemble uses."
+    if clean is not None:
+        caption += f" Round {clean.best}, the best valid, is the zoo the ensemble uses."
     return Table("Cleaning rounds", columns, rows, frozenset(columns), caption, wide=True)
 
 

@@ -10,23 +10,17 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from webly.compress.run import RESULT_ROW, final_stage
 from webly.metrics.evaluate import format_cell
 from webly.report.blocks import Chart, Note, Section, Table
 from webly.report.latency import row_latencies
 from webly.report.plots import Step, waterfall
 from webly.report.run_files import RunFiles
+from webly.rundir import DistillRecord, EnsembleRecord, LongtailRecord, ZooRecord
 from webly.sizes import format_size
 
 AVERAGE = "zoo average"  # the evaluate stage's row of the members' plain mean
 BLEND, STACKER, STUDENT = "blend: ", "stacker", "student: "
-FINAL, LONGTAIL = (f"{RESULT_ROW[stage]}: " for stage in ("distill", "longtail"))
-NETWORKS = {
-    STUDENT: ("distill", "students"),
-    FINAL: ("distill", "final"),
-    LONGTAIL: ("longtail", "final"),
-}
-"""Row prefix of each single network of ``results.json`` -> (stage, outputs key of its stores)."""
+FINAL, LONGTAIL = f"{DistillRecord.ROW}: ", f"{LongtailRecord.ROW}: "
 
 
 def results_section(files: RunFiles) -> Section:
@@ -146,13 +140,18 @@ def validation_figures(files: RunFiles, labels: list[str]) -> dict[str, float]:
     """The held-out figure each stage recorded for the models of ``labels`` (rows of
     ``results.json``): members' and students' out-of-fold figures, the ensemble entries' and
     the final model's on the rows its training held out (its chosen distillation setting's)."""
-    members = files.outputs("zoo").get("members", {})
-    entries = files.summary("ensemble").get("entries", {})
-    tried = files.summary("distill")
+    members = _zoo(files)
+    entries = _entries(files)
+    distill = files.record(DistillRecord)
+    tried = (
+        ((STUDENT, distill.students_tried or []), (FINAL, distill.final_tried or []))
+        if distill is not None
+        else ()
+    )
     chosen = {
         f"{prefix}{row['model']}": row["valid"]
-        for prefix, key in ((STUDENT, "students_tried"), (FINAL, "final_tried"))
-        for row in tried.get(key, [])
+        for prefix, rows in tried
+        for row in rows
         if row["chosen"] and row["valid"] is not None
     }
     found: dict[str, float] = {}
@@ -170,7 +169,7 @@ def validation_figures(files: RunFiles, labels: list[str]) -> dict[str, float]:
 
 def _second_level(files: RunFiles, metric: str, teacher: str | None) -> Table | Note:
     """The ensemble's entries, out of fold (what chose the teacher) and on the test split."""
-    entries = files.summary("ensemble").get("entries", {})
+    entries = _entries(files)
     if not entries:
         return Note(
             "No ensemble stage in this recipe: no blends and no stacker (add ensemble: {}).",
@@ -191,7 +190,8 @@ def _second_level(files: RunFiles, metric: str, teacher: str | None) -> Table | 
         "The distill stage's teacher is the entry of best out-of-fold figure; the test figure "
         "shows how that choice held up."
     )
-    taught = files.summary("distill").get("unlabeled_rows", 0)
+    distill = files.record(DistillRecord)
+    taught = distill.unlabeled_rows if distill is not None else 0
     if taught:
         note += (
             f" The students and the final model also learnt the teacher's predictions of "
@@ -203,11 +203,13 @@ def _second_level(files: RunFiles, metric: str, teacher: str | None) -> Table | 
 def _distill_settings(files: RunFiles, metric: str) -> Table | None:
     """Every distillation setting the distill stage tried, with the validation figure that
     chose among them and the test figure, and the final model's teacher; None without them."""
-    summary = files.summary("distill")
+    distill = files.record(DistillRecord)
+    if distill is None:
+        return None
     tried = [
         (kind, row)
-        for kind, key in (("student", "students_tried"), ("final", "final_tried"))
-        for row in summary.get(key, [])
+        for kind, rows in (("student", distill.students_tried), ("final", distill.final_tried))
+        for row in rows or []
     ]
     if not tried:
         return None
@@ -225,7 +227,7 @@ def _distill_settings(files: RunFiles, metric: str) -> Table | None:
         "final model: the rows its training held out); labels is the labels-only twin, kept on "
         "a tie."
     )
-    teacher = summary.get("teacher")
+    teacher: Any = distill.teacher
     if teacher is not None:
         figures = ", ".join(f"{n} {v:.4f}" for n, v in teacher["candidates"].items())
         note += f" The final model's teacher: {teacher['final']} (out of fold: {figures})."
@@ -240,9 +242,8 @@ def gain_steps(files: RunFiles, results: dict[str, Any]) -> list[Step]:
     ``results`` (the deployed one: its test figure in ``frontier.json``)."""
     metric = results["metric"]
     by_label = {r["model"]: r for r in results["rows"] if r.get(metric) is not None}
-    members = [
-        r for r in by_label.values() if r["model"] in files.outputs("zoo").get("members", {})
-    ]
+    zoo = _zoo(files)
+    members = [r for r in by_label.values() if r["model"] in zoo]
     if not members:
         return []
     best = max(members, key=lambda r: r[metric])
@@ -258,7 +259,8 @@ def gain_steps(files: RunFiles, results: dict[str, Any]) -> list[Step]:
         steps.append(Step(f"distilled: {name}", distilled[0][metric]))
     balanced = [r for label, r in by_label.items() if label.startswith(LONGTAIL)]
     if balanced:
-        method = files.summary("longtail").get("method", "")
+        longtail = files.record(LongtailRecord)
+        method = longtail.method if longtail is not None else ""
         steps.append(Step(f"long tail: {method}".rstrip(": "), balanced[0][metric]))
     chosen = _chosen_candidate(files)
     figure = None if chosen is None else chosen.get("test_metric", chosen["metric"])
@@ -273,20 +275,18 @@ def gain_steps(files: RunFiles, results: dict[str, Any]) -> list[Step]:
 
 def model_sizes(files: RunFiles, rows: list[dict[str, Any]]) -> dict[str, int]:
     """Bytes of the files that load the model of each ``results.json`` row, by its label."""
-    zoo = {
-        m: _fold_models_bytes(files.path(p))
-        for m, p in files.outputs("zoo").get("members", {}).items()
-    }
-    used = {m: _fold_models_bytes(files.path(p)) for m, p in files.member_stores().items()}
-    stores = files.outputs("ensemble").get("stores", {})
+    zoo = {m: _fold_models_bytes(p) for m, p in _zoo(files).items()}
+    used = {m: _fold_models_bytes(p) for m, p in files.member_stores().items()}
+    ensemble = files.record(EnsembleRecord)
+    stores = ensemble.stores if ensemble is not None else {}
     sizes: dict[str, int] = {AVERAGE: sum(zoo.values())} if zoo else {}
     for row in rows:
         label = row["model"]
         if label in zoo:
             sizes[label] = zoo[label]
         elif label == STACKER and STACKER in stores:
-            store = files.path(stores[STACKER])
-            members = files.store(stores[STACKER]).model["members"]
+            store = stores[STACKER]
+            members = files.store(store).model["members"]
             sizes[label] = sum(used.get(m, 0) for m in members) + _tree_bytes(
                 store.parent / "model"
             )
@@ -297,7 +297,7 @@ def model_sizes(files: RunFiles, rows: list[dict[str, Any]]) -> dict[str, int]:
         else:
             recorded = network_store(files, label)
             if recorded is not None:
-                sizes[label] = _fold_models_bytes(files.path(recorded))
+                sizes[label] = _fold_models_bytes(recorded)
     return sizes
 
 
@@ -314,31 +314,49 @@ def _tree_bytes(folder: Path) -> int:
     return sum(f.stat().st_size for f in folder.rglob("*") if f.is_file())
 
 
-def network_store(files: RunFiles, label: str) -> str | None:
-    """The recorded prediction store of a student's, the final model's or its long-tail
-    form's ``results.json`` row; None for other rows."""
-    for prefix, (stage, key) in NETWORKS.items():
+def network_store(files: RunFiles, label: str) -> Path | None:
+    """The prediction store of a student's, the final model's or its long-tail form's
+    ``results.json`` row; None for other rows."""
+    distill, longtail = files.record(DistillRecord), files.record(LongtailRecord)
+    networks = {
+        STUDENT: distill.students if distill is not None else {},
+        FINAL: distill.final if distill is not None else {},
+        LONGTAIL: longtail.final if longtail is not None else {},
+    }
+    for prefix, stores in networks.items():
         if label.startswith(prefix):
-            recorded: str | None = files.outputs(stage).get(key, {}).get(label.removeprefix(prefix))
-            return recorded
+            return stores.get(label.removeprefix(prefix))
     return None
 
 
 def final_label(files: RunFiles) -> str | None:
     """The ``results.json`` row of the network the run deploys (its long-tail form when the
     longtail stage made one), None without one."""
-    stage = final_stage(files.run)
-    if stage is None:
+    final = files.rundir.final()
+    if final is None:
         return None
-    (final_id,) = files.outputs(stage)["final"]
-    return f"{RESULT_ROW[stage]}: {final_id}"
+    (final_id,) = final.final
+    return f"{final.ROW}: {final_id}"
+
+
+def _zoo(files: RunFiles) -> dict[str, Path]:
+    """The zoo stage's members (the rows of ``results.json`` it evaluated), by id."""
+    zoo = files.record(ZooRecord)
+    return zoo.members if zoo is not None else {}
+
+
+def _entries(files: RunFiles) -> dict[str, dict[str, Any]]:
+    """The ensemble's entries with their figures, by name; empty without an ensemble."""
+    ensemble = files.record(EnsembleRecord)
+    return ensemble.entries if ensemble is not None else {}
 
 
 def _teacher_label(files: RunFiles) -> str | None:
     """The results row of the ensemble entry the distill stage learnt from."""
-    teacher = files.outputs("ensemble").get("teacher")
-    if teacher is None:
+    ensemble = files.record(EnsembleRecord)
+    if ensemble is None:
         return None
+    teacher = ensemble.teacher
     return teacher if teacher == STACKER else BLEND + teacher
 
 

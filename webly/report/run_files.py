@@ -1,32 +1,40 @@
-"""A run directory as the report reads it: the resolved recipe, each stage's manifest (state,
-seconds, key figure, outputs, summary) and the artifacts the manifests point at.
+"""A run directory as the report reads it (through `webly.rundir.RunDir`): the resolved
+recipe, each stage's state and typed record, and the artifacts the records point at.
 
 Nothing here knows how a stage made its artifact; a stage that never ran or did not finish
-has empty outputs and summary, and the sections say what is missing.
+has no record, and the sections say what is missing.
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import scipy.sparse as sp
-from rich.console import Console
 
 from webly.clean.report import NoiseReport
 from webly.compress.budget import FRONTIER_FILE
-from webly.compress.run import final_stage, stage_manifest
-from webly.config import Recipe, load_recipe
+from webly.config import Recipe
 from webly.data.store import Dataset
-from webly.pipeline import RECIPE_FILE, RECIPE_HEADER, StageStatus, read_results, run_status
 from webly.predictions import Predictions
-from webly.stages.context import StageContext, scoring
+from webly.rundir import (
+    CleanRecord,
+    CompressRecord,
+    DataRecord,
+    EnsembleRecord,
+    LongtailRecord,
+    RunDir,
+    StageRecord,
+    StageStatus,
+)
 
 REPORT_STAGE = "report"
+R = TypeVar("R", bound=StageRecord)
 
 
 @dataclass(frozen=True)
@@ -42,72 +50,66 @@ class Scored:
 
 @dataclass
 class RunFiles:
-    """The run directory ``run``: open it with `RunFiles.open`."""
+    """The run directory ``rundir``: open it with `RunFiles.open`."""
 
-    run: Path
+    rundir: RunDir
     recipe: Recipe
     statuses: list[StageStatus]
-    _manifests: dict[str, dict[str, Any]] = field(default_factory=dict)
+    _records: dict[str, StageRecord | None] = field(default_factory=dict)
 
     @classmethod
-    def open(cls, run: str | Path) -> RunFiles:
-        """Read the run's recipe and stage states; `DataError` when ``run`` is not a run
+    def open(cls, run: str | Path, statuses: Sequence[StageStatus] | None = None) -> RunFiles:
+        """Read the run's recipe and stage states (``statuses``, e.g. `webly.pipeline.run_status`'s;
+        by default as the manifests record them); `DataError` when ``run`` is not a run
         directory, `ConfigError` when its recipe no longer validates."""
-        path = Path(run)
-        statuses = [s for s in run_status(path) if s.name != REPORT_STAGE]
-        return cls(path, load_recipe(path / RECIPE_FILE), statuses)
+        rundir = RunDir(Path(run))
+        rundir.check_run()
+        found = rundir.statuses() if statuses is None else statuses
+        return cls(rundir, rundir.recipe(), [s for s in found if s.name != REPORT_STAGE])
 
-    def manifest(self, stage: str) -> dict[str, Any]:
-        """The stage's manifest; empty when the stage never ran."""
-        if stage not in self._manifests:
-            self._manifests[stage] = stage_manifest(self.run, stage) or {}
-        return self._manifests[stage]
+    @property
+    def run(self) -> Path:
+        return self.rundir.root
 
-    def outputs(self, stage: str) -> dict[str, Any]:
-        """What the stage recorded it made (empty before it finished)."""
-        outputs: dict[str, Any] = self.manifest(stage).get("outputs") or {}
-        return outputs
+    def record(self, kind: type[R]) -> R | None:
+        """The stage's record; None when it made none (never ran, did not finish)."""
+        if kind.STAGE not in self._records:
+            self._records[kind.STAGE] = self.rundir.read(kind)
+        record = self._records[kind.STAGE]
+        assert record is None or isinstance(record, kind)
+        return record
 
-    def summary(self, stage: str) -> dict[str, Any]:
-        """The stage's summary figures (empty before it finished)."""
-        summary: dict[str, Any] = self.manifest(stage).get("summary") or {}
-        return summary
-
-    def path(self, recorded: str) -> Path:
-        """A path a manifest recorded: relative to the run directory, or absolute."""
-        return self.run / recorded
-
-    def store(self, recorded: str) -> Predictions:
-        """The prediction store at a recorded path."""
-        return Predictions.open(self.path(recorded))
+    def store(self, path: Path) -> Predictions:
+        """The prediction store at ``path``."""
+        return Predictions.open(path)
 
     @cached_property
     def results(self) -> dict[str, Any] | None:
         """The evaluate stage's ``results.json``; None before it finished."""
-        return read_results(self.run)
+        return self.rundir.results()
 
     @cached_property
     def frontier(self) -> dict[str, Any] | None:
         """The compress stage's ``frontier.json`` (every candidate, the frontier, the choice);
         None before it finished or without it in the recipe."""
-        folder = self.outputs("compress").get("choice")
-        if folder is None:
+        compress = self.record(CompressRecord)
+        if compress is None:
             return None
-        frontier: dict[str, Any] = json.loads((self.path(folder) / FRONTIER_FILE).read_text())
+        frontier: dict[str, Any] = json.loads((compress.choice / FRONTIER_FILE).read_text())
         return frontier
 
     @cached_property
     def train(self) -> Dataset | None:
         """The training store the data stage made or pointed at; None before it finished."""
-        recorded = self.outputs("data").get("train")
-        return Dataset.open(self.path(recorded)) if recorded is not None else None
+        data = self.record(DataRecord)
+        return Dataset.open(data.train) if data is not None else None
 
     @cached_property
     def noise_report(self) -> NoiseReport | None:
         """The clean stage's verdict (the one that made the labels of the round the ensemble
         uses); None without a finished clean stage."""
-        recorded = self.outputs("clean").get("report")
-        return NoiseReport.load(self.path(recorded)) if recorded is not None else None
+        clean = self.record(CleanRecord)
+        return NoiseReport.load(clean.report) if clean is not None else None
 
     @cached_property
     def scored(self) -> Scored | None:
@@ -115,30 +117,20 @@ class RunFiles:
         rule), None before the data stage finished."""
         if self.train is None:
             return None
-        context = StageContext(
-            self.recipe,
-            self.run,
-            REPORT_STAGE,
-            {"data": self.manifest("data")},
-            Console(quiet=True),
-        )
-        found = scoring(context)
+        found = self.rundir.scoring()
         return Scored(found.split, found.data, found.labels, found.which)
 
     @property
     def recipe_text(self) -> str:
         """``RUN/recipe.yaml`` without its header line."""
-        return (self.run / RECIPE_FILE).read_text().removeprefix(RECIPE_HEADER)
+        return self.rundir.recipe_text()
 
-    def member_stores(self) -> dict[str, str]:
-        """The zoo members the ensemble combined (the clean stage's last round when it ran,
-        else the zoo stage's), id -> recorded store path."""
-        cleaned = self.outputs("clean").get("members")
-        members: dict[str, str] = cleaned or self.outputs("zoo").get("members") or {}
-        return members
+    def member_stores(self) -> dict[str, Path]:
+        """The zoo members the run ends with (`RunDir.members`), id -> prediction store."""
+        return self.rundir.members()
 
-    def shown_scored(self) -> tuple[Dataset, Scored, str, str] | None:
-        """(training store, scoring, name, recorded store) of the model whose per-class
+    def shown_scored(self) -> tuple[Dataset, Scored, str, Path] | None:
+        """(training store, scoring, name, prediction store) of the model whose per-class
         figures the report shows on the scored split (`shown_model`); None before the zoo
         stage has predictions."""
         train, scored = self.train, self.scored
@@ -147,18 +139,17 @@ class RunFiles:
             return None
         return train, scored, *entry
 
-    def shown_model(self, split: str) -> tuple[str, str] | None:
-        """(name, recorded store) of the model whose per-class figures the report shows: the
-        final model the run deploys (`final_stage`), else the ensemble's teacher, else the
+    def shown_model(self, split: str) -> tuple[str, Path] | None:
+        """(name, prediction store) of the model whose per-class figures the report shows: the
+        final model the run deploys (`RunDir.final`), else the ensemble's teacher, else the
         member of best figure: the first with predictions on ``split``; None without one."""
-        stage = final_stage(self.run)
-        final = self.outputs(stage)["final"] if stage is not None else {}
-        form = "re-balanced final model" if stage == "longtail" else "final model"
-        stores = self.outputs("ensemble").get("stores", {})
-        teacher = self.outputs("ensemble").get("teacher")
-        candidates = [(f"{form} {m}", p) for m, p in final.items()]
-        if teacher in stores:
-            candidates.append((f"the ensemble's {teacher}", stores[teacher]))
+        final = self.rundir.final()
+        form = "re-balanced final model" if isinstance(final, LongtailRecord) else "final model"
+        candidates = [(f"{form} {m}", p) for m, p in (final.final if final else {}).items()]
+        ensemble = self.record(EnsembleRecord)
+        if ensemble is not None and ensemble.teacher in ensemble.stores:
+            teacher = ensemble.teacher
+            candidates.append((f"the ensemble's {teacher}", ensemble.stores[teacher]))
         members = self.member_stores()
 
         def figure(member: str) -> float:
@@ -167,7 +158,7 @@ class RunFiles:
 
         ranked = sorted(members, key=figure, reverse=True)
         candidates += [(f"member {m}", members[m]) for m in ranked]
-        for name, recorded in candidates:
-            if split in self.store(recorded).splits:
-                return name, recorded
+        for name, path in candidates:
+            if split in self.store(path).splits:
+                return name, path
         return None

@@ -7,6 +7,7 @@ from typing import Any
 from webly.report.blocks import Card
 from webly.report.results import final_label, model_sizes
 from webly.report.run_files import RunFiles
+from webly.rundir import CleanRecord, DataRecord, ExportRecord
 from webly.sizes import format_size
 
 
@@ -28,10 +29,10 @@ def summary_cards(files: RunFiles) -> list[Card]:
                 f"within {format_size(frontier['max_bytes'])}",
             )
         )
-    clean = files.summary("clean")
-    rounds = clean.get("rounds")
-    if rounds:
-        first, kept = rounds[0], rounds[clean.get("best", len(rounds) - 1)]
+    clean = files.record(CleanRecord)
+    if clean is not None and clean.rounds:
+        rounds = clean.rounds
+        first, kept = rounds[0], rounds[clean.best]
         cards.append(
             Card(
                 "Label cleaning",
@@ -55,14 +56,14 @@ def summary_cards(files: RunFiles) -> list[Card]:
 
 
 def _data(files: RunFiles) -> Card:
-    summary = files.summary("data")
-    rows = summary.get("rows", {})
-    if not rows:
+    data = files.record(DataRecord)
+    if data is None:
         return Card("Data", "not made yet", "the data stage has not finished")
-    detail = f"{summary.get('classes', '?'):,} classes, {summary.get('task', '')}"
+    rows = data.rows
+    detail = f"{data.classes:,} classes, {data.task}"
     if rows.get("test"):
         detail += f"; {rows['test']:,} test rows"
-    changed = summary.get("noise", {}).get("rows_changed")
+    changed = (data.noise or {}).get("rows_changed")
     if changed is not None:
         detail += f"; {changed:.1%} of the labels made noisy"
     return Card("Data", f"{rows.get('train', 0):,} training rows", detail)
@@ -80,7 +81,7 @@ def _models(files: RunFiles, results: dict[str, Any]) -> list[Card]:
     final = next((r for r in scored if r["model"] == label), None)
     if final is not None:
         size = model_sizes(files, [final]).get(final["model"])
-        exported = "; exported (RUN/export/model)" if files.outputs("export").get("model") else ""
+        exported = "; exported (RUN/export/model)" if files.record(ExportRecord) else ""
         cards.append(
             Card(
                 "Final model",

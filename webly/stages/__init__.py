@@ -2,7 +2,8 @@
 the artifacts of the stages it reads to its own artifact in ``RUN/<stage>/``.
 
 `webly.pipeline` orders the stages, hashes their configs, writes their manifests and skips what
-is done; a stage function makes its artifact and says what it made (`StageResult`). Artifacts::
+is done; a stage function reads the records of the stages it declares (`StageContext`), makes
+its artifact and says what it made (`StageResult`: its `webly.rundir.StageRecord`). Artifacts::
 
     data/       train/, test/ (and unlabeled/) stores, generated or imported (none for a
                 ``store`` source: its stores are read in place, never copied or modified)
@@ -19,7 +20,8 @@ is done; a stage function makes its artifact and says what it made (`StageResult
 
 Each stage also has a config function: the part of the recipe its artifact depends on, which
 its manifest hash covers. Adding a stage: a config model in `webly.config` (a `Recipe` field),
-a config function and a stage function here, and a line in `webly.pipeline.STAGES`.
+its record in `webly.rundir.RECORDS`, a config function and a stage function here, and a line
+in `webly.pipeline.STAGES` naming the stages it reads.
 """
 
 from webly.stages.clean import clean_config, make_clean

@@ -22,8 +22,10 @@ from webly.clean._registry import method_entry
 from webly.clean.actions import ActionRules
 from webly.clean.iterate import REPORT_DIR, ZOO_DIR, clean_iteratively
 from webly.config import Recipe
-from webly.data.store import Dataset
+from webly.data.store import MANIFEST, Dataset
+from webly.rundir import CleanRecord, FoldsRecord
 from webly.stages.context import StageContext, StageResult, splits
+from webly.train.oof import STORE_DIR
 
 
 def clean_config(recipe: Recipe) -> dict[str, Any]:
@@ -38,25 +40,24 @@ def make_clean(ctx: StageContext) -> StageResult:
     if section is None:
         return StageResult(key="not in the recipe")
     train, test = splits(ctx)
-    folds_file = ctx.output("folds", "folds")
-    assert folds_file is not None  # the folds stage records it
+    folds = np.load(ctx.need(FoldsRecord).folds)
     first = ctx.folder / "round-0"
     first.mkdir(parents=True, exist_ok=True)
     link = first / ZOO_DIR
     if not link.exists():
-        os.symlink(os.path.relpath(ctx.run / "zoo", first), link)
+        os.symlink(os.path.relpath(ctx.rundir.folder("zoo"), first), link)
     result = clean_iteratively(
         ctx.recipe.zoo, train, test, ctx.folder, rounds=section.rounds, method=section.method,
-        rules=ActionRules(**section.rules), folds=np.load(folds_file),
+        rules=ActionRules(**section.rules), folds=folds,
         options={**store_inputs(section.method, section.options, train), **section.options},
         executor=ctx.executor, patience=section.patience,
     )  # fmt: skip
     best = result.rows[result.best]
-    zoo_dir = f"{ctx.name}/round-{best.round}/{ZOO_DIR}"
+    zoo_dir = ctx.folder / f"round-{best.round}" / ZOO_DIR
     members = {
-        m.member_id: f"{zoo_dir}/{m.member_id}/predictions"
+        m.member_id: zoo_dir / m.member_id / STORE_DIR
         for m in ctx.recipe.zoo.members
-        if (ctx.run / zoo_dir / m.member_id / "predictions" / "manifest.json").is_file()
+        if (zoo_dir / m.member_id / STORE_DIR / MANIFEST).is_file()
     }
     first_row = result.rows[0]
     key = (
@@ -69,12 +70,14 @@ def make_clean(ctx: StageContext) -> StageResult:
         key += f"; test {result.metric} {first_row.test_metric:.4f} -> {best.test_metric:.4f}"
     return StageResult(
         key=key,
-        outputs={
-            "members": members,
+        record=CleanRecord(
+            members=members,
             # the detection whose actions round ``best`` trained on (round 0: what was found)
-            "report": f"{ctx.name}/round-{max(best.round - 1, 0)}/{REPORT_DIR}",
-        },
-        summary={"metric": result.metric, "rounds": result.table(), "best": result.best},
+            report=ctx.folder / f"round-{max(best.round - 1, 0)}" / REPORT_DIR,
+            metric=result.metric,
+            rounds=result.table(),
+            best=result.best,
+        ),
     )
 
 

@@ -17,6 +17,7 @@ from webly.data.store import MANIFEST, Dataset
 from webly.data.synth import synth_yt8m_like
 from webly.data.yt8m import import_yt8m
 from webly.errors import DataError
+from webly.rundir import DataRecord, FoldsRecord
 from webly.stages.context import SPLITS, StageContext, StageResult, splits
 from webly.train.zoo import plan_zoo
 
@@ -71,24 +72,21 @@ def make_data(ctx: StageContext) -> StageResult:
     with atomic_output(ctx.folder, overwrite=True) as tmp:
         noise = _make_splits(source, ctx.recipe.seed, tmp)
     if isinstance(source, StoreData):
-        paths = {split: str(path) for split, path in _given_splits(source).items()}
+        paths = {split: ctx.run / path for split, path in _given_splits(source).items()}
     else:
-        paths = {s: f"{ctx.name}/{s}" for s in SPLITS if (ctx.folder / s).is_dir()}
-    stores = {split: Dataset.open(ctx.run / path) for split, path in paths.items()}
+        paths = {s: ctx.folder / s for s in SPLITS if (ctx.folder / s).is_dir()}
+    stores = {split: Dataset.open(path) for split, path in paths.items()}
     rows = {split: len(store) for split, store in stores.items()}
     train = stores["train"]
     split_rows = " / ".join(f"{n:,} {split}" for split, n in rows.items())
     return StageResult(
         key=f"{split_rows} rows, {train.n_classes:,} classes ({train.task})",
-        outputs=paths,
-        summary={
-            "rows": rows,
-            "classes": train.n_classes,
-            "task": train.task,
-            "levels": sorted({f.level for f in train.layout.features}),
-            "noise": noise,
-        },
-    )
+        record=DataRecord(
+            train=paths["train"], test=paths.get("test"), unlabeled=paths.get("unlabeled"),
+            rows=rows, classes=train.n_classes, task=train.task,
+            levels=sorted({f.level for f in train.layout.features}), noise=noise,
+        ),
+    )  # fmt: skip
 
 
 def _make_splits(source: DataSource, seed: int, out: Path) -> dict[str, float]:
@@ -150,6 +148,5 @@ def make_folds(ctx: StageContext) -> StageResult:
     counts = np.bincount(folds, minlength=n)
     return StageResult(
         key=f"{n} folds of {counts.min():,}-{counts.max():,} rows",
-        outputs={"folds": f"{ctx.name}/{FOLDS_FILE}"},
-        summary={"n": n, "rows": counts.tolist()},
+        record=FoldsRecord(folds=ctx.folder / FOLDS_FILE, n=n, rows=counts.tolist()),
     )

@@ -15,6 +15,7 @@ from webly.compress.choice import DEFAULT_MAX_SIZE, export_best, export_choice
 from webly.config import Recipe
 from webly.deploy.exported import shipped_bytes
 from webly.deploy.options import PredictOptions
+from webly.rundir import CompressRecord, ExportRecord
 from webly.sizes import format_size
 from webly.stages.context import StageContext, StageResult, splits
 
@@ -32,19 +33,20 @@ def make_compress(ctx: StageContext) -> StageResult:
     if section is None:
         return StageResult(key="not in the recipe")
     result = choose_under_budget(
-        ctx.run, section.max_size, ctx.folder / CHOICE, max_latency_ms=section.max_latency_ms,
+        ctx.rundir, section.max_size, ctx.folder / CHOICE, max_latency_ms=section.max_latency_ms,
         measure_latency=section.measure_latency, methods=tuple(section.methods),
         min_elements=section.min_elements, overwrite=True,
     )  # fmt: skip
     return StageResult(
         key=str(result).split(";")[0],
-        outputs={"choice": f"{ctx.name}/{CHOICE}", "kind": result.chosen.kind},
-        summary={
-            "frontier": result.table(),
-            "scored_on": result.scored_on,
-            "reported_on": result.reported_on,
-            "max_bytes": result.max_bytes,
-        },
+        record=CompressRecord(
+            choice=ctx.folder / CHOICE,
+            kind=result.chosen.kind,
+            frontier=result.table(),
+            scored_on=result.scored_on,
+            reported_on=result.reported_on,
+            max_bytes=result.max_bytes,
+        ),
     )
 
 
@@ -61,21 +63,24 @@ def export_model(ctx: StageContext) -> StageResult:
         return StageResult(key="not in the recipe")
     train, _ = splits(ctx)
     options = PredictOptions(**section.predict)
-    choice = ctx.inputs["compress"].get("outputs", {}).get("choice")
-    if choice is not None:
+    compressed = ctx.input(CompressRecord)
+    if compressed is not None:
         exported = export_choice(
-            ctx.run / choice, ctx.folder / MODEL, layout=train.layout, predict_options=options,
+            compressed.choice, ctx.folder / MODEL, layout=train.layout, predict_options=options,
             opset=section.opset, overwrite=True,
         )  # fmt: skip
     else:  # no compress stage: the best within the YouTube-8M challenge's 1 GB
         _, exported = export_best(
-            ctx.run, ctx.folder / MODEL, DEFAULT_MAX_SIZE, layout=train.layout,
+            ctx.rundir, ctx.folder / MODEL, DEFAULT_MAX_SIZE, layout=train.layout,
             predict_options=options, opset=section.opset, overwrite=True,
         )  # fmt: skip
     size = shipped_bytes(exported.folder)
     candidate = exported.info["run"]["candidate"]
     return StageResult(
         key=f"{candidate} exported: {format_size(size)} in {ctx.name}/{MODEL}",
-        outputs={"model": f"{ctx.name}/{MODEL}"},
-        summary={"files": exported.info["files"], "metrics": exported.info["metrics"]},
+        record=ExportRecord(
+            model=ctx.folder / MODEL,
+            files=exported.info["files"],
+            metrics=exported.info["metrics"],
+        ),
     )

@@ -13,8 +13,8 @@ from webly.config import Recipe
 from webly.data.store import Dataset
 from webly.distill.run import run_distill
 from webly.distill.teachers import DistillInputs
+from webly.rundir import DataRecord, DistillRecord, EnsembleRecord, FoldsRecord
 from webly.stages.context import StageContext, StageResult, splits
-from webly.stages.ensemble import trained_members
 from webly.train.oof import zoo_settings
 
 
@@ -32,23 +32,29 @@ def make_distill(ctx: StageContext) -> StageResult:
     if section is None:
         return StageResult(key="not in the recipe")
     train, test = splits(ctx)
-    folds = ctx.output("folds", "folds")
-    assert folds is not None  # the folds stage records it
-    entries = ctx.inputs["ensemble"]["outputs"].get("stores", {})  # none without the stage
-    unlabeled = ctx.output("data", "unlabeled") if section.unlabeled is not None else None
+    ensemble = ctx.input(EnsembleRecord)  # None without the stage
+    unlabeled = ctx.need(DataRecord).unlabeled if section.unlabeled is not None else None
     inputs = DistillInputs(
-        train, test, np.load(folds), ctx.recipe.zoo,
-        members={name: ctx.run / path for name, path in trained_members(ctx).items()},
-        entries={name: ctx.run / path for name, path in entries.items()},
+        train, test, np.load(ctx.need(FoldsRecord).folds), ctx.recipe.zoo,
+        members=ctx.rundir.members(),
+        entries=dict(ensemble.stores) if ensemble is not None else {},
         unlabeled=Dataset.open(unlabeled) if unlabeled is not None else None,
     )  # fmt: skip
     result = run_distill(section, inputs, ctx.folder, executor=ctx.executor)
-    outputs: dict[str, Any] = {}
-    if "students" in ctx.recipe.student_zoos():
-        outputs["students"] = {n: str(p.relative_to(ctx.run)) for n, p in result.students.items()}
-    if result.model is not None:
-        outputs["final"] = {n: str(p.relative_to(ctx.run)) for n, p in result.final.items()}
-        outputs["model"] = str(result.model.relative_to(ctx.run))
+    summary = result.summary
     return StageResult(
-        key=result.key, outputs=outputs, summary=result.summary, errors=result.errors
+        key=result.key,
+        record=DistillRecord(
+            students=result.students,
+            final=result.final,
+            model=result.model,
+            table=summary["students"],
+            unlabeled_rows=summary["unlabeled_rows"],
+            students_tried=summary.get("students_tried"),
+            teacher=summary.get("teacher"),
+            final_tried=summary.get("final_tried"),
+            final_setting=summary.get("final_setting"),
+            distilled=summary.get("distilled"),
+        ),
+        errors=result.errors,
     )

@@ -12,9 +12,10 @@ from webly.config import Recipe, stacker_config
 from webly.ensemble.fit import STACKER, fit_ensemble
 from webly.ensemble.members import Members, open_members
 from webly.errors import DataError
+from webly.rundir import EnsembleRecord, FoldsRecord
 from webly.stages.context import StageContext, StageResult, scoring, splits
 
-__all__ = ["STACKER", "ensemble_config", "make_ensemble", "stage_members", "trained_members"]
+__all__ = ["STACKER", "ensemble_config", "make_ensemble", "stage_members"]
 
 
 def ensemble_config(recipe: Recipe) -> dict[str, Any]:
@@ -31,8 +32,6 @@ def make_ensemble(ctx: StageContext) -> StageResult:
     train, test = splits(ctx)
     members = stage_members(ctx, section.members, with_test=test is not None)
     scored = scoring(ctx)
-    folds_file = ctx.output("folds", "folds")
-    assert folds_file is not None  # the folds stage records it
     entries = fit_ensemble(
         members, train.labels, train.task, ctx.folder,
         blends=section.blends, blend_options=section.blend_options,
@@ -41,7 +40,7 @@ def make_ensemble(ctx: StageContext) -> StageResult:
             if section.stacker is not None
             else None
         ),
-        folds=np.load(folds_file),
+        folds=np.load(ctx.need(FoldsRecord).folds),
         test_labels=scored.labels if scored.split == "test" else None, k=ctx.recipe.zoo.k,
     )  # fmt: skip
     if not entries:
@@ -59,22 +58,17 @@ def make_ensemble(ctx: StageContext) -> StageResult:
     }  # fmt: skip
     return StageResult(
         key=f"best: {teacher.name}, {metric} {figure:.4f} ({on})",
-        outputs={"stores": {n: e["path"] for n, e in made.items()}, "teacher": teacher.name},
-        summary={"entries": made, "members": members.names},
-    )
-
-
-def trained_members(ctx: StageContext) -> dict[str, str]:
-    """``{member id: store path relative to the run}`` of the zoo members the run trained: the
-    clean stage's last round when it ran, else the zoo stage's."""
-    cleaned = ctx.inputs.get("clean", {}).get("outputs", {}).get("members")
-    return dict(cleaned if cleaned is not None else ctx.inputs["zoo"]["outputs"]["members"])
+        record=EnsembleRecord(
+            stores={e.name: e.path for e in entries}, teacher=teacher.name, entries=made,
+            members=list(members.names),
+        ),
+    )  # fmt: skip
 
 
 def stage_members(ctx: StageContext, names: list[str] | None, with_test: bool) -> Members:
-    """The zoo members the run trained (or ``names`` of them), opened and checked: the clean
-    stage's last round when it ran, else the zoo stage's."""
-    trained = trained_members(ctx)
+    """The zoo members the run ends with (`RunDir.members`), or ``names`` of them, opened and
+    checked."""
+    trained = ctx.rundir.members()
     wanted = names if names is not None else list(trained)
     missing = [name for name in wanted if name not in trained]
     if missing:
@@ -82,5 +76,5 @@ def stage_members(ctx: StageContext, names: list[str] | None, with_test: bool) -
             f"member(s) {', '.join(missing)} were not trained (failed or left out); fix the "
             "zoo or drop them from ensemble.members"
         )
-    paths = {name: ctx.run / trained[name] for name in wanted}
+    paths = {name: trained[name] for name in wanted}
     return open_members(paths, ("oof", "test") if with_test else ("oof",))

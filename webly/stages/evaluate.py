@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -15,6 +16,7 @@ from webly.config import Recipe
 from webly.core import GAP_K, Task, TopK, select_top_k
 from webly.metrics.evaluate import format_cell, loss_sum, task_metric
 from webly.predictions import Predictions
+from webly.rundir import DistillRecord, EnsembleRecord, EvaluateRecord, LongtailRecord, ZooRecord
 from webly.stages.context import StageContext, StageResult, scoring
 from webly.stages.ensemble import STACKER
 
@@ -42,12 +44,13 @@ def evaluate_zoo(ctx: StageContext) -> StageResult:
     scored = scoring(ctx)
     split, data, labels, which = scored.split, scored.data, scored.labels, scored.which
     metric, loss = data.task.metric(k).name, data.task.loss.name
-    paths = ctx.inputs["zoo"]["outputs"]["members"]
-    stores = {member: Predictions.open(ctx.run / path) for member, path in paths.items()}
+    zoo = ctx.need(ZooRecord)
+    paths = zoo.members
+    stores = {member: Predictions.open(path) for member, path in paths.items()}
     rescore = data.task.multilabel and k != GAP_K
     streamed = _stream(stores, split, labels, data.task, k, rescore) if stores else None
     rows = []
-    for member in ctx.inputs["zoo"]["summary"]["members"]:
+    for member in zoo.table:
         row = {"model": member["model"], "frame-level": member["frame-level"]}
         store = stores.get(member["model"])
         if store is None:
@@ -71,7 +74,7 @@ def evaluate_zoo(ctx: StageContext) -> StageResult:
         if row["model"] in paths and chosen is not None:
             row["in ensemble"] = row["model"] in chosen
     for label, path in _second_level(ctx):
-        store = Predictions.open(ctx.run / path)
+        store = Predictions.open(path)
         figures = store.fold_metrics.get(split)
         if figures is None:  # the final model has no out-of-fold predictions
             continue
@@ -91,44 +94,48 @@ def evaluate_zoo(ctx: StageContext) -> StageResult:
         "rows": rows,
     }
     write_atomic(ctx.folder / RESULTS_FILE, json.dumps(results, indent=1).encode())
-    outputs = {"results": f"{ctx.name}/{RESULTS_FILE}"}
     if streamed is None:
-        return StageResult(key="no trained member to evaluate", outputs=outputs)
+        return StageResult(
+            key="no trained member to evaluate",
+            record=EvaluateRecord(results=ctx.folder / RESULTS_FILE, average=None),
+        )
     return StageResult(
         key=f"{AVERAGE} {metric} {streamed.metric:.4f} on {split} ({which} labels)",
-        outputs=outputs,
-        summary={AVERAGE: {metric: streamed.metric, loss: streamed.loss}},
+        record=EvaluateRecord(
+            results=ctx.folder / RESULTS_FILE,
+            average={metric: streamed.metric, loss: streamed.loss},
+        ),
     )
 
 
 def _in_ensemble(ctx: StageContext) -> set[str] | None:
     """The members the distill stage's teacher (the ensemble's best entry) uses: a blend's
     members of weight > 0, or the stacker's; None without an ensemble."""
-    outputs = ctx.inputs["ensemble"]["outputs"]
-    if "teacher" not in outputs:
+    ensemble = ctx.input(EnsembleRecord)
+    if ensemble is None:
         return None
-    model = Predictions.open(ctx.run / outputs["stores"][outputs["teacher"]]).model
+    model = Predictions.open(ensemble.stores[ensemble.teacher]).model
     if "blend" not in model:
         return set(model["members"])
     blend = model["blend"]
     return {n for n, w in zip(blend["names"], blend["weights"], strict=True) if w > 0}
 
 
-def _second_level(ctx: StageContext) -> list[tuple[str, str]]:
+def _second_level(ctx: StageContext) -> list[tuple[str, Path]]:
     """(table label, store path) of every blend, the stacker, the students, the final model and
     its long-tail-adjusted form."""
-    ensemble = ctx.inputs["ensemble"]["outputs"].get("stores", {})
+    ensemble = ctx.input(EnsembleRecord)
+    stores = ensemble.stores if ensemble is not None else {}
     entries = [
-        (name if name == STACKER else f"blend: {name}", path) for name, path in ensemble.items()
+        (name if name == STACKER else f"blend: {name}", path) for name, path in stores.items()
     ]
-    distill = ctx.inputs["distill"]["outputs"]
-    for kind in ("students", "final"):
-        entries += [
-            (f"{kind[:-1] if kind == 'students' else kind}: {m}", p)
-            for m, p in distill.get(kind, {}).items()
-        ]
-    longtail = ctx.inputs["longtail"]["outputs"]
-    entries += [(f"longtail: {m}", p) for m, p in longtail.get("final", {}).items()]
+    distill = ctx.input(DistillRecord)
+    if distill is not None:
+        entries += [(f"student: {m}", p) for m, p in distill.students.items()]
+        entries += [(f"{distill.ROW}: {m}", p) for m, p in distill.final.items()]
+    longtail = ctx.input(LongtailRecord)
+    if longtail is not None:
+        entries += [(f"{longtail.ROW}: {m}", p) for m, p in longtail.final.items()]
     return entries
 
 

@@ -4,9 +4,9 @@ the long tail, chosen on held-out rows) into ``RUN/longtail/``, on the distill s
 network and students and the run's data and folds. ``webly longtail`` makes the same call from
 its options.
 
-Its outputs ``model`` and ``final`` (id -> store) are the distill stage's keys, so
-`webly.compress.run.run_final` (compress, export) deploys the adjusted network in place of
-distill's.
+Its record (`webly.rundir.LongtailRecord`) holds ``model`` and ``final`` (id -> store) as the
+distill stage's does, and `webly.rundir.RunDir.final` (compress, export) deploys the adjusted
+network in place of distill's.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ import numpy as np
 
 from webly.config import Recipe
 from webly.longtail.run import LongtailInputs, run_longtail
+from webly.rundir import DistillRecord, FoldsRecord, LongtailRecord
 from webly.stages.context import StageContext, StageResult, splits
 
 
@@ -35,25 +36,33 @@ def make_longtail(ctx: StageContext) -> StageResult:
     section = ctx.recipe.longtail
     if section is None:
         return StageResult(key="not in the recipe")
-    distill = ctx.inputs["distill"]["outputs"]
-    if "model" not in distill:
+    distill = ctx.input(DistillRecord)
+    if distill is None or distill.model is None:
         message = "longtail: the distill stage made no final model to adjust; see its errors"
         return StageResult(key=message, errors=(message,))
-    ((final, store),) = distill["final"].items()
+    ((final, store),) = distill.final.items()
     train, test = splits(ctx)
     assert test is not None  # distill.final trains only with a test split to predict
-    folds = ctx.output("folds", "folds")
-    assert folds is not None  # the folds stage records it
     inputs = LongtailInputs(
-        final, ctx.run / distill["model"], ctx.run / store, train, test, np.load(folds),
-        students={name: ctx.run / path for name, path in distill.get("students", {}).items()},
+        final, distill.model, store, train, test, np.load(ctx.need(FoldsRecord).folds),
+        students=distill.students,
     )  # fmt: skip
     result = run_longtail(section, inputs, ctx.folder)
+    summary = result.summary
     return StageResult(
         key=result.key,
-        outputs={
-            "model": str(result.model.relative_to(ctx.run)),
-            "final": {n: str(p.relative_to(ctx.run)) for n, p in result.final.items()},
-        },
-        summary=result.summary,
+        record=LongtailRecord(
+            model=result.model,
+            final=result.final,
+            method=summary["method"],
+            final_id=final,
+            chosen=summary["chosen"],
+            tau=summary["tau"],
+            metric=summary["metric"],
+            chosen_on=summary["chosen_on"],
+            sweep=summary["sweep"],
+            bands=summary["bands"],
+            bands_on=summary["bands_on"],
+            test=summary["test"],
+        ),
     )

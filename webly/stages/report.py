@@ -7,6 +7,8 @@ from __future__ import annotations
 from typing import Any
 
 from webly.config import Recipe
+from webly.report import build_report
+from webly.rundir import ReportRecord
 from webly.stages.context import StageContext, StageResult
 
 
@@ -16,11 +18,9 @@ def report_config(recipe: Recipe) -> dict[str, Any]:
 
 def make_report(ctx: StageContext) -> StageResult:
     """Write the run's HTML report."""
-    from webly.report import build_report  # it reads the run through webly.pipeline
-
     path = build_report(ctx.run)
     relative = path.relative_to(ctx.run)
     return StageResult(
         key=f"{relative}: {path.stat().st_size / 1e3:,.0f} KB, open it in a browser",
-        outputs={"report": str(relative)},
+        record=ReportRecord(report=path),
     )

@@ -10,6 +10,7 @@ import numpy as np
 from webly.config import Recipe
 from webly.errors import DataError
 from webly.predictions import Predictions
+from webly.rundir import FoldsRecord, ZooRecord
 from webly.stages.context import StageContext, StageResult, splits
 from webly.train.oof import MODEL_DIR, STORE_DIR, MemberResult, fit_oof, zoo_settings
 
@@ -24,10 +25,9 @@ def make_zoo(ctx: StageContext) -> StageResult:
     and not evaluated; each is named, as kept when it finished training, else as never
     finished (a member that failed or was stopped before its prediction store was made)."""
     train, test = splits(ctx)
-    folds_file = ctx.output("folds", "folds")
-    assert folds_file is not None
+    folds = np.load(ctx.need(FoldsRecord).folds)
     zoo = ctx.recipe.zoo
-    result = fit_oof(zoo, train, test, ctx.folder, folds=np.load(folds_file), executor=ctx.executor)
+    result = fit_oof(zoo, train, test, ctx.folder, folds=folds, executor=ctx.executor)
     listed = {spec.member_id for spec in zoo.members}
     others = sorted(
         p.name
@@ -54,8 +54,9 @@ def make_zoo(ctx: StageContext) -> StageResult:
         key += f"; best {best.id}: {best.metric} {_figure(best):.4f} ({on})"
     return StageResult(
         key=key,
-        outputs={"members": {m.id: f"{ctx.name}/{m.id}/predictions" for m in done}},
-        summary={"members": result.table()},
+        record=ZooRecord(
+            members={m.id: ctx.folder / m.id / STORE_DIR for m in done}, table=result.table()
+        ),
         errors=tuple(f"member {m.id} failed: {m.error}" for m in result.failed),
     )
 

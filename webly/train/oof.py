@@ -41,7 +41,8 @@ they remove. Rows of weight 0 (dropped) are left out of training and validation 
 store's metrics, but still predicted out-of-fold, so the next round of cleaning judges them
 too. Both join the members' config hashes.
 
-Resume: a member whose prediction store exists with the same ``config_hash`` is skipped; a fold
+Resume (`webly.resume`): a member whose ``config.json`` says ``done`` under the config hash it
+would train with now, and whose prediction store opens, is skipped; a fold
 whose model was saved is loaded instead of trained (it needs nothing else, so its trainer
 checkpoints are dropped once the model is saved: `drop_trainer_files`); an unfinished fold
 resumes from its trainer checkpoint; either prints a "resumed" line on the run's display. A
@@ -61,7 +62,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import shutil
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -79,6 +79,7 @@ from webly.metrics.evaluate import loss_sum, task_metric
 from webly.models import model_entry
 from webly.predictions import Predictions, PredictionWriter
 from webly.progress import model_resumed, model_started, work_planned
+from webly.resume import DONE, HASH, claim, finished, mark, read_record
 from webly.train.budget import TimeBudget, check_time_limit
 from webly.train.fold_model import FIT_FILE, build_model, load_model
 from webly.train.loop import (
@@ -437,12 +438,10 @@ def _work(
     work = {}
     for member, digest in zip(members, digests, strict=True):
         folder = out / member.id
-        if not member.trains_with_epochs or _finished(folder / STORE_DIR, digest) is not None:
+        if not member.trains_with_epochs or _finished(folder, digest) is not None:
             continue
-        try:
-            same = json.loads((folder / CONFIG_FILE).read_text()).get("config_hash") == digest
-        except (OSError, ValueError, AttributeError):
-            same = False
+        record = read_record(folder / CONFIG_FILE)
+        same = record is not None and record.get(HASH) == digest
         fits = sum(not (same and (folder / fold_dir(f) / MODEL_DIR).is_dir()) for f in fold_ids)
         if fits:
             work[member.id] = (fits, member.train.epochs)
@@ -463,9 +462,9 @@ def _train_ahead(
     jobs = []
     for member, digest in zip(members, digests, strict=True):
         folder = out / member.id
-        if _finished(folder / STORE_DIR, digest) is not None:
+        if _finished(folder, digest) is not None:
             continue
-        _claim(folder, member, digest)
+        claim(folder, CONFIG_FILE, digest, {"config": member.config})
         workdirs = {fold: folder / fold_dir(fold) for fold in fold_ids}
         jobs += [
             FoldJob(member, fold, workdir)
@@ -660,12 +659,12 @@ def _fit_member(
         metric=train.task.metric().key,
         loss=train.task.loss.key,
     )
-    finished = _finished(folder / STORE_DIR, digest)
+    finished = _finished(folder, digest)
     if finished is not None:
         return _from_store(base, finished)
     if error is not None:
         return replace(base, error=error)
-    _claim(folder, member, digest)
+    claim(folder, CONFIG_FILE, digest, {"config": member.config})
     try:
         if folds is None:
             store = _train_full(member, zoo, train, test, folder, digest, teacher, override, budget)
@@ -675,6 +674,7 @@ def _fit_member(
             )
     except WeblyError as err:
         return replace(base, error=str(err))
+    mark(folder / CONFIG_FILE, digest, DONE, {"config": member.config})
     return _from_store(base, store, skipped=False)
 
 
@@ -926,29 +926,15 @@ def _test_figures(probs: np.ndarray, test: Dataset) -> dict[str, float | None]:
 # --------------------------------------------------------------------------- resume
 
 
-def _finished(store: Path, digest: str) -> Predictions | None:
-    """The member's prediction store when it exists and was made under ``digest``."""
+def _finished(folder: Path, digest: str) -> Predictions | None:
+    """The prediction store of the member in ``folder`` when its record says it is done under
+    ``digest`` (`webly.resume.finished`) and the store opens."""
+    if finished(folder / CONFIG_FILE, digest) is None:
+        return None
     try:
-        predictions = Predictions.open(store)
+        return Predictions.open(folder / STORE_DIR)
     except DataError:
         return None
-    return predictions if predictions.model.get("config_hash") == digest else None
-
-
-def _claim(folder: Path, member: Member, digest: str) -> None:
-    """Empty ``folder`` if it was made under another config; record this one atomically."""
-    record = folder / CONFIG_FILE
-    if folder.exists():
-        try:
-            previous = json.loads(record.read_text()).get("config_hash")
-        except (OSError, ValueError):
-            previous = None
-        if previous != digest:
-            shutil.rmtree(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    write_atomic(
-        record, json.dumps({"config_hash": digest, "config": member.config}, indent=1).encode()
-    )
 
 
 def _from_store(base: MemberResult, store: Predictions, skipped: bool = True) -> MemberResult:
