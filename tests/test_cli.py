@@ -318,14 +318,20 @@ def test_models_list_shows_the_zoo() -> None:
         assert name in result.stdout
 
 
-@pytest.mark.slow
-def test_train_a_zoo_then_ensemble_and_distill(tmp_path: Path) -> None:
+def small_data(tmp_path: Path) -> Path:
+    """A generated yt8m-like dataset of 240 videos, 10 classes (train, test, unlabeled)."""
     data = tmp_path / "d"
     synth = webly(
         "data", "synth", "yt8m-like", "--out", str(data), "--videos", "240", "--classes", "10",
         "--max-frames", "6",
     )  # fmt: skip
     assert synth.returncode == 0, synth.stderr
+    return data
+
+
+@pytest.mark.slow
+def test_train_a_zoo_then_ensemble_and_distill(tmp_path: Path) -> None:
+    data = small_data(tmp_path)
     zoo = tmp_path / "zoo.yaml"
     trained = (
         "folds: 2\ntrain: {epochs: 1, batch_size: 64, lr: 0.001}\nmembers:\n"
@@ -360,7 +366,7 @@ def test_train_a_zoo_then_ensemble_and_distill(tmp_path: Path) -> None:
     assert (final / "full" / "model" / "model.json").is_file() and str(final) in result.stdout
     unlabeled = ("--unlabeled-data", str(data / "unlabeled"))
     result = webly("distill", *second, *section, *unlabeled, "--set", "unlabeled={}",
-                   "--out", str(tmp_path / "st-u"))  # fmt: skip
+                   "--set", "students=[]", "--out", str(tmp_path / "st-u"))  # fmt: skip
     assert result.returncode == 0, result.stderr
     taught = Predictions.open(tmp_path / "st-u" / "final" / "mlp" / "predictions")
     assert taught.model["pseudo_rows"] == len(Dataset.open(data / "unlabeled")) == 60
@@ -385,7 +391,12 @@ def test_train_a_zoo_then_ensemble_and_distill(tmp_path: Path) -> None:
     assert_user_error(bad, "holds no blend or stacker")
     assert not (tmp_path / "bad").exists()
 
-    # one round of cleaning on a zoo file: its table, then a bad method
+
+@pytest.mark.slow
+def test_clean_a_zoo_file_then_bad_methods(tmp_path: Path) -> None:
+    """One round of cleaning on a zoo file: its table, then a bad method."""
+    data = small_data(tmp_path)
+    splits = ("--data", str(data / "train"), "--test", str(data / "test"))
     students = tmp_path / "students.yaml"
     students.write_text(
         "folds: 2\ntrain: {epochs: 1, batch_size: 64, lr: 0.001}\nmembers: [{name: mlp}]\n"

@@ -52,6 +52,10 @@ def test_the_readme_example_on_noisy_digits(
     assert board["score_val"].is_monotonic_decreasing and board["deployed"].sum() == 1
     members = board[board["model"].str.match(r"member [a-z_]+$")]
     assert sorted(members["model"]) == ["member lgbm", "member logistic", "member mlp"]
+    assert (board[board["model"].str.startswith("member ")]["kind"] == "member").all()
+    # 8 bits leave LightGBM's trees as they are: lgbm is listed once, not once more "in 8 bits"
+    assert "member lgbm int8_partial" not in set(board["model"])
+    assert "member mlp int8_partial" in set(board["model"])
     assert {"stacker", "blend greedy", "blend weighted"} <= set(board["model"])
     assert (members["fit_time"] > 0).all() and (board["pred_time_per_row"] > 0).all()
     # the stacker at least matches the best member on the rows choices are made on (out of

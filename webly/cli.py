@@ -815,9 +815,11 @@ def distill(
         unlabeled=Dataset.open(unlabeled_data) if unlabeled_data is not None else None,
     )  # fmt: skip
     result = run_distill(section, inputs, dest, executor=executor)
-    out.print(result.key, highlight=False)
+    out.print(result.key, highlight=False, soft_wrap=True)
     for name, store in {**result.students, **result.final}.items():
-        out.print(f"{name}: {store.parent}", highlight=False)  # longtail's --student, --final
+        out.print(
+            f"{name}: {store.parent}", highlight=False, soft_wrap=True
+        )  # longtail's --student, --final
     _print_zoo(ZooResult(result.members), f"distilled in {dest}")
 
 
@@ -867,7 +869,7 @@ def longtail(
         students={folder.name: folder / "predictions" for folder in students or []},
     )  # fmt: skip
     result = run_longtail(section, inputs, dest)
-    out.print(result.key, highlight=False)
+    out.print(result.key, highlight=False, soft_wrap=True)
     _print_table(f"longtail in {dest}", [
         ("chosen", str(result.summary["chosen"])), ("chosen on", result.summary["chosen_on"]),
         ("model", str(result.model)),

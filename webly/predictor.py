@@ -219,18 +219,19 @@ class Predictor:
     def leaderboard(self) -> pd.DataFrame:
         """Every deployable the run weighed, most accurate on validation rows first.
 
-        Columns: ``model``, ``kind`` (member/ensemble, stacker or final), ``compression``,
-        ``score_val`` (the task's metric on validation rows: out-of-fold predictions, never the
-        test split), ``score_test`` (None without a test split), ``fit_time`` (seconds of
-        training, where the run recorded it), ``pred_time_per_row`` (ms with ONNX Runtime on
-        this machine), ``size`` (bytes shipped), ``deployed`` (what `predict` uses).
+        Columns: ``model``, ``kind`` (member, ensemble: a mean or blend of members, stacker or
+        final), ``compression``, ``score_val`` (the task's metric on validation rows:
+        out-of-fold predictions, never the test split), ``score_test`` (None without a test
+        split), ``fit_time`` (seconds of training, where the run recorded it),
+        ``pred_time_per_row`` (ms with ONNX Runtime on this machine), ``size`` (bytes shipped),
+        ``deployed`` (what `predict` uses).
         """
         choice = self._frontier()
         seconds = _fit_seconds(RunDir(self.run).results())
         rows = [
             {
                 "model": c["name"],
-                "kind": c["kind"],
+                "kind": "member" if c["name"].startswith("member ") else c["kind"],
                 "compression": c["compression"] or c.get("method") or "fp32",
                 "score_val": c["metric"],
                 "score_test": c["test_metric"],

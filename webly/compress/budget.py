@@ -540,7 +540,8 @@ class _Pool:
     every training row (each row by the fold model that did not see it), ``oof``: of the
     validation rows, ``test``: of the test split (the fold models' mean; empty without test
     labels), ``sizes`` in bytes, ``costs`` in ms a row (empty when not timed);
-    ``min_elements``: tensors with fewer elements stay float32."""
+    ``min_elements``: tensors with fewer elements stay float32; ``as_stored``: members the
+    method leaves as they are (LightGBM's)."""
 
     method: str | None
     every: dict[str, TopK]
@@ -549,6 +550,7 @@ class _Pool:
     sizes: dict[str, int]
     costs: dict[str, float]
     min_elements: int = MIN_ELEMENTS
+    as_stored: set[str] = field(default_factory=set)
 
     @property
     def suffix(self) -> str:
@@ -749,9 +751,12 @@ def _pool_candidates(
         )
 
     found = []
-    # every member alone (a leaderboard lists each), then the frontier's mean subsets
+    # every member alone (a leaderboard lists each), then the frontier's mean subsets; a subset
+    # the pool's method leaves as stored is the stored pool's candidate already
     subsets = [(n,) for n in names] + [tuple(p.members) for p in choice.frontier]
     for used in dict.fromkeys([*subsets, *((tuple(choice.chosen.members),) if fits else ())]):
+        if pool.method is not None and set(used) <= pool.as_stored:
+            continue
         blend = Blend("mean", used, (1.0,) * len(used))
         name = f"member {used[0]}" if len(used) == 1 else f"mean {'+'.join(used)}"
         found.append(candidate(name, "ensemble", used, scores(blend), blend))
@@ -846,6 +851,7 @@ def _compressed_pool(
             for part in ("every", "oof", "test", "sizes", "costs"):
                 if name in getattr(stored, part):
                     getattr(pool, part)[name] = getattr(stored, part)[name]
+            pool.as_stored.add(name)
             continue
         compressed = []
         for f, fold in enumerate(_fold_models(store)):
