@@ -352,7 +352,7 @@ def test_train_a_zoo_then_ensemble_and_distill(tmp_path: Path) -> None:
     # them (students, a final model on every row), then its longtail section on the final model
     splits = ("--data", str(data / "train"), "--test", str(data / "test"))
     ens = webly("ensemble", str(tmp_path / "zoo"), *splits, "--out", str(tmp_path / "ens"),
-                "--blend", "mean", "--blend", "greedy", "--boost-rounds", "10")  # fmt: skip
+                "--set", "blends=[mean, greedy]", "--set", "stacker={rounds: 10}")  # fmt: skip
     assert ens.returncode == 0, ens.stderr
     assert all(word in ens.stdout for word in ("mean", "greedy", "stacker", "test GAP@20"))
     assert (tmp_path / "ens" / "stacker" / "predictions" / "manifest.json").is_file()
@@ -384,8 +384,8 @@ def test_train_a_zoo_then_ensemble_and_distill(tmp_path: Path) -> None:
                 "--out", str(tmp_path / "bad"))  # fmt: skip
     assert_user_error(bad, "longtail.method")
     bad = webly("ensemble", str(tmp_path / "zoo"), *splits, "--out", str(tmp_path / "bad"),
-                "--blend", "median")  # fmt: skip
-    assert_user_error(bad, "unknown blend method 'median'", "known: mean")
+                "--set", "blends=[median]")  # fmt: skip
+    assert_user_error(bad, "ensemble.blends: unknown blend 'median'", "known: mean")
     bad = webly("distill", *second[:3], "--ensemble", str(tmp_path / "zoo"), *splits, *section,
                 "--out", str(tmp_path / "bad"))  # fmt: skip
     assert_user_error(bad, "holds no blend or stacker")
@@ -406,10 +406,12 @@ def test_clean_a_zoo_file_then_bad_methods(tmp_path: Path) -> None:
     assert "| round |" in cleaned.stdout and "precision" in cleaned.stdout
     assert "| valid gap@20 |" in cleaned.stdout and "best: round " in cleaned.stdout
     assert (tmp_path / "clean" / "round-0" / "report").is_dir()
-    bad = webly("clean", str(students), *splits, "--out", str(tmp_path / "bad"), "--detect", "x")
-    assert_user_error(bad, "unknown", "'x'")
-    bad = webly("clean", str(students), *splits, "--out", str(tmp_path / "bad"), "--patience", "0")
-    assert_user_error(bad, "patience is 0; pass an integer >= 1")
+    bad = webly("clean", str(students), *splits, "--out", str(tmp_path / "bad"),
+                "--set", "method=x")  # fmt: skip
+    assert_user_error(bad, "clean.method: unknown method 'x'; known: ")
+    bad = webly("clean", str(students), *splits, "--out", str(tmp_path / "bad"),
+                "--set", "patience=0")  # fmt: skip
+    assert_user_error(bad, "clean.patience: Input should be greater than or equal to 1")
     assert not (tmp_path / "bad").exists()
 
 
@@ -577,8 +579,6 @@ def test_read_only_full_disk_and_long_names_exit_2_in_import_synth_run_predict(
 # --------------------------------------------------------------------------- one vocabulary
 
 RENAMED = [  # (command, new spelling, old spelling: hidden until webly 0.2)
-    (("ensemble",), "--boost-rounds", "--rounds"),
-    (("clean",), "--detect", "--method"),
     (("compress",), "--quantize", "--method"),
     (("eval",), "--top-k", "--k"),
 ]
@@ -704,38 +704,13 @@ def test_old_spellings_still_work_with_a_warning(tmp_path: Path) -> None:
         )
 
     result = SimpleNamespace(
-        tensors=[], file_bytes_before=10, file_bytes_after=5, ratio=0.5, format=lambda: "",
-        rows=[SimpleNamespace(valid_metric=0.5)], best=0, metric="GAP@20",
-    )  # fmt: skip
+        tensors=[], file_bytes_before=10, file_bytes_after=5, ratio=0.5, format=lambda: ""
+    )
     with mock.patch("webly.compress.compress_network", return_value=result) as compress:
         with pytest.warns(FutureWarning, match="--method is deprecated.*--quantize"):
             done = _invoke("compress", "net", "--out", str(tmp_path / "c"), "--method", "fp16")
         assert done.exit_code == 0, done.output
         assert compress.call_args.args[1:] == (tmp_path / "c", "fp16")
-    with (
-        mock.patch("webly.clean.iterate.clean_iteratively", return_value=result) as clean,
-        mock.patch("webly.train.zoo.load_zoo"),
-        mock.patch("webly.data.Dataset.open"),
-        pytest.warns(FutureWarning, match="--method is deprecated.*--detect"),
-    ):
-        done = _invoke("clean", "z.yaml", "--data", "d", "--out", "o", "--method", "semantic")
-        assert done.exit_code == 0, done.output
-        assert clean.call_args.kwargs["method"] == "semantic"
-    with (
-        mock.patch("webly.ensemble.fit.fit_ensemble", return_value=[]) as fit,
-        mock.patch("webly.ensemble.members.open_members"),
-        mock.patch("webly.ensemble.members.zoo_members") as members,
-        mock.patch("webly.data.Dataset.open"),
-    ):
-        with pytest.warns(FutureWarning, match="--rounds is deprecated.*--boost-rounds"):
-            done = _invoke(
-                "ensemble", "zoo", "--data", "d", "--out", "o", "--rounds", "7",
-                "--blend", "mean,greedy", "--blend", "vote", "--member", "a,b",
-            )  # fmt: skip
-        assert done.exit_code == 0, done.output
-        assert fit.call_args.kwargs["stacker"].rounds == 7
-        assert tuple(fit.call_args.kwargs["blends"]) == ("mean", "greedy", "vote")
-        assert members.call_args.args[1] == ["a", "b"]
 
 
 def test_out_replaces_the_positional_out(tmp_path: Path) -> None:

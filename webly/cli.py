@@ -615,43 +615,59 @@ def _print_zoo(result: Any, title: str) -> None:
         raise typer.Exit(1)
 
 
+SectionFile = Annotated[
+    Path | None,
+    typer.Option(
+        "--config",
+        metavar="SECTION.yaml",
+        show_default=False,
+        help="The stage's recipe section as a YAML mapping (what goes under its key in a recipe).",
+    ),
+]
+SectionOverrides = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--set",
+        metavar="KEY=VALUE",
+        help="Set a key of the stage's recipe section (YAML value; after --config), as in the "
+        "examples above. Repeatable.",
+    ),
+]
+
+
+def clean_section(config: Path | None, overrides: list[str] | None) -> Any:
+    """The `webly.config.CleanConfig` ``webly clean`` runs: its --config, then its --set."""
+    from webly.config import CleanConfig, load_section
+
+    return load_section(CleanConfig, "clean", config, overrides or [])
+
+
 @app.command("clean")
 def clean(
     zoo: Annotated[Path, typer.Argument(metavar="ZOO.yaml", help="The zoo retrained each round.")],
     data: Annotated[Path, typer.Option(help="Training dataset folder (its labels are judged).")],
     dest: Annotated[Path, typer.Option("--out", help="Folder for the rounds (resumed).")],
     test: Annotated[Path | None, typer.Option(help="Test dataset folder to score.")] = None,
-    rounds: Annotated[int, typer.Option(help="Rounds of detect -> act -> retrain.")] = 1,
-    detect: Annotated[
-        str, typer.Option(help="Detection method (webly.clean.list_methods()).")
-    ] = "confident_learning",
-    old_method: Annotated[str | None, typer.Option("--method", hidden=True)] = None,
-    drop_fraction: Annotated[float, typer.Option(help="Most rows dropped a round.")] = 0.1,
-    relabel_threshold: Annotated[
-        float, typer.Option(help="Probability needed to repair a label.")
-    ] = 0.9,
-    patience: Annotated[
-        int | None,
-        typer.Option(help="Stop after this many rounds without a better validation metric."),
-    ] = None,
+    config: SectionFile = None,
+    overrides: SectionOverrides = None,
     ray: RayAddress = None,
     cpus_per_task: CpusPerTask = 1,
     gpus_per_task: GpusPerTask = 0.0,
 ) -> None:
-    """Find noisy labels with the zoo's out-of-fold predictions, repair them, retrain; per round
-    a table (rows dropped and relabelled, noise estimate, metrics, precision/recall vs truth)
-    and the round whose out-of-fold predictions best match the given labels."""
-    from webly.clean.actions import ActionRules
-    from webly.clean.iterate import clean_iteratively
+    """Run a recipe's clean section: noisy labels found with the zoo's out-of-fold predictions,
+    repaired, the zoo retrained, e.g. --set rounds=3 --set method=margin --set
+    'rules={drop_fraction: 0.2}'. Per round a table (rows dropped and relabelled, noise
+    estimate, metrics, precision/recall vs truth), then the round whose out-of-fold predictions
+    best match the given labels."""
+    section = clean_section(config, overrides)
+    executor = _executor(ray, cpus_per_task, gpus_per_task)
+    from webly.clean.run import run_clean
     from webly.data import Dataset
     from webly.train.zoo import load_zoo
 
-    method = _renamed(detect, old_method, "confident_learning", "--method", "--detect")
-    rules = ActionRules(drop_fraction=drop_fraction, relabel_threshold=relabel_threshold)
-    result = clean_iteratively(
-        load_zoo(zoo), Dataset.open(data), Dataset.open(test) if test is not None else None,
-        dest, rounds=rounds, method=method, rules=rules, patience=patience,
-        executor=_executor(ray, cpus_per_task, gpus_per_task),
+    result = run_clean(
+        section, load_zoo(zoo), Dataset.open(data),
+        Dataset.open(test) if test is not None else None, dest, executor=executor,
     )  # fmt: skip
     out.print(result.format(), highlight=False)
     out.print(
@@ -660,6 +676,14 @@ def clean(
         f"{result.rows[0].valid_metric:.4f})",
         highlight=False,
     )
+
+
+def ensemble_section(config: Path | None, overrides: list[str] | None) -> Any:
+    """The `webly.config.EnsembleConfig` ``webly ensemble`` runs: its --config, then its
+    --set."""
+    from webly.config import EnsembleConfig, load_section
+
+    return load_section(EnsembleConfig, "ensemble", config, overrides or [])
 
 
 @app.command("ensemble")
@@ -672,50 +696,34 @@ def ensemble(
     test: Annotated[
         Path | None, typer.Option(help="Test dataset folder the zoo predicted.")
     ] = None,
-    blends: Annotated[
-        list[str] | None,
-        typer.Option(
-            "--blend",
-            help="Blend method (mean, rank_mean, weighted, greedy, vote, vote_logits); "
-            "repeatable or comma-separated. Default: mean, weighted, greedy.",
-        ),
-    ] = None,
-    stacker: Annotated[
-        bool, typer.Option("--stacker/--no-stacker", help="Also train the LightGBM stacker.")
-    ] = True,
-    boost_rounds: Annotated[int, typer.Option(help="Stacker boosting rounds.")] = 200,
-    old_rounds: Annotated[int | None, typer.Option("--rounds", hidden=True)] = None,
-    members: Annotated[
-        list[str] | None,
-        typer.Option("--member", help="Zoo member to use; repeatable or comma-separated."),
-    ] = None,
+    config: SectionFile = None,
+    overrides: SectionOverrides = None,
 ) -> None:
-    """Blend the zoo's out-of-fold predictions and stack them with LightGBM; score each."""
+    """Run a recipe's ensemble section: blends of the zoo's out-of-fold predictions and the
+    LightGBM stacker, each scored, e.g. --set blends=[mean,greedy] --set 'stacker={rounds: 50}'
+    (--set stacker=null: no stacker) --set members=[logistic]."""
+    section = ensemble_section(config, overrides)
     from webly.data import Dataset
-    from webly.ensemble.fit import fit_ensemble
+    from webly.ensemble.fit import run_ensemble
     from webly.ensemble.members import open_members, zoo_members
-    from webly.ensemble.stack import StackerConfig
     from webly.metrics.evaluate import format_cell
 
-    rounds = _renamed(boost_rounds, old_rounds, 200, "--rounds", "--boost-rounds")
     train = Dataset.open(data)
     test_store = Dataset.open(test) if test is not None else None
     chosen = open_members(
-        zoo_members(zoo_dir, list(_names(members)) or None),
+        zoo_members(zoo_dir, section.members),
         ("oof", "test") if test_store is not None else ("oof",),
     )
     model = chosen.stores[0].model
-    folds = train.folds(int(model["folds"]), int(model["seed"])) if stacker else None
+    seed = int(model["seed"])
     test_labels = None
     if test_store is not None:
         clean = test_store.clean_labels
         test_labels = clean if clean is not None else test_store.labels
         test_labels = test_labels if test_labels.nnz else None
-    entries = fit_ensemble(
-        chosen, train.labels, train.task, dest,
-        blends=_names(blends) or ("mean", "weighted", "greedy"),
-        stacker=StackerConfig(rounds=rounds, seed=int(model["seed"])) if stacker else None,
-        folds=folds, test_labels=test_labels,
+    entries = run_ensemble(
+        section, chosen, train, dest, folds=train.folds(int(model["folds"]), seed), seed=seed,
+        test_labels=test_labels,
     )  # fmt: skip
     metric = train.task.metric().name
     table = Table(title=f"{len(chosen)} members of {zoo_dir} -> {dest}", title_justify="left")
@@ -736,26 +744,6 @@ Overrides = Annotated[
         metavar="KEY=VALUE",
         help="Override a recipe key (YAML value; list items by position), e.g. "
         "zoo.members.1.hparams.hidden=[32]. Repeatable.",
-    ),
-]
-
-
-SectionFile = Annotated[
-    Path | None,
-    typer.Option(
-        "--config",
-        metavar="SECTION.yaml",
-        show_default=False,
-        help="The stage's recipe section as a YAML mapping (what goes under its key in a recipe).",
-    ),
-]
-SectionOverrides = Annotated[
-    list[str] | None,
-    typer.Option(
-        "--set",
-        metavar="KEY=VALUE",
-        help="Set a key of the stage's recipe section (YAML value; after --config), e.g. "
-        "lam=[1.0,0.5]. Repeatable.",
     ),
 ]
 

@@ -273,29 +273,25 @@ class EnsembleConfig(BaseModel):
     @field_validator("stacker")
     @classmethod
     def _stacker_fields(cls, stacker: dict[str, Any] | None) -> dict[str, Any] | None:
-        if stacker is not None:
-            stacker_config(stacker, seed=0)
+        """`StackerConfig` fields, its seed left to the recipe's (`run_ensemble` adds it)."""
+        from webly.ensemble.stack import StackerConfig
+
+        if stacker is None:
+            return None
+        accepted = [f.name for f in dataclasses.fields(StackerConfig) if f.name != "seed"]
+        for key in stacker:
+            if key not in accepted:
+                hint = (
+                    "the recipe's seed sets it"
+                    if key == "seed"
+                    else f"{did_you_mean(key, accepted)}it accepts: {', '.join(accepted)}"
+                )
+                raise ValueError(f"ensemble.stacker.{key}: unknown field; {hint}")
+        try:
+            StackerConfig(**stacker, seed=0)
+        except (ConfigError, TypeError) as err:
+            raise ValueError(f"ensemble.stacker: {err}") from None
         return stacker
-
-
-def stacker_config(fields: dict[str, Any], seed: int) -> Any:
-    """``ensemble.stacker`` as a `StackerConfig` seeded with the recipe's seed (ValueError
-    naming the field when it is not one)."""
-    from webly.ensemble.stack import StackerConfig
-
-    accepted = [f.name for f in dataclasses.fields(StackerConfig) if f.name not in ("seed",)]
-    for key in fields:
-        if key not in accepted:
-            hint = (
-                "the recipe's seed sets it"
-                if key == "seed"
-                else f"{did_you_mean(key, accepted)}it accepts: {', '.join(accepted)}"
-            )
-            raise ValueError(f"ensemble.stacker.{key}: unknown field; {hint}")
-    try:
-        return StackerConfig(**fields, seed=seed)
-    except (ConfigError, TypeError) as err:
-        raise ValueError(f"ensemble.stacker: {err}") from None
 
 
 class UnlabeledConfig(BaseModel):

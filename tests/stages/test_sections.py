@@ -1,8 +1,9 @@
-"""The commands that run one stage (``webly distill``, ``webly longtail``) build the recipe's
-own section model from ``--config`` and ``--set``: every key of the section, nested ones too,
-is reachable from the command, and no option re-declares a key by hand, so the command and the
-recipe cannot drift apart. (That both call the same library function on the same section is
-shown in tests/stages/test_distill.py and test_longtail.py.)"""
+"""The commands that run one stage (``webly clean``, ``webly ensemble``, ``webly distill``,
+``webly longtail``) build the recipe's own section model from ``--config`` and ``--set``: every
+key of the section, nested ones too, is reachable from the command, and no option re-declares a
+key by hand, so the command and the recipe cannot drift apart. (That both call the same library
+function on the same section is shown in tests/stages/test_clean_ensemble.py, test_distill.py
+and test_longtail.py.)"""
 
 from __future__ import annotations
 
@@ -17,9 +18,24 @@ import yaml
 from pydantic import BaseModel
 
 from webly import cli
-from webly.config import DistillConfig, LongtailConfig
+from webly.config import CleanConfig, DistillConfig, EnsembleConfig, LongtailConfig
 from webly.errors import ConfigError
 
+CLEAN: dict[str, list[str]] = {
+    "method": ["method=margin"],
+    "rounds": ["rounds=3"],
+    "patience": ["patience=null"],
+    "rules": ["rules={drop_fraction: 0.2, relabel_threshold: 0.8}"],
+    "options": ["options={threshold: 0.5}"],
+}
+"""Per key of the clean section, the ``--set`` items that give it a value other than its
+default."""
+ENSEMBLE: dict[str, list[str]] = {
+    "members": ["members=[logistic, mlp]"],
+    "blends": ["blends=[mean, vote]"],
+    "blend_options": ["blend_options={weighted: {n_trials: 5}}"],
+    "stacker": ["stacker={rounds: 10}"],
+}
 DISTILL: dict[str, list[str]] = {
     "teacher": ["teacher=stacker"],
     "family": ["family=true"],
@@ -55,6 +71,8 @@ LONGTAIL: dict[str, list[str]] = {
     "tail": ["tail=10"],
 }
 CASES = [
+    (CleanConfig, cli.clean_section, CLEAN, [], "clean"),
+    (EnsembleConfig, cli.ensemble_section, ENSEMBLE, [], "ensemble"),
     (DistillConfig, cli.distill_section, DISTILL, DISTILL_BASE, "distill"),
     (LongtailConfig, cli.longtail_section, LONGTAIL, [], "longtail"),
 ]
@@ -107,8 +125,10 @@ def test_the_config_file_is_the_recipes_section_and_set_goes_after_it(
         build(path, ["nope=1"])
 
 
-@pytest.mark.parametrize(("model", "command"), [(DistillConfig, "distill"),
-                                                (LongtailConfig, "longtail")])  # fmt: skip
+@pytest.mark.parametrize(("model", "command"), [
+    (CleanConfig, "clean"), (EnsembleConfig, "ensemble"), (DistillConfig, "distill"),
+    (LongtailConfig, "longtail"),
+])  # fmt: skip
 def test_no_option_of_the_command_redeclares_a_key_of_the_section(
     model: type[BaseModel], command: str
 ) -> None:

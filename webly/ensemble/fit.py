@@ -1,5 +1,6 @@
 """`fit_ensemble`: every blend and the stacker fitted on a zoo's out-of-fold predictions, each
-written as a prediction store (``webly ensemble``, and the pipeline's ``ensemble`` stage).
+written as a prediction store; `run_ensemble`: a recipe's ``ensemble`` section fitted so, the one
+call behind the pipeline's ``ensemble`` stage and ``webly ensemble``.
 
 The output folder::
 
@@ -19,18 +20,22 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import scipy.sparse as sp
 
 from webly.core import GAP_K, Task, TopK
+from webly.data.store import Dataset
 from webly.ensemble.blend import METHODS, Blend, fit_blend
 from webly.ensemble.members import Members
 from webly.ensemble.stack import Stacker, StackerConfig, fit_stacker
 from webly.errors import ConfigError, DataError
 from webly.metrics.evaluate import task_metric
 from webly.predictions import Predictions, write_predictions
+
+if TYPE_CHECKING:  # webly.config imports webly.ensemble to validate the section
+    from webly.config import EnsembleConfig
 
 STACKER = "stacker"
 BLEND = "blend"
@@ -47,6 +52,28 @@ class EnsembleEntry:
     oof_metric: float
     test_metric: float | None
     seconds: float
+
+
+def run_ensemble(
+    section: EnsembleConfig,
+    members: Members,
+    train: Dataset,
+    out: str | Path,
+    *,
+    folds: np.ndarray,
+    seed: int,
+    test_labels: sp.csr_matrix | None = None,
+    k: int = 100,
+) -> list[EnsembleEntry]:
+    """`fit_ensemble` of ``section``'s blends (with its ``blend_options``) and stacker (its
+    fields, seeded with ``seed``; none when null) on ``members`` (the section's ``members``,
+    opened), against ``train``'s labels, trained K-fold on ``folds``."""
+    stacker = StackerConfig(**section.stacker, seed=seed) if section.stacker is not None else None
+    return fit_ensemble(
+        members, train.labels, train.task, out, blends=section.blends,
+        blend_options=section.blend_options, stacker=stacker, folds=folds,
+        test_labels=test_labels, k=k,
+    )  # fmt: skip
 
 
 def fit_ensemble(

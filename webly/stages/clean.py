@@ -1,14 +1,11 @@
 """The ``clean`` stage: noisy labels found from the zoo's out-of-fold predictions, repaired, and
-the zoo trained again on the repaired labels (`webly.clean.iterate.clean_iteratively`).
+the zoo trained again on the repaired labels: the recipe's ``clean`` section run by
+`webly.clean.run.run_clean`, the call ``webly clean`` makes too.
 
 ``RUN/clean/round-<r>/`` holds round r's zoo, `NoiseReport` and table row; round 0 is the zoo
 stage's own zoo (``round-0/zoo`` links to ``RUN/zoo``: its members are found finished, not
 trained again). The members of the round with the best validation metric (out-of-fold, against
 the store's labels; round 0 when cleaning did not help) are what the ensemble stage combines.
-
-Methods that judge rows by data rather than predictions take it from the training store, as a
-recipe cannot write it: ``cluster`` its video-level features, ``semantic`` its text column and
-class descriptions (`store_inputs`).
 """
 
 from __future__ import annotations
@@ -18,11 +15,10 @@ from typing import Any
 
 import numpy as np
 
-from webly.clean._registry import method_entry
-from webly.clean.actions import ActionRules
-from webly.clean.iterate import REPORT_DIR, ZOO_DIR, clean_iteratively
+from webly.clean.iterate import REPORT_DIR, ZOO_DIR
+from webly.clean.run import run_clean
 from webly.config import Recipe
-from webly.data.store import MANIFEST, Dataset
+from webly.data.store import MANIFEST
 from webly.rundir import CleanRecord, FoldsRecord
 from webly.stages.context import StageContext, StageResult, splits
 from webly.train.oof import STORE_DIR
@@ -46,12 +42,9 @@ def make_clean(ctx: StageContext) -> StageResult:
     link = first / ZOO_DIR
     if not link.exists():
         os.symlink(os.path.relpath(ctx.rundir.folder("zoo"), first), link)
-    result = clean_iteratively(
-        ctx.recipe.zoo, train, test, ctx.folder, rounds=section.rounds, method=section.method,
-        rules=ActionRules(**section.rules), folds=folds,
-        options={**store_inputs(section.method, section.options, train), **section.options},
-        executor=ctx.executor, patience=section.patience,
-    )  # fmt: skip
+    result = run_clean(
+        section, ctx.recipe.zoo, train, test, ctx.folder, folds=folds, executor=ctx.executor
+    )
     best = result.rows[result.best]
     zoo_dir = ctx.folder / f"round-{best.round}" / ZOO_DIR
     members = {
@@ -79,20 +72,3 @@ def make_clean(ctx: StageContext) -> StageResult:
             best=result.best,
         ),
     )
-
-
-def store_inputs(method: str, given: dict[str, Any], train: Dataset) -> dict[str, Any]:
-    """The data inputs of ``method`` that ``given`` lacks, read from ``train``: ``features``
-    ``(n_samples, d)`` float32, its video-level groups concatenated; ``texts`` ``(n_samples,)``
-    (when the store has a text column); ``class_descriptions`` ``(n_classes,)`` str, the
-    manifest's descriptions, else the class names."""
-    wanted = method_entry(method).inputs - set(given)
-    found: dict[str, Any] = {}
-    if "features" in wanted:
-        groups = [f.name for f in train.layout.features if f.level == "video"]
-        found["features"] = train.features(np.arange(len(train)), groups)
-    if "texts" in wanted and train.texts is not None:
-        found["texts"] = train.texts
-    if "class_descriptions" in wanted:
-        found["class_descriptions"] = list(train.layout.class_descriptions or train.class_names)
-    return found

@@ -1,6 +1,7 @@
-"""The ``ensemble`` stage: the zoo's blends and its LightGBM stacker (`fit_ensemble`), each a
-prediction store in ``RUN/ensemble/``. The teacher of the distill stage is the entry with the
-best out-of-fold metric."""
+"""The ``ensemble`` stage: the recipe's ``ensemble`` section run by
+`webly.ensemble.fit.run_ensemble` (the call ``webly ensemble`` makes too): the zoo's
+blends and its LightGBM stacker, each a prediction store in ``RUN/ensemble/``. The teacher of the
+distill stage is the entry with the best out-of-fold metric."""
 
 from __future__ import annotations
 
@@ -8,8 +9,8 @@ from typing import Any
 
 import numpy as np
 
-from webly.config import Recipe, stacker_config
-from webly.ensemble.fit import STACKER, fit_ensemble
+from webly.config import Recipe
+from webly.ensemble.fit import STACKER, run_ensemble
 from webly.ensemble.members import Members, open_members
 from webly.errors import DataError
 from webly.rundir import EnsembleRecord, FoldsRecord
@@ -32,16 +33,10 @@ def make_ensemble(ctx: StageContext) -> StageResult:
     train, test = splits(ctx)
     members = stage_members(ctx, section.members, with_test=test is not None)
     scored = scoring(ctx)
-    entries = fit_ensemble(
-        members, train.labels, train.task, ctx.folder,
-        blends=section.blends, blend_options=section.blend_options,
-        stacker=(
-            stacker_config(section.stacker, ctx.recipe.seed)
-            if section.stacker is not None
-            else None
-        ),
-        folds=np.load(ctx.need(FoldsRecord).folds),
-        test_labels=scored.labels if scored.split == "test" else None, k=ctx.recipe.zoo.k,
+    entries = run_ensemble(
+        section, members, train, ctx.folder, folds=np.load(ctx.need(FoldsRecord).folds),
+        seed=ctx.recipe.seed, test_labels=scored.labels if scored.split == "test" else None,
+        k=ctx.recipe.zoo.k,
     )  # fmt: skip
     if not entries:
         return StageResult(key="no blend and no stacker in the recipe")

@@ -1,4 +1,4 @@
-"""The clean stage's data inputs from the training store: features for ``cluster``, texts and
+"""`run_clean`'s data inputs from the training store: features for ``cluster``, texts and
 class descriptions for ``semantic``, none for prediction-only methods, the recipe's own kept."""
 
 from __future__ import annotations
@@ -6,9 +6,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from webly.clean.run import store_inputs
 from webly.data import Dataset
 from webly.data.products import ProductsLikeConfig, synth_products_like
-from webly.stages.clean import store_inputs
 
 
 @pytest.fixture(scope="module")
