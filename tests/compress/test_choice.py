@@ -213,6 +213,7 @@ def test_compressed_members_deploy_as_they_were_scored(tiny_run: Path, tmp_path:
     assert shipped_bytes(exported.folder) < 0.5 * shipped_bytes(full.folder)
 
 
+@pytest.mark.slow
 def test_webly_export_ships_the_choice_and_refuses_what_fits_nothing(
     tiny_run: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

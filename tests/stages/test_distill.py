@@ -67,6 +67,7 @@ def base(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp / "run"
 
 
+@pytest.mark.slow
 def test_every_lam_is_tried_and_the_best_on_the_held_out_rows_kept(base: Path) -> None:
     stage = manifest(base)
     summary, outputs = stage["summary"], stage["outputs"]
@@ -92,6 +93,7 @@ def test_every_lam_is_tried_and_the_best_on_the_held_out_rows_kept(base: Path) -
     assert set(teacher["on the final's held-out rows"]) == {"mean", "stacker"}
 
 
+@pytest.mark.slow
 def test_a_teacher_worse_than_the_labels_leaves_the_twin(
     base: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -189,6 +191,7 @@ def _dense(top: Any, n_classes: int) -> np.ndarray:
     return out
 
 
+@pytest.mark.slow
 def test_webly_distill_runs_the_recipes_section_as_the_stage_does(
     base: Path, tmp_path: Path
 ) -> None:
