@@ -91,7 +91,11 @@ def cluster() -> Iterator[Cluster]:
     """A head (with a Ray Client server at `CLIENT_PORT` where ray[client] is installed) and a
     second node, one CPU each."""
     head = {"num_cpus": 1} | ({"ray_client_server_port": CLIENT_PORT} if CLIENT else {})
-    started = Cluster(initialize_head=True, head_node_args=head)
+    with pytest.MonkeyPatch.context() as env:
+        # the head's Ray Client proxy waits 30 s for a client's server by default: too short
+        # on two cores while the other test worker trains (the proxy reads it when it starts)
+        env.setenv("RAY_CLIENT_SERVER_CHECK_CHANNEL_TIMEOUT_S", "180")
+        started = Cluster(initialize_head=True, head_node_args=head)
     try:
         started.add_node(num_cpus=1)
         started.wait_for_nodes()
