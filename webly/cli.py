@@ -723,7 +723,7 @@ def ensemble(
         test_labels = test_labels if test_labels.nnz else None
     entries = run_ensemble(
         section, chosen, train, dest, folds=train.folds(int(model["folds"]), seed), seed=seed,
-        test_labels=test_labels,
+        test_labels=test_labels, k=max(store.k for store in chosen.stores),
     )  # fmt: skip
     metric = train.task.metric().name
     table = Table(title=f"{len(chosen)} members of {zoo_dir} -> {dest}", title_justify="left")
