@@ -26,12 +26,12 @@ lint: $(STAMP)
 	$(BIN)/mypy webly
 
 # Two pytest-xdist workers (the 2-core machines this runs on); worksteal balances the long
-# end-to-end tests.
+# end-to-end tests; the ten slowest are listed.
 test: lint
-	$(BIN)/pytest -q -n 2 --dist worksteal
+	$(BIN)/pytest -q -n 2 --dist worksteal --durations=10
 
 test-fast: lint
-	$(BIN)/pytest -q -n 2 --dist worksteal -m "not slow"
+	$(BIN)/pytest -q -n 2 --dist worksteal --durations=10 -m "not slow"
 
 demo: $(STAMP)
 	$(BIN)/webly demo --out demo-out

@@ -1,9 +1,12 @@
 from __future__ import annotations
 
+import contextlib
 import errno
+import io
 import os
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 from typing import Any
 from unittest import mock
@@ -15,7 +18,7 @@ from PIL import Image
 from rich.console import Console
 
 from tests.conftest import REAL_YT8M
-from webly.cli import os_error_message
+from webly.cli import main, os_error_message
 from webly.core import TopK
 from webly.data import Dataset
 from webly.demo import run_demo
@@ -26,9 +29,22 @@ from webly.predictions import Predictions
 
 
 def webly(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "webly", *args], capture_output=True, text=True, timeout=120
-    )
+    """Run ``webly ARGS`` in this process through its entry point (`webly.cli.main`, as the
+    console script does): exit status, stdout and stderr. A new interpreter a command would
+    cost seconds of imports; the tests that need one (``python -m webly``, the shell
+    completion, another working folder) start it themselves."""
+    stdout, stderr = io.StringIO(), io.StringIO()
+    shown = warnings.showwarning
+    argv = mock.patch.object(sys, "argv", ["webly", *args])
+    with argv, contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr):
+        try:
+            main()
+            status = 0
+        except SystemExit as done:
+            status = done.code if isinstance(done.code, int) else int(done.code is not None)
+        finally:
+            warnings.showwarning = shown
+    return subprocess.CompletedProcess(args, status, stdout.getvalue(), stderr.getvalue())
 
 
 def assert_user_error(result: subprocess.CompletedProcess[str], *needles: str) -> None:
