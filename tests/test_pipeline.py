@@ -568,3 +568,26 @@ def test_clean_stage_reuses_the_zoo_as_round_0_and_feeds_the_ensemble(
     cleaned = [Predictions.open(copy / p) for p in clean["outputs"]["members"].values()]
     expected = (cleaned[0].dense("test") + cleaned[1].dense("test")) / 2
     np.testing.assert_allclose(mean.dense("test"), expected, atol=2e-3)
+    assert_scored(result, copy, clean["outputs"]["members"])
+    assert RunDir(copy).first_noise_report() == copy / "clean" / "round-0" / "report"
+    # round 1 kept (round 0 validated best here): the stages reading clean score its members
+    round_1 = {m: f"clean/round-1/zoo/{m}/predictions" for m in ("logistic", "mlp")}
+    outputs, summary = {**clean["outputs"], "members": round_1}, {**clean["summary"], "best": 1}
+    RunDir(copy).write_manifest("clean", {**clean, "outputs": outputs, "summary": summary})
+    result, _ = run(
+        tmp_path, copy, "clean.rounds=1", "ensemble.blends=[mean]", "ensemble.stacker=null"
+    )
+    assert ran(result) == from_stage("ensemble")
+    assert_scored(result, copy, round_1)
+    zoo_mlp = Predictions.open(copy / "zoo" / "mlp" / "predictions").fold_metrics["test"]
+    assert result.results is not None and result.results["rows"][1]["BCE"] != zoo_mlp["loss"]
+
+
+def assert_scored(result: RunResult, run: Path, members: dict[str, str]) -> None:
+    """The evaluate stage's row of each of ``members`` (id -> store, relative to ``run``) holds
+    its store's test figures."""
+    assert result.results is not None
+    rows = {row["model"]: row for row in result.results["rows"]}
+    for name, path in members.items():
+        figures = Predictions.open(run / path).fold_metrics["test"]
+        assert rows[name]["GAP@20"] == figures["metric"] and rows[name]["BCE"] == figures["loss"]

@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 
 from webly import resume
+from webly.core import Task
 from webly.errors import DataError
 from webly.pipeline import STAGES
 from webly.rundir import (
@@ -75,11 +76,12 @@ def test_typed_records_round_trip(tmp_path: Path) -> None:
         rows={"train": 10, "test": 5}, classes=3, task="multiclass", levels=["video"],
         noise=None,
     )  # fmt: skip
+    assert data.task is Task.MULTICLASS  # a Task however it was given
     record(run, data)
     saved = json.loads(run.manifest_file("data").read_text())
     assert saved["outputs"] == {"train": "data/train", "test": "/elsewhere/test", "unlabeled": None}
     assert saved["summary"]["classes"] == 3
-    assert run.read(DataRecord) == data
+    assert run.read(DataRecord) == data and run.need(DataRecord).task is Task.MULTICLASS
     zoo = ZooRecord(members={"mlp": tmp_path / "zoo/mlp/predictions"}, table=[{"model": "mlp"}])
     record(run, zoo)
     assert json.loads(run.manifest_file("zoo").read_text())["summary"] == {
@@ -134,6 +136,29 @@ def test_members_are_the_clean_stages_after_clean_else_the_zoos(tmp_path: Path) 
         ),
     )  # fmt: skip
     assert run.members() == cleaned
+
+
+def test_the_first_noise_report_is_round_0s_in_manifests_with_and_without_reports(
+    tmp_path: Path,
+) -> None:
+    run = RunDir(tmp_path)
+    assert run.first_noise_report() is None  # no clean stage
+    reports = [tmp_path / f"clean/round-{r}/report" for r in range(3)]
+    kept = CleanRecord(
+        members={}, report=reports[1], metric="accuracy", rounds=[], best=2, reports=reports
+    )
+    record(run, kept)
+    assert run.read(CleanRecord) == kept and run.first_noise_report() == reports[0]
+    outputs = {"members": {}, "report": "clean/round-0/report"}  # written before ``reports``
+    summary = {"metric": "accuracy", "rounds": [], "best": 1}
+    write(run, "clean", outputs, summary)
+    assert run.need(CleanRecord).reports == [] and run.first_noise_report() == reports[0]
+    write(run, "clean", {**outputs, "report": "clean/round-1/report"}, {**summary, "best": 2})
+    with pytest.raises(DataError) as err:
+        run.first_noise_report()
+    message = str(err.value)
+    assert "\n" not in message and str(run.manifest_file("clean")) in message
+    assert "names no first-round noise report" in message
 
 
 def test_resume_is_done_only_under_the_same_hash(tmp_path: Path) -> None:

@@ -150,7 +150,7 @@ STAGES = (
     ),
     Stage(
         EvaluateRecord,
-        ("data", "zoo", "ensemble", "distill", "longtail"),
+        ("data", "zoo", "clean", "ensemble", "distill", "longtail"),
         evaluate_config,
         evaluate_zoo,
     ),

@@ -37,7 +37,6 @@ import pandas as pd
 from rich.console import Console
 
 from webly._fs import file_hash, write_atomic
-from webly.clean.iterate import REPORT_DIR
 from webly.clean.report import NoiseReport
 from webly.compress.budget import FRONTIER_FILE
 from webly.compress.choice import export_best
@@ -106,11 +105,9 @@ class Predictor:
         seed: int = 0,
         progress: bool = True,
     ) -> None:
-        if task not in (None, "multiclass", "multilabel"):
-            raise ConfigError(f"task is {task!r}; pass 'multiclass', 'multilabel' or None")
         if isinstance(zoo, str) and zoo not in ("default", "fast"):
             raise ConfigError(f"zoo is {zoo!r}; pass 'default', 'fast' or a zoo section (dict)")
-        self.task = task
+        self.task = None if task is None else Task.parse(task)
         self.path = Path(path) if path is not None else _new_path()
         self.settings: dict[str, Any] = {
             "zoo": zoo if isinstance(zoo, str) else dict(zoo),
@@ -259,12 +256,12 @@ class Predictor:
         ``predicted_prob`` and ``action`` (what the repair did: keep, relabel, drop, ...);
         indexed by row id.
         """
-        folder = self.run / "clean" / "round-0" / REPORT_DIR
         if self.settings["clean"] is None:
             raise ConfigError(
                 "label_issues needs the clean stage; create the Predictor with clean=True"
             )
-        if not (folder / MANIFEST).is_file():
+        folder = RunDir(self.run).first_noise_report()
+        if folder is None:
             raise ConfigError(f"{self.run} has no finished clean stage; call fit(train) first")
         report = NoiseReport.load(folder)
         train = Dataset.open(self.inputs["train"])
@@ -274,7 +271,7 @@ class Predictor:
             names[labels.indices[a:b]].tolist()
             for a, b in zip(labels.indptr[:-1], labels.indptr[1:], strict=True)
         ]
-        if report.task == "multiclass":
+        if not report.task.multilabel:
             given = [g[0] if g else None for g in given]
         table = pd.DataFrame(
             {
@@ -311,7 +308,7 @@ class Predictor:
         scores = self.predict_proba(data)
         names = np.asarray(scores.columns, dtype=object)
         values = scores.to_numpy()
-        if self.task == "multiclass":
+        if self.task is Task.MULTICLASS:
             return _as_labels(names[values.argmax(axis=1)])
         chosen = np.empty(len(values), dtype=object)
         for i, row in enumerate(values):
@@ -413,7 +410,7 @@ class Predictor:
         elif reference is not None:
             options["n_classes"] = reference.n_classes
         if not labels:
-            options["task"] = reference.task if reference is not None else "multilabel"
+            options["task"] = reference.task if reference is not None else Task.MULTILABEL
         elif self.task is not None:
             options["task"] = self.task
         if isinstance(data, Dataset | str | Path):

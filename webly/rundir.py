@@ -17,8 +17,9 @@ The layout::
 
 A stage's record is a frozen dataclass (`DataRecord`, `ZooRecord`, ...): what later stages, the
 report, compress and export read of it. A manifest that lacks one of its keys is a one-line
-`DataError` naming the stage, the file and the key, never a silent default; a manifest of
-another `VERSION` says the run must be made again.
+`DataError` naming the stage, the file and the key, never a silent default (but for a field
+declared with one: added since its `VERSION`, it reads as that default in older manifests); a
+manifest of another `VERSION` says the run must be made again.
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ import scipy.sparse as sp
 
 from webly._fs import file_hash
 from webly.config import Recipe, load_recipe
+from webly.core import Task
 from webly.data.store import Dataset
 from webly.errors import DataError
 from webly.resume import RUNNING, mark, read_record
@@ -80,12 +82,19 @@ class StageRecord:
             section, key = cls._place(f.name)
             recorded = manifest.get(section)
             if not isinstance(recorded, dict) or key not in recorded:
+                if _has_default(f):
+                    continue
                 raise DataError(
                     f"{where}: the {cls.STAGE} stage's manifest has no {section} key {key!r} "
                     f"(made by another webly?); delete {where.parent} and run the recipe again"
                 )
             values[f.name] = _load(recorded[key], hints[f.name], root)
         return cls(**values)
+
+
+def _has_default(f: dataclasses.Field[Any]) -> bool:
+    """Whether the record field ``f`` declares a default (a field added since `VERSION`)."""
+    return f.default is not dataclasses.MISSING or f.default_factory is not dataclasses.MISSING
 
 
 def _dump(value: Any, root: Path) -> Any:
@@ -105,6 +114,8 @@ def _load(value: Any, hint: Any, root: Path) -> Any:
         return root / value
     if hint == dict[str, Path]:
         return {k: root / v for k, v in value.items()}
+    if hint == list[Path]:
+        return [root / v for v in value]
     return value
 
 
@@ -119,9 +130,12 @@ class DataRecord(StageRecord):
     unlabeled: Path | None
     rows: dict[str, int]
     classes: int
-    task: str
+    task: Task
     levels: list[str]
     noise: dict[str, Any] | None
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "task", Task.parse(self.task))
 
 
 @dataclass(frozen=True)
@@ -149,16 +163,18 @@ class ZooRecord(StageRecord):
 
 @dataclass(frozen=True)
 class CleanRecord(StageRecord):
-    """The members of the kept round by id, the noise report their labels came from, and each
-    round's row."""
+    """The members of the kept round by id, the noise report their labels came from, each
+    round's row, and each round's noise report (round 0 first; empty in manifests written
+    before they were recorded)."""
 
     STAGE: ClassVar[str] = "clean"
-    OUTPUTS: ClassVar[tuple[str, ...]] = ("members", "report")
+    OUTPUTS: ClassVar[tuple[str, ...]] = ("members", "report", "reports")
     members: dict[str, Path]
     report: Path
     metric: str
     rounds: list[dict[str, Any]]
     best: int
+    reports: list[Path] = dataclasses.field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -438,6 +454,23 @@ class RunDir:
             return dict(cleaned.members)
         zoo = self.read(ZooRecord)
         return dict(zoo.members) if zoo is not None else {}
+
+    def first_noise_report(self) -> Path | None:
+        """The folder of the clean stage's first `NoiseReport`: its verdict on the zoo stage's
+        out-of-fold predictions (the labels round 1 trained on); None before the clean stage
+        finished."""
+        clean = self.read(CleanRecord)
+        if clean is None:
+            return None
+        if clean.reports:
+            return clean.reports[0]
+        if clean.best <= 1:  # recorded without ``reports``: ``report`` is round max(best-1, 0)'s
+            return clean.report
+        raise DataError(
+            f"{self.manifest_file(CleanRecord.STAGE)}: the clean stage's manifest names no "
+            f"first-round noise report (made by an earlier webly); delete "
+            f"{self.folder(CleanRecord.STAGE)} and run the recipe again"
+        )
 
     def final(self) -> LongtailRecord | DistillRecord | None:
         """The record of the final network the run deploys: the long-tail stage's (distill's

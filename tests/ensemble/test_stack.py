@@ -13,7 +13,7 @@ import scipy.sparse as sp
 from rich.console import Console
 
 from webly import progress
-from webly.core import TopK
+from webly.core import Task, TopK
 from webly.ensemble.fit import fit_ensemble, load_entry
 from webly.ensemble.members import Members, open_members
 from webly.ensemble.stack import Stacker, StackerConfig, feature_names, fit_stacker
@@ -213,7 +213,7 @@ def test_bad_inputs_fail_before_training(zoo: Zoo, tmp_path: Path) -> None:
 def test_blocks_with_fewer_candidates_than_the_widest_row() -> None:
     from webly.ensemble.stack import _TopKBuffer
 
-    buffer = _TopKBuffer(keep=10, task="multilabel")
+    buffer = _TopKBuffer(keep=10, task=Task.MULTILABEL)
     buffer.put(np.array([[0, 1, 2], [3, -1, -1]]), np.array([0.1, 0.9, 0.5, 0.7], np.float32))
     buffer.put(np.array([[4, 5]]), np.array([0.2, 0.3], np.float32))
     top = buffer.topk()

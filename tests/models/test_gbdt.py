@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 
+from webly.core import Task
 from webly.errors import ConfigError, DataError
 from webly.models import create_model
 from webly.models.gbdt import LgbmModel, lgbm
@@ -38,7 +39,7 @@ def model(n_classes: int, **hparams: Any) -> LgbmModel:
 def test_single_label_rows_train_one_multiclass_booster() -> None:
     x = features(200)
     m = model(3).fit(x, one_hot(x[:, :3].argmax(1), 3))
-    assert m.task == "multiclass" and len(m.boosters) == 1
+    assert m.task is Task.MULTICLASS and len(m.boosters) == 1
     scores = m.predict(features(50, seed=1))
     assert scores.shape == (50, 3) and scores.dtype == np.float32
     np.testing.assert_allclose(scores.sum(1), 1.0, rtol=1e-5)
@@ -48,7 +49,7 @@ def test_multi_label_rows_train_one_booster_per_class() -> None:
     x = features(200)
     labels = sp.hstack([multi_label(x, 3), sp.csr_matrix((200, 1))]).tocsr()  # class 3: never
     m = model(4).fit(x, labels)
-    assert m.task == "one_vs_rest"
+    assert m.task is Task.MULTILABEL
     assert [b is not None for b in m.boosters] == [True, True, True, False]
     scores = m.predict(features(50, seed=1))
     assert scores.shape == (50, 4)

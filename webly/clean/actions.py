@@ -92,7 +92,7 @@ def choose_actions(verdict: NoiseVerdict, rules: ActionRules) -> Actions:
     labels = verdict.labels
     shape = labels.shape
     codes = np.full(verdict.n_samples, KEEP, dtype=np.uint8)
-    if verdict.task == "multiclass":
+    if not verdict.task.multilabel:
         given = labels.indices
         fix = (
             verdict.is_noisy

@@ -58,7 +58,7 @@ def ensemble_agreement(
     labels = problem.labels
     p_label = [label_probs(m, labels, label_hits(m, labels)) for m in problem.members]
     mean_p = np.mean(p_label, axis=0)  # (nnz,)
-    if problem.task == "multiclass":
+    if not problem.task.multilabel:
         against = [m.top1()[1] > p for m, p in zip(problem.members, p_label, strict=True)]
         share = np.mean(against, axis=0)
         return multiclass_detection(problem, (share + 1 - mean_p) / 2, share > vote)

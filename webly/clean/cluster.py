@@ -155,7 +155,7 @@ def cluster(
                 rho = density(x, rows, fit, neighbors, metric)
                 score[entries], flagged[entries] = density_scores(rho, quantile, threshold)
 
-    if problem.task == "multiclass":  # one entry a row, in row order
+    if not problem.task.multilabel:  # one entry a row, in row order
         found = multiclass_detection(problem, score, flagged)
         rate = safe_divide(np.bincount(labels.indices[flagged], minlength=counts.size), counts)
         return replace(found, class_noise_rate=rate)

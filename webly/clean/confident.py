@@ -90,7 +90,7 @@ def confident_learning(
         or min_class_rows < 1
     ):
         raise ConfigError(f"min_class_rows is {min_class_rows!r}; pass an integer >= 1")
-    if problem.task == "multiclass":
+    if not problem.task.multilabel:
         require_normalized(problem, "confident_learning")
         return _multiclass(problem, prune, min_class_rows)
     return _multilabel(problem, min_class_rows)

@@ -8,7 +8,7 @@ from typing import Any
 from webly.clean._registry import method_entry, recorded_options, resolve_options
 from webly.clean.problem import OofLike, build_problem
 from webly.clean.verdict import NoiseVerdict, build_verdict
-from webly.core import LabelsLike
+from webly.core import LabelsLike, Task
 
 
 def find_noisy_labels(
@@ -16,7 +16,7 @@ def find_noisy_labels(
     oof: OofLike | Sequence[OofLike],
     method: str = "confident_learning",
     *,
-    task: str | None = None,
+    task: Task | None = None,
     n_classes: int | None = None,
     **options: Any,
 ) -> NoiseVerdict:

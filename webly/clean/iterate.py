@@ -222,7 +222,7 @@ def clean_iteratively(
     reports: list[Path] = []
     trained_on: list[tuple[sp.csr_matrix, np.ndarray]] = []
     for r in range(rounds + 1):
-        folder = out / f"round-{r}"
+        folder = round_folder(out, r)
         digest = _round_digest(zoo, train, test, folds, labels, weight, method, options, rules)
         finished = _finished(folder, digest)
         if finished is not None:
@@ -249,6 +249,12 @@ def clean_iteratively(
         sample_weight=best_weight,
         reports=tuple(reports),
     )
+
+
+def round_folder(out: Path, r: int) -> Path:
+    """``OUT/round-<r>``: round ``r``'s zoo, report and ``round.json`` (see the module
+    docstring)."""
+    return out / f"round-{r}"
 
 
 def _best_round(rows: list[RoundRow]) -> int:

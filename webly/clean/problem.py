@@ -65,7 +65,7 @@ class NoiseProblem:
 def build_problem(
     labels: LabelsLike,
     oof: OofLike | Sequence[OofLike],
-    task: str | None = None,
+    task: Task | None = None,
     n_classes: int | None = None,
 ) -> NoiseProblem:
     """Validate ``labels`` and ``oof`` and return the `NoiseProblem` they make.

@@ -44,7 +44,7 @@ def margin(problem: NoiseProblem, *, threshold: float = 0.0) -> Detection:
     """Flag labels whose margin (best other probability minus the label's) exceeds
     ``threshold`` (in [-1, 1))."""
     check_range("threshold", threshold, -1.0, 1.0, closed=False)
-    if problem.task == "multilabel":
+    if problem.task.multilabel:
         return _binary_rule(
             problem, spurious_below=(1 - threshold) / 2, missing_above=(1 + threshold) / 2
         )
@@ -64,7 +64,7 @@ def disagree_low_conf(problem: NoiseProblem, *, threshold: float = 0.5) -> Detec
     others = np.where(other_mask(probs, hits), probs.values, 0)
     best_other = others.max(axis=1)
     p_label = label_probs(probs, labels, hits)
-    if problem.task == "multiclass":
+    if not problem.task.multilabel:
         _, top_prob = probs.top1()
         noisy = (top_prob > p_label) & (top_prob >= threshold)
         return multiclass_detection(problem, best_other, noisy)
@@ -84,7 +84,7 @@ def _binary_rule(
     probs, labels = problem.probs, problem.labels
     hits = label_hits(probs, labels)
     p_label = label_probs(probs, labels, hits)
-    if problem.task == "multiclass":
+    if not problem.task.multilabel:
         return multiclass_detection(problem, 1 - p_label, p_label < spurious_below)
     others = np.where(other_mask(probs, hits), probs.values, 0)
     row_score = np.maximum(

@@ -125,7 +125,7 @@ def semantic(
     )
     score = (1 - np.clip(position, 0, 1)) * -np.expm1(-spread / temperature)
     flagged = score > threshold
-    if problem.task == "multiclass":  # one entry a row, in row order
+    if not problem.task.multilabel:  # one entry a row, in row order
         true = np.where(flagged, best_class, labels.indices)
         pairs = sp.csr_matrix(
             (np.ones(true.size), (labels.indices, true)), shape=(problem.n_classes,) * 2

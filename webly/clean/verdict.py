@@ -222,9 +222,9 @@ def build_verdict(
     predicted, predicted_prob = problem.probs.top1()
     n_classes = problem.n_classes
     rows_given = (
-        np.asarray(found.pairs.sum(axis=1)).ravel()
-        if problem.task == "multiclass"
-        else problem.label_counts().astype(np.float64)
+        problem.label_counts().astype(np.float64)
+        if problem.task.multilabel
+        else np.asarray(found.pairs.sum(axis=1)).ravel()
     )
     transition = None
     if n_classes <= DENSE_TRANSITION_MAX:

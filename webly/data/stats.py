@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from webly.core import Task
 from webly.data.store import Dataset
 
 QUANTILES = (0.0, 0.05, 0.25, 0.5, 0.75, 0.95, 1.0)
@@ -17,7 +18,7 @@ class DatasetStats:
 
     rows: int
     n_classes: int
-    task: str
+    task: Task
     labels_per_row: float
     rows_without_labels: int
     class_count_quantiles: dict[float, float]

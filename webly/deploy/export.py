@@ -49,6 +49,7 @@ from torch import nn
 import webly
 from webly._fs import atomic_output, fsync_path, sha256_file, write_json
 from webly._optional import require
+from webly.core import Task
 from webly.data.store import FeatureSpec, Layout
 from webly.data.store import Level as StoreLevel
 from webly.deploy.exported import (
@@ -270,7 +271,8 @@ def export_onnx(
             f"the model predicts {n_classes} classes, the store has {layout.n_classes}; export "
             "against the store the model was trained on"
         )
-    multilabel = layout is None or layout.task == "multilabel"
+    task = Task.MULTILABEL if layout is None else layout.task
+    multilabel = task.multilabel
     compressed = is_compressed(network_folder)
     stored = QuantizedState.load(network_folder / QUANTIZED_FILE) if compressed else None
     graph = FeatureGraph(network, features, multilabel, stored).eval()
@@ -311,7 +313,7 @@ def export_onnx(
             "exported_utc": datetime.now(UTC).isoformat(timespec="seconds"),
             "source": str(network_folder),
             "level": network.level,
-            "task": "multilabel" if multilabel else "multiclass",
+            "task": task,
             "n_classes": n_classes,
             "class_names": _class_names(layout, n_classes),
             "class_descriptions": _descriptions(layout),

@@ -655,12 +655,15 @@ class Stacker:
     """
 
     config: StackerConfig
-    task: str
+    task: Task
     members: list[str]
     member_k: list[int]
     prior: np.ndarray  # (n_classes,) float32
     models: list[_Model]
     folds: list[dict[str, Any]] = field(default_factory=list)  # per-fold metrics (fit_stacker)
+
+    def __post_init__(self) -> None:
+        self.task = Task.parse(self.task)
 
     @property
     def n_classes(self) -> int:
@@ -805,7 +808,7 @@ class Stacker:
 class _TopKBuffer:
     """Collects the best ``keep`` candidates of each row, block by block in row order."""
 
-    def __init__(self, keep: int, task: str) -> None:
+    def __init__(self, keep: int, task: Task) -> None:
         self.keep = keep
         self.task = task
         self.blocks: list[tuple[np.ndarray, np.ndarray]] = []
@@ -816,7 +819,7 @@ class _TopKBuffer:
         valid = candidates >= 0
         scores = np.full(candidates.shape, -np.inf, dtype=np.float32)
         scores[valid] = probs
-        if self.task == "multiclass":
+        if not self.task.multilabel:
             total = np.where(valid, scores, 0).sum(axis=1, keepdims=True)
             scores = np.where(valid, scores / np.maximum(total, 1e-30), -np.inf)
         self.blocks.append(select_top_k(TopK(candidates, scores), self.keep, sort=True))

@@ -17,11 +17,12 @@ import lightgbm as lgb
 import numpy as np
 import scipy.sparse as sp
 
-from webly.core import canonical_labels
+from webly.core import Task, canonical_labels
 from webly.errors import ConfigError, DataError
 from webly.models._registry import register_model
 
 CONFIG_FILE = "lgbm.json"
+SCHEMES = {Task.MULTICLASS: "multiclass", Task.MULTILABEL: "one_vs_rest"}  # lgbm.json's "task"
 
 
 class LgbmModel:
@@ -33,7 +34,7 @@ class LgbmModel:
         self.n_classes = n_classes
         self.input_dims = dict(input_dims)
         self.hparams = dict(hparams)
-        self.task: str | None = None  # "multiclass" or "one_vs_rest" once fitted
+        self.task: Task | None = None  # once fitted; multi-label trains one-vs-rest
         self.boosters: list[lgb.Booster | None] = []  # one, or one per class (None: constant)
         self.constants: list[float] = []  # one-vs-rest: probability of a class without a booster
 
@@ -65,7 +66,7 @@ class LgbmModel:
             raise ConfigError("lgbm got only one of x_valid, labels_valid; pass both or none")
         valid = None if x_valid is None else self._check(x_valid, labels_valid)
         if (np.diff(labels.indptr) == 1).all():  # one label a row
-            self.task, self.constants = "multiclass", []
+            self.task, self.constants = Task.MULTICLASS, []
             params = {"objective": "multiclass", "num_class": self.n_classes}
             valid_ids = None if valid is None else (valid[0], _class_ids(valid[1]))
             self.boosters = [self._train(params, x, labels.indices, valid_ids)]
@@ -76,7 +77,7 @@ class LgbmModel:
                 f"labels are multi-label over {self.n_classes} classes but lgbm trains one-vs-rest "
                 f"only up to max_ovr_classes={limit}; use a neural model (e.g. mlp) for these"
             )
-        self.task, self.boosters, self.constants = "one_vs_rest", [], []
+        self.task, self.boosters, self.constants = Task.MULTILABEL, [], []
         targets = np.ascontiguousarray(labels.T.toarray())  # (n_classes, N), n_classes small
         for c in range(self.n_classes):
             share = float(targets[c].mean())
@@ -93,7 +94,7 @@ class LgbmModel:
         if self.task is None:
             raise ConfigError("lgbm model is not fitted; call fit(x, labels) before predict")
         x = self._check_features(x)
-        if self.task == "multiclass":
+        if not self.task.multilabel:
             booster = self.boosters[0]
             assert booster is not None  # a multiclass model always has its booster
             return np.asarray(booster.predict(x), dtype=np.float32).reshape(len(x), -1)
@@ -121,7 +122,7 @@ class LgbmModel:
             "n_classes": self.n_classes,
             "input_dims": self.input_dims,
             "hparams": self.hparams,
-            "task": self.task,
+            "task": SCHEMES[self.task],
             "boosters": files,
             "constants": self.constants,
         }
@@ -133,6 +134,7 @@ class LgbmModel:
         folder = Path(folder)
         try:
             config = json.loads((folder / CONFIG_FILE).read_text())
+            task = {scheme: t for t, scheme in SCHEMES.items()}[config["task"]]
             boosters = [
                 None if name is None else lgb.Booster(model_file=str(folder / name))
                 for name in config["boosters"]
@@ -140,7 +142,7 @@ class LgbmModel:
         except (OSError, ValueError, KeyError, lgb.basic.LightGBMError) as err:
             raise DataError(f"{folder}: not a saved lgbm model ({err}); check the path") from None
         model = cls(config["n_classes"], config["input_dims"], config["hparams"])
-        model.task, model.boosters, model.constants = config["task"], boosters, config["constants"]
+        model.task, model.boosters, model.constants = task, boosters, config["constants"]
         return model
 
     def _train(

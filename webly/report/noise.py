@@ -218,7 +218,7 @@ def _confusions(report: NoiseReport, train: Dataset, n_pairs: int) -> Chart | No
         if given in order and true in order and given != true:
             matrix[order[given], order[true]] = count
     names = [train.class_names[c] for c in order]
-    if report.task == "multilabel":
+    if report.task.multilabel:
         axes = ("label judged missing", "label judged spurious")
         caption = "Rows where the row's label is judged spurious and the column's missing."
     else:

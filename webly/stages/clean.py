@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from webly.clean.iterate import REPORT_DIR, ZOO_DIR
+from webly.clean.iterate import ZOO_DIR, round_folder
 from webly.clean.run import run_clean
 from webly.config import Recipe
 from webly.data.store import MANIFEST
@@ -37,7 +37,7 @@ def make_clean(ctx: StageContext) -> StageResult:
         return StageResult(key="not in the recipe")
     train, test = splits(ctx)
     folds = np.load(ctx.need(FoldsRecord).folds)
-    first = ctx.folder / "round-0"
+    first = round_folder(ctx.folder, 0)
     first.mkdir(parents=True, exist_ok=True)
     link = first / ZOO_DIR
     if not link.exists():
@@ -46,7 +46,7 @@ def make_clean(ctx: StageContext) -> StageResult:
         section, ctx.recipe.zoo, train, test, ctx.folder, folds=folds, executor=ctx.executor
     )
     best = result.rows[result.best]
-    zoo_dir = ctx.folder / f"round-{best.round}" / ZOO_DIR
+    zoo_dir = round_folder(ctx.folder, best.round) / ZOO_DIR
     members = {
         m.member_id: zoo_dir / m.member_id / STORE_DIR
         for m in ctx.recipe.zoo.members
@@ -66,9 +66,10 @@ def make_clean(ctx: StageContext) -> StageResult:
         record=CleanRecord(
             members=members,
             # the detection whose actions round ``best`` trained on (round 0: what was found)
-            report=ctx.folder / f"round-{max(best.round - 1, 0)}" / REPORT_DIR,
+            report=result.reports[max(best.round - 1, 0)],
             metric=result.metric,
             rounds=result.table(),
             best=result.best,
+            reports=list(result.reports),
         ),
     )

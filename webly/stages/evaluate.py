@@ -22,6 +22,8 @@ from webly.stages.ensemble import STACKER
 
 RESULTS_FILE = "results.json"
 AVERAGE = "zoo average"
+NOT_KEPT = "no prediction store in the clean stage's kept round"
+"""The error of a member the zoo trained but the clean stage's kept round did not."""
 _BLOCK_BYTES = 64 << 20  # dense (rows, n_classes) float32 block of the zoo average
 
 
@@ -35,8 +37,11 @@ def evaluate_zoo(ctx: StageContext) -> StageResult:
     on the test split (its clean labels when the store has them) or, without test labels,
     out-of-fold on the given training labels: ``results.json``.
 
-    Members' figures are the ones in their prediction stores (computed from the full
-    probabilities in training); GAP@k for another k than 20 is computed from the stored top-k.
+    The members are those the run ends with (`RunDir.members`: the clean stage's kept round
+    when it ran, else the zoo's), a row each in the zoo's table order; a member the zoo failed
+    to train (or the kept round lacks) is a row with its error. Members' figures are the ones
+    in their prediction stores (computed from the full probabilities in training); GAP@k for
+    another k than 20 is computed from the stored top-k.
     The average is streamed a block of rows at a time; its loss needs every class's
     probability, so it is given only when the stores hold all classes (n_classes <= zoo.k).
     """
@@ -45,7 +50,7 @@ def evaluate_zoo(ctx: StageContext) -> StageResult:
     split, data, labels, which = scored.split, scored.data, scored.labels, scored.which
     metric, loss = data.task.metric(k).name, data.task.loss.name
     zoo = ctx.need(ZooRecord)
-    paths = zoo.members
+    paths = ctx.rundir.members()
     stores = {member: Predictions.open(path) for member, path in paths.items()}
     rescore = data.task.multilabel and k != GAP_K
     streamed = _stream(stores, split, labels, data.task, k, rescore) if stores else None
@@ -54,7 +59,7 @@ def evaluate_zoo(ctx: StageContext) -> StageResult:
         row = {"model": member["model"], "frame-level": member["frame-level"]}
         store = stores.get(member["model"])
         if store is None:
-            rows.append({**row, "error": member["error"]})
+            rows.append({**row, "error": member["error"] or NOT_KEPT})
             continue
         figures = store.fold_metrics[split]
         n_folds = int(store.model["folds"])
