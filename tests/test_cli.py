@@ -595,7 +595,6 @@ def test_read_only_full_disk_and_long_names_exit_2_in_import_synth_run_predict(
 # --------------------------------------------------------------------------- one vocabulary
 
 RENAMED = [  # (command, new spelling, old spelling: hidden until webly 0.2)
-    (("compress",), "--quantize", "--method"),
     (("eval",), "--top-k", "--k"),
 ]
 WRITERS = [  # commands whose output folder was a positional OUT
@@ -701,9 +700,7 @@ def _invoke(*args: str) -> Any:
     return CliRunner().invoke(app, list(args), env={"COLUMNS": "200"})
 
 
-def test_old_spellings_still_work_with_a_warning(tmp_path: Path) -> None:
-    from types import SimpleNamespace
-
+def test_old_spellings_still_work_with_a_warning() -> None:
     from webly.errors import ConfigError
 
     scores = mock.patch("webly.io.score_submission", return_value={"GAP": 0.5})
@@ -719,14 +716,32 @@ def test_old_spellings_still_work_with_a_warning(tmp_path: Path) -> None:
             both.exception
         )
 
-    result = SimpleNamespace(
-        tensors=[], file_bytes_before=10, file_bytes_after=5, ratio=0.5, format=lambda: ""
-    )
+
+def test_quantize_compresses_one_network_and_compress_refuses_one(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], small_store: Dataset
+) -> None:
+    from types import SimpleNamespace
+
+    from tests.deploy.conftest import save_model
+
+    result = SimpleNamespace(tensors=[], file_bytes_before=10, file_bytes_after=5, ratio=0.5)
     with mock.patch("webly.compress.compress_network", return_value=result) as compress:
-        with pytest.warns(FutureWarning, match="--method is deprecated.*--quantize"):
-            done = _invoke("compress", "net", "--out", str(tmp_path / "c"), "--method", "fp16")
+        done = _invoke("quantize", "net", "--out", str(tmp_path / "c"), "--method", "fp16",
+                       "--min-elements", "0")  # fmt: skip
         assert done.exit_code == 0, done.output
-        assert compress.call_args.args[1:] == (tmp_path / "c", "fp16")
+        assert compress.call_args.args == (Path("net"), tmp_path / "c", "fp16")
+        assert compress.call_args.kwargs["min_elements"] == 0
+    source = save_model(tmp_path / "net", "mlp", small_store.layout, ("rgb", "audio"))
+    _one_line(
+        _in_process(capsys, "compress", str(source), "--out", str(tmp_path / "c")),
+        f"error: {source} is not a run directory; compress one network with webly quantize "
+        "NETWORK_DIR --out DIR",
+    )
+    _one_line(
+        _in_process(capsys, "compress", str(source), "--set", "max_size=lots"),
+        "compress.max_size: ",
+    )
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["net", "store"]
 
 
 def test_out_replaces_the_positional_out(tmp_path: Path) -> None:
@@ -756,12 +771,13 @@ def test_out_replaces_the_positional_out(tmp_path: Path) -> None:
         assert done.exit_code == 0, done.output
         assert run.call_args.kwargs["views"] == ("flip", "top_left", "top_right")
     with mock.patch("webly.deploy.export_onnx") as export:
-        done = _invoke("export", "net", "--out", "e", "--tta-stored", "flip",
-                       "--tta-stored", "top_left,top_right")  # fmt: skip
+        done = _invoke("export", "net", "--out", "e", "--set", "opset=18",
+                       "--set", "predict.tta_stored=[flip, top_left, top_right]")  # fmt: skip
         assert done.exit_code == 0, done.output
         assert export.call_args.args[1] == Path("e")
         stored = export.call_args.kwargs["predict_options"].tta_stored
         assert tuple(stored) == ("flip", "top_left", "top_right")
+        assert export.call_args.kwargs["opset"] == 18
 
 
 def test_run_ray_is_the_executor_overrides_that_train_ray_builds(tmp_path: Path) -> None:

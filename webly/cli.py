@@ -130,14 +130,6 @@ OldOut = Annotated[
 DatasetOut = Annotated[
     Path | None, typer.Option("--out", show_default=False, help="Dataset folder to create.")
 ]
-MaxLatency = Annotated[
-    float | None,
-    typer.Option(
-        show_default=False,
-        help="Latency budget: the most milliseconds a row (ONNX Runtime on this machine) the "
-        "chosen candidate may take.",
-    ),
-]
 SplitsOut = Annotated[
     Path | None,
     typer.Option("--out", show_default=False, help="Folder for train/ and test/ datasets."),
@@ -635,11 +627,21 @@ SectionOverrides = Annotated[
 ]
 
 
-def clean_section(config: Path | None, overrides: list[str] | None) -> Any:
-    """The `webly.config.CleanConfig` ``webly clean`` runs: its --config, then its --set."""
-    from webly.config import CleanConfig, load_section
+SECTIONS = {
+    "clean": "CleanConfig", "ensemble": "EnsembleConfig", "distill": "DistillConfig",
+    "longtail": "LongtailConfig", "compress": "CompressConfig", "export": "ExportConfig",
+}  # fmt: skip
+"""The commands that run one stage, each named as the recipe section it builds, and that
+section's model in `webly.config` (named, so that ``webly --help`` imports none of it)."""
 
-    return load_section(CleanConfig, "clean", config, overrides or [])
+
+def stage_section(name: str, config: Path | None, overrides: list[str] | None) -> Any:
+    """The recipe section ``name`` (a `SECTIONS` model) that ``webly NAME`` runs, as
+    `webly.config.load_section` builds it: its --config, then its --set."""
+    import webly.config
+
+    kind = getattr(webly.config, SECTIONS[name])
+    return webly.config.load_section(kind, name, config, overrides or [])
 
 
 @app.command("clean")
@@ -659,7 +661,7 @@ def clean(
     'rules={drop_fraction: 0.2}'. Per round a table (rows dropped and relabelled, noise
     estimate, metrics, precision/recall vs truth), then the round whose out-of-fold predictions
     best match the given labels."""
-    section = clean_section(config, overrides)
+    section = stage_section("clean", config, overrides)
     executor = _executor(ray, cpus_per_task, gpus_per_task)
     from webly.clean.run import run_clean
     from webly.data import Dataset
@@ -678,14 +680,7 @@ def clean(
     )
 
 
-def ensemble_section(config: Path | None, overrides: list[str] | None) -> Any:
-    """The `webly.config.EnsembleConfig` ``webly ensemble`` runs: its --config, then its
-    --set."""
-    from webly.config import EnsembleConfig, load_section
-
-    return load_section(EnsembleConfig, "ensemble", config, overrides or [])
-
-
+# A docstring is its command's help in Rich markup, where [name] is a style: \\[ shows a bracket.
 @app.command("ensemble")
 def ensemble(
     zoo_dir: Annotated[
@@ -700,9 +695,9 @@ def ensemble(
     overrides: SectionOverrides = None,
 ) -> None:
     """Run a recipe's ensemble section: blends of the zoo's out-of-fold predictions and the
-    LightGBM stacker, each scored, e.g. --set blends=[mean,greedy] --set 'stacker={rounds: 50}'
-    (--set stacker=null: no stacker) --set members=[logistic]."""
-    section = ensemble_section(config, overrides)
+    LightGBM stacker, each scored, e.g. --set blends=\\[mean,greedy] --set 'stacker={rounds: 50}'
+    (--set stacker=null: no stacker) --set members=\\[logistic]."""
+    section = stage_section("ensemble", config, overrides)
     from webly.data import Dataset
     from webly.ensemble.fit import run_ensemble
     from webly.ensemble.members import open_members, zoo_members
@@ -748,13 +743,6 @@ Overrides = Annotated[
 ]
 
 
-def distill_section(config: Path | None, overrides: list[str] | None) -> Any:
-    """The `webly.config.DistillConfig` ``webly distill`` runs: its --config, then its --set."""
-    from webly.config import DistillConfig, load_section
-
-    return load_section(DistillConfig, "distill", config, overrides or [])
-
-
 @app.command("distill")
 def distill(
     zoo: Annotated[
@@ -783,7 +771,7 @@ def distill(
     """Run a recipe's distill section: students out of fold and a final model on every row,
     taught by the ensemble (or each model family), each setting chosen on validation, e.g.
     --set 'students=[{name: mlp}]' --set 'final={name: logistic}'."""
-    section = distill_section(config, overrides)
+    section = stage_section("distill", config, overrides)
     executor = _executor(ray, cpus_per_task, gpus_per_task)
     from webly.data import Dataset
     from webly.distill.run import run_distill
@@ -811,13 +799,6 @@ def distill(
     _print_zoo(ZooResult(result.members), f"distilled in {dest}")
 
 
-def longtail_section(config: Path | None, overrides: list[str] | None) -> Any:
-    """The `webly.config.LongtailConfig` ``webly longtail`` runs: its --config, then its --set."""
-    from webly.config import LongtailConfig, load_section
-
-    return load_section(LongtailConfig, "longtail", config, overrides or [])
-
-
 @app.command("longtail")
 def longtail(
     zoo: Annotated[
@@ -843,7 +824,7 @@ def longtail(
 ) -> None:
     """Run a recipe's longtail section: the final network's classifier tau-normalized or
     re-trained (cRT) for the long tail, chosen on held-out rows, e.g. --set method=crt."""
-    section = longtail_section(config, overrides)
+    section = stage_section("longtail", config, overrides)
     from webly.data import Dataset
     from webly.longtail.run import LongtailInputs, run_longtail
     from webly.train.oof import FULL_DIR, MODEL_DIR
@@ -992,36 +973,56 @@ def demo(
 
 @app.command("compress")
 def compress(
-    source: Annotated[
-        Path,
-        typer.Argument(
-            metavar="NETWORK_DIR|RUN",
-            help="A saved network, or a run directory (its final distilled network).",
-        ),
-    ],
+    source: Annotated[Path, typer.Argument(metavar="RUN", help="A run directory (webly run).")],
     old_out: OldOut = None,
     dest: Annotated[
         Path | None,
         typer.Option(
             "--out",
             show_default=False,
-            help="Compressed network folder to create; with --max-size the chosen candidate's "
-            "folder (optional there: without it nothing is written).",
+            help="Folder for the choice (frontier.json, choice.json and a chosen network), what "
+            "webly export DIR ships; without it nothing is written.",
         ),
     ] = None,
-    max_size: Annotated[
-        str | None,
-        typer.Option(
-            help="Size budget, e.g. 1GB or 500MiB: choose the most accurate on validation rows "
-            "of the run's final network (fp32, fp16, int8_partial), member blends and stacker "
-            "that fits.",
+    config: SectionFile = None,
+    overrides: SectionOverrides = None,
+    overwrite: Overwrite = False,
+) -> None:
+    """Run a recipe's compress section on a run: of its final network (float32 and compressed),
+    member blends and stacker, the most accurate on validation rows within the budgets, and the
+    accuracy/size/latency frontier, e.g. --set max_size=50MB --set max_latency_ms=2 --set
+    measure_latency=false. One network is compressed by webly quantize."""
+    section = stage_section("compress", config, overrides)
+    from webly.errors import ConfigError
+    from webly.rundir import RunDir
+
+    if not RunDir(source).is_run():
+        raise ConfigError(
+            f"{source} is not a run directory; compress one network with webly quantize "
+            "NETWORK_DIR --out DIR"
+        )
+    from webly.compress.choice import run_compress
+
+    if old_out is not None or dest is not None:
+        dest = _out(dest, old_out, "choice folder")
+    _print_frontier(run_compress(section, source, dest, overwrite=overwrite))
+
+
+@app.command("quantize")
+def quantize(
+    source: Annotated[
+        Path,
+        typer.Argument(
+            metavar="NETWORK_DIR|RUN",
+            help="A saved network, or a run directory (its final network).",
         ),
-    ] = None,
-    max_latency_ms: MaxLatency = None,
-    quantize: Annotated[
+    ],
+    dest: Annotated[
+        Path, typer.Option("--out", show_default=False, help="Compressed network folder to create.")
+    ],
+    method: Annotated[
         str, typer.Option(help="int8_partial (uint8 codes + table), fp16 or kmeans.")
     ] = "int8_partial",
-    old_method: Annotated[str | None, typer.Option("--method", hidden=True)] = None,
     min_elements: Annotated[
         int, typer.Option(help="Compress only tensors with more elements than this.")
     ] = 17_000,
@@ -1030,35 +1031,18 @@ def compress(
     seed: Seed = 0,
     overwrite: Overwrite = False,
 ) -> None:
-    """Compress a network's big tensors (partial 8-bit, float16 or k-means); report each tensor.
-    With --max-size, choose what of a run to deploy within a size budget."""
+    """Compress a network's big tensors (partial 8-bit, float16 or k-means); report each
+    tensor."""
     from webly.compress import compress_network
-    from webly.compress.budget import choose_under_budget
     from webly.compress.run import run_final
-    from webly.errors import ConfigError
     from webly.rundir import RunDir
     from webly.sizes import format_size
 
-    method = _renamed(quantize, old_method, "int8_partial", "--method", "--quantize")
-    if max_size is not None:
-        if old_out is not None or dest is not None:
-            dest = _out(dest, old_out, "chosen candidate's folder")
-        methods = tuple(dict.fromkeys(("fp16", "int8_partial", method)))
-        weighed = choose_under_budget(
-            source, max_size, dest, max_latency_ms=max_latency_ms,
-            methods=methods,
-            min_elements=min_elements, overwrite=overwrite,
-        )  # fmt: skip
-        _print_frontier(weighed)
-        return
-    if max_latency_ms is not None:
-        raise ConfigError("--max-latency-ms weighs a run's candidates; give --max-size too")
-    dest = _out(dest, old_out, "compressed network folder")
     network = run_final(source).folder if RunDir(source).is_run() else source
     result = compress_network(
         network,
         dest,
-        method,
+        method,  # type: ignore[arg-type]
         min_elements=min_elements,
         levels=levels,
         clusters=clusters,
@@ -1116,9 +1100,10 @@ def export(
         Path,
         typer.Argument(
             metavar="RUN|CHOICE_DIR|NETWORK_DIR",
-            help="A run directory (what it deploys best within --max-size, chosen on validation "
-            "rows: its final network, a blend of members or the stacker), a folder written by "
-            "webly compress RUN --max-size (its choice), or a saved or compressed network.",
+            help="A run directory (what its compress stage chose; without one the most "
+            "accurate on validation rows within 1GB: its final network, a blend of members or "
+            "the stacker), a folder written by webly compress RUN --out (its choice), or a "
+            "saved or compressed network.",
         ),
     ],
     old_out: OldOut = None,
@@ -1136,45 +1121,27 @@ def export(
         list[str] | None,
         typer.Option(metavar="NAME=VALUE", help="A figure to record in model.json. Repeatable."),
     ] = None,
-    tta_views: Annotated[
-        int, typer.Option(help="Test-time views predict runs a row (frame-level models).")
-    ] = 1,
-    tta_mode: Annotated[str, typer.Option(help="Combine the views: mean or max.")] = "mean",
-    tta_sampling: Annotated[
-        str, typer.Option(help="Frames of views 1..: random (seeded) or regular.")
-    ] = "random",
-    tta_max_frames: Annotated[int, typer.Option(help="Frames a view keeps.")] = 300,
-    tta_stored: Annotated[
-        list[str] | None,
-        typer.Option(
-            help="Views kept in the data store instead (any level), repeatable or "
-            "comma-separated: e.g. flip,top_left of a store imported with webly data "
-            "import-images --views."
-        ),
-    ] = None,
-    group_aggregation: Annotated[
-        str | None,
-        typer.Option(help="Predict one line per group of a store: mean, belief or first."),
-    ] = None,
-    max_size: Annotated[
-        str, typer.Option(help="A run's size budget: every file shipped counts, e.g. 50MB.")
-    ] = "1GB",
-    max_latency_ms: MaxLatency = None,
     final: Annotated[
         bool, typer.Option("--final", help="Export a run's final network, whatever fits best.")
     ] = False,
-    opset: Annotated[int, typer.Option(help="ONNX opset (17 or later).")] = 17,
+    config: SectionFile = None,
+    overrides: SectionOverrides = None,
     overwrite: Overwrite = False,
 ) -> None:
-    """Export what a run deploys (a network, a blend or the stacker, whole) or a network to
-    ONNX: stored features in, scores out, with model.json."""
+    """Run a recipe's export section: what a run deploys (a network, a blend or the stacker,
+    whole) or a network exported to ONNX, stored features in, scores out, with model.json, e.g.
+    --set predict.tta_views=4 --set 'predict={tta_stored: \\[flip]}' --set opset=18. Another
+    budget than the run's compress stage's: webly compress RUN --set max_size=50MB --out
+    choice/, then webly export choice/ --out deploy/."""
+    section = stage_section("export", config, overrides)
     from webly.compress.budget import CHOICE_FILE
-    from webly.compress.choice import export_best, export_choice
+    from webly.compress.choice import export_choice, run_export
     from webly.compress.run import export_run
+    from webly.config import DEFAULT_MAX_SIZE
     from webly.data import Dataset
     from webly.deploy import PredictOptions, export_onnx, shipped_bytes
     from webly.errors import ConfigError
-    from webly.rundir import RunDir
+    from webly.rundir import CompressRecord, RunDir
     from webly.sizes import format_size
 
     dest = _out(dest, old_out, "export folder")
@@ -1187,41 +1154,45 @@ def export(
             raise ConfigError(
                 f"--metric {item!r} is not NAME=NUMBER; write e.g. gap@20=0.81"
             ) from None
-    options = PredictOptions(
-        tta_views=tta_views,
-        tta_mode=tta_mode,  # type: ignore[arg-type]
-        tta_sampling=tta_sampling,  # type: ignore[arg-type]
-        tta_max_frames=tta_max_frames,
-        tta_stored=_names(tta_stored),
-        group_aggregation=group_aggregation,  # type: ignore[arg-type]
-    )
+    options = PredictOptions.from_json(section.predict)
     layout = Dataset.open(data).layout if data is not None else None
-    is_run = RunDir(source).is_run()
-    if is_run and not final:
+    rundir = RunDir(source)
+    if rundir.is_run() and not final:
         if metrics:
             raise ConfigError(
                 "--metric records figures of a network; a run's export records its own (give "
                 "--final to export its final network with them)"
             )
-        result, exported = export_best(
-            source, dest, max_size, max_latency_ms=max_latency_ms, layout=layout,
-            predict_options=options, opset=opset, overwrite=overwrite,
-        )  # fmt: skip
-        _print_frontier(result)
+        compressed = rundir.read(CompressRecord)
+        choice = compressed.choice if compressed is not None else None
+        exported = run_export(
+            section, source, dest, choice=choice, layout=layout, overwrite=overwrite
+        )
+        chosen = (
+            f"the compress stage's choice ({choice})"
+            if choice is not None
+            else f"the most accurate on validation rows within {DEFAULT_MAX_SIZE} (no compress "
+            "stage)"
+        )
+        out.print(
+            f"shipped {exported.info['run']['candidate']}: {chosen}",
+            highlight=False,
+            soft_wrap=True,
+        )
     elif (source / CHOICE_FILE).is_file():
         exported = export_choice(
-            source, dest, layout=layout, predict_options=options, opset=opset,
+            source, dest, layout=layout, predict_options=options, opset=section.opset,
             overwrite=overwrite,
         )  # fmt: skip
-    elif is_run:
+    elif rundir.is_run():
         exported = export_run(
             source, dest, layout=layout, metrics=metrics or None, predict_options=options,
-            opset=opset, overwrite=overwrite,
+            opset=section.opset, overwrite=overwrite,
         )  # fmt: skip
     else:
         exported = export_onnx(
             source, dest, layout=layout, metrics=metrics or None, predict_options=options,
-            opset=opset, overwrite=overwrite,
+            opset=section.opset, overwrite=overwrite,
         )  # fmt: skip
     inputs = ", ".join(f"{spec.name} {spec.dtype} x{spec.dim}" for spec in exported.features) + (
         ", lengths int64" if exported.level == "frame" else ""

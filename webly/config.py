@@ -73,6 +73,10 @@ GENERATORS: dict[str, type[YT8MLikeConfig] | type[ProductsLikeConfig]] = {
 
 _SET_BY_RECIPE = ("folds", "seed")  # zoo keys the recipe sets (folds.n, seed)
 
+DEFAULT_MAX_SIZE = "1GB"
+"""The size budget of a compress section or an export that names none: the YouTube-8M 2018
+challenge's."""
+
 
 class SynthData(BaseModel):
     """A generated benchmark: ``kind`` and its generator's fields (`YT8MLikeConfig` or
@@ -503,16 +507,18 @@ class LongtailConfig(BaseModel):
 
 
 class CompressConfig(BaseModel):
-    """The ``compress`` stage (`webly.compress.budget.choose_under_budget`): among the final
-    model (float32 and each of ``methods``), blends of the members and the stacker, the most
-    accurate on validation rows whose files fit ``max_size`` (bytes or e.g. ``1GB``) and, with
-    ``max_latency_ms``, that runs a row within it; the accuracy/size/latency frontier is
-    written beside the choice. ``measure_latency: false`` skips timing every candidate with
-    ONNX Runtime (most of the stage's time; ``max_latency_ms`` needs it)."""
+    """The ``compress`` stage and ``webly compress RUN`` (`webly.compress.choice.run_compress`):
+    among the final model (float32 and each of ``methods``), blends of the members and the
+    stacker, the most accurate on validation rows whose files fit ``max_size`` (bytes or e.g.
+    ``1GB``, `DEFAULT_MAX_SIZE` by default) and, with ``max_latency_ms``, that runs a row within
+    it; the accuracy/size/latency frontier is written beside the choice. ``measure_latency:
+    false`` skips timing every candidate with ONNX Runtime (most of the stage's time;
+    ``max_latency_ms`` needs it); ``min_elements``: only tensors with more elements are
+    compressed."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    max_size: int | str
+    max_size: int | str = DEFAULT_MAX_SIZE
     max_latency_ms: float | None = Field(default=None, gt=0)
     measure_latency: bool = True
     methods: list[Literal["fp16", "int8_partial", "kmeans"]] = ["fp16", "int8_partial"]
@@ -529,11 +535,11 @@ class CompressConfig(BaseModel):
 
 
 class ExportConfig(BaseModel):
-    """The ``export`` stage (`webly.compress.choice.export_choice`): what the compress stage
-    chose, whole (the final network, compressed or not, a blend of members or the stacker), as
-    one folder `webly predict` and `webly serve` run; ``predict``:
-    how `webly predict` runs it (`webly.deploy.options.PredictOptions` fields: test-time
-    views, group aggregation)."""
+    """The ``export`` stage and ``webly export`` (`webly.compress.choice.run_export`): what the
+    compress stage chose, whole (the final network, compressed or not, a blend of members or
+    the stacker), as one folder `webly predict` and `webly serve` run, in ONNX opset ``opset``;
+    ``predict``: how `webly predict` runs it (`webly.deploy.options.PredictOptions` fields:
+    test-time views, group aggregation)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -546,8 +552,8 @@ class ExportConfig(BaseModel):
         from webly.deploy.options import PredictOptions
 
         try:
-            PredictOptions(**predict)
-        except (ConfigError, TypeError) as err:
+            PredictOptions.from_json(predict)
+        except ConfigError as err:
             raise ValueError(f"export.predict: {err}") from None
         return predict
 

@@ -40,7 +40,7 @@ from webly._fs import file_hash, write_atomic
 from webly.clean.report import NoiseReport
 from webly.compress.budget import FRONTIER_FILE
 from webly.compress.choice import export_best
-from webly.config import parse_recipe
+from webly.config import DEFAULT_MAX_SIZE, parse_recipe
 from webly.core import Task
 from webly.data.arrays import dataset_from_arrays, dataset_from_pandas
 from webly.data.store import MANIFEST, Dataset
@@ -100,7 +100,7 @@ class Predictor:
         ensemble: bool | Mapping[str, Any] | None = True,
         distill: Mapping[str, Any] | None = None,
         time_limit: float | None = None,
-        max_size: int | str = "1GB",
+        max_size: int | str = DEFAULT_MAX_SIZE,
         folds: int = 5,
         seed: int = 0,
         progress: bool = True,

@@ -1,4 +1,4 @@
-"""``webly compress``, ``webly export`` and ``webly predict``: output, and user errors that exit
+"""``webly quantize``, ``webly export`` and ``webly predict``: output, and user errors that exit
 with status 2, one line and no output file."""
 
 from __future__ import annotations
@@ -53,12 +53,12 @@ def test_compress_prints_the_tensor_report(
 ) -> None:
     layout = small_store.layout
     source = save_model(tmp_path / "net", "resnet_av", layout, ("rgb", "audio"), inner=256)
-    status, out, err = webly(capsys, "compress", str(source), "--out", str(tmp_path / "small"))
+    status, out, err = webly(capsys, "quantize", str(source), "--out", str(tmp_path / "small"))
     assert status == 0, err
     assert "backbone.stems.0.0.weight" in out and "int8" in out and "rel. RMS error" in out
     assert "total" in out and "of the size) in" in out
     status, out, _ = webly(
-        capsys, "compress", str(source), "--out", str(tmp_path / "half"), "--quantize", "fp16",
+        capsys, "quantize", str(source), "--out", str(tmp_path / "half"), "--method", "fp16",
         "--min-elements", "0",
     )  # fmt: skip
     assert status == 0 and "fp16" in out and "fp32" not in out
@@ -94,11 +94,11 @@ def test_user_errors_exit_2_and_write_nothing(
     out = tmp_path / "out"
     out.mkdir()
     assert_user_error(
-        webly(capsys, "compress", str(source), "--out", str(out / "c"), "--quantize", "int4"),
+        webly(capsys, "quantize", str(source), "--out", str(out / "c"), "--method", "int4"),
         "compression method 'int4' is unknown",
     )
     assert_user_error(
-        webly(capsys, "compress", str(tmp_path / "nope"), "--out", str(out / "c")),
+        webly(capsys, "quantize", str(tmp_path / "nope"), "--out", str(out / "c")),
         "not a saved webly model",
     )
     assert_user_error(
@@ -202,7 +202,7 @@ def test_predict_output_follows_the_umask(
 
 
 @pytest.mark.slow
-def test_export_and_compress_overwrite_only_their_own_kind(
+def test_export_and_quantize_overwrite_only_their_own_kind(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], small_store: Dataset
 ) -> None:
     source = save_model(tmp_path / "net", "mlp", small_store.layout, ("rgb", "audio"))
@@ -218,9 +218,9 @@ def test_export_and_compress_overwrite_only_their_own_kind(
         ),
         (("export", str(source), "--out", str(tmp_path)), f"{tmp_path} holds the input"),
         (("export", str(source), "--out", str(mine)), f"{mine} is not a webly export"),
-        (("compress", str(source), "--out", str(source)), f"{source} is the input"),
+        (("quantize", str(source), "--out", str(source)), f"{source} is the input"),
         (
-            ("compress", str(source), "--out", str(mine)),
+            ("quantize", str(source), "--out", str(mine)),
             f"{mine} is not a compressed webly network",
         ),
     ]
@@ -231,12 +231,12 @@ def test_export_and_compress_overwrite_only_their_own_kind(
     export, small = tmp_path / "export", tmp_path / "small"
     for args in (
         ("export", str(source), "--out", str(export)),
-        ("compress", str(source), "--out", str(small)),
+        ("quantize", str(source), "--out", str(small)),
     ):
         assert webly(capsys, *args)[0] == 0
         status, _, err = webly(capsys, *args, "--overwrite")  # its own kind: replaced
         assert status == 0, err
-    assert_user_error(webly(capsys, "compress", str(source), "--out", str(export), "--overwrite"),
+    assert_user_error(webly(capsys, "quantize", str(source), "--out", str(export), "--overwrite"),
                       f"{export} is not a compressed webly network")  # fmt: skip
     assert sorted(p.name for p in tmp_path.iterdir()) == ["export", "mine", "net", "small", "store"]
 

@@ -11,6 +11,8 @@
 - `export_choice` / `export_best` / `export_candidate`: that choice exported whole (a network,
   a blend or the stacker), and `export_run`: the run's final network with the run's figures;
   they read the run directory and hand `webly.deploy` the folders to export.
+- `run_compress` / `run_export`: the ``compress`` and ``export`` stages on their recipe
+  sections (what ``webly compress RUN`` and ``webly export RUN`` run).
 
 The names below are imported on first use (`webly._lazy`), so importing the package loads
 neither PyTorch nor LightGBM.
@@ -27,6 +29,8 @@ _WHERE = {
     "export_best": "webly.compress.choice",
     "export_candidate": "webly.compress.choice",
     "export_choice": "webly.compress.choice",
+    "run_compress": "webly.compress.choice",
+    "run_export": "webly.compress.choice",
     "CompressionResult": "webly.compress.quantize",
     "TensorReport": "webly.compress.quantize",
     "compress_network": "webly.compress.quantize",
@@ -42,6 +46,8 @@ if TYPE_CHECKING:
     from webly.compress.choice import export_best as export_best
     from webly.compress.choice import export_candidate as export_candidate
     from webly.compress.choice import export_choice as export_choice
+    from webly.compress.choice import run_compress as run_compress
+    from webly.compress.choice import run_export as run_export
     from webly.compress.quantize import CompressionResult as CompressionResult
     from webly.compress.quantize import TensorReport as TensorReport
     from webly.compress.quantize import compress_network as compress_network

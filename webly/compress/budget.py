@@ -83,7 +83,7 @@ from webly.train.oof import held_out_rows
 Kind = Literal["final", "ensemble", "stacker"]
 CHOICE_FILE, FRONTIER_FILE = "choice.json", "frontier.json"
 CHOICE = OutputKind("a webly size-budget choice", CHOICE_FILE)
-"""What ``webly compress --max-size --overwrite`` replaces."""
+"""What ``webly compress RUN --out DIR --overwrite`` replaces."""
 _WORK = ".candidates"
 
 
@@ -319,8 +319,9 @@ def choose_under_budget(
         )
     if not rundir.is_run():
         raise DataError(
-            f"{run} is not a run directory (no recipe.yaml made by webly run); --max-size "
-            "weighs a run's models, make one with webly run RECIPE --out RUN"
+            f"{run} is not a run directory (no recipe.yaml made by webly run); make one with "
+            "webly run RECIPE --out RUN, or compress one network with webly quantize "
+            "NETWORK_DIR --out DIR"
         )
     valid, test = _splits(rundir)
     with contextlib.ExitStack() as stack:
@@ -381,7 +382,7 @@ def read_choice(folder: str | Path) -> tuple[Path, Candidate]:
     except (OSError, ValueError, KeyError, TypeError) as err:
         raise DataError(
             f"{path}: not a readable choice ({err}); choose again with webly compress RUN "
-            "--max-size SIZE --out FOLDER"
+            "--out FOLDER"
         ) from None
 
 
@@ -928,7 +929,7 @@ def _choose(
         raise ConfigError(
             f"max size {format_size(budget)} ({budget:,} bytes) is below every candidate; the "
             f"smallest is {small.name} at {format_size(small.size)} ({small.size:,} bytes), "
-            "raise --max-size"
+            "raise max_size"
         )
     if max_latency_ms is not None:
         fast = [(i, c) for i, c in fitting if (c.latency_ms or 0.0) <= max_latency_ms]
@@ -937,7 +938,7 @@ def _choose(
             raise ConfigError(
                 f"no candidate within {format_size(budget)} runs a row in {max_latency_ms:g} ms; "
                 f"the fastest is {quick.name} at {quick.latency_ms:.3f} ms a row "
-                f"({format_size(quick.size)}), raise --max-latency-ms"
+                f"({format_size(quick.size)}), raise max_latency_ms"
             )
         fitting = fast
     scored = [(i, c) for i, c in fitting if c.metric is not None]
@@ -945,7 +946,7 @@ def _choose(
         raise ConfigError(
             f"within the budgets only {', '.join(c.name for _, c in fitting)} fit, and the final "
             f"network has no validation figure on {valid.words} (it trained on every row); "
-            "compress it directly (webly compress NETWORK_DIR --out FOLDER) or raise --max-size"
+            "compress it directly (webly quantize NETWORK_DIR --out DIR) or raise max_size"
         )
     _, chosen = max(scored, key=lambda ic: (ic[1].metric, -ic[1].size, -ic[0]))
     return chosen

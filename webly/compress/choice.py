@@ -7,8 +7,11 @@
 - a blend of members or the stacker as an ensemble export (`webly.deploy.ensemble`), every
   member's fold networks compressed first when the chooser weighed them compressed.
 
-`export_best` chooses and exports in one call. This module reads the run directory
-(`webly.rundir.RunDir`) and compresses; `webly.deploy` writes and checks the folders.
+`export_best` chooses and exports in one call. `run_compress` and `run_export` are the
+``compress`` and ``export`` stages' work on their recipe sections, which ``webly compress RUN``
+and ``webly export RUN`` build from ``--config`` and ``--set`` and run the same way. This module
+reads the run directory (`webly.rundir.RunDir`) and compresses; `webly.deploy` writes and
+checks the folders.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from pathlib import Path
 
 from webly.compress.budget import BudgetResult, Candidate, choose_under_budget, read_choice
 from webly.compress.quantize import compress_network
+from webly.config import DEFAULT_MAX_SIZE, CompressConfig, ExportConfig
 from webly.data.store import Dataset, Layout
 from webly.deploy.ensemble import STACKER_DIR, MemberFolds, export_ensemble
 from webly.deploy.export import export_onnx
@@ -31,8 +35,48 @@ from webly.predictions import Predictions
 from webly.rundir import DataRecord, EnsembleRecord, RunDir
 from webly.sizes import format_size
 
-DEFAULT_MAX_SIZE = "1GB"
-"""The size budget of an export that names none: the YouTube-8M 2018 challenge's."""
+
+def run_compress(
+    section: CompressConfig,
+    run: str | Path | RunDir,
+    out: str | Path | None,
+    *,
+    overwrite: bool = False,
+) -> BudgetResult:
+    """The compress stage on its recipe ``section``: among the run's candidates, the most
+    accurate on validation rows within ``section.max_size`` (and ``max_latency_ms``), written
+    to ``out`` (None: nothing written); `choose_under_budget` with the section's fields."""
+    return choose_under_budget(
+        run, section.max_size, out, max_latency_ms=section.max_latency_ms,
+        measure_latency=section.measure_latency, methods=tuple(section.methods),
+        min_elements=section.min_elements, overwrite=overwrite,
+    )  # fmt: skip
+
+
+def run_export(
+    section: ExportConfig,
+    run: str | Path | RunDir,
+    out: str | Path,
+    *,
+    choice: Path | None,
+    layout: Layout | None = None,
+    overwrite: bool = False,
+) -> ExportedModel:
+    """The export stage on its recipe ``section``: the candidate the compress stage chose
+    (``choice``, its folder), or without one the best within `DEFAULT_MAX_SIZE`
+    (`export_best`), exported to ``out`` with the section's predict options and opset;
+    ``layout`` as `export_candidate`."""
+    options = PredictOptions.from_json(section.predict)
+    if choice is not None:
+        return export_choice(
+            choice, out, layout=layout, predict_options=options, opset=section.opset,
+            overwrite=overwrite,
+        )  # fmt: skip
+    _, exported = export_best(
+        run, out, DEFAULT_MAX_SIZE, layout=layout, predict_options=options, opset=section.opset,
+        overwrite=overwrite,
+    )  # fmt: skip
+    return exported
 
 
 def export_best(
@@ -133,8 +177,8 @@ def export_candidate(
         if candidate.kind == STACKER and stacker is None:
             if candidate.refit:
                 raise ConfigError(
-                    f"{candidate.name} is a stacker fitted by the chooser; export the folder "
-                    "compress --max-size --out wrote"
+                    f"{candidate.name} is a stacker fitted by the chooser; export the choice "
+                    "folder webly compress RUN --out DIR wrote"
                 )
             stacker = run_stacker(run)
         combine = stacker if stacker is not None else candidate.blend
@@ -151,7 +195,7 @@ def export_candidate(
         shutil.rmtree(exported.folder)
         raise ConfigError(
             f"{candidate.name} ships {format_size(shipped)} ({shipped:,} bytes), over the "
-            f"{format_size(max_bytes)} budget its stored size fitted; raise --max-size"
+            f"{format_size(max_bytes)} budget its stored size fitted; raise max_size"
         )
     return exported
 
@@ -168,7 +212,7 @@ def _members(run: Path, candidate: Candidate, scratch: Path) -> list[MemberFolds
     if missing:
         raise DataError(
             f"{run}: member {missing[0]} of {candidate.name} was not trained in this run; choose "
-            "again (webly compress RUN --max-size SIZE --out FOLDER)"
+            "again (webly compress RUN --out FOLDER)"
         )
     members = []
     for name in candidate.members:

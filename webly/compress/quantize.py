@@ -42,7 +42,7 @@ from webly.models.quantized import (
 
 REPORT_FILE = "compression.json"
 COMPRESSED = OutputKind("a compressed webly network", QUANTIZED_FILE)
-"""What ``webly compress --overwrite`` replaces."""
+"""What ``webly quantize --overwrite`` replaces."""
 MIN_ELEMENTS = 17_000
 """Tensors with more elements than this are compressed (Skalic et al. 2018)."""
 

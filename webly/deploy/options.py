@@ -1,8 +1,8 @@
 """How an exported model wants its rows predicted: test-time augmentation and group aggregation.
 
 An export's ``model.json`` may hold a ``predict`` section (`PredictOptions.to_json`), set at
-export (``webly export --tta-views 4 --group-aggregation belief``); `webly.deploy.predict`
-follows it:
+export (a recipe's ``export.predict``, or ``webly export --set predict.tta_views=4``);
+`webly.deploy.predict` follows it:
 
 - ``tta_views`` > 1 (frame-level models only): every row is predicted under that many views
   and their probabilities combined per class by ``tta_mode`` (``mean`` or ``max``). View 0
@@ -98,9 +98,9 @@ class PredictOptions:
         it)."""
         if self.tta_views > 1 and level != "frame":
             raise ConfigError(
-                f"--tta-views {self.tta_views}: test-time views take frame-level models, "
+                f"tta_views {self.tta_views}: test-time views take frame-level models, "
                 f"{model} is {level}-level (its inputs are stored values the graph decodes; "
-                "views kept in the store take --tta-stored)"
+                "views kept in the store take tta_stored)"
             )
 
     def to_json(self) -> dict[str, Any]:

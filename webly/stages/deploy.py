@@ -1,20 +1,19 @@
 """The ``compress`` and ``export`` stages: what fits the budgets, and the deployable model.
 
-``RUN/compress/`` holds ``frontier.json`` and ``choice.json`` (`choose_under_budget`) and, when
-the choice is the final network, that network's folder; ``RUN/export/model/`` the export of
-the choice (`webly.compress.choice.export_choice`): the final network, compressed when the
-compress stage chose a compressed form of it, a blend of members or the stacker.
+``RUN/compress/`` holds ``frontier.json`` and ``choice.json`` (`run_compress`) and, when the
+choice is the final network, that network's folder; ``RUN/export/model/`` the export of the
+choice (`run_export`): the final network, compressed when the compress stage chose a compressed
+form of it, a blend of members or the stacker. ``webly compress RUN`` and ``webly export RUN``
+make the same calls on the same sections.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from webly.compress.budget import choose_under_budget
-from webly.compress.choice import DEFAULT_MAX_SIZE, export_best, export_choice
+from webly.compress.choice import run_compress, run_export
 from webly.config import Recipe
 from webly.deploy.exported import shipped_bytes
-from webly.deploy.options import PredictOptions
 from webly.rundir import CompressRecord, ExportRecord
 from webly.sizes import format_size
 from webly.stages.context import StageContext, StageResult, splits
@@ -32,11 +31,7 @@ def make_compress(ctx: StageContext) -> StageResult:
     section = ctx.recipe.compress
     if section is None:
         return StageResult(key="not in the recipe")
-    result = choose_under_budget(
-        ctx.rundir, section.max_size, ctx.folder / CHOICE, max_latency_ms=section.max_latency_ms,
-        measure_latency=section.measure_latency, methods=tuple(section.methods),
-        min_elements=section.min_elements, overwrite=True,
-    )  # fmt: skip
+    result = run_compress(section, ctx.rundir, ctx.folder / CHOICE, overwrite=True)
     return StageResult(
         key=str(result).split(";")[0],
         record=CompressRecord(
@@ -62,18 +57,12 @@ def export_model(ctx: StageContext) -> StageResult:
     if section is None:
         return StageResult(key="not in the recipe")
     train, _ = splits(ctx)
-    options = PredictOptions(**section.predict)
     compressed = ctx.input(CompressRecord)
-    if compressed is not None:
-        exported = export_choice(
-            compressed.choice, ctx.folder / MODEL, layout=train.layout, predict_options=options,
-            opset=section.opset, overwrite=True,
-        )  # fmt: skip
-    else:  # no compress stage: the best within the YouTube-8M challenge's 1 GB
-        _, exported = export_best(
-            ctx.rundir, ctx.folder / MODEL, DEFAULT_MAX_SIZE, layout=train.layout,
-            predict_options=options, opset=section.opset, overwrite=True,
-        )  # fmt: skip
+    exported = run_export(
+        section, ctx.rundir, ctx.folder / MODEL,
+        choice=compressed.choice if compressed is not None else None, layout=train.layout,
+        overwrite=True,
+    )  # fmt: skip
     size = shipped_bytes(exported.folder)
     candidate = exported.info["run"]["candidate"]
     return StageResult(
