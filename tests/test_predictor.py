@@ -1,5 +1,5 @@
 """``webly.Predictor``: the README's five lines on real digits with injected noise (the stacker
-at least matches the best member out of fold, `label_issues` finds the flips, `predict` uses
+beats the best member out of fold, `label_issues` finds the flips, `predict` uses
 the deployed choice, a re-fit resumes, `load` gives the same predictions), the recipe it
 writes, and the one-line errors that leave a foreign folder alone."""
 
@@ -58,10 +58,11 @@ def test_the_readme_example_on_noisy_digits(
     assert "member mlp int8_partial" in set(board["model"])
     assert {"stacker", "blend greedy", "blend weighted"} <= set(board["model"])
     assert (members["fit_time"] > 0).all() and (board["pred_time_per_row"] > 0).all()
-    # the stacker at least matches the best member on the rows choices are made on (out of
-    # fold); on the clean test split 2 folds leave it 1 row behind lgbm (bench/RESULTS.md)
+    # the stacker beats the best member on the rows choices are made on (out of fold: 0.7602
+    # against lgbm's 0.7550); on the clean test split 2 folds leave it 1 row behind lgbm
+    # (bench/RESULTS.md), so the test split is not asserted on
     stacker = board[board["model"] == "stacker"].iloc[0]
-    assert stacker["score_val"] >= members["score_val"].max()
+    assert stacker["score_val"] > members["score_val"].max()
     # what predict uses is the best on validation rows, so at least the best member there
     deployed = board[board["deployed"]].iloc[0]
     assert deployed["score_val"] == board["score_val"].max() >= members["score_val"].max()
