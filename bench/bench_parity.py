@@ -17,6 +17,10 @@ Data, each scored in the same run:
 ``--init-bias`` adds a column: `fit` at its defaults but ``output_bias="init"`` (the
 classifier's bias as initialised rather than at the class priors).
 
+``--ablate`` measures instead what each of `fit`'s defaults costs or gains against the plain
+loop's settings (`ABLATIONS`: the output bias, the held-out rows and their early stop, the
+schedule, the rate search), one `fit` a row.
+
 ``--oof K`` measures instead what a K-fold member delivers (issue 18, item 2), on the real
 sample: the mean of its K fold models (`fit_oof`, each validated on its held-out fold) and one
 model refitted on every row (`fit_full`), both at the defaults, against the plain loop on every
@@ -26,7 +30,7 @@ Run (``--out`` keeps the imported and generated data for a second run):
 
     OMP_NUM_THREADS=2 .venv/bin/python bench/bench_parity.py --out /tmp/parity \
         [--data real,synth] [--models logistic,mlp,resnet_av,dbof,netvlad] [--no-before] \
-        [--init-bias] [--oof 5]
+        [--init-bias] [--oof 5] [--ablate]
 """
 
 from __future__ import annotations
@@ -65,6 +69,36 @@ HPARAMS: dict[str, dict[str, Any]] = {
 }
 FRAME_MODELS = ("dbof", "netvlad")
 PLAIN = {"lr": 1e-3, "weight_decay": 1e-4, "batch_size": 256, "epochs": 15}
+PLAIN_FIT = {"lr": 1e-3, "epochs": 15, "schedule": "constant", "patience": None,
+             "valid_fraction": 0.0}  # fmt: skip
+"""`fit` at the plain loop's settings: every row, a constant rate, 15 epochs, the last kept."""
+ABLATIONS: dict[str, dict[str, Any]] = {
+    "plain loop's settings, bias as initialised": {**PLAIN_FIT, "output_bias": "init"},
+    "plain loop's settings, bias at the priors": PLAIN_FIT,
+    "+ 10% held out, best epoch kept, bias as initialised": {
+        **PLAIN_FIT,
+        "valid_fraction": 0.1,
+        "output_bias": "init",
+    },
+    "+ 10% held out, best epoch kept, bias at the priors": {**PLAIN_FIT, "valid_fraction": 0.1},
+    "constant rate 1e-3, early stop, bias as initialised": {
+        "lr": 1e-3,
+        "schedule": "constant",
+        "output_bias": "init",
+    },
+    "defaults but 15 epochs at a constant rate, bias as initialised": {
+        "epochs": 15,
+        "schedule": "constant",
+        "patience": None,
+        "output_bias": "init",
+    },
+    "defaults, bias as initialised": {"output_bias": "init"},
+    "defaults, EMA of the weights (decay 0.999)": {"ema_decay": 0.999},
+    "defaults, the rate x0.3 on a plateau (not x0.1)": {"lr_decay": 0.3},
+    "defaults, patience 10, decay patience 4": {"patience": 10, "decay_patience": 4},
+    "defaults": {},
+}
+"""``--ablate``: `TrainConfig` overrides, each one `fit` of the same network."""
 BEFORE = TrainConfig(
     epochs=10, lr=1e-3, schedule="cosine", patience=None, valid_fraction=0.0, output_bias="init"
 )
@@ -188,6 +222,7 @@ def main() -> None:
     parser.add_argument("--no-before", action="store_true", help="skip fit's old defaults")
     parser.add_argument("--init-bias", action="store_true", help="also fit with output_bias=init")
     parser.add_argument("--oof", type=int, help="K: the K-fold member and the refit instead")
+    parser.add_argument("--ablate", action="store_true", help="fit's defaults one at a time")
     args = parser.parse_args()
     print(f"`{shlex.join(['.venv/bin/python', *sys.argv])}`\n")
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads\n")
@@ -195,6 +230,9 @@ def main() -> None:
         out, scratch = args.out or Path(tmp), Path(tmp)
         if args.oof:
             oof_table(args, out, scratch)
+            return
+        if args.ablate:
+            ablation_table(args, out, scratch)
             return
         print(
             "| data | model | plain constant | plain cosine | fit before | fit defaults | "
@@ -247,6 +285,31 @@ def plain_scores(
         net = plain_loop(build(name, train, groups), train, groups, frame, schedule)
         plain[schedule] = score(net, test, groups, frame)
     return plain, (time.perf_counter() - begin) / 2
+
+
+def ablation_table(args: argparse.Namespace, out: Path, scratch: Path) -> None:
+    """``--ablate``: test GAP@20 of one `fit` per `ABLATIONS` row, each data and model."""
+    print("| data | model | fit | GAP@20 | lr | epochs (best) | s |")
+    print("|---|---|---|---:|---:|---:|---:|")
+    for which in args.data.split(","):
+        loaded = data(which, out)
+        if loaded is None:
+            continue
+        train, test, _ = loaded
+        for name in args.models.split(","):
+            frame = name in FRAME_MODELS
+            if which == "real" and frame:
+                continue
+            groups = groups_of(train, "frame" if frame else "video")
+            for i, (label, overrides) in enumerate(ABLATIONS.items()):
+                work = scratch / which / name / f"ablate-{i}"  # fit resumes from its workdir
+                net, result, seconds = run_fit(name, train, groups, TrainConfig(**overrides), work)
+                print(
+                    f"| {which} | {name} | {label} | {score(net, test, groups, frame):.4f} | "
+                    f"{result.lr:g} | {len(result.history)} ({result.best_epoch or '-'}) | "
+                    f"{seconds:.0f} |",
+                    flush=True,
+                )
 
 
 def oof_table(args: argparse.Namespace, out: Path, scratch: Path) -> None:
