@@ -36,7 +36,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from types import UnionType
 from typing import Any, Literal, TypeVar, Union, get_args, get_origin
@@ -345,18 +345,39 @@ def lam_grid(lam: float | Sequence[float]) -> tuple[float, ...]:
     Raises `ConfigError` (one line, naming ``distill.lam``) on an empty grid, a repeated value
     or one outside [0, 1].
     """
-    values = (float(lam),) if isinstance(lam, int | float) else tuple(float(v) for v in lam)
-    if not values:
-        raise ConfigError("distill.lam: no value to try; give one in [0, 1], e.g. [1.0, 0.5, 0.2]")
-    for value in values:
-        if not 0.0 <= value <= 1.0:
-            raise ConfigError(
-                f"distill.lam: {value:g} is outside [0, 1] (the weight of the label loss); use "
-                "e.g. [1.0, 0.5, 0.2]"
-            )
-    if len(set(values)) != len(values):
-        raise ConfigError(f"distill.lam: {list(values)} repeats a value; give each once")
+    values = _grid(
+        "lam", lam, lambda v: 0.0 <= v <= 1.0, "is outside [0, 1] (the weight of the label loss)",
+        "[1.0, 0.5, 0.2]",
+    )  # fmt: skip
     return tuple(sorted(values, key=lambda v: v != TWIN))
+
+
+def temperature_grid(temperature: float | Sequence[float]) -> tuple[float, ...]:
+    """The teacher temperatures to try (`webly.distill.soft_labels.sharpen`), in order.
+
+    Raises `ConfigError` (one line, naming ``distill.temperature``) on an empty grid, a
+    repeated value or one that is not > 0.
+    """
+    return _grid(
+        "temperature", temperature, lambda v: v > 0.0 and math.isfinite(v),
+        "is not > 0 (below 1 sharpens the teacher, above 1 softens it)", "[1.0, 0.5]",
+    )  # fmt: skip
+
+
+def _grid(
+    key: str, value: float | Sequence[float], ok: Callable[[float], bool], bad: str, example: str
+) -> tuple[float, ...]:
+    """The values of the grid ``distill.KEY`` in order; a one-line `ConfigError` when it is
+    empty, repeats a value or holds one that ``ok`` refuses (``bad`` says why)."""
+    values = (float(value),) if isinstance(value, int | float) else tuple(float(v) for v in value)
+    if not values:
+        raise ConfigError(f"distill.{key}: no value to try; give one, e.g. {example}")
+    for v in values:
+        if not ok(v):
+            raise ConfigError(f"distill.{key}: {v:g} {bad}; use e.g. {example}")
+    if len(set(values)) != len(values):
+        raise ConfigError(f"distill.{key}: {list(values)} repeats a value; give each once")
+    return values
 
 
 class DistillConfig(BaseModel):
@@ -371,10 +392,13 @@ class DistillConfig(BaseModel):
     (the 1st-place YouTube-8M team's family-wise distillation). ``students`` (zoo members, trained
     out-of-fold like the zoo with its ``train`` defaults), ``lam`` (weight of the label loss,
     `TrainConfig.distill_lam`: one value, or the values tried, each model keeping the one of
-    best validation figure, `webly.distill.settings`; 1.0 is the labels-only twin), ``k`` and
-    ``min_score`` (classes of the teacher kept per row). ``final``: one model trained on every
-    row: the model to compress and export. ``max_size`` (bytes or e.g. ``50MB``): a student
-    whose float32 weights are larger is refused before anything trains. ``unlabeled``
+    best validation figure, `webly.distill.settings`; 1.0 is the labels-only twin),
+    ``temperature`` (the teacher's, one value or the values tried with each ``lam`` below 1:
+    below 1 sharpens its probabilities, above 1 softens them,
+    `webly.distill.soft_labels.sharpen`), ``k`` and ``min_score`` (classes of the teacher kept
+    per row). ``final``: one model trained on every row: the model to compress and export.
+    ``max_size`` (bytes or e.g. ``50MB``): a student whose float32 weights are larger is
+    refused before anything trains. ``unlabeled``
     (`UnlabeledConfig`): students and final model also learn the teacher's predictions of the
     data's unlabeled split. ``mixup`` (alpha > 0): each setting of the final model with
     ``lam < 1`` is also tried with one mixed row per row it trains on (``Beta(alpha, alpha)``
@@ -387,6 +411,7 @@ class DistillConfig(BaseModel):
     teacher: str = "best"
     family: bool = False
     lam: float | list[float] = Field(default_factory=lambda: [1.0, 0.5, 0.2])
+    temperature: float | list[float] = 1.0
     k: int = Field(default=20, ge=1)
     min_score: float = Field(default=1e-3, ge=0.0, lt=1.0)
     students: list[dict[str, Any]] = Field(default_factory=list)
@@ -395,14 +420,14 @@ class DistillConfig(BaseModel):
     unlabeled: UnlabeledConfig | None = None
     mixup: float | None = Field(default=None, gt=0.0)
 
-    @field_validator("lam")
+    @field_validator("lam", "temperature")
     @classmethod
-    def _lams(cls, lam: float | list[float]) -> float | list[float]:
+    def _grids(cls, grid: float | list[float], info: ValidationInfo) -> float | list[float]:
         try:
-            lam_grid(lam)
+            (lam_grid if info.field_name == "lam" else temperature_grid)(grid)
         except ConfigError as err:
             raise ValueError(str(err)) from None
-        return lam
+        return grid
 
     @field_validator("max_size")
     @classmethod

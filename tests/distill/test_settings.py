@@ -21,6 +21,15 @@ def test_the_twin_comes_first_and_mixup_pairs_every_distilled_lam() -> None:
     assert [s.twin for s in grid] == [True, False, False]
 
 
+def test_each_distilled_lam_is_tried_at_each_temperature_and_the_twin_once() -> None:
+    grid = settings([1.0, 0.5], mixup=True, temperature=[1.0, 0.5])
+    assert [s.name for s in grid] == [
+        "labels", "lam-0.5", "lam-0.5-t0.5", "lam-0.5-mixup", "lam-0.5-t0.5-mixup",
+    ]  # fmt: skip
+    assert grid[0] == Setting(1.0) and grid[2] == Setting(0.5, temperature=0.5)
+    assert settings(0.5, temperature=2) == (Setting(0.5, temperature=2.0),)
+
+
 def test_a_tie_keeps_the_twin_and_a_failed_setting_is_never_chosen() -> None:
     assert choose([0.61, 0.61, 0.60]) == 0
     assert choose([0.60, 0.62, 0.62]) == 1
@@ -36,9 +45,12 @@ def test_a_tie_keeps_the_twin_and_a_failed_setting_is_never_chosen() -> None:
         ("-0.1", r"distill\.lam: -0\.1 is outside \[0, 1\]"),
         ("[]", r"distill\.lam: no value to try"),
         ("[0.5, 0.5]", r"distill\.lam: \[0\.5, 0\.5\] repeats a value"),
+        ("temperature=0", r"distill\.temperature: 0 is not > 0 .*; use e\.g\. \[1\.0, 0\.5\]"),
+        ("temperature=[]", r"distill\.temperature: no value to try"),
+        ("temperature=[1, 1]", r"distill\.temperature: \[1\.0, 1\.0\] repeats a value"),
     ],
 )
-def test_a_bad_lam_grid_is_one_line_naming_the_key(
+def test_a_bad_lam_or_temperature_grid_is_one_line_naming_the_key(
     value: str, message: str, tmp_path: Path
 ) -> None:
     recipe = {
@@ -52,7 +64,8 @@ def test_a_bad_lam_grid_is_one_line_naming_the_key(
     section = load_recipe(path).distill
     assert section is not None and section.lam == [1.0, 0.5, 0.2]  # the default grid
     with pytest.raises(ConfigError, match=message) as caught:
-        load_recipe(path, [f"distill.lam={value}"])
+        key = "" if value.startswith("temperature=") else "lam="
+        load_recipe(path, [f"distill.{key}{value}"])
     assert "\n" not in str(caught.value)
 
 

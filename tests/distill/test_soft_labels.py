@@ -7,8 +7,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from webly.core import TopK
-from webly.distill.soft_labels import families, family_teacher, soft_targets
+from webly.core import Task, TopK
+from webly.distill.soft_labels import families, family_teacher, sharpen, soft_targets
 from webly.ensemble.members import open_members
 from webly.errors import ConfigError, DataError
 from webly.predictions import PredictionWriter
@@ -32,6 +32,20 @@ def test_multiclass_targets_are_distributions_over_the_kept_classes() -> None:
     targets = soft_targets(TEACHER, 4, "multiclass").toarray()
     np.testing.assert_allclose(targets.sum(axis=1), 1.0, rtol=1e-6)
     np.testing.assert_allclose(targets[0], [0.25, 0, 0.75, 0], rtol=1e-6)
+
+
+def test_a_teacher_is_sharpened_below_temperature_1_and_softened_above() -> None:
+    teacher = TopK(np.array([[2, 0, -1]]), np.array([[0.9, 0.3, 0.0]], dtype=np.float32))
+    same = sharpen(teacher, 1.0, Task.MULTILABEL)
+    assert same is teacher
+    sharp = sharpen(teacher, 0.5, Task.MULTILABEL)  # log-odds doubled: 0.9 -> 81/82
+    np.testing.assert_allclose(sharp.scores[0, :2], [81 / 82, 9 / 58], rtol=1e-5)
+    assert sharp.scores[0, 2] == teacher.scores[0, 2] and (sharp.indices == teacher.indices).all()
+    soft = sharpen(teacher, 2.0, Task.MULTILABEL)
+    assert 0.5 < soft.scores[0, 0] < 0.9 and 0.3 < soft.scores[0, 1] < 0.5
+    # multi-class: p ** (1 / T), a distribution again once soft_targets normalises it
+    targets = soft_targets(sharpen(teacher, 0.5, Task.MULTICLASS), 3, Task.MULTICLASS)
+    np.testing.assert_allclose(targets.toarray(), [[0.09 / 0.9, 0.0, 0.81 / 0.9]], rtol=1e-5)
 
 
 def test_bad_teachers_are_refused() -> None:

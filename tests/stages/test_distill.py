@@ -19,9 +19,11 @@ import webly.distill.run as distill_run
 from tests.train.test_oof import spy_fit
 from webly import cli
 from webly.config import load_recipe
+from webly.core import Task, TopK
 from webly.data import Dataset, DatasetWriter
 from webly.data.relabel import label_list_array
 from webly.distill.mixed import mix_rows
+from webly.distill.soft_labels import sharpen
 from webly.ensemble.fit import load_entry
 from webly.pipeline import run_recipe
 from webly.predictions import Predictions
@@ -115,6 +117,31 @@ def test_a_teacher_worse_than_the_labels_leaves_the_twin(
     assert stage["summary"]["distilled"] is False
     assert stage["outputs"]["model"] == "distill/final/labels/logistic/full/model"
     assert "labels-only twin kept: no distillation setting beat it on validation" in stage["key"]
+
+
+@pytest.mark.slow
+def test_each_temperature_teaches_the_teacher_sharpened(
+    base: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    given: list[TopK] = []
+    teach = distill_run.soft_targets
+
+    def spy(teacher: TopK, *args: Any, **kwargs: Any) -> sp.csr_matrix:
+        given.append(teacher)
+        return teach(teacher, *args, **kwargs)
+
+    monkeypatch.setattr(distill_run, "soft_targets", spy)
+    out = tmp_path / "run"
+    run(tmp_path, out, "distill.lam=[1.0, 0.5]", "distill.temperature=[1.0, 0.25]")
+    tried = manifest(out)["summary"]["final_tried"]
+    assert [(t["setting"], t["temperature"]) for t in tried] == [
+        ("labels", 1.0), ("lam-0.5", 1.0), ("lam-0.5-t0.25", 0.25)
+    ]  # fmt: skip
+    plain, sharp = given[-2:]  # the twin is taught nothing
+    expected = sharpen(plain, 0.25, Task.MULTILABEL)
+    np.testing.assert_allclose(sharp.scores, expected.scores, rtol=1e-5)
+    kept = plain.indices >= 0
+    assert (np.abs(sharp.scores - 0.5) >= np.abs(plain.scores - 0.5) - 1e-6)[kept].all()
 
 
 def _shuffled_labels(store: Dataset, out: Path) -> Dataset:

@@ -34,12 +34,13 @@ class Tried:
     chosen: bool
 
     def row(self) -> dict[str, Any]:
-        """The JSON-able record of a stage summary: model, setting, lam, mixup, validation and
-        test figures, seconds, error and whether it was kept."""
+        """The JSON-able record of a stage summary: model, setting, lam, temperature, mixup,
+        validation and test figures, seconds, error and whether it was kept."""
         m = self.result
         return {
             "model": m.id, "setting": self.setting.name, "lam": self.setting.lam,
-            "mixup": self.setting.mixup, "valid": self.valid, "test": m.test_metric,
+            "temperature": self.setting.temperature, "mixup": self.setting.mixup,
+            "valid": self.valid, "test": m.test_metric,
             "seconds": round(m.seconds, 1), "error": m.error, "chosen": self.chosen,
         }  # fmt: skip
 

@@ -41,7 +41,7 @@ from webly.distill.grid import GridResult, Tried, fit_grid, held_out_figure, oof
 from webly.distill.mixed import mix_rows
 from webly.distill.pseudo import PseudoLabels
 from webly.distill.settings import Setting, settings
-from webly.distill.soft_labels import soft_targets
+from webly.distill.soft_labels import sharpen, soft_targets
 from webly.distill.teachers import (
     FAMILY_MEAN,
     UNLABELED_DIR,
@@ -117,7 +117,7 @@ def run_distill(
     kept: dict[str, Path] = {}  # the kept students: id -> folder of their setting
     if "students" in zoos:
         taught = fit_grid(
-            settings(section.lam), out / "students",
+            settings(section.lam, temperature=section.temperature), out / "students",
             _students_fit(zoos["students"], teachers, lessons, inputs, executor), oof_figure,
         )  # fmt: skip
         results += taught.kept
@@ -126,7 +126,7 @@ def run_distill(
     final: dict[str, Path] = {}
     model, key = None, ""
     if "final" in zoos:
-        grid = settings(section.lam, mixup=section.mixup is not None)
+        grid = settings(section.lam, section.mixup is not None, section.temperature)
         trained, teacher = _fit_final(zoos["final"], grid, teachers, lessons, inputs, kept, out,
                                       executor)  # fmt: skip
         (member,) = trained.kept
@@ -173,8 +173,10 @@ class _Lessons:
         """``(n_samples, n_classes)`` soft targets of ``teacher``'s out-of-fold predictions."""
         if setting.twin:
             return None
-        return soft_targets(teacher, self.train.n_classes, self.train.task, k=self.section.k,
-                            min_score=self.section.min_score)  # fmt: skip
+        return soft_targets(
+            sharpen(teacher, setting.temperature, self.train.task), self.train.n_classes,
+            self.train.task, k=self.section.k, min_score=self.section.min_score,
+        )  # fmt: skip
 
     def extra(
         self, predict: Predict, setting: Setting, rows: np.ndarray | None = None
@@ -185,11 +187,15 @@ class _Lessons:
         section = self.section
         if setting.twin:
             return None
+
+        def taught(data: Dataset) -> TopK:  # the teacher's predictions at the temperature
+            return sharpen(predict(data), setting.temperature, self.train.task)
+
         if setting.mixup:
             assert section.mixup is not None and rows is not None  # the final model's only
             data = mix_rows(self.train, self.mixed, section.mixup, self.seed, rows=rows,
                             overwrite=True)  # fmt: skip
-            return teach_unlabeled(predict(data), data, np.arange(len(data)), k=section.k,
+            return teach_unlabeled(taught(data), data, np.arange(len(data)), k=section.k,
                                    min_score=section.min_score)  # fmt: skip
         if self.unlabeled is None:
             return None
@@ -197,7 +203,7 @@ class _Lessons:
         options = section.unlabeled
         assert options is not None  # _unlabeled returns None without it
         return teach_unlabeled(
-            predict(data.subset(rows)), data, rows, threshold=options.threshold,
+            taught(data.subset(rows)), data, rows, threshold=options.threshold,
             soft=options.soft, k=section.k, min_score=section.min_score, alpha=options.alpha,
             t1=options.t1, t2=options.t2,
         )  # fmt: skip

@@ -67,6 +67,32 @@ def soft_targets(
     )
 
 
+def sharpen(teacher: TopK, temperature: float, task: Task) -> TopK:
+    """A teacher's probabilities at ``temperature``: below 1 sharper (surer classes surer),
+    above 1 softer, 1 unchanged.
+
+    Multi-label: each class's probability through its log-odds, ``sigmoid(logit(p) / T)``
+    (probabilities clipped to [1e-6, 1 - 1e-6] first). Multi-class: ``p ** (1 / T)``, the
+    softmax of ``log(p) / T`` up to the normalisation `soft_targets` applies to the kept
+    classes. Padding (index -1) is left as it is.
+
+    Parameters
+    ----------
+    teacher : TopK (n_samples, k_t) probabilities
+    temperature : > 0
+    task : the dataset's task
+    """
+    if temperature == 1.0:
+        return teacher
+    p = np.clip(teacher.scores.astype(np.float64), 1e-6, 1.0 - 1e-6)
+    if Task.parse(task).multilabel:
+        scores = 1.0 / (1.0 + np.exp(-(np.log(p) - np.log1p(-p)) / temperature))
+    else:
+        scores = np.exp(np.log(p) / temperature)
+    scores = np.where(teacher.indices >= 0, scores, teacher.scores)
+    return TopK(teacher.indices, scores.astype(teacher.scores.dtype))
+
+
 def families(members: Members) -> dict[str, list[str]]:
     """Members grouped by model family (the registered model name), in member order.
 
