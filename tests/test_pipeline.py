@@ -30,6 +30,7 @@ from webly.metrics import gap_at_k
 from webly.models.network import load_network
 from webly.pipeline import STAGES, RunResult, run_recipe, run_status
 from webly.predictions import Predictions
+from webly.resume import DONE, STATE, read_record
 from webly.rundir import DataRecord, RunDir
 from webly.stages import StageContext, check_data, data_config, make_data
 
@@ -401,13 +402,17 @@ def test_killed_run_resumes_with_the_same_command(tmp_path: Path) -> None:
     out = tmp_path / "run"
     command = [sys.executable, "-m", "webly", "run", str(recipe), "--out", str(out)]
     proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    finished = out / "zoo" / "logistic" / "predictions" / "manifest.json"
+    record = out / "zoo" / "logistic" / "config.json"  # says done once its store is whole
+
+    def finished() -> bool:
+        return (read_record(record) or {}).get(STATE) == DONE
+
     deadline = time.monotonic() + 120
-    while not finished.exists() and proc.poll() is None and time.monotonic() < deadline:
+    while not finished() and proc.poll() is None and time.monotonic() < deadline:
         time.sleep(0.05)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
-    assert finished.exists()
+    assert finished()
     assert [s.state for s in run_status(out)] == ["done", "done", "unfinished"] + ["not run"] * (
         len(NAMES) - 3
     )
