@@ -189,6 +189,23 @@ def data(which: str, out: Path) -> tuple[Dataset, Dataset, str] | None:
     return train, test, "generated frame-level yt8m-like (4,000 / 1,000 videos, 200 classes)"
 
 
+def cases(
+    args: argparse.Namespace, out: Path
+) -> Iterator[tuple[str, str, Dataset, Dataset, tuple[str, ...], bool]]:
+    """``(data, model, train, test, groups, frame)`` of each data set and model asked for (the
+    frame-level models only on the generated set: the real sample is video level)."""
+    for which in args.data.split(","):
+        loaded = data(which, out)
+        if loaded is None:
+            continue
+        train, test, _ = loaded
+        for name in args.models.split(","):
+            frame = name in FRAME_MODELS
+            if which == "real" and frame:
+                continue
+            yield which, name, train, test, groups_of(train, "frame" if frame else "video"), frame
+
+
 def run_fit(
     name: str, train: Dataset, groups: tuple[str, ...], config: TrainConfig, work: Path
 ) -> tuple[nn.Module, FitResult, float]:
@@ -240,39 +257,30 @@ def main() -> None:
             + (" fit, init bias |" if args.init_bias else "")
         )
         print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|" + "---:|" * args.init_bias)
-        for which in args.data.split(","):
-            loaded = data(which, out)
-            if loaded is None:
-                continue
-            train, test, _ = loaded
-            for name in args.models.split(","):
-                frame = name in FRAME_MODELS
-                if which == "real" and frame:
-                    continue  # the real sample is video level
-                groups = groups_of(train, "frame" if frame else "video")
-                plain, plain_s = plain_scores(name, train, test, groups, frame)
-                before = "-"
-                if not args.no_before:
-                    work = scratch / which / name / "before"
-                    net, _, _ = run_fit(name, train, groups, BEFORE, work)
-                    before = f"{score(net, test, groups, frame):.4f}"
-                work = scratch / which / name / "defaults"
-                net, result, seconds = run_fit(name, train, groups, TrainConfig(), work)
-                gap = score(net, test, groups, frame)
-                init = ""
-                if args.init_bias:
-                    work = scratch / which / name / "init"
-                    config = TrainConfig(output_bias="init")
-                    init_net, _, _ = run_fit(name, train, groups, config, work)
-                    init = f" {score(init_net, test, groups, frame):.4f} |"
-                best_plain = max(plain.values())
-                print(
-                    f"| {which} | {name} | {plain['constant']:.4f} | {plain['cosine']:.4f} | "
-                    f"{before} | {gap:.4f} | {gap - best_plain:+.4f} | {result.lr:g} | "
-                    f"{len(result.history)} ({result.best_epoch}) | {plain_s:.0f} | "
-                    f"{seconds:.0f} |{init}",
-                    flush=True,
-                )
+        for which, name, train, test, groups, frame in cases(args, out):
+            plain, plain_s = plain_scores(name, train, test, groups, frame)
+            before = "-"
+            if not args.no_before:
+                work = scratch / which / name / "before"
+                net, _, _ = run_fit(name, train, groups, BEFORE, work)
+                before = f"{score(net, test, groups, frame):.4f}"
+            work = scratch / which / name / "defaults"
+            net, result, seconds = run_fit(name, train, groups, TrainConfig(), work)
+            gap = score(net, test, groups, frame)
+            init = ""
+            if args.init_bias:
+                work = scratch / which / name / "init"
+                config = TrainConfig(output_bias="init")
+                init_net, _, _ = run_fit(name, train, groups, config, work)
+                init = f" {score(init_net, test, groups, frame):.4f} |"
+            best_plain = max(plain.values())
+            print(
+                f"| {which} | {name} | {plain['constant']:.4f} | {plain['cosine']:.4f} | "
+                f"{before} | {gap:.4f} | {gap - best_plain:+.4f} | {result.lr:g} | "
+                f"{len(result.history)} ({result.best_epoch}) | {plain_s:.0f} | "
+                f"{seconds:.0f} |{init}",
+                flush=True,
+            )
 
 
 def plain_scores(
@@ -291,25 +299,16 @@ def ablation_table(args: argparse.Namespace, out: Path, scratch: Path) -> None:
     """``--ablate``: test GAP@20 of one `fit` per `ABLATIONS` row, each data and model."""
     print("| data | model | fit | GAP@20 | lr | epochs (best) | s |")
     print("|---|---|---|---:|---:|---:|---:|")
-    for which in args.data.split(","):
-        loaded = data(which, out)
-        if loaded is None:
-            continue
-        train, test, _ = loaded
-        for name in args.models.split(","):
-            frame = name in FRAME_MODELS
-            if which == "real" and frame:
-                continue
-            groups = groups_of(train, "frame" if frame else "video")
-            for i, (label, overrides) in enumerate(ABLATIONS.items()):
-                work = scratch / which / name / f"ablate-{i}"  # fit resumes from its workdir
-                net, result, seconds = run_fit(name, train, groups, TrainConfig(**overrides), work)
-                print(
-                    f"| {which} | {name} | {label} | {score(net, test, groups, frame):.4f} | "
-                    f"{result.lr:g} | {len(result.history)} ({result.best_epoch or '-'}) | "
-                    f"{seconds:.0f} |",
-                    flush=True,
-                )
+    for which, name, train, test, groups, frame in cases(args, out):
+        for i, (label, overrides) in enumerate(ABLATIONS.items()):
+            work = scratch / which / name / f"ablate-{i}"  # fit resumes from its workdir
+            net, result, seconds = run_fit(name, train, groups, TrainConfig(**overrides), work)
+            print(
+                f"| {which} | {name} | {label} | {score(net, test, groups, frame):.4f} | "
+                f"{result.lr:g} | {len(result.history)} ({result.best_epoch or '-'}) | "
+                f"{seconds:.0f} |",
+                flush=True,
+            )
 
 
 def oof_table(args: argparse.Namespace, out: Path, scratch: Path) -> None:

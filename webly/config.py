@@ -282,15 +282,7 @@ class EnsembleConfig(BaseModel):
 
         if stacker is None:
             return None
-        accepted = [f.name for f in dataclasses.fields(StackerConfig) if f.name != "seed"]
-        for key in stacker:
-            if key not in accepted:
-                hint = (
-                    "the recipe's seed sets it"
-                    if key == "seed"
-                    else f"{did_you_mean(key, accepted)}it accepts: {', '.join(accepted)}"
-                )
-                raise ValueError(f"ensemble.stacker.{key}: unknown field; {hint}")
+        _known_fields(stacker, StackerConfig, "ensemble.stacker", "unknown field")
         try:
             StackerConfig(**stacker, seed=0)
         except (ConfigError, TypeError) as err:
@@ -846,6 +838,23 @@ def load_section(
         raise ConfigError(_describe(err, (name,))) from None
 
 
+def _known_fields(
+    fields: Any, kind: type, at: str, unknown: str, also: tuple[str, ...] = ()
+) -> None:
+    """Raise ValueError (``AT.KEY: UNKNOWN; hint``) for a key of ``fields`` that is not a
+    field of the dataclass ``kind`` (its ``seed`` excepted: the recipe's seed sets it);
+    ``also``: keys the section accepts beside them, named in the hint."""
+    accepted = [f.name for f in dataclasses.fields(kind) if f.name != "seed"]
+    for key in fields:
+        if key not in accepted:
+            hint = (
+                "the recipe's seed sets it"
+                if key == "seed"
+                else f"{did_you_mean(key, accepted)}it accepts: {', '.join([*also, *accepted])}"
+            )
+            raise ValueError(f"{at}.{key}: {unknown}; {hint}")
+
+
 def dump_recipe(recipe: Recipe) -> str:
     """The resolved recipe as YAML: every default filled in, ``zoo`` without the folds and
     seed the recipe sets, only the data source in use, no section of a stage left out."""
@@ -863,15 +872,7 @@ def _generator_config(
 ) -> YT8MLikeConfig | ProductsLikeConfig:
     """The generator config of ``kind`` from ``fields`` (raises ValueError naming the field)."""
     config_class = GENERATORS[kind]
-    accepted = [f.name for f in dataclasses.fields(config_class) if f.name != "seed"]
-    for key in fields:
-        if key not in accepted:
-            hint = (
-                "the recipe's seed sets it"
-                if key == "seed"
-                else f"{did_you_mean(key, accepted)}it accepts: kind, {', '.join(accepted)}"
-            )
-            raise ValueError(f"data.synth.{key}: unknown field of {kind}; {hint}")
+    _known_fields(fields, config_class, "data.synth", f"unknown field of {kind}", ("kind",))
     try:
         config = TypeAdapter(config_class).validate_python({**fields, "seed": seed})
         if isinstance(config, ProductsLikeConfig):
