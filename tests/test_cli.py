@@ -396,6 +396,9 @@ def test_train_a_zoo_then_ensemble_and_distill(tmp_path: Path) -> None:
     assert_user_error(bad, "distill.unlabeled is not set", "--set 'unlabeled={}'")
     bad = webly("distill", *second, "--set", "lamb=0.5", "--out", str(tmp_path / "bad"))
     assert_user_error(bad, "distill.lamb: unknown key; did you mean 'lam'?")
+    bad = webly("distill", *second, *section, "--valid", str(data / "train"),
+                "--out", str(tmp_path / "bad"))  # fmt: skip
+    assert_user_error(bad, "holds 240 of the training rows", "carved out of training")
     bad = webly("longtail", str(zoo), "--final", str(final), *splits, "--set", "method=tau",
                 "--out", str(tmp_path / "bad"))  # fmt: skip
     assert_user_error(bad, "longtail.method")

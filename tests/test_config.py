@@ -203,6 +203,7 @@ def test_relative_paths_resolve_against_the_current_folder(
         (["ensemble.stacker.rounds=0"], r"ensemble\.stacker: stacker rounds is 0; it must be >= 1"),
         (["ensemble.members=[lgbm]"], r"ensemble\.members: 'lgbm' is not a zoo member; the zoo "),
         (["distill.students=[{name: mlp}]"], r"distill: the teacher comes from the ensemble stage"),
+        (["data.valid_fraction=0.7"], r"data\.valid_fraction is 0\.7; use a share in \[0\.01, "),
         (
             ["ensemble.blends=[mean]", "distill.final={name: mlp}", "distill.teacher=greedy"],
             r"distill\.teacher: 'greedy' is not made by the ensemble; use one of: best, mean",

@@ -354,8 +354,21 @@ def test_stores_are_read_in_place(base: tuple[Path, RunResult, str], tmp_path: P
     result, _ = run(tmp_path, out, recipe={**RECIPE, "data": {"store": paths}})
     assert not result.failed and files(stores) == before  # never modified
     assert [p.name for p in (out / "data").iterdir()] == ["manifest.json"]  # never copied
-    assert manifest(out, "data")["outputs"] == paths | {"unlabeled": None}
+    assert manifest(out, "data")["outputs"] == paths | {"unlabeled": None, "valid": None}
     assert result.results == base[1].results | {"rows": result.results["rows"]}
+    # a validation split carved out of a store: both parts written to the run, the store read
+    carved = tmp_path / "carved"
+    zoo = {**RECIPE["zoo"], "members": [{"name": "logistic"}]}
+    recipe = {**RECIPE, "data": {"store": paths, "valid_fraction": 0.25}, "zoo": zoo}
+    result, _ = run(tmp_path, carved, recipe=recipe)
+    outputs = manifest(carved, "data")["outputs"]
+    assert not result.failed and files(stores) == before
+    assert outputs == {"train": "data/train", "test": paths["test"], "unlabeled": None,
+                       "valid": "data/valid"}  # fmt: skip
+    given = Dataset.open(stores / "train")
+    train, valid = Dataset.open(carved / "data" / "train"), Dataset.open(carved / "data" / "valid")
+    assert len(valid) == len(given) // 4 and len(train) + len(valid) == len(given)
+    assert sorted([*train.ids, *valid.ids]) == sorted(given.ids)
     # a store changed in place makes the data stage and everything after it stale
     store_manifest = stores / "train" / "manifest.json"
     store_manifest.write_text(store_manifest.read_text().replace("{", "{ ", 1))

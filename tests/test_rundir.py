@@ -79,7 +79,12 @@ def test_typed_records_round_trip(tmp_path: Path) -> None:
     assert data.task is Task.MULTICLASS  # a Task however it was given
     record(run, data)
     saved = json.loads(run.manifest_file("data").read_text())
-    assert saved["outputs"] == {"train": "data/train", "test": "/elsewhere/test", "unlabeled": None}
+    assert saved["outputs"] == {
+        "train": "data/train",
+        "test": "/elsewhere/test",
+        "unlabeled": None,
+        "valid": None,
+    }
     assert saved["summary"]["classes"] == 3
     assert run.read(DataRecord) == data and run.need(DataRecord).task is Task.MULTICLASS
     zoo = ZooRecord(members={"mlp": tmp_path / "zoo/mlp/predictions"}, table=[{"model": "mlp"}])

@@ -762,6 +762,14 @@ def distill(
         Path | None,
         typer.Option(help="Unlabeled dataset folder, learned as the section's unlabeled: says."),
     ] = None,
+    valid: Annotated[
+        Path | None,
+        typer.Option(
+            help="Validation dataset folder: rows of the training data that no model of the "
+            "zoo trained on. The final model early-stops on it, and its teacher and setting "
+            "are chosen there (default: the rows its training holds out)."
+        ),
+    ] = None,
     config: SectionFile = None,
     overrides: SectionOverrides = None,
     ray: RayAddress = None,
@@ -789,6 +797,7 @@ def distill(
         members={n: p for n, p in zoo_members(zoo_dir).items() if n in ids},
         entries=ensemble_entries(ensemble) if ensemble is not None else {},
         unlabeled=Dataset.open(unlabeled_data) if unlabeled_data is not None else None,
+        valid=Dataset.open(valid) if valid is not None else None,
     )  # fmt: skip
     result = run_distill(section, inputs, dest, executor=executor)
     out.print(result.key, highlight=False, soft_wrap=True)

@@ -158,10 +158,14 @@ class StoreData(BaseModel):
 
 
 DataSource = SynthData | BuiltinData | YT8MData | StoreData
+DATA_SOURCES = ("synth", "builtin", "yt8m", "store")
 
 
 class DataConfig(BaseModel):
-    """The ``data`` stage: exactly one source."""
+    """The ``data`` stage: exactly one source, and ``valid_fraction``: the share of its
+    training rows carved out (stratified, `webly.data.split`) into a validation split before
+    the folds, on which no model of the run trains; the distill stage validates and chooses
+    the final model there (None: no such split)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -169,21 +173,31 @@ class DataConfig(BaseModel):
     builtin: BuiltinData | None = None
     yt8m: YT8MData | None = None
     store: StoreData | None = None
+    valid_fraction: float | None = None
 
     @model_validator(mode="after")
     def _one_source(self) -> DataConfig:
-        given = [name for name in type(self).model_fields if getattr(self, name) is not None]
+        given = [name for name in DATA_SOURCES if getattr(self, name) is not None]
         if len(given) != 1:
             raise ValueError(
                 f"data: {' and '.join(given) or 'no source'} given; give exactly one source "
-                f"({', '.join(type(self).model_fields)})"
+                f"({', '.join(DATA_SOURCES)})"
             )
         return self
+
+    @field_validator("valid_fraction")
+    @classmethod
+    def _fraction(cls, fraction: float | None) -> float | None:
+        if fraction is not None and not 0.01 <= fraction <= 0.5:
+            raise ValueError(
+                f"data.valid_fraction is {fraction:g}; use a share in [0.01, 0.5], e.g. 0.1"
+            )
+        return fraction
 
     @property
     def source(self) -> tuple[str, DataSource]:
         """``(name, config)`` of the one source."""
-        for name in type(self).model_fields:
+        for name in DATA_SOURCES:
             value = getattr(self, name)
             if value is not None:
                 return name, value

@@ -121,10 +121,11 @@ def _load(value: Any, hint: Any, root: Path) -> Any:
 
 @dataclass(frozen=True)
 class DataRecord(StageRecord):
-    """The training store (and test and unlabeled ones, None when absent) and what they hold."""
+    """The training store (and test, unlabeled and validation ones, None when absent) and what
+    they hold."""
 
     STAGE: ClassVar[str] = "data"
-    OUTPUTS: ClassVar[tuple[str, ...]] = ("train", "test", "unlabeled")
+    OUTPUTS: ClassVar[tuple[str, ...]] = ("train", "test", "unlabeled", "valid")
     train: Path
     test: Path | None
     unlabeled: Path | None
@@ -133,6 +134,7 @@ class DataRecord(StageRecord):
     task: Task
     levels: list[str]
     noise: dict[str, Any] | None
+    valid: Path | None = None  # data.valid_fraction's split: rows no model of the run trains on
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "task", Task.parse(self.task))

@@ -4,6 +4,7 @@ setting chosen on validation, and the inputs it refuses."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -13,14 +14,17 @@ import pytest
 from tests.train.test_oof import _store, spy_fit
 from webly.config import DistillConfig
 from webly.data import Batch, Dataset, DatasetWriter, Layout
+from webly.data.split import carve_valid
 from webly.distill.run import run_distill
 from webly.distill.teachers import DistillInputs, ensemble_entries
 from webly.ensemble.fit import fit_ensemble, load_entry
 from webly.ensemble.members import open_members, zoo_members
 from webly.ensemble.stack import StackerConfig
-from webly.errors import ConfigError
+from webly.errors import ConfigError, DataError
+from webly.metrics.evaluate import task_metric
 from webly.predictions import Predictions
-from webly.train.oof import fit_oof, predict_zoo
+from webly.train import fold_model
+from webly.train.oof import fit_oof, held_out_rows, predict_zoo
 from webly.train.zoo import parse_zoo
 
 TRAIN = {"epochs": 2, "batch_size": 32, "lr": 0.05}
@@ -147,3 +151,47 @@ def test_family_teachers_need_no_ensemble(inputs: DistillInputs, tmp_path: Path)
     assert set(teacher["candidates"]) == {"family mean", "students' mean"}
     assert teacher["final"] == max(teacher["candidates"], key=teacher["candidates"].get)
     assert Predictions.open(result.students["student"]).model["distilled"]
+
+
+def test_with_a_validation_split_the_final_model_is_validated_and_chosen_there(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Rows carved out before the zoo: the final model trains on every training row, its
+    trainer scores the validation store, and its teacher and setting are chosen there."""
+    carve_valid(_store(tmp_path / "all", 180, 0).path, 0.2, 0, tmp_path / "train",
+                tmp_path / "valid")  # fmt: skip
+    train, valid = Dataset.open(tmp_path / "train"), Dataset.open(tmp_path / "valid")
+    zoo = parse_zoo({"folds": 3, "seed": 0, "k": 4, "train": TRAIN,
+                     "members": [{"name": "logistic"}]})  # fmt: skip
+    folds = train.folds(3, 0)
+    fit_oof(zoo, train, None, tmp_path / "zoo", folds)
+    fit_ensemble(open_members(zoo_members(tmp_path / "zoo"), ("oof",)), train.labels,
+                 train.task, tmp_path / "ens", blends=("mean",), folds=folds)  # fmt: skip
+    inputs = DistillInputs(train, train, folds, zoo, zoo_members(tmp_path / "zoo"),
+                           ensemble_entries(tmp_path / "ens"), valid=valid)  # fmt: skip
+    scored: list[Any] = []
+    real = fold_model.fit
+    monkeypatch.setattr(fold_model, "fit", lambda *a, **k: scored.append(a[2]) or real(*a, **k))
+    final = DistillConfig(final={"name": "mlp"}, lam=[1.0, 0.5])
+    result = run_distill(final, inputs, tmp_path / "out")
+    assert [len(v) for v in scored] == [len(valid)] * 2  # the twin and lam 0.5
+    assert all(v.path == valid.path for v in scored)
+    assert result.model is not None and held_out_rows(result.model) is None  # every row trained
+    teacher = result.summary["teacher"]
+    assert teacher["chosen on"] == "the validation split"
+    entry = load_entry(inputs.entries["mean"])
+    predicted = predict_zoo(zoo, train, valid, tmp_path / "zoo")
+    on_valid = task_metric(entry.predict([predicted["logistic"]]), valid.labels, valid.task)
+    assert teacher["candidates"]["mean"] == pytest.approx(on_valid)
+    tried = result.summary["final_tried"]
+    for row in tried:  # each setting's figure: its best epoch on the validation store
+        fit = json.loads((tmp_path / "out" / "final" / row["setting"] / "mlp" / "full" / "model"
+                          / "fit.json").read_text())  # fmt: skip
+        assert row["valid"] == max(h["metric"] for h in fit["history"])
+    assert result.summary["final_setting"] == max(tried, key=lambda r: r["valid"])["setting"]
+
+    overlapping = DistillInputs(train, train, folds, zoo, inputs.members, inputs.entries,
+                                valid=train.subset(np.arange(10)))  # fmt: skip
+    with pytest.raises(DataError, match=r"holds 10 of the training rows \(e\.g\. id .*carved"):
+        run_distill(final, overlapping, tmp_path / "refused")
+    assert not (tmp_path / "refused").exists()

@@ -242,3 +242,27 @@ def test_webly_distill_runs_the_recipes_section_as_the_stage_does(
         store = Path("final") / tried["setting"] / "logistic" / "predictions"
         ran, called = (Predictions.open(root / store).model for root in (base / "distill", out))
         assert ran["config_hash"] == called["config_hash"], tried["setting"]
+
+
+@pytest.mark.slow
+def test_a_validation_split_carved_before_the_zoo_chooses_the_final_model(
+    tmp_path: Path,
+) -> None:
+    """``data.valid_fraction``: its rows are in no training store of the run (so no fold
+    model saw them), and the final model's teacher and setting are chosen on them."""
+    out = tmp_path / "run"
+    run(tmp_path, out, "data.valid_fraction=0.2", "distill.lam=[1.0, 0.5]")
+    data = json.loads((out / "data" / "manifest.json").read_text())["outputs"]
+    train, valid = Dataset.open(out / data["train"]), Dataset.open(out / data["valid"])
+    assert len(train) + len(valid) == 300 and len(valid) == 60
+    assert not set(train.ids) & set(valid.ids)
+    assert len(np.load(out / "folds" / "folds.npy")) == len(train)
+    members = Predictions.open(out / "zoo" / "logistic" / "predictions")
+    assert len(members.oof.topk().indices) == len(train)
+    summary = manifest(out)["summary"]
+    assert summary["teacher"]["chosen on"] == "the validation split"
+    assert "on the final's held-out rows" not in summary["teacher"]
+    kept = next(t for t in summary["final_tried"] if t["chosen"])
+    assert kept["valid"] == max(t["valid"] for t in summary["final_tried"])
+    final = out / "distill" / "final" / kept["setting"] / "logistic" / "full" / "model"
+    assert held_out_rows(final) is None

@@ -17,7 +17,9 @@ The summary records every teacher and setting tried with its validation (and tes
 which was kept, and each teacher's figure on the final's held-out rows. Those rows are unseen
 by the final model but not by its teacher's fold models, whose predictions of the other rows it
 learns: the validation figure of a distilled setting is optimistic against the twin's
-(bench/RESULTS.md, "Distillation chosen on validation").
+(bench/RESULTS.md, "Distillation chosen on validation"). A validation split carved out of the
+training data before the zoo (``DistillInputs.valid``, ``data.valid_fraction``) has no such
+leak: with one, the final model early-stops on it, and its teacher and setting are chosen there.
 
 With ``unlabeled`` both also train on the data's unlabeled split, taught there by the same
 teacher's predictions of it (`webly.distill.unlabeled`); with ``max_size`` a model whose
@@ -61,6 +63,7 @@ from webly.train.oof import (
     MODEL_DIR,
     MemberResult,
     ZooResult,
+    check_valid,
     fit_full,
     fit_oof,
     held_out_rows,
@@ -105,6 +108,9 @@ def run_distill(
     train = inputs.train
     zoos = student_zoos(section, inputs.zoo)
     check_teacher(section, inputs)
+    if inputs.valid is not None:
+        for zoo in zoos.values():
+            check_valid(zoo, train, inputs.valid)
     if section.max_size is not None:
         for where, zoo in zoos.items():
             _check_size(zoo, train, parse_size(section.max_size), where)
@@ -244,15 +250,30 @@ def _fit_final(
     executor: Executor | None,
 ) -> tuple[GridResult, dict[str, Any]]:
     """The final model on every row at every setting, taught by the candidate teacher of best
-    out-of-fold metric against the training labels, keeping its best setting on the rows its
-    training held out; and the summary of the teacher's choice."""
-    train = inputs.train
-    (member,) = plan_zoo(zoo, train)
-    config = member.train_config(0)  # the seeds of a model trained on every row (fit_full)
-    held_out = loop_held_out_rows(len(train), config.valid_fraction, config.seed)
-    trained = np.setdiff1d(np.arange(len(train)), held_out if held_out is not None else [])
+    validation figure, keeping its best setting on validation; and the summary of the
+    teacher's choice.
+
+    Validation is the data's validation split when there is one (``inputs.valid``: rows no
+    model of the run trained on): the final model early-stops on it, and teachers and settings
+    are chosen by their metric there. Without one, teachers are chosen by their out-of-fold
+    metric against the training labels and settings on the rows the final's training held
+    out, whose labels its teacher's fold models learnt (the module notes)."""
+    train, valid = inputs.train, inputs.valid
     candidates = teachers.of_final(zoo, students)
-    figures = {n: task_metric(top, train.labels, train.task) for n, (top, _) in candidates.items()}
+    if valid is not None:
+        trained = np.arange(len(train))
+        figures = {
+            n: task_metric(predict(valid), valid.labels, valid.task)
+            for n, (_, predict) in candidates.items()
+        }
+    else:
+        (member,) = plan_zoo(zoo, train)
+        config = member.train_config(0)  # the seeds of a model trained on every row (fit_full)
+        held_out = loop_held_out_rows(len(train), config.valid_fraction, config.seed)
+        trained = np.setdiff1d(np.arange(len(train)), held_out if held_out is not None else [])
+        figures = {
+            n: task_metric(top, train.labels, train.task) for n, (top, _) in candidates.items()
+        }
     name = max(figures, key=lambda n: figures[n])
     teacher, predict = candidates[name]
 
@@ -260,11 +281,17 @@ def _fit_final(
         return fit_full(
             with_lam(zoo, setting.lam), train, inputs.test, folder,
             lessons.targets(teacher, setting), executor=executor,
-            pseudo=lessons.extra(predict, setting, trained),
+            pseudo=lessons.extra(predict, setting, trained), valid=valid,
         )  # fmt: skip
 
     final = fit_grid(grid, out / "final", fit, held_out_figure)
     (kept,) = final.kept
+    choice: dict[str, Any] = {
+        "final": name,
+        "students": _students_teacher(teachers) if students else None,
+    }
+    if valid is not None:
+        return final, choice | {"chosen on": "the validation split", "candidates": figures}
     held = held_out_rows(final.folders[kept.id] / kept.id / FULL_DIR / MODEL_DIR)
     on_held = None
     if held is not None:
@@ -274,14 +301,11 @@ def _fit_final(
             )
             for n, (top, _) in candidates.items()
         }
-    choice = {
-        "final": name,
-        "students": _students_teacher(teachers) if students else None,
+    return final, choice | {
         "chosen on": "out-of-fold metric against the training labels",
         "candidates": figures,
         "on the final's held-out rows": on_held,
     }
-    return final, choice
 
 
 def _students_teacher(teachers: Teachers) -> str:

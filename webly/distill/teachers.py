@@ -55,6 +55,9 @@ class DistillInputs:
     zoo member's prediction store (``OUT/<id>/predictions`` of `webly.train.oof.fit_oof`).
     ``entries``: each ensemble entry's store by name (`webly.ensemble.fit.fit_ensemble`; empty
     with ``distill.family``). ``unlabeled``: the data's unlabeled split (``distill.unlabeled``).
+    ``valid``: the data's validation split, carved out of training before the zoo (no teacher
+    model trained on it), on which the final model is validated and chosen; None: the rows
+    its training holds out.
     """
 
     train: Dataset
@@ -64,6 +67,7 @@ class DistillInputs:
     members: Mapping[str, Path]
     entries: Mapping[str, Path] = field(default_factory=dict)
     unlabeled: Dataset | None = None
+    valid: Dataset | None = None
 
     def best_entry(self) -> str:
         """The ensemble entry of best out-of-fold metric against the training labels, as its

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import glob
 import io
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +14,7 @@ from webly._fs import atomic_output, file_hash, write_atomic
 from webly.config import BuiltinData, DataSource, Recipe, StoreData, SynthData, YT8MData
 from webly.data.builtin import builtin_digits
 from webly.data.products import ProductsLikeConfig, synth_products_like
+from webly.data.split import carve_valid
 from webly.data.store import MANIFEST, Dataset
 from webly.data.synth import synth_yt8m_like
 from webly.data.yt8m import import_yt8m
@@ -35,6 +37,8 @@ def data_config(recipe: Recipe) -> dict[str, Any]:
     if dumped.get("unlabeled", "") is None:  # absent: runs made before the field stay valid
         del dumped["unlabeled"]
     config: dict[str, Any] = {name: dumped}
+    if recipe.data.valid_fraction is not None:  # likewise
+        config["valid_fraction"] = recipe.data.valid_fraction
     if isinstance(source, SynthData | BuiltinData):
         config["seed"] = recipe.seed
     elif isinstance(source, StoreData):
@@ -67,14 +71,21 @@ def check_data(recipe: Recipe) -> None:
 
 def make_data(ctx: StageContext) -> StageResult:
     """Generate or import the splits into ``RUN/data`` (atomically), or point at the stores of
-    a ``store`` source; describe the training split."""
+    a ``store`` source; carve the validation split out of the training one
+    (``data.valid_fraction``: both written to ``RUN/data``); describe the training split."""
     _, source = ctx.recipe.data.source
+    fraction = ctx.recipe.data.valid_fraction
     with atomic_output(ctx.folder, overwrite=True) as tmp:
         noise = _make_splits(source, ctx.recipe.seed, tmp)
+        if fraction is not None:
+            given = source.train if isinstance(source, StoreData) else tmp / "train"
+            carved = tmp / ".train-rows"
+            carve_valid(given, fraction, ctx.recipe.seed, carved, tmp / "valid")
+            shutil.rmtree(tmp / "train", ignore_errors=True)  # nothing for a store source
+            carved.rename(tmp / "train")
+    paths = {s: ctx.folder / s for s in (*SPLITS, "valid") if (ctx.folder / s).is_dir()}
     if isinstance(source, StoreData):
-        paths = {split: ctx.run / path for split, path in _given_splits(source).items()}
-    else:
-        paths = {s: ctx.folder / s for s in SPLITS if (ctx.folder / s).is_dir()}
+        paths = {split: ctx.run / path for split, path in _given_splits(source).items()} | paths
     stores = {split: Dataset.open(path) for split, path in paths.items()}
     rows = {split: len(store) for split, store in stores.items()}
     train = stores["train"]
@@ -85,6 +96,7 @@ def make_data(ctx: StageContext) -> StageResult:
             train=paths["train"], test=paths.get("test"), unlabeled=paths.get("unlabeled"),
             rows=rows, classes=train.n_classes, task=train.task,
             levels=sorted({f.level for f in train.layout.features}), noise=noise,
+            valid=paths.get("valid"),
         ),
     )  # fmt: skip
 

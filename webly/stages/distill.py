@@ -33,12 +33,14 @@ def make_distill(ctx: StageContext) -> StageResult:
         return StageResult(key="not in the recipe")
     train, test = splits(ctx)
     ensemble = ctx.input(EnsembleRecord)  # None without the stage
-    unlabeled = ctx.need(DataRecord).unlabeled if section.unlabeled is not None else None
+    data = ctx.need(DataRecord)
+    unlabeled = data.unlabeled if section.unlabeled is not None else None
     inputs = DistillInputs(
         train, test, np.load(ctx.need(FoldsRecord).folds), ctx.recipe.zoo,
         members=ctx.rundir.members(),
         entries=dict(ensemble.stores) if ensemble is not None else {},
         unlabeled=Dataset.open(unlabeled) if unlabeled is not None else None,
+        valid=Dataset.open(data.valid) if data.valid is not None else None,
     )  # fmt: skip
     result = run_distill(section, inputs, ctx.folder, executor=ctx.executor)
     summary = result.summary

@@ -93,7 +93,15 @@ from webly.train.loop import (
     matrix_digest,
     weight_settings,
 )
-from webly.train.zoo import Member, Zoo, config_hash, load_zoo, parse_zoo, plan_zoo
+from webly.train.zoo import (
+    Member,
+    Zoo,
+    config_hash,
+    load_zoo,
+    manifest_hash,
+    parse_zoo,
+    plan_zoo,
+)
 
 if TYPE_CHECKING:  # the trainer only reads its fields; importing it would tie train to distill
     from webly.distill.pseudo import PseudoLabels
@@ -252,11 +260,14 @@ def fit_full(
     sample_weight: np.ndarray | WeightSchedule | None = None,
     executor: Executor | None = None,
     pseudo: PseudoLabels | None = None,
+    valid: Dataset | None = None,
 ) -> ZooResult:
     """Train every member of ``zoo`` once on all of ``train``: the models one deploys.
 
-    No fold is held out, so there is no out-of-fold prediction; `fit` keeps the member's
-    ``valid_fraction`` of the rows aside for its learning-rate search and early stopping (with
+    No fold is held out, so there is no out-of-fold prediction. ``valid``, a store of the same
+    classes that no row of ``train`` is in (e.g. a run's validation split carved before its
+    zoo, ``data.valid_fraction``), is what the learning-rate search and early stopping score;
+    without it `fit` keeps the member's ``valid_fraction`` of the rows aside for them (with
     ``valid_fraction: 0`` it trains every row for its ``epochs``). The model is saved to
     ``OUT/<member id>/full/model/`` and its predictions of ``test`` to
     ``OUT/<member id>/predictions/`` (a store with a ``test`` split only). ``teacher``,
@@ -266,16 +277,21 @@ def fit_full(
     if test is None:
         raise ConfigError("training on every row needs a test split to predict; pass one")
     members = plan_zoo(zoo, train, test)
+    if valid is not None:
+        check_valid(zoo, train, valid)
     teacher_hash = _check_teacher(teacher, members, train)
     override = _check_override(labels, sample_weight, pseudo, members, train)
     everything = np.zeros(len(train), dtype=np.int8)
     out = Path(out)
+    valid_hash = manifest_hash(valid) if valid is not None else None
+    hashes = {"valid": valid_hash, **override.hashes()}
     digests = [
-        config_hash(member, zoo, everything, train, test, teacher_hash, **override.hashes())
+        config_hash(member, zoo, everything, train, test, teacher_hash, **hashes)
         for member in members
     ]
     budget = _budget(zoo, members, train, out, [-1])
-    inputs = FoldInputs(train, everything, teacher, override, zoo.keep_checkpoints, budget)
+    inputs = FoldInputs(train, everything, teacher, override, zoo.keep_checkpoints, budget,
+                        valid)  # fmt: skip
     work_planned(_work(members, digests, out, [-1]))
     failed = _train_ahead(executor, inputs, members, digests, out, [-1])
     return _fit_members(members, digests, zoo, inputs, test, out, failed, every_row=True)
@@ -360,7 +376,7 @@ class FoldInputs:
     itself), the ``(n_samples,)`` int8 fold of every row (all 0 for `fit_full`), the teacher's
     ``(n_samples, n_classes)`` soft targets or None, the labels and weights in place of the
     store's, whether a saved fold keeps its trainer checkpoints (``zoo.keep_checkpoints``) and
-    the time budget of ``zoo.time_limit``."""
+    the time budget of ``zoo.time_limit``; ``valid``: `fit_full`'s validation store."""
 
     train: Dataset
     folds: np.ndarray
@@ -368,6 +384,7 @@ class FoldInputs:
     override: _Override
     keep_checkpoints: bool = False
     budget: TimeBudget | None = None
+    valid: Dataset | None = None
 
 
 @dataclass(frozen=True)
@@ -398,6 +415,7 @@ def train_fold(inputs: FoldInputs, job: FoldJob) -> None:
     _fold_model(
         job.member, job.fold, inputs.train, held_out, inputs.folds, job.workdir, inputs.teacher,
         inputs.override, keep_checkpoints=inputs.keep_checkpoints, budget=inputs.budget,
+        valid=inputs.valid,
     )  # fmt: skip
 
 
@@ -591,6 +609,19 @@ def _check_teacher(
     return array_digest(teacher.indptr, teacher.indices, teacher.data)
 
 
+def check_valid(zoo: Zoo, train: Dataset, valid: Dataset) -> None:
+    """Refuse a validation store the members of ``zoo`` cannot be scored on (other classes,
+    groups) or holding rows (by id) of the training store: a model scored on rows it trained
+    on would keep its most overfitted epoch and setting."""
+    plan_zoo(zoo, train, valid, split="valid")
+    shared = np.intersect1d(train.ids.astype(str), valid.ids.astype(str))
+    if shared.size:
+        raise DataError(
+            f"validation data {valid.path} holds {shared.size:,} of the training rows (e.g. id "
+            f"{shared[0]!r}); pass a split carved out of training before the zoo, not a part of it"
+        )
+
+
 def _check_folds(folds: np.ndarray, zoo: Zoo, train: Dataset) -> np.ndarray:
     """``folds`` as int8 when it gives every training row one of ``zoo.folds`` non-empty folds."""
     folds = np.asarray(folds)
@@ -631,7 +662,7 @@ def _fit_members(
         results.append(
             _fit_member(
                 member, zoo, inputs.train, test, folds, folder, digest, inputs.teacher,
-                inputs.override, error, inputs.budget,
+                inputs.override, error, inputs.budget, inputs.valid,
             )
         )  # fmt: skip
     return ZooResult(results)
@@ -649,9 +680,11 @@ def _fit_member(
     override: _Override,
     error: str | None = None,
     budget: TimeBudget | None = None,
+    valid: Dataset | None = None,
 ) -> MemberResult:
-    """Train (``folds`` None: on every row, `_train_full`) or find finished one member;
-    ``error``: its training already failed (in an executor), recorded as it is."""
+    """Train (``folds`` None: on every row, `_train_full`, validated on ``valid`` when given)
+    or find finished one member; ``error``: its training already failed (in an executor),
+    recorded as it is."""
     base = MemberResult(
         id=member.id,
         name=member.name,
@@ -667,7 +700,9 @@ def _fit_member(
     claim(folder, CONFIG_FILE, digest, {"config": member.config})
     try:
         if folds is None:
-            store = _train_full(member, zoo, train, test, folder, digest, teacher, override, budget)
+            store = _train_full(
+                member, zoo, train, test, folder, digest, teacher, override, budget, valid
+            )
         else:
             store = _train_member(
                 member, zoo, train, test, folds, folder, digest, teacher, override, budget
@@ -758,6 +793,7 @@ def _train_full(
     teacher: sp.csr_matrix | None,
     override: _Override,
     budget: TimeBudget | None = None,
+    valid: Dataset | None = None,
 ) -> Predictions:
     assert test is not None  # fit_full refuses to start without one
     started = time.perf_counter()
@@ -765,7 +801,7 @@ def _train_full(
     none = np.zeros(0, dtype=np.int64)
     model = _fold_model(
         member, -1, train, none, everything, folder / fold_dir(-1), teacher, override,
-        keep_checkpoints=zoo.keep_checkpoints, budget=budget,
+        keep_checkpoints=zoo.keep_checkpoints, budget=budget, valid=valid,
     )  # fmt: skip
     seconds = fold_seconds(folder / fold_dir(-1), time.perf_counter() - started)
     model_info = _model_info(member, 0, zoo.seed, digest, teacher, override)
@@ -819,14 +855,15 @@ def _fold_model(
     *,
     keep_checkpoints: bool = False,
     budget: TimeBudget | None = None,
+    valid: Dataset | None = None,
 ) -> Model:
     """The model of fold ``fold``: loaded when saved, else trained on the other folds' used
     rows (its trainer resumes from a checkpoint in ``workdir``), validated on the held-out
     fold's, and saved atomically. Fold -1: trained on every used row (``held_out`` empty),
-    seeded as fold 0, validated on the rows `fit` holds out. Once the model is saved, the
-    trainer's files in ``workdir`` are dropped (`drop_trainer_files`) unless
-    ``keep_checkpoints``. A network trains within its share of ``budget``
-    (``zoo.time_limit``), recorded in ``fit.json``."""
+    seeded as fold 0, validated on the store ``valid`` or else on the rows `fit` holds out.
+    Once the model is saved, the trainer's files in ``workdir`` are dropped
+    (`drop_trainer_files`) unless ``keep_checkpoints``. A network trains within its share of
+    ``budget`` (``zoo.time_limit``), recorded in ``fit.json``."""
     saved = workdir / MODEL_DIR
     kept = override.rows(np.flatnonzero(folds != fold))
     valid_rows = override.rows(held_out)
@@ -854,7 +891,7 @@ def _fold_model(
         model = build_model(member, train.n_classes, max(fold, 0))
         held = model.fit(
             train.subset(kept),
-            train.subset(valid_rows) if valid_rows.size else None,
+            train.subset(valid_rows) if valid_rows.size else valid,
             workdir,
             targets=teacher[kept] if teacher is not None else None,
             time_limit=budget.share() if budget is not None else None,

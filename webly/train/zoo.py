@@ -201,23 +201,26 @@ def parse_zoo(raw: Any, source: str = "zoo", members_at: str | None = None) -> Z
     return zoo
 
 
-def plan_zoo(zoo: Zoo, train: Dataset, test: Dataset | None = None) -> list[Member]:
+def plan_zoo(
+    zoo: Zoo, train: Dataset, test: Dataset | None = None, *, split: str = "test"
+) -> list[Member]:
     """Resolve every member against the data; fails on the first problem, before training.
 
-    Each member is also built once (and thrown away), so a hyper-parameter value its model
-    refuses fails here too.
+    ``test``: another split the members predict or are scored on (``split`` names it in the
+    errors, e.g. ``valid``). Each member is also built once (and thrown away), so a
+    hyper-parameter value its model refuses fails here too.
     """
     if test is not None and (test.n_classes != train.n_classes or test.task != train.task):
         raise ConfigError(
-            f"test data has {test.n_classes} {test.task} classes, training data "
-            f"{train.n_classes} {train.task}; pass splits of one dataset (--test)"
+            f"{split} data has {test.n_classes} {test.task} classes, training data "
+            f"{train.n_classes} {train.task}; pass splits of one dataset (--{split})"
         )
     members = []
     for spec in zoo.members:
         entry = model_entry(spec.name)
         groups = _member_groups(spec, entry.level, train)
         if test is not None:
-            _check_test_groups(spec.member_id, groups, train, test)
+            _check_split_groups(spec.member_id, groups, train, test, split)
         subset_seed, *fold_seeds = np.random.SeedSequence(
             [zoo.seed, _id_key(spec.member_id)]
         ).spawn(zoo.folds + 1)
@@ -248,11 +251,13 @@ def config_hash(
     labels: str | None = None,
     sample_weight: str | None = None,
     pseudo: str | None = None,
+    valid: str | None = None,
 ) -> str:
     """SHA-256 of what a member's predictions depend on: its resolved config, the zoo's seed
     and k, the fold of every row, the manifests of the training and test data, and the hashes
-    of a teacher's soft targets (distillation), of labels replacing the store's and of sample
-    weights (cleaning) and of pseudo-labeled rows, each when given."""
+    of a teacher's soft targets (distillation), of labels replacing the store's, of sample
+    weights (cleaning), of pseudo-labeled rows and of a validation store's manifest, each when
+    given."""
     blob = {
         "member": member.config,
         "seed": zoo.seed,
@@ -261,7 +266,13 @@ def config_hash(
         "train": manifest_hash(train),
         "test": manifest_hash(test) if test is not None else None,
     }
-    given = {"teacher": teacher, "labels": labels, "sample_weight": sample_weight, "pseudo": pseudo}
+    given = {
+        "teacher": teacher,
+        "labels": labels,
+        "sample_weight": sample_weight,
+        "pseudo": pseudo,
+        "valid": valid,
+    }
     # absent when not given: the hashes of finished zoos stay valid
     blob |= {key: value for key, value in given.items() if value is not None}
     return hashlib.sha256(json.dumps(blob, sort_keys=True).encode()).hexdigest()
@@ -371,8 +382,8 @@ def _member_groups(spec: MemberSpec, level: Level, train: Dataset) -> tuple[str,
     return tuple(spec.groups)
 
 
-def _check_test_groups(
-    member_id: str, groups: tuple[str, ...], train: Dataset, test: Dataset
+def _check_split_groups(
+    member_id: str, groups: tuple[str, ...], train: Dataset, test: Dataset, split: str
 ) -> None:
     test_specs = {f.name: f for f in test.layout.features}
     for group in groups:
@@ -382,7 +393,7 @@ def _check_test_groups(
             found = "lacks it" if other is None else f"has it {other.level}-level, {other.dim}-d"
             raise ConfigError(
                 f"member {member_id!r}: group {group!r} is {spec.level}-level, {spec.dim}-d in "
-                f"the training data but the test data {found}; pass splits of one dataset"
+                f"the training data but the {split} data {found}; pass splits of one dataset"
             )
 
 
