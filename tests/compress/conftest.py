@@ -38,3 +38,12 @@ def finished_run(factory: pytest.TempPathFactory, recipe: dict[str, Any], name: 
 def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A finished run of `RUN_RECIPE`."""
     return finished_run(tmp_path_factory, RUN_RECIPE, "run")
+
+
+@pytest.fixture(scope="session")
+def valid_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A finished run of `RUN_RECIPE` with a validation split carved before the zoo and a final
+    network distilled from the ensemble (or its twin, whichever validates better)."""
+    data = {**RUN_RECIPE["data"], "valid_fraction": 0.25}
+    distill = {**RUN_RECIPE["distill"], "lam": [1.0, 0.5], "teacher": "stacker"}
+    return finished_run(tmp_path_factory, {**RUN_RECIPE, "data": data, "distill": distill}, "valid")

@@ -19,13 +19,14 @@ from webly.compress.run import run_final
 from webly.core import TopK
 from webly.data import Dataset
 from webly.ensemble.blend import Blend
+from webly.ensemble.stack import Stacker
 from webly.ensemble.tta import scores_topk
 from webly.errors import ConfigError
 from webly.metrics.evaluate import task_metric
 from webly.models.quantized import open_network
 from webly.predictions import Predictions
 from webly.train.loop import iter_scores
-from webly.train.oof import held_out_rows
+from webly.train.oof import held_out_rows, predict_members
 
 
 @pytest.fixture(scope="module")
@@ -287,3 +288,34 @@ def test_a_latency_budget_keeps_the_fast_and_names_the_fastest(
     result = choose_under_budget(tiny_run, "1GB", max_latency_ms=stacker.latency_ms / 2)
     assert result.chosen.name != "stacker"
     assert result.chosen.latency_ms <= stacker.latency_ms / 2  # type: ignore[operator]
+
+
+@pytest.mark.slow
+def test_with_a_validation_split_every_candidate_is_scored_on_it(valid_run: Path) -> None:
+    """No model of the run trained on the split, so the final network (distilled or not) is
+    weighed beside the members, blends and stacker, each predicting it whole."""
+    result = choose_under_budget(valid_run, "1GB", measure_latency=False)
+    valid = Dataset.open(valid_run / "data" / "valid")
+    train = Dataset.open(valid_run / "data" / "train")
+    assert result.scored_on == (
+        "the validation split carved before the zoo (no model trained on it), given labels, "
+        f"{len(valid)} rows"
+    )
+    assert all(c.metric is not None for c in result.candidates)
+    by_name = {c.name: c for c in result.candidates}
+    stores = {m: valid_run / "zoo" / m / "predictions" for m in ("logistic", "mlp")}
+    predicted = predict_members(stores, train, valid)
+    for name, top in predicted.items():
+        expected = task_metric(top, valid.labels, valid.task, 20)
+        assert by_name[f"member {name}"].metric == pytest.approx(expected)
+    stacker = Stacker.load(valid_run / "ensemble" / "stacker" / "model")
+    on_valid = stacker.predict_topk([predicted[m] for m in stacker.members])
+    expected = task_metric(on_valid, valid.labels, valid.task, 20)
+    assert by_name["stacker"].metric == pytest.approx(expected, abs=1e-6)
+    final = run_final(valid_run).folder
+    network = open_network(final)
+    scores = scores_topk(iter_scores(network, valid, list(network.config["input_dims"]), 64), 20)
+    (fp32,) = [c for c in result.candidates if c.name.endswith("fp32")]
+    assert fp32.metric == pytest.approx(task_metric(scores, valid.labels, valid.task, 20))
+    best = max(c.metric or 0.0 for c in result.candidates)
+    assert result.chosen.metric == best

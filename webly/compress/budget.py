@@ -28,8 +28,11 @@ the stacker's manifest and fold models; an ensemble's adds its members' fold mod
 float32; the export ships each as an ONNX graph of about the same size).
 
 **Accuracy** is GAP@k (multi-label) or accuracy (multi-class), the metric of the run's evaluate
-stage, measured on **validation rows carved from training**, against the training labels as
-given: the rows the final network's `fit` held out (``held_out.npy``, `held_out_rows`), which it
+stage, measured on **validation rows carved from training**, against their labels as given.
+When the run has a validation split carved before the zoo (``data.valid_fraction``), every
+candidate predicts it whole, as it would the test split: no model of the run trained on those
+rows, so a distilled final network is scored there beside the ensembles. Otherwise they are
+the rows the final network's `fit` held out (``held_out.npy``, `held_out_rows`), which it
 never trained on, where the other candidates are scored by their out-of-fold predictions; every
 training row out of fold when the run has no such network, or when the final learned a
 teacher's predictions (its held-out rows flatter it, `_taught`): the final then has no
@@ -78,7 +81,7 @@ from webly.predictions import Predictions, float16_topk, write_predictions
 from webly.rundir import DataRecord, DistillRecord, EnsembleRecord, FoldsRecord, RunDir
 from webly.sizes import format_size, parse_size
 from webly.train.loop import iter_scores
-from webly.train.oof import held_out_rows
+from webly.train.oof import held_out_rows, predict_members
 
 Kind = Literal["final", "ensemble", "stacker"]
 CHOICE_FILE, FRONTIER_FILE = "choice.json", "frontier.json"
@@ -234,7 +237,10 @@ def _figure(value: float | None) -> str:
 @dataclass(frozen=True)
 class _Split:
     """Rows, labels and metric candidates are scored with: ``rows`` (positions in ``store``,
-    None for every row) and their ``labels``."""
+    None for every row) and their ``labels``. ``oof``: rows of the training store, where the
+    members and the stacker are scored by their out-of-fold predictions; False for a store of
+    its own (the test split, or the validation split carved before the zoo), which every
+    candidate predicts whole."""
 
     store: Dataset
     rows: np.ndarray | None
@@ -242,6 +248,12 @@ class _Split:
     metric: str
     k: int
     words: str
+    oof: bool = True
+
+    @property
+    def unseen(self) -> bool:
+        """Whether a network trained on every training row never saw these rows."""
+        return self.rows is not None or not self.oof
 
     @property
     def task(self) -> Task:
@@ -324,6 +336,7 @@ def choose_under_budget(
             "NETWORK_DIR --out DIR"
         )
     valid, test = _splits(rundir)
+    train = Dataset.open(rundir.need(DataRecord).train)
     with contextlib.ExitStack() as stack:
         if out is None:
             folder = Path(stack.enter_context(tempfile.TemporaryDirectory()))
@@ -337,7 +350,7 @@ def choose_under_budget(
             rundir, valid, test, methods, min_elements, batch_size, work, timing
         )
         ensembles, exact = _ensemble_candidates(
-            rundir, valid, test, (budget, max_latency_ms), member_methods, min_elements,
+            rundir, train, valid, test, (budget, max_latency_ms), member_methods, min_elements,
             batch_size, work, timing,
         )  # fmt: skip
         candidates = [c for c, _ in finals] + ensembles
@@ -402,8 +415,15 @@ def _splits(run: RunDir) -> tuple[_Split, _Split | None]:
     train = Dataset.open(train_path)
     if train.labels is None:
         raise DataError(f"{train_path}: no labels to choose a candidate on; import them")
-    rows = _final_held_out(run)
-    if rows is None:
+    rows = _final_held_out(run) if data.valid is None else None
+    if data.valid is not None:
+        store = Dataset.open(data.valid)
+        words = (
+            f"the validation split carved before the zoo (no model trained on it), given "
+            f"labels, {len(store):,} rows"
+        )
+        valid = _Split(store, None, store.labels, metric, k, words, oof=False)
+    elif rows is None:
         words = f"every training row out of fold, given labels, {len(train):,} rows"
         valid = _Split(train, None, train.labels, metric, k, words)
     else:
@@ -423,7 +443,7 @@ def _splits(run: RunDir) -> tuple[_Split, _Split | None]:
     if labels is None:
         raise DataError(f"{test_path}: no {which} labels, though the run was scored on them")
     words = f"test split, {which} labels, {len(store):,} rows"
-    return valid, _Split(store, None, labels, metric, k, words)
+    return valid, _Split(store, None, labels, metric, k, words, oof=False)
 
 
 def _final_held_out(run: RunDir) -> np.ndarray | None:
@@ -517,7 +537,7 @@ def _final_candidates(
         size = folder_bytes(path, files)
         candidate = Candidate(
             f"final {final_id} {weights}", "final", size,
-            metric=_network_metric(path, valid, batch_size) if valid.rows is not None else None,
+            metric=_network_metric(path, valid, batch_size) if valid.unseen else None,
             test_metric=_network_metric(path, test, batch_size) if test is not None else None,
             latency_ms=timing.network(path, f"final-{weights}") if timing is not None else None,
             method=weights, parts={"network": size},
@@ -539,10 +559,10 @@ class _Pool:
     """The members at one precision: ``method`` None for their stored float32 fold models, else
     every fold model compressed by it. ``every``: each member's out-of-fold predictions of
     every training row (each row by the fold model that did not see it), ``oof``: of the
-    validation rows, ``test``: of the test split (the fold models' mean; empty without test
-    labels), ``sizes`` in bytes, ``costs`` in ms a row (empty when not timed);
-    ``min_elements``: tensors with fewer elements stay float32; ``as_stored``: members the
-    method leaves as they are (LightGBM's)."""
+    validation rows (out of fold, or the fold models' mean of a validation store), ``test``: of
+    the test split (the fold models' mean; empty without test labels), ``sizes`` in bytes,
+    ``costs`` in ms a row (empty when not timed); ``min_elements``: tensors with fewer elements
+    stay float32; ``as_stored``: members the method leaves as they are (LightGBM's)."""
 
     method: str | None
     every: dict[str, TopK]
@@ -560,6 +580,7 @@ class _Pool:
 
 def _ensemble_candidates(
     run: RunDir,
+    train: Dataset,
     valid: _Split,
     test: _Split | None,
     budgets: tuple[int, float | None],
@@ -580,7 +601,9 @@ def _ensemble_candidates(
     stored = _Pool(
         None,
         every,
-        {n: valid.cut(t) for n, t in every.items()},
+        {n: valid.cut(t) for n, t in every.items()}
+        if valid.oof
+        else predict_members(paths, train, valid.store),
         dict(zip(names, members.topk("test"), strict=True)) if test is not None else {},
         {name: _member_bytes(paths[name]) for name in names},
         {n: timing.member(paths[n]) for n in names} if timing is not None else {},
@@ -593,6 +616,7 @@ def _ensemble_candidates(
             stored,
             paths,
             k,
+            train,
             valid,
             test,
             folds,
@@ -613,7 +637,7 @@ def _ensemble_candidates(
             stacker = fitted[STACKER].model
             assert isinstance(stacker, Stacker)
             refit = _budget_stacker(
-                pool, stacker, fitted[STACKER].own, valid, test, folds, budgets,
+                pool, stacker, fitted[STACKER].own, train, valid, test, folds, budgets,
                 work / "stackers", timing,
             )  # fmt: skip
             candidates += [refit] if refit is not None else []
@@ -624,6 +648,7 @@ def _budget_stacker(
     pool: _Pool,
     fitted: Stacker,
     own: int,
+    train: Dataset,
     valid: _Split,
     test: _Split | None,
     folds: np.ndarray,
@@ -634,9 +659,10 @@ def _budget_stacker(
     """A stacker with the run's stacker's settings fitted on the pool's best members that fit
     the budgets beside it: members by their own validation figure, best first, each taken while
     the members so far and the stacker's own files (as many bytes as the run's stacker's) fit.
-    Its out-of-fold predictions of the validation rows score it. None when fewer than two
-    members fit, or all of the run's stacker's do (that stacker is already weighed). The fold
-    models are kept in ``work/<pool>/model``."""
+    It is fitted on the training rows' out-of-fold predictions, and scored by its out-of-fold
+    predictions of the validation rows (or its prediction of the validation split). None when
+    fewer than two members fit, or all of the run's stacker's do (that stacker is already
+    weighed). The fold models are kept in ``work/<pool>/model``."""
     budget, max_latency_ms = budgets
     chosen, size, ms = [], own, 0.0
     for name in sorted(pool.oof, key=lambda n: -valid.score(pool.oof[n])):
@@ -658,10 +684,15 @@ def _budget_stacker(
         )  # fmt: skip
         stores[name] = store.path
     result = fit_stacker(
-        open_members(stores, ("oof", "test") if pool.test else ("oof",)), valid.store.labels,
+        open_members(stores, ("oof", "test") if pool.test else ("oof",)), train.labels,
         folds, valid.task, replace(fitted.config, members=None), out_dir=folder / "model",
         overwrite=True,
     )  # fmt: skip
+    on_valid = (
+        valid.cut(result.oof)
+        if valid.oof
+        else result.stacker.predict_topk([pool.oof[n] for n in chosen])
+    )
     own = folder_bytes(folder / "model")
     parts = {f"member:{n}": pool.sizes[n] for n in chosen} | {"stacker": own}
     latency = None
@@ -669,7 +700,7 @@ def _budget_stacker(
         latency = sum(pool.costs[n] for n in chosen) + timing.stacker(result.stacker, pool.oof)
     return Candidate(
         f"stacker {'+'.join(chosen)}{pool.suffix}", "stacker", sum(parts.values()),
-        valid.score(valid.cut(result.oof)),
+        valid.score(on_valid),
         test.score(result.test) if test is not None and result.test is not None else None,
         latency, members=tuple(chosen), compression=pool.method,
         min_elements=pool.min_elements, refit=True, parts=parts,
@@ -765,15 +796,21 @@ def _pool_candidates(
     for entry, fitted_entry in fitted.items():
         model, own = fitted_entry.model, fitted_entry.own
         if isinstance(model, Blend):
+            on_valid = (
+                _cross_fitted(model.method, fitted_entry.options, pool, valid, folds)
+                if valid.oof
+                else model.apply([pool.oof[n] for n in model.names])
+            )
             score = (
-                valid.score(_cross_fitted(model.method, fitted_entry.options, pool, valid, folds)),
+                valid.score(on_valid),
                 test.score(model.apply([pool.test[n] for n in model.names])) if test else None,
             )
             found.append(candidate(f"blend {entry}", "ensemble", model.names, score, model))
             continue
-        oof = _per_fold(model, [pool.oof[n] for n in model.members], folds[rows])
+        tops = [pool.oof[n] for n in model.members]
+        on_valid = _per_fold(model, tops, folds[rows]) if valid.oof else model.predict_topk(tops)
         score = (
-            valid.score(oof),
+            valid.score(on_valid),
             test.score(model.predict_topk([pool.test[n] for n in model.members])) if test else None,
         )
         ms = timing.stacker(model, pool.oof) if timing is not None else 0.0
@@ -834,6 +871,7 @@ def _compressed_pool(
     stored: _Pool,
     paths: dict[str, Path],
     k: dict[str, int],
+    train: Dataset,
     valid: _Split,
     test: _Split | None,
     folds: np.ndarray,
@@ -843,7 +881,8 @@ def _compressed_pool(
     timing: _Timing | None,
 ) -> _Pool:
     """Every member with each fold model compressed by ``method`` (in ``work``), predicting
-    the training rows out of fold and the test split again, so its figures include what
+    the training rows out of fold, and the validation split (when it is a store of its own)
+    and the test split by the fold models' mean, again, so its figures include what
     compression cost; predictions cut and rounded as a store holds them (`float16_topk`). A
     LightGBM member is as in the ``stored`` pool."""
     pool = _Pool(method, {}, {}, {}, {}, {}, min_elements)
@@ -861,17 +900,21 @@ def _compressed_pool(
             compressed.append(out)
         networks = [open_network(folder) for folder in compressed]
         pool.sizes[name] = sum(folder_bytes(c, (CONFIG_FILE, QUANTIZED_FILE)) for c in compressed)
-        held = np.empty((len(folds), valid.store.n_classes), np.float32)
+        held = np.empty((len(folds), train.n_classes), np.float32)
         for f, network in enumerate(networks):
             at = np.flatnonzero(folds == f)
-            for got, probs in _scores(network, valid.store.subset(at), batch_size):
+            for got, probs in _scores(network, train.subset(at), batch_size):
                 held[at[got]] = probs
         pool.every[name] = float16_topk(TopK(*select_top_k(held, k[name], sort=True)))
-        pool.oof[name] = valid.cut(pool.every[name])
-        if test is not None:
-            total = sum(_dense(network, test.store, batch_size) for network in networks)
+
+        def mean_of(data: Dataset, networks: list[Any] = networks, k: int = k[name]) -> TopK:
+            total = sum(_dense(network, data, batch_size) for network in networks)
             mean = np.asarray(total, np.float32) / len(networks)
-            pool.test[name] = float16_topk(TopK(*select_top_k(mean, k[name], sort=True)))
+            return float16_topk(TopK(*select_top_k(mean, k, sort=True)))
+
+        pool.oof[name] = valid.cut(pool.every[name]) if valid.oof else mean_of(valid.store)
+        if test is not None:
+            pool.test[name] = mean_of(test.store)
         if timing is not None:
             pool.costs[name] = sum(
                 timing.network(c, f"{name}-{method}-{c.name}") for c in compressed

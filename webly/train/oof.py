@@ -63,6 +63,7 @@ from __future__ import annotations
 import hashlib
 import json
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -367,6 +368,22 @@ def recorded_zoo(stores: dict[str, Path]) -> Zoo:
     source = str(next(iter(stores.values())).parent.parent)
     k = max(store.k for store in opened.values())
     return parse_zoo({"folds": folds, "seed": seed, "k": k, "members": specs}, source)
+
+
+def predict_members(stores: Mapping[str, Path], train: Dataset, data: Dataset) -> dict[str, TopK]:
+    """Each trained member's prediction of another split ``data``, the mean of its fold models
+    (`predict_zoo` over the zoo its store records, `recorded_zoo`), by member id in the order of
+    ``stores`` (member id -> its prediction store, ``OUT/<id>/predictions``; members of
+    different zoo folders may be mixed)."""
+    zoo = recorded_zoo(dict(stores))
+    by_folder: dict[Path, list[str]] = {}
+    for name, path in stores.items():
+        by_folder.setdefault(Path(path).parent.parent, []).append(name)
+    predicted: dict[str, TopK] = {}
+    for folder, names in by_folder.items():
+        chosen = [m for m in zoo.members if m.member_id in names]
+        predicted |= predict_zoo(zoo.model_copy(update={"members": chosen}), train, data, folder)
+    return {name: predicted[name] for name in stores}
 
 
 @dataclass(frozen=True, eq=False)
