@@ -24,7 +24,7 @@ from webly.errors import ConfigError, DataError
 from webly.metrics.evaluate import task_metric
 from webly.predictions import Predictions
 from webly.train import fold_model
-from webly.train.oof import fit_oof, held_out_rows, predict_zoo
+from webly.train.oof import fit_oof, held_out_rows, predict_members, predict_zoo
 from webly.train.zoo import parse_zoo
 
 TRAIN = {"epochs": 2, "batch_size": 32, "lr": 0.05}
@@ -172,10 +172,15 @@ def test_with_a_validation_split_the_final_model_is_validated_and_chosen_there(
     scored: list[Any] = []
     real = fold_model.fit
     monkeypatch.setattr(fold_model, "fit", lambda *a, **k: scored.append(a[2]) or real(*a, **k))
-    final = DistillConfig(final={"name": "mlp"}, lam=[1.0, 0.5])
+    final = DistillConfig(final={"name": "mlp"}, lam=[1.0, 0.5], students=STUDENTS)
     result = run_distill(final, inputs, tmp_path / "out")
-    assert [len(v) for v in scored] == [len(valid)] * 2  # the twin and lam 0.5
-    assert all(v.path == valid.path for v in scored)
+    # the students' fold models validate on their held-out folds; the final model on the split
+    assert [len(v) for v in scored] == [len(train) // 3] * 6 + [len(valid)] * 2
+    assert all(v.path == valid.path for v in scored[6:])
+    for row in result.summary["students_tried"]:  # each its fold models' mean on the split
+        store = tmp_path / "out" / "students" / row["setting"] / "student" / "predictions"
+        top = predict_members({"student": store}, train, valid)["student"]
+        assert row["valid"] == pytest.approx(task_metric(top, valid.labels, valid.task))
     assert result.model is not None and held_out_rows(result.model) is None  # every row trained
     teacher = result.summary["teacher"]
     assert teacher["chosen on"] == "the validation split"

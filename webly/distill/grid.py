@@ -3,8 +3,10 @@ best validation figure (`webly.distill.settings.choose`): the loop of
 `webly.distill.run.run_distill`, for the students and for the final model.
 
 Validation is what each kind of model has without the test split: a student trained out of
-fold is scored by its out-of-fold metric (`oof_figure`), a model trained on every row by its
-metric on the rows its training held out (`held_out_figure`).
+fold is scored by its out-of-fold metric (`oof_figure`), or by its fold models' mean prediction
+of a validation split carved before the zoo when there is one (`split_figure`); a model trained
+on every row by its metric on the rows its training held out, or on that split when it
+validated on it (`held_out_figure`).
 """
 
 from __future__ import annotations
@@ -15,9 +17,19 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from webly.data.store import Dataset
 from webly.distill.settings import Setting, choose
 from webly.errors import ConfigError
-from webly.train.oof import FIT_FILE, FULL_DIR, MODEL_DIR, MemberResult, ZooResult
+from webly.metrics.evaluate import task_metric
+from webly.train.oof import (
+    FIT_FILE,
+    FULL_DIR,
+    MODEL_DIR,
+    STORE_DIR,
+    MemberResult,
+    ZooResult,
+    predict_members,
+)
 from webly.train.zoo import Zoo
 
 Validate = Callable[[Path, MemberResult], "float | None"]
@@ -109,10 +121,22 @@ def oof_figure(folder: Path, member: MemberResult) -> float | None:
     return member.oof_metric
 
 
+def split_figure(train: Dataset, valid: Dataset) -> Validate:
+    """A student's validation figure on ``valid``, a split no teacher model trained on: the
+    metric of its fold models' mean prediction of it (`predict_members`)."""
+
+    def figure(folder: Path, member: MemberResult) -> float:
+        stores = {member.id: folder / member.id / STORE_DIR}
+        return task_metric(predict_members(stores, train, valid)[member.id], valid.labels,
+                           valid.task)  # fmt: skip
+
+    return figure
+
+
 def held_out_figure(folder: Path, member: MemberResult) -> float | None:
-    """A model trained on every row: its metric on the rows its training held out, at the
-    epoch whose weights it kept (``folder/<id>/full/model/fit.json``); None when it held out
-    none."""
+    """A model trained on every row: its metric on the rows its training held out (or on the
+    validation store it was given), at the epoch whose weights it kept
+    (``folder/<id>/full/model/fit.json``); None when it held out none."""
     path = folder / member.id / FULL_DIR / MODEL_DIR / FIT_FILE
     if not path.is_file():
         return None

@@ -10,7 +10,8 @@ Nothing is chosen on the test split (`webly.distill.settings`). Every model is t
 setting of the section's grid (``lam``; 1.0 is the labels-only twin; the final model with
 ``mixup`` also on mixed rows of the rows it trains on, `webly.distill.mixed`) and keeps the one
 of best validation figure: a student its out-of-fold metric, the final model its metric on the
-rows its training held out (`webly.train.oof.held_out_rows`); a tie keeps the twin. The final
+rows its training held out (`webly.train.oof.held_out_rows`); a tie keeps the twin. With a
+validation split (below) both are scored there instead. The final
 model's teacher, with ``teacher: best``, is the one of best out-of-fold metric against the
 training labels among the ensemble's entries and the students' mean (`webly.distill.teachers`).
 The summary records every teacher and setting tried with its validation (and test) figure,
@@ -39,7 +40,15 @@ import scipy.sparse as sp
 from webly.config import DistillConfig, student_zoos
 from webly.core import TopK
 from webly.data.store import Dataset
-from webly.distill.grid import GridResult, Tried, fit_grid, held_out_figure, oof_figure, with_lam
+from webly.distill.grid import (
+    GridResult,
+    Tried,
+    fit_grid,
+    held_out_figure,
+    oof_figure,
+    split_figure,
+    with_lam,
+)
 from webly.distill.mixed import mix_rows
 from webly.distill.pseudo import PseudoLabels
 from webly.distill.settings import Setting, settings
@@ -122,9 +131,10 @@ def run_distill(
     results: list[MemberResult] = []
     kept: dict[str, Path] = {}  # the kept students: id -> folder of their setting
     if "students" in zoos:
+        validate = oof_figure if inputs.valid is None else split_figure(train, inputs.valid)
         taught = fit_grid(
             settings(section.lam, temperature=section.temperature), out / "students",
-            _students_fit(zoos["students"], teachers, lessons, inputs, executor), oof_figure,
+            _students_fit(zoos["students"], teachers, lessons, inputs, executor), validate,
         )  # fmt: skip
         results += taught.kept
         kept = {m.id: taught.folders[m.id] for m in taught.kept if m.error is None}
