@@ -219,6 +219,14 @@ def test_relative_paths_resolve_against_the_current_folder(
         ),
         (["ensemble.blends=[mean]", "distill.teacher=best"], r"distill: no students and no final"),
         (
+            ["ensemble.blends=[mean]", "distill.final={name: mlp}", "distill.frame_views=1.0"],
+            r"distill\.frame_views: Input should be less than 1",
+        ),
+        (
+            ["ensemble.blends=[mean]", "distill.final={name: mlp}", "distill.frame_views=0"],
+            r"distill\.frame_views: Input should be greater than 0",
+        ),
+        (
             [
                 "ensemble.blends=[mean]",
                 "distill.final={name: mlp}",

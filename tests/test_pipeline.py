@@ -210,6 +210,13 @@ def test_time_left_counts_the_training_of_the_stages_still_to_run(copy: Path) ->
         "clean": {"logistic": 6, "mlp": 6},
         "distill": {"mlp_student": 36, "logistic": 3},  # at each lam of the default grid
     }
+    grids = load_recipe(copy / "recipe.yaml", [
+        "ensemble.blends=[mean]", "distill.students=[{name: mlp, id: mlp_student}]",
+        "distill.final={name: logistic}", "distill.temperature=[1.0, 2.0]",
+        "distill.frame_views=0.5",
+    ])  # fmt: skip
+    # the twin and lam 0.5 and 0.2 at 2 temperatures; the final model's 4 again with views
+    assert pipeline._training(grids)["distill"] == {"mlp_student": 15, "logistic": 9}
     changed = load_recipe(copy / "recipe.yaml", ["zoo.members.1.hparams.hidden=[32]"])
     assert pipeline._to_do(changed, RunDir(copy)) == set(from_stage("zoo"))
 

@@ -409,7 +409,10 @@ class DistillConfig(BaseModel):
     data's unlabeled split. ``mixup`` (alpha > 0): each setting of the final model with
     ``lam < 1`` is also tried with one mixed row per row it trains on (``Beta(alpha, alpha)``
     mixes of two rows' features, `webly.distill.mixed`), taught by the teacher's predictions
-    of the mixed inputs.
+    of the mixed inputs. ``frame_views`` (a share in (0, 1), frame-level data only): likewise
+    tried with one view per row it trains on keeping that share of the video's frames (and the
+    ``mean_<g>`` groups of its frame groups averaged over them, `webly.distill.views`), taught
+    by the teacher's predictions of the views; with both, each is tried apart.
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -425,6 +428,7 @@ class DistillConfig(BaseModel):
     max_size: int | str | None = None
     unlabeled: UnlabeledConfig | None = None
     mixup: float | None = Field(default=None, gt=0.0)
+    frame_views: float | None = Field(default=None, gt=0.0, lt=1.0)
 
     @field_validator("lam", "temperature")
     @classmethod
@@ -449,11 +453,12 @@ class DistillConfig(BaseModel):
     def _something_to_train(self) -> DistillConfig:
         if not self.students and self.final is None:
             raise ValueError("distill: no students and no final model; give one of them")
-        if self.mixup is not None and self.unlabeled is not None:
-            raise ValueError(
-                "distill.mixup: mixed rows and distill.unlabeled cannot be taught together yet; "
-                "remove one of them"
-            )
+        for key, rows in (("mixup", "mixed rows"), ("frame_views", "frame views")):
+            if getattr(self, key) is not None and self.unlabeled is not None:
+                raise ValueError(
+                    f"distill.{key}: {rows} and distill.unlabeled cannot be taught together "
+                    "yet; remove one of them"
+                )
         return self
 
 

@@ -43,7 +43,7 @@ from rich.console import Console
 
 from webly._fs import write_atomic
 from webly.config import Recipe, dump_recipe, load_recipe
-from webly.distill.settings import settings
+from webly.distill.settings import final_extras, settings
 from webly.errors import WeblyError
 from webly.executor import Executor, make_executor
 from webly.models import model_entry
@@ -329,8 +329,8 @@ def _training(recipe: Recipe) -> dict[str, dict[str, int]]:
     distill: dict[str, int] = {}
     for name, zoo in recipe.student_zoos().items():
         assert recipe.distill is not None  # it has student zoos
-        mixup = name == "final" and recipe.distill.mixup is not None
-        tried = len(settings(recipe.distill.lam, mixup))
+        extras = final_extras(recipe.distill) if name == "final" else ()
+        tried = len(settings(recipe.distill.lam, extras, recipe.distill.temperature))
         epochs(zoo, tried * (zoo.folds if name == "students" else 1), distill)
     if distill:
         plan["distill"] = distill

@@ -17,6 +17,7 @@ from webly.data import Batch, Dataset, DatasetWriter, Layout
 from webly.data.split import carve_valid
 from webly.distill.run import run_distill
 from webly.distill.teachers import DistillInputs, ensemble_entries
+from webly.distill.views import frame_views
 from webly.ensemble.fit import fit_ensemble, load_entry
 from webly.ensemble.members import open_members, zoo_members
 from webly.ensemble.stack import StackerConfig
@@ -110,6 +111,8 @@ def test_inputs_the_section_does_not_match_are_refused(
         run_distill(section(), alone, out)
     with pytest.raises(ConfigError, match=r"distill\.students: student has .* above distill"):
         run_distill(section(max_size=100), plain, out)
+    with pytest.raises(ConfigError, match=r"only video-level features \(rgb, audio\), no frames"):
+        run_distill(section(final={"name": "logistic"}, frame_views=0.5), plain, out)
     assert not out.exists()
 
 
@@ -153,6 +156,19 @@ def test_family_teachers_need_no_ensemble(inputs: DistillInputs, tmp_path: Path)
     assert Predictions.open(result.students["student"]).model["distilled"]
 
 
+def _logistic_mean(train: Dataset, root: Path, valid: Dataset | None = None) -> DistillInputs:
+    """A 3-fold zoo of one logistic member on ``train`` and its mean blend (``root/zoo``,
+    ``root/ens``); ``train`` is also the test split."""
+    zoo = parse_zoo({"folds": 3, "seed": 0, "k": 4, "train": TRAIN,
+                     "members": [{"name": "logistic"}]})  # fmt: skip
+    folds = train.folds(3, 0)
+    fit_oof(zoo, train, None, root / "zoo", folds)
+    fit_ensemble(open_members(zoo_members(root / "zoo"), ("oof",)), train.labels, train.task,
+                 root / "ens", blends=("mean",), folds=folds)  # fmt: skip
+    return DistillInputs(train, train, folds, zoo, zoo_members(root / "zoo"),
+                         ensemble_entries(root / "ens"), valid=valid)  # fmt: skip
+
+
 def test_with_a_validation_split_the_final_model_is_validated_and_chosen_there(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -161,14 +177,8 @@ def test_with_a_validation_split_the_final_model_is_validated_and_chosen_there(
     carve_valid(_store(tmp_path / "all", 180, 0).path, 0.2, 0, tmp_path / "train",
                 tmp_path / "valid")  # fmt: skip
     train, valid = Dataset.open(tmp_path / "train"), Dataset.open(tmp_path / "valid")
-    zoo = parse_zoo({"folds": 3, "seed": 0, "k": 4, "train": TRAIN,
-                     "members": [{"name": "logistic"}]})  # fmt: skip
-    folds = train.folds(3, 0)
-    fit_oof(zoo, train, None, tmp_path / "zoo", folds)
-    fit_ensemble(open_members(zoo_members(tmp_path / "zoo"), ("oof",)), train.labels,
-                 train.task, tmp_path / "ens", blends=("mean",), folds=folds)  # fmt: skip
-    inputs = DistillInputs(train, train, folds, zoo, zoo_members(tmp_path / "zoo"),
-                           ensemble_entries(tmp_path / "ens"), valid=valid)  # fmt: skip
+    inputs = _logistic_mean(train, tmp_path, valid)
+    zoo, folds = inputs.zoo, inputs.folds
     scored: list[Any] = []
     real = fold_model.fit
     monkeypatch.setattr(fold_model, "fit", lambda *a, **k: scored.append(a[2]) or real(*a, **k))
@@ -200,3 +210,36 @@ def test_with_a_validation_split_the_final_model_is_validated_and_chosen_there(
     with pytest.raises(DataError, match=r"holds 10 of the training rows \(e\.g\. id .*carved"):
         run_distill(final, overlapping, tmp_path / "refused")
     assert not (tmp_path / "refused").exists()
+
+
+def test_the_final_model_at_a_views_setting_learns_the_teachers_predictions_of_the_views(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Frame-level data: the final model is also tried on frame-subset views of the rows it
+    trains on (none it validates on), taught by the teacher's predictions of the views."""
+    train = _store(tmp_path / "train", 120, 0, frames=True)
+    inputs = _logistic_mean(train, tmp_path)
+    zoo = inputs.zoo
+    taught = spy_fit(monkeypatch, "pseudo")
+    final = DistillConfig(final={"name": "logistic"}, lam=[1.0, 0.5], frame_views=0.5,
+                          teacher="mean")  # fmt: skip
+    result = run_distill(final, inputs, tmp_path / "out")
+    tried = result.summary["final_tried"]
+    assert [(t["setting"], t["views"], t["mixup"]) for t in tried] == [
+        ("labels", False, False), ("lam-0.5", False, False), ("lam-0.5-views", True, False)
+    ]  # fmt: skip
+    twin, plain, viewed = taught
+    assert twin is None and plain is None and viewed is not None
+    assert viewed.dataset.path == tmp_path / "out" / "views"
+    held = held_out_rows(tmp_path / "out" / "final" / "lam-0.5-views" / "logistic" / "full"
+                         / "model")  # fmt: skip
+    assert held is not None and held.size > 0
+    trained = np.setdiff1d(np.arange(len(train)), held)
+    assert viewed.rows.size == trained.size == len(viewed.dataset)
+    again = frame_views(train, tmp_path / "again", 0.5, zoo.seed, rows=trained)
+    assert again.manifest["source"] == viewed.dataset.manifest["source"]
+    # the targets: the teacher (the mean blend) re-applied to the views
+    predicted = predict_zoo(zoo, train, viewed.dataset, tmp_path / "zoo")
+    expected = load_entry(inputs.entries["mean"]).predict([predicted["logistic"]])
+    top1 = np.asarray(viewed.targets.max(axis=1).toarray()).ravel()
+    np.testing.assert_allclose(top1, expected.scores[:, 0], atol=2e-3)

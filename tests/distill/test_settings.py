@@ -8,26 +8,42 @@ import pytest
 import yaml
 
 from webly.config import DistillConfig, lam_grid, load_recipe
-from webly.distill.settings import Setting, choose, settings
+from webly.distill.settings import Setting, choose, final_extras, settings
 from webly.errors import ConfigError
 
 
 def test_the_twin_comes_first_and_mixup_pairs_every_distilled_lam() -> None:
     assert lam_grid([0.5, 1.0, 0.2]) == (1.0, 0.5, 0.2)
     assert lam_grid(0.5) == (0.5,)
-    grid = settings([0.2, 1.0], mixup=True)
-    assert grid == (Setting(1.0), Setting(0.2), Setting(0.2, mixup=True))
+    grid = settings([0.2, 1.0], ["mixup"])
+    assert grid == (Setting(1.0), Setting(0.2), Setting(0.2, "mixup"))
     assert [s.name for s in grid] == ["labels", "lam-0.2", "lam-0.2-mixup"]
     assert [s.twin for s in grid] == [True, False, False]
 
 
 def test_each_distilled_lam_is_tried_at_each_temperature_and_the_twin_once() -> None:
-    grid = settings([1.0, 0.5], mixup=True, temperature=[1.0, 0.5])
+    grid = settings([1.0, 0.5], ["mixup"], temperature=[1.0, 0.5])
     assert [s.name for s in grid] == [
         "labels", "lam-0.5", "lam-0.5-t0.5", "lam-0.5-mixup", "lam-0.5-t0.5-mixup",
     ]  # fmt: skip
     assert grid[0] == Setting(1.0) and grid[2] == Setting(0.5, temperature=0.5)
     assert settings(0.5, temperature=2) == (Setting(0.5, temperature=2.0),)
+
+
+def test_mixup_and_frame_views_are_each_tried_apart_with_every_distilled_setting() -> None:
+    section = DistillConfig(final={"name": "logistic"}, lam=[1.0, 0.5, 0.2], mixup=0.4,
+                            frame_views=0.5, temperature=[1.0, 2.0])  # fmt: skip
+    assert final_extras(section) == ("mixup", "views")
+    assert final_extras(DistillConfig(final={"name": "logistic"}, frame_views=0.5)) == ("views",)
+    assert final_extras(DistillConfig(final={"name": "logistic"})) == ()
+    grid = settings(section.lam, final_extras(section), section.temperature)
+    assert [s.name for s in grid] == [
+        "labels", "lam-0.5", "lam-0.5-t2", "lam-0.2", "lam-0.2-t2",
+        "lam-0.5-mixup", "lam-0.5-t2-mixup", "lam-0.2-mixup", "lam-0.2-t2-mixup",
+        "lam-0.5-views", "lam-0.5-t2-views", "lam-0.2-views", "lam-0.2-t2-views",
+    ]  # fmt: skip
+    assert grid[-3] == Setting(0.5, "views", 2.0) and not grid[-3].twin
+    assert settings(1.0, ["views"]) == (Setting(1.0),)  # the twin learns no extra rows
 
 
 def test_a_tie_keeps_the_twin_and_a_failed_setting_is_never_chosen() -> None:
@@ -69,6 +85,8 @@ def test_a_bad_lam_or_temperature_grid_is_one_line_naming_the_key(
     assert "\n" not in str(caught.value)
 
 
-def test_mixup_with_unlabeled_rows_is_refused() -> None:
+def test_mixup_or_frame_views_with_unlabeled_rows_is_refused() -> None:
     with pytest.raises(ValueError, match=r"distill\.mixup: mixed rows and distill\.unlabeled"):
         DistillConfig(final={"name": "logistic"}, mixup=0.4, unlabeled={})
+    with pytest.raises(ValueError, match=r"distill\.frame_views: frame views and distill\.unl"):
+        DistillConfig(final={"name": "logistic"}, frame_views=0.5, unlabeled={})

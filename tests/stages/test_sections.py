@@ -66,6 +66,7 @@ DISTILL: dict[str, list[str]] = {
     "unlabeled.t1": ["unlabeled.t2=3", "unlabeled.t1=1"],
     "unlabeled.t2": ["unlabeled.t2=3"],
     "mixup": ["mixup=0.4"],
+    "frame_views": ["frame_views=0.5"],
     "temperature": ["temperature=[1.0, 0.5]"],
 }
 """Per key of the distill section, the ``--set`` items that give it a value other than its

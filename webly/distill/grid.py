@@ -46,12 +46,14 @@ class Tried:
     chosen: bool
 
     def row(self) -> dict[str, Any]:
-        """The JSON-able record of a stage summary: model, setting, lam, temperature, mixup,
-        validation and test figures, seconds, error and whether it was kept."""
+        """The JSON-able record of a stage summary: model, setting, lam, temperature, whether
+        it learns mixed rows (``mixup``) or frame views (``views``), validation and test
+        figures, seconds, error and whether it was kept."""
         m = self.result
         return {
             "model": m.id, "setting": self.setting.name, "lam": self.setting.lam,
-            "temperature": self.setting.temperature, "mixup": self.setting.mixup,
+            "temperature": self.setting.temperature, "mixup": self.setting.extra == "mixup",
+            "views": self.setting.extra == "views",
             "valid": self.valid, "test": m.test_metric,
             "seconds": round(m.seconds, 1), "error": m.error, "chosen": self.chosen,
         }  # fmt: skip

@@ -13,18 +13,14 @@ the teacher's prediction of the mixed input itself: the teacher is run on the st
 
 from __future__ import annotations
 
-import dataclasses
-import hashlib
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 
-from webly.data.store import Batch, Dataset, DatasetWriter
+from webly.data.store import Batch, Dataset
+from webly.distill._derived import derived_store
 from webly.errors import ConfigError
-from webly.train.zoo import manifest_hash
-
-_BLOCK_ROWS = 1024
 
 
 def mix_rows(
@@ -61,26 +57,14 @@ def mix_rows(
     if not alpha > 0:
         raise ConfigError(f"mixup alpha is {alpha}; use a value > 0, e.g. 0.4")
     rows = np.arange(len(train)) if rows is None else np.asarray(rows, dtype=np.int64)
-    source = {
-        "generator": "mixup", "alpha": alpha, "seed": seed, "input": manifest_hash(train),
-        "rows": hashlib.sha256(rows.tobytes()).hexdigest(),
-    }  # fmt: skip
-    out = Path(out)
-    if (out / "manifest.json").is_file():
-        existing = Dataset.open(out)
-        if existing.manifest.get("source") == source:
-            return existing
     partners, weights = mix_plan(rows.size, alpha, seed)
-    layout = dataclasses.replace(
-        train.layout, has_group=False, has_text=False, has_clean_labels=False
-    )
-    with DatasetWriter(out, layout, overwrite=overwrite, source=source) as writer:
-        for start in range(0, rows.size, _BLOCK_ROWS):
-            block = np.arange(start, min(start + _BLOCK_ROWS, rows.size))
-            writer.write_batch(
-                _mixed_batch(train, block, rows[block], rows[partners[block]], weights[block])
-            )
-    return Dataset.open(out)
+    return derived_store(
+        train, Path(out), rows, {"generator": "mixup", "alpha": alpha, "seed": seed},
+        lambda block: _mixed_batch(
+            train, block, rows[block], rows[partners[block]], weights[block]
+        ),
+        overwrite=overwrite,
+    )  # fmt: skip
 
 
 def mix_plan(n_rows: int, alpha: float, seed: int) -> tuple[np.ndarray, np.ndarray]:

@@ -8,7 +8,8 @@ compress and export take.
 
 Nothing is chosen on the test split (`webly.distill.settings`). Every model is trained at each
 setting of the section's grid (``lam``; 1.0 is the labels-only twin; the final model with
-``mixup`` also on mixed rows of the rows it trains on, `webly.distill.mixed`) and keeps the one
+``mixup`` also on mixed rows of the rows it trains on, `webly.distill.mixed`, and with
+``frame_views`` on frame-subset views of them, `webly.distill.views`) and keeps the one
 of best validation figure: a student its out-of-fold metric, the final model its metric on the
 rows its training held out (`webly.train.oof.held_out_rows`); a tie keeps the twin. With a
 validation split (below) both are scored there instead. The final
@@ -51,7 +52,7 @@ from webly.distill.grid import (
 )
 from webly.distill.mixed import mix_rows
 from webly.distill.pseudo import PseudoLabels
-from webly.distill.settings import Setting, settings
+from webly.distill.settings import Setting, final_extras, settings
 from webly.distill.soft_labels import sharpen, soft_targets
 from webly.distill.teachers import (
     FAMILY_MEAN,
@@ -62,6 +63,7 @@ from webly.distill.teachers import (
     check_teacher,
 )
 from webly.distill.unlabeled import teach_unlabeled
+from webly.distill.views import check_frames, frame_views
 from webly.errors import ConfigError
 from webly.executor import Executor
 from webly.metrics.evaluate import task_metric
@@ -80,6 +82,7 @@ from webly.train.oof import (
 from webly.train.zoo import Zoo, plan_zoo
 
 MIXED_DIR = "mixed"
+VIEWS_DIR = "views"
 
 
 @dataclass(frozen=True)
@@ -117,6 +120,8 @@ def run_distill(
     train = inputs.train
     zoos = student_zoos(section, inputs.zoo)
     check_teacher(section, inputs)
+    if section.frame_views is not None and "final" in zoos:
+        check_frames(train)
     if inputs.valid is not None:
         for zoo in zoos.values():
             check_valid(zoo, train, inputs.valid)
@@ -124,9 +129,7 @@ def run_distill(
         for where, zoo in zoos.items():
             _check_size(zoo, train, parse_size(section.max_size), where)
     teachers = Teachers(section, inputs, out / UNLABELED_DIR, zoos.get("students"))
-    lessons = _Lessons(
-        section, train, _unlabeled(section, inputs), out / MIXED_DIR, inputs.zoo.seed
-    )
+    lessons = _Lessons(section, train, _unlabeled(section, inputs), out, inputs.zoo.seed)
     summary: dict[str, Any] = {}
     results: list[MemberResult] = []
     kept: dict[str, Path] = {}  # the kept students: id -> folder of their setting
@@ -142,7 +145,7 @@ def run_distill(
     final: dict[str, Path] = {}
     model, key = None, ""
     if "final" in zoos:
-        grid = settings(section.lam, section.mixup is not None, section.temperature)
+        grid = settings(section.lam, final_extras(section), section.temperature)
         trained, teacher = _fit_final(zoos["final"], grid, teachers, lessons, inputs, kept, out,
                                       executor)  # fmt: skip
         (member,) = trained.kept
@@ -176,13 +179,14 @@ def run_distill(
 @dataclass(frozen=True)
 class _Lessons:
     """What a distilled model learns at a `Setting` besides the labels: its teacher's soft
-    targets of the training rows, and extra rows (mixed training rows, in ``mixed``, or the
-    unlabeled split) taught by the teacher's prediction of them; the twin learns neither."""
+    targets of the training rows, and extra rows (mixed training rows or their frame-subset
+    views, written in ``out``'s `MIXED_DIR` and `VIEWS_DIR`, or the unlabeled split) taught by
+    the teacher's prediction of them; the twin learns neither."""
 
     section: DistillConfig
     train: Dataset
     unlabeled: tuple[Dataset, np.ndarray] | None
-    mixed: Path
+    out: Path
     seed: int
 
     def targets(self, teacher: TopK, setting: Setting) -> sp.csr_matrix | None:
@@ -198,8 +202,8 @@ class _Lessons:
         self, predict: Predict, setting: Setting, rows: np.ndarray | None = None
     ) -> PseudoLabels | None:
         """The extra rows of ``setting`` with ``predict``'s predictions of them as targets;
-        mixed rows are mixes of the training rows ``rows`` (the model's own: none it validates
-        on)."""
+        mixed rows and views are made of the training rows ``rows`` (the model's own: none it
+        validates on)."""
         section = self.section
         if setting.twin:
             return None
@@ -207,10 +211,16 @@ class _Lessons:
         def taught(data: Dataset) -> TopK:  # the teacher's predictions at the temperature
             return sharpen(predict(data), setting.temperature, self.train.task)
 
-        if setting.mixup:
-            assert section.mixup is not None and rows is not None  # the final model's only
-            data = mix_rows(self.train, self.mixed, section.mixup, self.seed, rows=rows,
-                            overwrite=True)  # fmt: skip
+        if setting.extra is not None:
+            assert rows is not None  # the final model's only
+            if setting.extra == "mixup":
+                assert section.mixup is not None
+                data = mix_rows(self.train, self.out / MIXED_DIR, section.mixup, self.seed,
+                                rows=rows, overwrite=True)  # fmt: skip
+            else:
+                assert section.frame_views is not None
+                data = frame_views(self.train, self.out / VIEWS_DIR, section.frame_views,
+                                   self.seed, rows=rows, overwrite=True)  # fmt: skip
             return teach_unlabeled(taught(data), data, np.arange(len(data)), k=section.k,
                                    min_score=section.min_score)  # fmt: skip
         if self.unlabeled is None:

@@ -5,8 +5,9 @@ helps depends on the data and on the teacher: on the real YouTube-8M sample the 
 soft labels at ``lam`` 0.5 lost to the labels alone (bench/RESULTS.md). So each model is
 trained at every ``lam`` of the recipe's grid (``lam = 1`` is its labels-only twin, taught
 nothing; `Setting`), at every teacher temperature of the recipe's grid (the teacher sharpened
-or softened, `webly.distill.soft_labels.sharpen`), optionally also on mixed rows taught by the
-teacher (`webly.distill.mixed`), and the setting of best validation figure is kept (`choose`): the
+or softened, `webly.distill.soft_labels.sharpen`), optionally also on extra rows taught by the
+teacher (mixed rows, `webly.distill.mixed`, or frame-subset views, `webly.distill.views`:
+`Extra`), and the setting of best validation figure is kept (`choose`): the
 out-of-fold metric of a student, the metric on the rows its training held out of a model
 trained on every row. On a tie the twin is kept: distillation has to beat it to be used.
 """
@@ -15,51 +16,71 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Literal
 
-from webly.config import TWIN, lam_grid, temperature_grid
+from webly.config import TWIN, DistillConfig, lam_grid, temperature_grid
 from webly.errors import ConfigError
+
+Extra = Literal["mixup", "views"]
+"""The extra rows a setting also learns the teacher's predictions of: ``mixup``, mixes of two
+training rows (`webly.distill.mixed`); ``views``, random frame subsets of each training video
+(`webly.distill.views`)."""
 
 
 @dataclass(frozen=True)
 class Setting:
     """One way to train a distilled model: ``lam``, the weight of the label loss (1.0: the
     labels-only twin), ``temperature``, the teacher's (`webly.distill.soft_labels.sharpen`:
-    below 1 sharper, above 1 softer; the twin has none), and ``mixup``, whether it also learns
-    the teacher's predictions of mixed training rows."""
+    below 1 sharper, above 1 softer; the twin has none), and ``extra``, the `Extra` rows it
+    also learns the teacher's predictions of (None: none)."""
 
     lam: float
-    mixup: bool = False
+    extra: Extra | None = None
     temperature: float = 1.0
 
     @property
     def twin(self) -> bool:
-        """Taught by the labels alone (no teacher, no mixed rows)."""
+        """Taught by the labels alone (no teacher, no extra rows)."""
         return self.lam == TWIN
 
     @property
     def name(self) -> str:
         """The folder name of the models trained with it: ``labels``, ``lam-0.5``,
-        ``lam-0.5-t0.5``, ``lam-0.5-mixup``."""
+        ``lam-0.5-t0.5``, ``lam-0.5-mixup``, ``lam-0.5-t0.5-views``."""
         if self.twin:
             return "labels"
         sharpened = f"-t{self.temperature:g}" if self.temperature != 1.0 else ""
-        return f"lam-{self.lam:g}{sharpened}" + ("-mixup" if self.mixup else "")
+        return f"lam-{self.lam:g}{sharpened}" + (f"-{self.extra}" if self.extra else "")
 
 
 def settings(
     lam: float | Sequence[float],
-    mixup: bool = False,
+    extras: Sequence[Extra] = (),
     temperature: float | Sequence[float] = 1.0,
 ) -> tuple[Setting, ...]:
     """Every `Setting` of the grids ``lam`` and ``temperature``: each ``lam`` below 1 at each
-    temperature, and with ``mixup`` each of those once more with mixed rows. The twin (when
-    tried, ``lam`` 1: no teacher, so no temperature) comes first."""
+    temperature, then for each of ``extras`` in turn each of those once more with those extra
+    rows. The twin (when tried, ``lam`` 1: no teacher, so no temperature) comes first."""
     temperatures = temperature_grid(temperature)
     taught = [(v, t) for v in lam_grid(lam) if v != TWIN for t in temperatures]
     twin = [Setting(TWIN)] if TWIN in lam_grid(lam) else []
-    plain = [Setting(v, temperature=t) for v, t in taught]
-    mixed = [Setting(v, mixup=True, temperature=t) for v, t in taught] if mixup else []
-    return (*twin, *plain, *mixed)
+    return (
+        *twin,
+        *(Setting(v, temperature=t) for v, t in taught),
+        *(Setting(v, extra, t) for extra in extras for v, t in taught),
+    )
+
+
+def final_extras(section: DistillConfig) -> tuple[Extra, ...]:
+    """The extra rows the final model of ``section`` is also tried with: ``mixup`` when
+    ``section.mixup`` is set, then ``views`` when ``section.frame_views`` is (the students
+    learn none: each of their fold models trains on other rows)."""
+    extras: list[Extra] = []
+    if section.mixup is not None:
+        extras.append("mixup")
+    if section.frame_views is not None:
+        extras.append("views")
+    return tuple(extras)
 
 
 def choose(figures: Sequence[float | None]) -> int:
