@@ -204,6 +204,8 @@ def test_with_a_validation_split_the_final_model_is_validated_and_chosen_there(
                           / "fit.json").read_text())  # fmt: skip
         assert row["valid"] == max(h["metric"] for h in fit["history"])
     assert result.summary["final_setting"] == max(tried, key=lambda r: r["valid"])["setting"]
+    written = json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert written["final_tried"] == tried and written["teacher"] == teacher
 
     overlapping = DistillInputs(train, train, folds, zoo, inputs.members, inputs.entries,
                                 valid=train.subset(np.arange(10)))  # fmt: skip

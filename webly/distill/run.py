@@ -30,6 +30,7 @@ float32 weights are larger is refused before anything trains.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,6 +39,7 @@ from typing import Any
 import numpy as np
 import scipy.sparse as sp
 
+from webly._fs import write_atomic
 from webly.config import DistillConfig, student_zoos
 from webly.core import TopK
 from webly.data.store import Dataset
@@ -82,6 +84,9 @@ from webly.train.oof import (
 from webly.train.zoo import Zoo, plan_zoo
 
 MIXED_DIR = "mixed"
+SUMMARY_FILE = "summary.json"
+"""``OUT/summary.json``: what was tried and kept (`DistillResult.summary`), for ``webly distill``
+users as the stage's manifest records it."""
 VIEWS_DIR = "views"
 
 
@@ -162,16 +167,18 @@ def run_distill(
             model = folder / FULL_DIR / MODEL_DIR
             key = _final_key(member, trained.tried)
     done = [m for m in results if m.error is None]
+    summary = {
+        "students": ZooResult(results).table(),
+        "unlabeled_rows": 0 if lessons.unlabeled is None else int(lessons.unlabeled[1].size),
+        **summary,
+    }
+    write_atomic(out / SUMMARY_FILE, json.dumps(summary, indent=1).encode())
     return DistillResult(
         members=results,
         students={name: folder / name / "predictions" for name, folder in kept.items()},
         final=final,
         model=model,
-        summary={
-            "students": ZooResult(results).table(),
-            "unlabeled_rows": 0 if lessons.unlabeled is None else int(lessons.unlabeled[1].size),
-            **summary,
-        },
+        summary=summary,
         key=f"{len(done)} of {len(results)} students done{key}",
     )
 
