@@ -275,3 +275,10 @@ def test_bad_recipe_file(tmp_path: Path, text: str, message: str) -> None:
 def test_missing_recipe_file(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match=r"none\.yaml: cannot be read \(No such file"):
         load_recipe(tmp_path / "none.yaml")
+
+
+def test_one_validation_split_at_most(tmp_path: Path) -> None:
+    data = {"store": {"train": str(tmp_path / "t"), "valid": str(tmp_path / "v")}}
+    load_recipe(write(tmp_path, {**RECIPE, "data": data}))
+    with pytest.raises(ConfigError, match=r"both valid_fraction and store\.valid give a valid"):
+        load_recipe(write(tmp_path, {**RECIPE, "data": {**data, "valid_fraction": 0.1}}))

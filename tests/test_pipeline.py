@@ -405,6 +405,18 @@ def test_yt8m_source_imports_one_glob_a_split(tmp_path: Path) -> None:
     assert (data.train, data.test, data.unlabeled) == (run / "data/train", run / "data/test", None)
     assert data.rows == {"train": 8, "test": 4} and data.classes == 3862
     assert Dataset.open(tmp_path / "run" / "data" / "train").ids[0] == "f0r0"
+    # a validation split of its own files: imported beside the others
+    recipe_file.write_text(yaml.safe_dump(
+        {**RECIPE, "data": {"yt8m": {**globs, "train": globs["train"].replace("[01]", "0"),
+                                     "valid": str(tmp_path / "tf" / "v1*")}}}
+    ))  # fmt: skip
+    context = StageContext(
+        load_recipe(recipe_file), RunDir(tmp_path / "run2").only(()), "data", Console(quiet=True)
+    )
+    data = make_data(context).record
+    assert isinstance(data, DataRecord) and data.valid == tmp_path / "run2" / "data" / "valid"
+    assert data.rows == {"train": 4, "test": 4, "valid": 4}
+    assert Dataset.open(data.valid).ids[0] == "f1r0"
     (tmp_path / "tf" / "v2.tfrecord").unlink()
     with pytest.raises(DataError, match=r"data\.yt8m\.test: no files match '.*v2\*'"):
         check_data(recipe)

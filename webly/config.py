@@ -118,20 +118,22 @@ class BuiltinData(BaseModel):
 
 class YT8MData(BaseModel):
     """YouTube-8M TFRecord files (`webly.data.yt8m.import_yt8m`): one glob a split (the
-    ``unlabeled`` one's labels, if any, are not used)."""
+    ``unlabeled`` one's labels, if any, are not used; ``valid``: rows of the training data no
+    model of the run trains on, as ``data.valid_fraction`` carves them)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     train: str
     test: str | None = None
     unlabeled: str | None = None
+    valid: str | None = None
     level: Level = "video"
     names: Names = "2018"
     n_classes: int = 3862
     video_dtype: Dtype = "float32"
     skip_corrupt: bool = False
 
-    @field_validator("train", "test", "unlabeled")
+    @field_validator("train", "test", "unlabeled", "valid")
     @classmethod
     def _absolute(cls, pattern: str | None) -> str | None:
         return os.path.abspath(os.path.expanduser(pattern)) if pattern is not None else None
@@ -143,15 +145,17 @@ class YT8MData(BaseModel):
 
 
 class StoreData(BaseModel):
-    """Existing webly datasets, read in place (never copied or modified)."""
+    """Existing webly datasets, read in place (never copied or modified); ``valid`` as for
+    `YT8MData`."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     train: Path
     test: Path | None = None
     unlabeled: Path | None = None
+    valid: Path | None = None
 
-    @field_validator("train", "test", "unlabeled")
+    @field_validator("train", "test", "unlabeled", "valid")
     @classmethod
     def _absolute(cls, path: Path | None) -> Path | None:
         return path.expanduser().absolute() if path is not None else None
@@ -164,8 +168,9 @@ DATA_SOURCES = ("synth", "builtin", "yt8m", "store")
 class DataConfig(BaseModel):
     """The ``data`` stage: exactly one source, and ``valid_fraction``: the share of its
     training rows carved out (stratified, `webly.data.split`) into a validation split before
-    the folds, on which no model of the run trains; the distill stage validates and chooses
-    the final model there (None: no such split)."""
+    the folds, on which no model of the run trains (or the source's own ``valid`` split); the
+    distill stage validates and chooses the final model there, the compress stage its
+    candidate (None: no such split)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -182,6 +187,11 @@ class DataConfig(BaseModel):
             raise ValueError(
                 f"data: {' and '.join(given) or 'no source'} given; give exactly one source "
                 f"({', '.join(DATA_SOURCES)})"
+            )
+        name, source = self.source
+        if self.valid_fraction is not None and getattr(source, "valid", None) is not None:
+            raise ValueError(
+                f"data: both valid_fraction and {name}.valid give a validation split; keep one"
             )
         return self
 

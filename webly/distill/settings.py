@@ -9,7 +9,9 @@ or softened, `webly.distill.soft_labels.sharpen`), optionally also on extra rows
 teacher (mixed rows, `webly.distill.mixed`, or frame-subset views, `webly.distill.views`:
 `Extra`), and the setting of best validation figure is kept (`choose`): the
 out-of-fold metric of a student, the metric on the rows its training held out of a model
-trained on every row. On a tie the twin is kept: distillation has to beat it to be used.
+trained on every row, or for both the metric on a validation split carved before the zoo when
+the data has one (`webly.distill.grid`). On a tie the twin is kept: distillation has to beat
+it to be used.
 """
 
 from __future__ import annotations

@@ -13,7 +13,7 @@ from webly.data.store import Dataset
 from webly.executor import Executor, LocalExecutor
 from webly.rundir import RunDir, Scoring, StageRecord
 
-SPLITS = ("train", "test", "unlabeled")
+SPLITS = ("train", "test", "unlabeled", "valid")
 R = TypeVar("R", bound=StageRecord)
 
 

@@ -34,8 +34,9 @@ def data_config(recipe: Recipe) -> dict[str, Any]:
     TFRecord files (name and size) read, so a changed input re-runs the stage."""
     name, source = recipe.data.source
     dumped = source.model_dump(mode="json")
-    if dumped.get("unlabeled", "") is None:  # absent: runs made before the field stay valid
-        del dumped["unlabeled"]
+    for split in ("unlabeled", "valid"):  # absent: runs made before the field stay valid
+        if dumped.get(split, "") is None:
+            del dumped[split]
     config: dict[str, Any] = {name: dumped}
     if recipe.data.valid_fraction is not None:  # likewise
         config["valid_fraction"] = recipe.data.valid_fraction
@@ -83,7 +84,7 @@ def make_data(ctx: StageContext) -> StageResult:
             carve_valid(given, fraction, ctx.recipe.seed, carved, tmp / "valid")
             shutil.rmtree(tmp / "train", ignore_errors=True)  # nothing for a store source
             carved.rename(tmp / "train")
-    paths = {s: ctx.folder / s for s in (*SPLITS, "valid") if (ctx.folder / s).is_dir()}
+    paths = {s: ctx.folder / s for s in SPLITS if (ctx.folder / s).is_dir()}
     if isinstance(source, StoreData):
         paths = {split: ctx.run / path for split, path in _given_splits(source).items()} | paths
     stores = {split: Dataset.open(path) for split, path in paths.items()}
