@@ -118,6 +118,10 @@ def test_the_recipe_it_runs(tmp_path: Path) -> None:
     many = Dataset.from_arrays(np.eye(60, dtype=np.float32), np.arange(60), path=tmp_path / "m")
     assert [m.get("id") for m in predictor.recipe(many)["zoo"]["members"]][-1] == "mlp_wide"
     assert "clean" not in fast.recipe(train) and "ensemble" not in fast.recipe(train)
+    carved = Predictor(path=tmp_path / "v", valid_fraction=0.2)
+    carved.inputs = predictor.inputs
+    assert carved.recipe(train)["data"] == {"store": {"train": str(train.path)},
+                                            "valid_fraction": 0.2}  # fmt: skip
 
 
 @pytest.mark.parametrize(

@@ -84,6 +84,9 @@ class Predictor:
     distill : the recipe ``distill`` section, or None (see `distill`)
     time_limit : seconds for the whole zoo (``zoo.time_limit``), or None
     max_size : the size budget of what `predict` uses and `export` ships (e.g. "50MB")
+    valid_fraction : the share of the training rows carved out before anything trains
+        (``data.valid_fraction``): the distilled model and what `predict` uses are chosen on
+        rows no model saw; None: chosen out of fold
     folds : K of the out-of-fold training
     seed : the one seed of the run
     progress : print the stages, models, folds and epochs as they go (Rich: a terminal or a
@@ -101,6 +104,7 @@ class Predictor:
         distill: Mapping[str, Any] | None = None,
         time_limit: float | None = None,
         max_size: int | str = DEFAULT_MAX_SIZE,
+        valid_fraction: float | None = None,
         folds: int = 5,
         seed: int = 0,
         progress: bool = True,
@@ -116,6 +120,7 @@ class Predictor:
             "distill": dict(distill) if distill is not None else None,
             "time_limit": time_limit,
             "max_size": max_size,
+            "valid_fraction": valid_fraction,
             "folds": folds,
             "seed": seed,
         }
@@ -188,6 +193,8 @@ class Predictor:
             "compress": {"max_size": settings["max_size"]},
             "export": {},
         }
+        if settings.get("valid_fraction") is not None:  # absent from older predictor.json
+            raw["data"]["valid_fraction"] = settings["valid_fraction"]
         for stage in ("clean", "ensemble", "distill"):
             if settings[stage] is not None:
                 raw[stage] = settings[stage]
