@@ -127,6 +127,7 @@ def test_fresh_run_writes_every_stage(base: tuple[Path, RunResult, str]) -> None
         "train": "data/train",
         "test": "data/test",
         "unlabeled": None,
+        "valid": None,
     }
     folds = np.load(out / "folds" / "folds.npy")
     assert folds.dtype == np.int8 and folds.shape == (200,)
