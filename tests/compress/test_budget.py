@@ -25,6 +25,8 @@ from webly.errors import ConfigError
 from webly.metrics.evaluate import task_metric
 from webly.models.quantized import open_network
 from webly.predictions import Predictions
+from webly.report.run_files import RunFiles
+from webly.report.summary import summary_cards
 from webly.train.loop import iter_scores
 from webly.train.oof import held_out_rows, predict_members
 
@@ -319,3 +321,6 @@ def test_with_a_validation_split_every_candidate_is_scored_on_it(valid_run: Path
     assert fp32.metric == pytest.approx(task_metric(scores, valid.labels, valid.task, 20))
     best = max(c.metric or 0.0 for c in result.candidates)
     assert result.chosen.metric == best
+    (data,) = [c for c in summary_cards(RunFiles.open(valid_run)) if c.label == "Data"]
+    assert data.value == f"{len(train):,} training rows"
+    assert f"{len(valid):,} validation rows no model trained on" in data.detail

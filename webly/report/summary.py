@@ -63,6 +63,8 @@ def _data(files: RunFiles) -> Card:
     detail = f"{data.classes:,} classes, {data.task}"
     if rows.get("test"):
         detail += f"; {rows['test']:,} test rows"
+    if rows.get("valid"):
+        detail += f"; {rows['valid']:,} validation rows no model trained on"
     changed = (data.noise or {}).get("rows_changed")
     if changed is not None:
         detail += f"; {changed:.1%} of the labels made noisy"
