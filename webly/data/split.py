@@ -20,7 +20,8 @@ from webly.errors import ConfigError
 def valid_rows(train: Dataset, fraction: float, seed: int) -> np.ndarray:
     """``(n_valid,)`` ascending rows of ``train`` to carve out: one of ``round(1 / fraction)``
     folds of `webly.data.folds.assign_folds` (stratified on each row's rarest label, groups
-    kept whole), so about ``fraction`` of the rows and every frequent class in it.
+    kept whole), so about ``fraction`` of the rows, and every class that is the rarest label
+    of at least that many rows in it.
 
     ``fraction`` is in (0, 0.5] (``data.valid_fraction``, checked by the recipe). Raises
     `ConfigError` for a store too small to split.
