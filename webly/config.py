@@ -400,8 +400,9 @@ class DistillConfig(BaseModel):
     """The ``distill`` stage: students trained on soft labels (`webly.distill`).
 
     ``teacher``: whose out-of-fold predictions become the soft labels: ``best`` (chosen on
-    the out-of-fold metric against the training labels: for the students the ensemble's best
-    entry, for the final model the best of the entries and the students' mean), ``students``
+    the out-of-fold metric against the training labels, or on the data's validation split when
+    it has one: for the students the ensemble's best entry, for the final model the best of
+    the entries and the students' mean), ``students``
     (the final model taught by the students' mean, the students by the ensemble's best), or
     ``stacker`` or a blend method of the ensemble (every model taught by it). ``family``:
     each student is taught instead by the mean of the zoo members of its own model family

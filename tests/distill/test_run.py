@@ -156,15 +156,18 @@ def test_family_teachers_need_no_ensemble(inputs: DistillInputs, tmp_path: Path)
     assert Predictions.open(result.students["student"]).model["distilled"]
 
 
-def _logistic_mean(train: Dataset, root: Path, valid: Dataset | None = None) -> DistillInputs:
+def _logistic_mean(
+    train: Dataset, root: Path, valid: Dataset | None = None, stacker: bool = False
+) -> DistillInputs:
     """A 3-fold zoo of one logistic member on ``train`` and its mean blend (``root/zoo``,
-    ``root/ens``); ``train`` is also the test split."""
+    ``root/ens``), with ``stacker`` a stacker too; ``train`` is also the test split."""
     zoo = parse_zoo({"folds": 3, "seed": 0, "k": 4, "train": TRAIN,
                      "members": [{"name": "logistic"}]})  # fmt: skip
     folds = train.folds(3, 0)
     fit_oof(zoo, train, None, root / "zoo", folds)
     fit_ensemble(open_members(zoo_members(root / "zoo"), ("oof",)), train.labels, train.task,
-                 root / "ens", blends=("mean",), folds=folds)  # fmt: skip
+                 root / "ens", blends=("mean",), folds=folds,
+                 stacker=StackerConfig(rounds=5, seed=0) if stacker else None)  # fmt: skip
     return DistillInputs(train, train, folds, zoo, zoo_members(root / "zoo"),
                          ensemble_entries(root / "ens"), valid=valid)  # fmt: skip
 
@@ -177,7 +180,7 @@ def test_with_a_validation_split_the_final_model_is_validated_and_chosen_there(
     carve_valid(_store(tmp_path / "all", 180, 0).path, 0.2, 0, tmp_path / "train",
                 tmp_path / "valid")  # fmt: skip
     train, valid = Dataset.open(tmp_path / "train"), Dataset.open(tmp_path / "valid")
-    inputs = _logistic_mean(train, tmp_path, valid)
+    inputs = _logistic_mean(train, tmp_path, valid, stacker=True)
     zoo, folds = inputs.zoo, inputs.folds
     scored: list[Any] = []
     real = fold_model.fit
@@ -194,6 +197,9 @@ def test_with_a_validation_split_the_final_model_is_validated_and_chosen_there(
     assert result.model is not None and held_out_rows(result.model) is None  # every row trained
     teacher = result.summary["teacher"]
     assert teacher["chosen on"] == "the validation split"
+    entries = {n: f for n, f in teacher["candidates"].items() if n in inputs.entries}
+    assert set(entries) == {"mean", "stacker"} and len(set(entries.values())) == 2
+    assert teacher["students"] == max(entries, key=lambda n: entries[n])  # on the split too
     entry = load_entry(inputs.entries["mean"])
     predicted = predict_zoo(zoo, train, valid, tmp_path / "zoo")
     on_valid = task_metric(entry.predict([predicted["logistic"]]), valid.labels, valid.task)

@@ -29,6 +29,7 @@ from webly.distill.soft_labels import families, family_teacher
 from webly.ensemble.fit import STACKER, load_entry
 from webly.ensemble.members import open_members
 from webly.errors import ConfigError, DataError
+from webly.metrics.evaluate import task_metric
 from webly.predictions import Predictions, merge_topk
 from webly.train.oof import predict_zoo
 from webly.train.zoo import Zoo, manifest_hash
@@ -163,10 +164,19 @@ class Teachers:
         return candidates
 
     def students_entry(self) -> str:
-        """The ensemble entry that teaches the students: the named one, or the best with
-        ``teacher: best`` or ``students``."""
-        teacher = self.section.teacher
-        return self.inputs.best_entry() if teacher in (BEST, STUDENTS) else teacher
+        """The ensemble entry that teaches the students: the named one, or with ``teacher:
+        best`` or ``students`` the one of best metric on the validation split (its
+        `Predict` of it), or out of fold without one (`DistillInputs.best_entry`)."""
+        teacher, valid = self.section.teacher, self.inputs.valid
+        if teacher not in (BEST, STUDENTS):
+            return teacher
+        if valid is None:
+            return self.inputs.best_entry()
+        figures = {
+            name: task_metric(self._entry(name)[1](valid), valid.labels, valid.task)
+            for name in self.inputs.entries
+        }
+        return max(figures, key=lambda name: figures[name])
 
     def _entry(self, name: str) -> Teacher:
         """The ensemble entry ``name``: its out-of-fold predictions and its `Predict`."""
