@@ -368,6 +368,19 @@ def lam_grid(lam: float | Sequence[float]) -> tuple[float, ...]:
     return tuple(sorted(values, key=lambda v: v != TWIN))
 
 
+def k_grid(k: float | Sequence[float]) -> tuple[int, ...]:
+    """The numbers of the teacher's top classes kept a row to try, in order.
+
+    Raises `ConfigError` (one line, naming ``distill.k``) on an empty grid, a repeated value
+    or one that is not a whole number >= 1.
+    """
+    values = _grid(
+        "k", k, lambda v: v >= 1 and v == int(v), "is not a whole number >= 1 (the teacher's "
+        "classes kept a row)", "[20, 5]",
+    )  # fmt: skip
+    return tuple(int(v) for v in values)
+
+
 def temperature_grid(temperature: float | Sequence[float]) -> tuple[float, ...]:
     """The teacher temperatures to try (`webly.distill.soft_labels.sharpen`), in order.
 
@@ -412,8 +425,9 @@ class DistillConfig(BaseModel):
     best validation figure, `webly.distill.settings`; 1.0 is the labels-only twin),
     ``temperature`` (the teacher's, one value or the values tried with each ``lam`` below 1:
     below 1 sharpens its probabilities, above 1 softens them,
-    `webly.distill.soft_labels.sharpen`), ``k`` and ``min_score`` (classes of the teacher kept
-    per row). ``final``: one model trained on every row: the model to compress and export.
+    `webly.distill.soft_labels.sharpen`), ``k`` (the teacher's top classes kept a row: one
+    value, or the values tried with each ``lam`` below 1) and ``min_score`` (nor those below
+    it). ``final``: one model trained on every row: the model to compress and export.
     ``max_size`` (bytes or e.g. ``50MB``): a student whose float32 weights are larger is
     refused before anything trains. ``unlabeled``
     (`UnlabeledConfig`): students and final model also learn the teacher's predictions of the
@@ -432,7 +446,7 @@ class DistillConfig(BaseModel):
     family: bool = False
     lam: float | list[float] = Field(default_factory=lambda: [1.0, 0.5, 0.2])
     temperature: float | list[float] = 1.0
-    k: int = Field(default=20, ge=1)
+    k: int | list[int] = 20
     min_score: float = Field(default=1e-3, ge=0.0, lt=1.0)
     students: list[dict[str, Any]] = Field(default_factory=list)
     final: dict[str, Any] | None = None
@@ -449,6 +463,17 @@ class DistillConfig(BaseModel):
         except ConfigError as err:
             raise ValueError(str(err)) from None
         return grid
+
+    @field_validator("k", mode="before")
+    @classmethod
+    def _k_grid(cls, k: Any) -> Any:
+        if not isinstance(k, int | float | list) or isinstance(k, bool):
+            return k  # the type check names what was given
+        try:
+            values = k_grid(k)
+        except ConfigError as err:
+            raise ValueError(str(err)) from None
+        return list(values) if isinstance(k, list) else values[0]
 
     @field_validator("max_size")
     @classmethod

@@ -330,7 +330,8 @@ def _training(recipe: Recipe) -> dict[str, dict[str, int]]:
     for name, zoo in recipe.student_zoos().items():
         assert recipe.distill is not None  # it has student zoos
         extras = final_extras(recipe.distill) if name == "final" else ()
-        tried = len(settings(recipe.distill.lam, extras, recipe.distill.temperature))
+        section = recipe.distill
+        tried = len(settings(section.lam, extras, section.temperature, section.k))
         epochs(zoo, tried * (zoo.folds if name == "students" else 1), distill)
     if distill:
         plan["distill"] = distill

@@ -251,3 +251,17 @@ def test_the_final_model_at_a_views_setting_learns_the_teachers_predictions_of_t
     expected = load_entry(inputs.entries["mean"]).predict([predicted["logistic"]])
     top1 = np.asarray(viewed.targets.max(axis=1).toarray()).ravel()
     np.testing.assert_allclose(top1, expected.scores[:, 0], atol=2e-3)
+
+
+def test_each_k_of_a_grid_keeps_that_many_of_the_teachers_classes(
+    inputs: DistillInputs, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    plain = DistillInputs(inputs.train, inputs.train, inputs.folds, inputs.zoo, inputs.members,
+                          inputs.entries)  # fmt: skip
+    taught = spy_fit(monkeypatch, "targets")
+    final = DistillConfig(final={"name": "logistic"}, lam=0.5, k=[4, 1], teacher="stacker")
+    result = run_distill(final, plain, tmp_path)
+    assert [t["setting"] for t in result.summary["final_tried"]] == ["lam-0.5-k4", "lam-0.5-k1"]
+    assert [t["k"] for t in result.summary["final_tried"]] == [4, 1]
+    wide, narrow = (np.diff(targets.indptr) for targets in taught)
+    assert narrow.max() == 1 and wide.max() > 1 and (wide >= narrow).all()

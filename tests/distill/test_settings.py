@@ -30,6 +30,16 @@ def test_each_distilled_lam_is_tried_at_each_temperature_and_the_twin_once() -> 
     assert settings(0.5, temperature=2) == (Setting(0.5, temperature=2.0),)
 
 
+def test_a_k_grid_is_tried_with_each_distilled_setting_and_named_only_when_a_grid() -> None:
+    grid = settings([1.0, 0.5], ["views"], temperature=[1.0, 0.5], k=[20, 5])
+    assert [s.name for s in grid] == [
+        "labels", "lam-0.5-k20", "lam-0.5-k5", "lam-0.5-t0.5-k20", "lam-0.5-t0.5-k5",
+        "lam-0.5-k20-views", "lam-0.5-k5-views", "lam-0.5-t0.5-k20-views", "lam-0.5-t0.5-k5-views",
+    ]  # fmt: skip
+    assert grid[2] == Setting(0.5, k=5) and grid[0].k is None
+    assert settings(0.5, k=5) == settings(0.5, k=[5]) == (Setting(0.5),)  # one k: not named
+
+
 def test_mixup_and_frame_views_are_each_tried_apart_with_every_distilled_setting() -> None:
     section = DistillConfig(final={"name": "logistic"}, lam=[1.0, 0.5, 0.2], mixup=0.4,
                             frame_views=0.5, temperature=[1.0, 2.0])  # fmt: skip
@@ -64,6 +74,9 @@ def test_a_tie_keeps_the_twin_and_a_failed_setting_is_never_chosen() -> None:
         ("temperature=0", r"distill\.temperature: 0 is not > 0 .*; use e\.g\. \[1\.0, 0\.5\]"),
         ("temperature=[]", r"distill\.temperature: no value to try"),
         ("temperature=[1, 1]", r"distill\.temperature: \[1\.0, 1\.0\] repeats a value"),
+        ("k=[20, 2.5]", r"distill\.k: 2\.5 is not a whole number >= 1 .*; use e\.g\. \[20, 5\]"),
+        ("k=0", r"distill\.k: 0 is not a whole number >= 1"),
+        ("k=[5, 5]", r"distill\.k: \[5\.0, 5\.0\] repeats a value"),
     ],
 )
 def test_a_bad_lam_or_temperature_grid_is_one_line_naming_the_key(
@@ -80,7 +93,7 @@ def test_a_bad_lam_or_temperature_grid_is_one_line_naming_the_key(
     section = load_recipe(path).distill
     assert section is not None and section.lam == [1.0, 0.5, 0.2]  # the default grid
     with pytest.raises(ConfigError, match=message) as caught:
-        key = "" if value.startswith("temperature=") else "lam="
+        key = "" if value.startswith(("temperature=", "k=")) else "lam="
         load_recipe(path, [f"distill.{key}{value}"])
     assert "\n" not in str(caught.value)
 

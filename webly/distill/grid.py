@@ -52,7 +52,8 @@ class Tried:
         m = self.result
         return {
             "model": m.id, "setting": self.setting.name, "lam": self.setting.lam,
-            "temperature": self.setting.temperature, "mixup": self.setting.extra == "mixup",
+            "temperature": self.setting.temperature, "k": self.setting.k,
+            "mixup": self.setting.extra == "mixup",
             "views": self.setting.extra == "views",
             "valid": self.valid, "test": m.test_metric,
             "seconds": round(m.seconds, 1), "error": m.error, "chosen": self.chosen,

@@ -40,7 +40,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from webly._fs import write_atomic
-from webly.config import DistillConfig, student_zoos
+from webly.config import DistillConfig, k_grid, student_zoos
 from webly.core import TopK
 from webly.data.store import Dataset
 from webly.distill.grid import (
@@ -141,7 +141,7 @@ def run_distill(
     if "students" in zoos:
         validate = oof_figure if inputs.valid is None else split_figure(train, inputs.valid)
         taught = fit_grid(
-            settings(section.lam, temperature=section.temperature), out / "students",
+            settings(section.lam, (), section.temperature, section.k), out / "students",
             _students_fit(zoos["students"], teachers, lessons, inputs, executor), validate,
         )  # fmt: skip
         results += taught.kept
@@ -150,7 +150,7 @@ def run_distill(
     final: dict[str, Path] = {}
     model, key = None, ""
     if "final" in zoos:
-        grid = settings(section.lam, final_extras(section), section.temperature)
+        grid = settings(section.lam, final_extras(section), section.temperature, section.k)
         trained, teacher = _fit_final(zoos["final"], grid, teachers, lessons, inputs, kept, out,
                                       executor)  # fmt: skip
         (member,) = trained.kept
@@ -196,13 +196,17 @@ class _Lessons:
     out: Path
     seed: int
 
+    def _k(self, setting: Setting) -> int:
+        """The teacher's top classes ``setting`` keeps a row."""
+        return setting.k if setting.k is not None else k_grid(self.section.k)[0]
+
     def targets(self, teacher: TopK, setting: Setting) -> sp.csr_matrix | None:
         """``(n_samples, n_classes)`` soft targets of ``teacher``'s out-of-fold predictions."""
         if setting.twin:
             return None
         return soft_targets(
             sharpen(teacher, setting.temperature, self.train.task), self.train.n_classes,
-            self.train.task, k=self.section.k, min_score=self.section.min_score,
+            self.train.task, k=self._k(setting), min_score=self.section.min_score,
         )  # fmt: skip
 
     def extra(
@@ -228,7 +232,7 @@ class _Lessons:
                 assert section.frame_views is not None
                 data = frame_views(self.train, self.out / VIEWS_DIR, section.frame_views,
                                    self.seed, rows=rows, overwrite=True)  # fmt: skip
-            return teach_unlabeled(taught(data), data, np.arange(len(data)), k=section.k,
+            return teach_unlabeled(taught(data), data, np.arange(len(data)), k=self._k(setting),
                                    min_score=section.min_score)  # fmt: skip
         if self.unlabeled is None:
             return None
@@ -237,7 +241,8 @@ class _Lessons:
         assert options is not None  # _unlabeled returns None without it
         return teach_unlabeled(
             taught(data.subset(rows)), data, rows, threshold=options.threshold,
-            soft=options.soft, k=section.k, min_score=section.min_score, alpha=options.alpha,
+            soft=options.soft, k=self._k(setting), min_score=section.min_score,
+            alpha=options.alpha,
             t1=options.t1, t2=options.t2,
         )  # fmt: skip
 

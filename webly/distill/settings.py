@@ -20,7 +20,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
 
-from webly.config import TWIN, DistillConfig, lam_grid, temperature_grid
+from webly.config import TWIN, DistillConfig, k_grid, lam_grid, temperature_grid
 from webly.errors import ConfigError
 
 Extra = Literal["mixup", "views"]
@@ -33,12 +33,14 @@ training rows (`webly.distill.mixed`); ``views``, random frame subsets of each t
 class Setting:
     """One way to train a distilled model: ``lam``, the weight of the label loss (1.0: the
     labels-only twin), ``temperature``, the teacher's (`webly.distill.soft_labels.sharpen`:
-    below 1 sharper, above 1 softer; the twin has none), and ``extra``, the `Extra` rows it
-    also learns the teacher's predictions of (None: none)."""
+    below 1 sharper, above 1 softer; the twin has none), ``extra``, the `Extra` rows it
+    also learns the teacher's predictions of (None: none), and ``k``, the teacher's top classes
+    kept a row (None: the section's one value; set when ``distill.k`` is a grid)."""
 
     lam: float
     extra: Extra | None = None
     temperature: float = 1.0
+    k: int | None = None
 
     @property
     def twin(self) -> bool:
@@ -48,28 +50,32 @@ class Setting:
     @property
     def name(self) -> str:
         """The folder name of the models trained with it: ``labels``, ``lam-0.5``,
-        ``lam-0.5-t0.5``, ``lam-0.5-mixup``, ``lam-0.5-t0.5-views``."""
+        ``lam-0.5-t0.5``, ``lam-0.5-k5``, ``lam-0.5-mixup``, ``lam-0.5-t0.5-views``."""
         if self.twin:
             return "labels"
         sharpened = f"-t{self.temperature:g}" if self.temperature != 1.0 else ""
-        return f"lam-{self.lam:g}{sharpened}" + (f"-{self.extra}" if self.extra else "")
+        kept = f"-k{self.k}" if self.k is not None else ""
+        return f"lam-{self.lam:g}{sharpened}{kept}" + (f"-{self.extra}" if self.extra else "")
 
 
 def settings(
     lam: float | Sequence[float],
     extras: Sequence[Extra] = (),
     temperature: float | Sequence[float] = 1.0,
+    k: float | Sequence[float] = 20,
 ) -> tuple[Setting, ...]:
-    """Every `Setting` of the grids ``lam`` and ``temperature``: each ``lam`` below 1 at each
-    temperature, then for each of ``extras`` in turn each of those once more with those extra
-    rows. The twin (when tried, ``lam`` 1: no teacher, so no temperature) comes first."""
+    """Every `Setting` of the grids ``lam``, ``temperature`` and ``k``: each ``lam`` below 1 at
+    each temperature and each ``k`` (named only when there are several), then for each of
+    ``extras`` in turn each of those once more with those extra rows. The twin (when tried,
+    ``lam`` 1: no teacher, so no temperature or k) comes first."""
     temperatures = temperature_grid(temperature)
-    taught = [(v, t) for v in lam_grid(lam) if v != TWIN for t in temperatures]
+    ks: tuple[int | None, ...] = k_grid(k) if len(k_grid(k)) > 1 else (None,)
+    taught = [(v, t, c) for v in lam_grid(lam) if v != TWIN for t in temperatures for c in ks]
     twin = [Setting(TWIN)] if TWIN in lam_grid(lam) else []
     return (
         *twin,
-        *(Setting(v, temperature=t) for v, t in taught),
-        *(Setting(v, extra, t) for extra in extras for v, t in taught),
+        *(Setting(v, temperature=t, k=c) for v, t, c in taught),
+        *(Setting(v, extra, t, c) for extra in extras for v, t, c in taught),
     )
 
 
